@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {IFederation} from "./interfaces/IFederation.sol";
+import {ILLMIdentity} from "./interfaces/ILLMIdentity.sol";
+
+/// @title Federation
+/// @notice The round ledger: tasks, rounds, one update commitment per LLM identity per round, and the global
+/// adapter of each round with its contributors and weights.
+contract Federation is AccessControl, EIP712, IFederation {
+    /// @notice Role that creates tasks.
+    bytes32 public constant TASK_ADMIN_ROLE = keccak256("TASK_ADMIN_ROLE");
+
+    /// @notice EIP-712 type of a relayed update: binds task, round and the whole commitment.
+    bytes32 public constant UPDATE_TYPEHASH = keccak256(
+        "UpdateCommitment(uint256 task,uint256 round,string cid,bytes32 adapterSha256,uint64 numExamples,bytes32 metricsDigest)"
+    );
+
+    /// @notice Aggregation weights are fixed-point numbers that add up to this.
+    uint256 public constant WEIGHT_SCALE = 1e18;
+
+    /// @notice The identity registry whose Active tokens may submit.
+    ILLMIdentity public immutable identities;
+
+    /// @dev One slot: everything submitUpdate needs to read.
+    struct Schedule {
+        uint32 currentRound;
+        uint32 maxRounds;
+        uint32 minUpdates;
+        uint64 roundDuration;
+        uint64 roundDeadline;
+        RoundStatus status;
+    }
+
+    struct Task {
+        Schedule schedule;
+        address aggregator;
+        bytes32 baseModelSha256;
+        bytes32 loraConfigHash;
+        bytes32 strategyId;
+    }
+
+    /// @dev Two slots per submission: the digest, and the rest packed.
+    struct Submission {
+        bytes32 adapterSha256;
+        uint64 numExamples;
+        uint40 submittedAt;
+        bool aggregated;
+        uint96 weight;
+    }
+
+    uint256 private _lastTaskId;
+    mapping(uint256 task => Task) private _tasks;
+    mapping(uint256 task => mapping(uint256 round => mapping(uint256 identity => Submission))) private _submissions;
+    mapping(uint256 task => mapping(uint256 round => bytes32 sha256)) private _globalSha256;
+
+    constructor(ILLMIdentity identityRegistry, address admin) EIP712("FlowOfKnowledgeFederation", "1") {
+        if (address(identityRegistry) == address(0) || admin == address(0)) revert FederationZeroAddress();
+        identities = identityRegistry;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(TASK_ADMIN_ROLE, admin);
+    }
+
+    /// @notice Creates a training task on base model `baseModelCid` / `baseModelSha256` with LoRA config hash
+    /// `loraConfigHash`, run by `aggregator` with strategy `strategyId`.
+    /// Requirements: caller has TASK_ADMIN_ROLE; `aggregator` non-zero; `baseModelCid` non-empty;
+    /// `baseModelSha256` non-zero; `minUpdates`, `roundDuration` and `maxRounds` each at least 1.
+    /// Emits {TaskCreated}.
+    function createTask(
+        string calldata baseModelCid,
+        bytes32 baseModelSha256,
+        bytes32 loraConfigHash,
+        address aggregator,
+        bytes32 strategyId,
+        uint32 minUpdates,
+        uint64 roundDuration,
+        uint32 maxRounds
+    ) external onlyRole(TASK_ADMIN_ROLE) returns (uint256 taskId) {
+        if (aggregator == address(0)) revert FederationZeroAddress();
+        if (bytes(baseModelCid).length == 0) revert FederationZeroCid();
+        if (baseModelSha256 == bytes32(0)) revert FederationZeroDigest();
+        if (minUpdates == 0 || roundDuration == 0 || maxRounds == 0) {
+            revert FederationInvalidTaskConfig(minUpdates, roundDuration, maxRounds);
+        }
+        taskId = ++_lastTaskId;
+        Task storage t = _tasks[taskId];
+        t.schedule = Schedule({
+            currentRound: 0,
+            maxRounds: maxRounds,
+            minUpdates: minUpdates,
+            roundDuration: roundDuration,
+            roundDeadline: 0,
+            status: RoundStatus.None
+        });
+        t.aggregator = aggregator;
+        t.baseModelSha256 = baseModelSha256;
+        t.loraConfigHash = loraConfigHash;
+        t.strategyId = strategyId;
+        emit TaskCreated(
+            taskId,
+            aggregator,
+            strategyId,
+            baseModelCid,
+            baseModelSha256,
+            loraConfigHash,
+            minUpdates,
+            roundDuration,
+            maxRounds
+        );
+    }
+
+    /// @notice Opens round 1 of `taskId`, starting from the initial adapter `startCid` / `startSha256` (every client
+    /// starts from the same LoRA initialisation). Later rounds open by themselves when the previous one is finalized.
+    /// Requirements: caller is the task's aggregator; no round was opened yet; CID and digest non-zero.
+    /// Emits {RoundOpened}.
+    function openFirstRound(uint256 taskId, string calldata startCid, bytes32 startSha256) external {
+        Task storage t = _requireAggregator(taskId);
+        if (t.schedule.currentRound != 0) revert FederationAlreadyStarted(taskId);
+        if (bytes(startCid).length == 0) revert FederationZeroCid();
+        if (startSha256 == bytes32(0)) revert FederationZeroDigest();
+        _openRound(taskId, t, 1, startCid, startSha256);
+    }
+
+    /// @notice Commits the caller's identity's update for `round` of `taskId`: adapter `cid` with sha256
+    /// `adapterSha256`, trained on `numExamples` examples, with client metrics digest `metricsDigest`.
+    /// Requirements: the caller holds an Active identity; `round` is open and its deadline not passed; the identity
+    /// has not submitted in this round; CID, digest and examples non-zero.
+    /// Emits {UpdateSubmitted}.
+    function submitUpdate(
+        uint256 taskId,
+        uint256 round,
+        string calldata cid,
+        bytes32 adapterSha256,
+        uint64 numExamples,
+        bytes32 metricsDigest
+    ) external {
+        _submit(taskId, round, cid, adapterSha256, numExamples, metricsDigest, msg.sender, address(0));
+    }
+
+    /// @notice Same as {submitUpdate}, sent by anyone (a relayer pays the gas) with the identity's EIP-712
+    /// signature over `UpdateCommitment(task, round, cid, adapterSha256, numExamples, metricsDigest)`. The domain
+    /// binds chain id and this contract, so a signature is good for this one commitment only.
+    /// Requirements: the signature recovers to an Active identity's key; otherwise as {submitUpdate}.
+    /// Emits {UpdateSubmitted} with `relayer` set to the sender.
+    function submitUpdateWithSignature(
+        uint256 taskId,
+        uint256 round,
+        string calldata cid,
+        bytes32 adapterSha256,
+        uint64 numExamples,
+        bytes32 metricsDigest,
+        bytes calldata signature
+    ) external {
+        bytes32 structHash = keccak256(
+            abi.encode(UPDATE_TYPEHASH, taskId, round, keccak256(bytes(cid)), adapterSha256, numExamples, metricsDigest)
+        );
+        address signer = ECDSA.recover(_hashTypedDataV4(structHash), signature);
+        _submit(taskId, round, cid, adapterSha256, numExamples, metricsDigest, signer, msg.sender);
+    }
+
+    /// @notice Publishes round `round`'s global adapter `globalCid` / `globalSha256`, made by the task's strategy
+    /// from the updates of `contributors` (identity ids, strictly increasing) with `weights` (adding up to 1e18).
+    /// Then opens the next round from this adapter, or completes the task after its last round.
+    /// Requirements: caller is the task's aggregator; `round` is the open round; at least `minUpdates`
+    /// contributors, each of which submitted in this round; CID and digest non-zero.
+    /// Emits {RoundFinalized}, then {RoundOpened} or {TaskCompleted}.
+    function finalizeRound(
+        uint256 taskId,
+        uint256 round,
+        string calldata globalCid,
+        bytes32 globalSha256,
+        uint256[] calldata contributors,
+        uint96[] calldata weights
+    ) external {
+        Task storage t = _requireAggregator(taskId);
+        Schedule memory s = t.schedule;
+        if (s.status != RoundStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        if (bytes(globalCid).length == 0) revert FederationZeroCid();
+        if (globalSha256 == bytes32(0)) revert FederationZeroDigest();
+        uint256 n = contributors.length;
+        if (n != weights.length) revert FederationLengthMismatch(n, weights.length);
+        if (n < s.minUpdates) revert FederationTooFewUpdates(taskId, round, n, s.minUpdates);
+
+        _markContributors(taskId, round, contributors, weights);
+
+        _globalSha256[taskId][round] = globalSha256;
+        emit RoundFinalized(taskId, round, t.strategyId, globalCid, globalSha256, contributors, weights);
+
+        if (round == s.maxRounds) {
+            t.schedule.status = RoundStatus.Completed;
+            emit TaskCompleted(taskId, round, globalCid, globalSha256);
+        } else {
+            _openRound(taskId, t, uint32(round + 1), globalCid, globalSha256);
+        }
+    }
+
+    /// @inheritdoc IFederation
+    function task(uint256 taskId) external view returns (TaskInfo memory) {
+        Task storage t = _requireTask(taskId);
+        Schedule memory s = t.schedule;
+        return TaskInfo({
+            aggregator: t.aggregator,
+            minUpdates: s.minUpdates,
+            maxRounds: s.maxRounds,
+            currentRound: s.currentRound,
+            roundDuration: s.roundDuration,
+            roundDeadline: s.roundDeadline,
+            status: s.status,
+            baseModelSha256: t.baseModelSha256,
+            loraConfigHash: t.loraConfigHash,
+            strategyId: t.strategyId
+        });
+    }
+
+    /// @inheritdoc IFederation
+    function submission(uint256 taskId, uint256 round, uint256 identity)
+        external
+        view
+        returns (SubmissionInfo memory)
+    {
+        Submission storage sub = _submissions[taskId][round][identity];
+        return SubmissionInfo({
+            adapterSha256: sub.adapterSha256,
+            numExamples: sub.numExamples,
+            submittedAt: sub.submittedAt,
+            aggregated: sub.aggregated,
+            weight: sub.weight
+        });
+    }
+
+    /// @inheritdoc IFederation
+    function globalAdapterSha256(uint256 taskId, uint256 round) external view returns (bytes32) {
+        return _globalSha256[taskId][round];
+    }
+
+    /// @inheritdoc IFederation
+    function totalTasks() external view returns (uint256) {
+        return _lastTaskId;
+    }
+
+    /// @notice The EIP-712 domain separator (chain id and this contract).
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    function _submit(
+        uint256 taskId,
+        uint256 round,
+        string calldata cid,
+        bytes32 adapterSha256,
+        uint64 numExamples,
+        bytes32 metricsDigest,
+        address signer,
+        address relayer
+    ) private {
+        Schedule storage s = _requireTask(taskId).schedule;
+        if (s.status != RoundStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        uint64 deadline = s.roundDeadline;
+        if (block.timestamp > deadline) revert FederationDeadlinePassed(taskId, round, deadline);
+        if (bytes(cid).length == 0) revert FederationZeroCid();
+        if (adapterSha256 == bytes32(0)) revert FederationZeroDigest();
+        if (numExamples == 0) revert FederationZeroExamples();
+
+        (uint256 id, ILLMIdentity.Status status) = identities.identityOfSigner(signer);
+        if (id == 0 || status != ILLMIdentity.Status.Active) {
+            revert FederationIdentityNotActive(signer, id, uint8(status));
+        }
+        Submission storage sub = _submissions[taskId][round][id];
+        if (sub.numExamples != 0) revert FederationAlreadySubmitted(taskId, round, id);
+        sub.adapterSha256 = adapterSha256;
+        sub.numExamples = numExamples;
+        sub.submittedAt = uint40(block.timestamp);
+        emit UpdateSubmitted(taskId, round, id, signer, relayer, cid, adapterSha256, numExamples, metricsDigest);
+    }
+
+    /// @dev Marks each listed contributor's submission as aggregated with its weight; checks order, submission
+    /// and that the weights add up to WEIGHT_SCALE.
+    function _markContributors(
+        uint256 taskId,
+        uint256 round,
+        uint256[] calldata contributors,
+        uint96[] calldata weights
+    ) private {
+        mapping(uint256 => Submission) storage subs = _submissions[taskId][round];
+        uint256 sum;
+        uint256 previous;
+        for (uint256 i; i < contributors.length; ++i) {
+            uint256 id = contributors[i];
+            if (id <= previous) revert FederationContributorsNotSorted(i, id);
+            previous = id;
+            Submission storage sub = subs[id];
+            if (sub.numExamples == 0) revert FederationNotSubmitter(taskId, round, id);
+            sub.aggregated = true;
+            sub.weight = weights[i];
+            sum += weights[i];
+        }
+        if (sum != WEIGHT_SCALE) revert FederationWeightsSum(sum);
+    }
+
+    function _openRound(uint256 taskId, Task storage t, uint32 round, string calldata startCid, bytes32 startSha256)
+        private
+    {
+        uint64 deadline = uint64(block.timestamp) + t.schedule.roundDuration;
+        t.schedule.currentRound = round;
+        t.schedule.roundDeadline = deadline;
+        t.schedule.status = RoundStatus.Open;
+        emit RoundOpened(taskId, round, startCid, startSha256, deadline);
+    }
+
+    function _requireTask(uint256 taskId) private view returns (Task storage t) {
+        t = _tasks[taskId];
+        if (t.schedule.maxRounds == 0) revert FederationUnknownTask(taskId); // every task has maxRounds >= 1
+    }
+
+    function _requireAggregator(uint256 taskId) private view returns (Task storage t) {
+        t = _requireTask(taskId);
+        if (msg.sender != t.aggregator) revert FederationNotAggregator(taskId, msg.sender);
+    }
+}

@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ILLMIdentity} from "./interfaces/ILLMIdentity.sol";
+
+/// @title LLMIdentity
+/// @notice Soulbound (ERC-5192) ERC-721 registry of federated LLM clients. The consortium's registrar mints one
+/// token per client to the client's signing key, and can suspend, reinstate, revoke and rotate its key.
+contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
+    /// @notice Role that mints, suspends, reinstates, revokes and rotates identities.
+    bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
+
+    struct Identity {
+        bytes32 institutionId;
+        bytes32 modelFingerprint;
+        uint64 registeredAt;
+        Status status;
+    }
+
+    uint256 private _lastTokenId;
+    mapping(uint256 tokenId => Identity) private _identities;
+    mapping(uint256 tokenId => string) private _metadataCids;
+    mapping(address signer => uint256 tokenId) private _tokenOfSigner;
+    /// @dev Set only while the registrar rotates a key, so that `_update` lets that one move through.
+    bool private _rotating;
+
+    constructor(address admin) ERC721("Flow of Knowledge LLM Identity", "FOKID") {
+        if (admin == address(0)) revert LLMIdentityZeroAddress();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(REGISTRAR_ROLE, admin);
+    }
+
+    /// @notice Mints a new identity to `signer`.
+    /// Requirements: caller has REGISTRAR_ROLE; `signer` is non-zero and holds no live identity; `metadataCid` is
+    /// not empty.
+    /// Emits {IdentityRegistered}, {Locked} and ERC-721 {Transfer}.
+    function register(address signer, bytes32 institutionId, bytes32 modelFingerprint, string calldata metadataCid)
+        external
+        onlyRole(REGISTRAR_ROLE)
+        returns (uint256 tokenId)
+    {
+        if (signer == address(0)) revert LLMIdentityZeroAddress();
+        if (bytes(metadataCid).length == 0) revert LLMIdentityEmptyMetadata();
+        uint256 taken = _tokenOfSigner[signer];
+        if (taken != 0) revert LLMIdentitySignerTaken(signer, taken);
+
+        tokenId = ++_lastTokenId;
+        _identities[tokenId] = Identity({
+            institutionId: institutionId,
+            modelFingerprint: modelFingerprint,
+            registeredAt: uint64(block.timestamp),
+            status: Status.Active
+        });
+        _metadataCids[tokenId] = metadataCid;
+        _tokenOfSigner[signer] = tokenId;
+        _mint(signer, tokenId);
+        emit IdentityRegistered(tokenId, signer, institutionId, modelFingerprint, metadataCid);
+        emit Locked(tokenId);
+    }
+
+    /// @notice Suspends an active identity: it cannot submit updates until reinstated.
+    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active.
+    /// Emits {IdentitySuspended}.
+    function suspend(uint256 tokenId) external onlyRole(REGISTRAR_ROLE) {
+        _requireStatus(tokenId, Status.Active);
+        _identities[tokenId].status = Status.Suspended;
+        emit IdentitySuspended(tokenId);
+    }
+
+    /// @notice Makes a suspended identity active again.
+    /// Requirements: caller has REGISTRAR_ROLE; the identity is Suspended.
+    /// Emits {IdentityReinstated}.
+    function reinstate(uint256 tokenId) external onlyRole(REGISTRAR_ROLE) {
+        _requireStatus(tokenId, Status.Suspended);
+        _identities[tokenId].status = Status.Active;
+        emit IdentityReinstated(tokenId);
+    }
+
+    /// @notice Revokes an identity for good and releases its signing key, which may later hold a new identity.
+    /// The token stays (owned by its last key) so that history keeps pointing at it.
+    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active or Suspended.
+    /// Emits {IdentityRevoked}.
+    function revoke(uint256 tokenId) external onlyRole(REGISTRAR_ROLE) {
+        Status status = _identities[tokenId].status;
+        if (status != Status.Active && status != Status.Suspended) {
+            revert LLMIdentityInvalidStatus(tokenId, status);
+        }
+        _identities[tokenId].status = Status.Revoked;
+        address signer = _ownerOf(tokenId);
+        delete _tokenOfSigner[signer];
+        emit IdentityRevoked(tokenId, signer);
+    }
+
+    /// @notice Rebinds an identity to a new signing key (key rotation); the token moves to `newSigner`.
+    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active or Suspended; `newSigner` is non-zero and
+    /// holds no live identity.
+    /// Emits {IdentityKeyRotated} and ERC-721 {Transfer}.
+    function rotateKey(uint256 tokenId, address newSigner) external onlyRole(REGISTRAR_ROLE) {
+        Status status = _identities[tokenId].status;
+        if (status != Status.Active && status != Status.Suspended) {
+            revert LLMIdentityInvalidStatus(tokenId, status);
+        }
+        if (newSigner == address(0)) revert LLMIdentityZeroAddress();
+        uint256 taken = _tokenOfSigner[newSigner];
+        if (taken != 0) revert LLMIdentitySignerTaken(newSigner, taken);
+
+        address oldSigner = _ownerOf(tokenId);
+        delete _tokenOfSigner[oldSigner];
+        _tokenOfSigner[newSigner] = tokenId;
+        _rotating = true;
+        _update(newSigner, tokenId, address(0));
+        _rotating = false;
+        emit IdentityKeyRotated(tokenId, oldSigner, newSigner);
+    }
+
+    /// @inheritdoc ILLMIdentity
+    function identityOfSigner(address signer) external view returns (uint256 tokenId, Status status) {
+        tokenId = _tokenOfSigner[signer];
+        status = _identities[tokenId].status;
+    }
+
+    /// @inheritdoc ILLMIdentity
+    function identity(uint256 tokenId) external view returns (IdentityRecord memory) {
+        address signer = _requireOwned(tokenId);
+        Identity storage id = _identities[tokenId];
+        return IdentityRecord({
+            signer: signer,
+            status: id.status,
+            registeredAt: id.registeredAt,
+            institutionId: id.institutionId,
+            modelFingerprint: id.modelFingerprint,
+            metadataCid: _metadataCids[tokenId]
+        });
+    }
+
+    /// @inheritdoc ILLMIdentity
+    function totalIdentities() external view returns (uint256) {
+        return _lastTokenId;
+    }
+
+    /// @notice Every identity is locked for good (ERC-5192). Reverts for ids never minted.
+    function locked(uint256 tokenId) external view returns (bool) {
+        _requireOwned(tokenId);
+        return true;
+    }
+
+    /// @notice `ipfs://<metadata CID>`. Reverts for ids never minted.
+    function tokenURI(uint256 tokenId) public view override returns (string memory) {
+        _requireOwned(tokenId);
+        return string.concat("ipfs://", _metadataCids[tokenId]);
+    }
+
+    /// @notice Always reverts: identities are soulbound.
+    function approve(address, uint256 tokenId) public pure override {
+        revert LLMIdentitySoulbound(tokenId);
+    }
+
+    /// @notice Always reverts: identities are soulbound.
+    function setApprovalForAll(address, bool) public pure override {
+        revert LLMIdentitySoulbound(0);
+    }
+
+    function supportsInterface(bytes4 interfaceId) public view override(ERC721, AccessControl) returns (bool) {
+        return interfaceId == 0xb45a3c0e // ERC-5192
+            || ERC721.supportsInterface(interfaceId) || AccessControl.supportsInterface(interfaceId);
+    }
+
+    /// @dev Blocks every transfer (mints and the registrar's key rotation excepted).
+    function _update(address to, uint256 tokenId, address auth) internal override returns (address) {
+        if (_ownerOf(tokenId) != address(0) && !_rotating) revert LLMIdentitySoulbound(tokenId);
+        return super._update(to, tokenId, auth);
+    }
+
+    function _requireStatus(uint256 tokenId, Status required) private view {
+        Status status = _identities[tokenId].status;
+        if (status != required) revert LLMIdentityInvalidStatus(tokenId, status);
+    }
+}

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+/// @title The round ledger of federated LoRA training
+/// @notice Tasks, rounds, one update commitment per identity per round, and each round's global adapter.
+/// Storage keeps digests and counters; CIDs, contributor lists and weights live in events, so the whole
+/// history can be rebuilt from logs alone.
+interface IFederation {
+    /// @notice Where a task stands.
+    enum RoundStatus {
+        None, // task unknown or no round opened yet
+        Open, // the current round takes submissions until its deadline
+        Completed // max rounds finalized; nothing more happens
+    }
+
+    /// @notice A training task. `currentRound` is 0 until the first round opens.
+    struct TaskInfo {
+        address aggregator;
+        uint32 minUpdates;
+        uint32 maxRounds;
+        uint32 currentRound;
+        uint64 roundDuration; // seconds
+        uint64 roundDeadline; // unix time after which the current round takes no submissions
+        RoundStatus status;
+        bytes32 baseModelSha256;
+        bytes32 loraConfigHash;
+        bytes32 strategyId;
+    }
+
+    /// @notice What a view returns about one identity's submission in one round.
+    struct SubmissionInfo {
+        bytes32 adapterSha256; // zero when the identity did not submit
+        uint64 numExamples;
+        uint40 submittedAt;
+        bool aggregated; // listed as a contributor of the round's global adapter
+        uint96 weight; // its weight there, in units of 1e-18
+    }
+
+    /// @notice The task id does not exist.
+    error FederationUnknownTask(uint256 task);
+    /// @notice A zero address was given.
+    error FederationZeroAddress();
+    /// @notice The task's round settings are invalid (each must be at least 1).
+    error FederationInvalidTaskConfig(uint32 minUpdates, uint64 roundDuration, uint32 maxRounds);
+    /// @notice Only the task's aggregator may do this.
+    error FederationNotAggregator(uint256 task, address caller);
+    /// @notice The first round is already open (or the task completed).
+    error FederationAlreadyStarted(uint256 task);
+    /// @notice `round` is not the task's open round.
+    error FederationRoundNotOpen(uint256 task, uint256 round);
+    /// @notice The round's deadline has passed.
+    error FederationDeadlinePassed(uint256 task, uint256 round, uint64 deadline);
+    /// @notice The address has no identity, or its identity is not Active.
+    error FederationIdentityNotActive(address signer, uint256 identity, uint8 status);
+    /// @notice The identity already submitted in this round.
+    error FederationAlreadySubmitted(uint256 task, uint256 round, uint256 identity);
+    /// @notice Empty CID.
+    error FederationZeroCid();
+    /// @notice Zero sha256 digest.
+    error FederationZeroDigest();
+    /// @notice Zero training examples.
+    error FederationZeroExamples();
+    /// @notice Contributors and weights differ in length.
+    error FederationLengthMismatch(uint256 contributors, uint256 weights);
+    /// @notice Fewer contributors than the task's minimum.
+    error FederationTooFewUpdates(uint256 task, uint256 round, uint256 given, uint256 required);
+    /// @notice Contributors must be listed in strictly increasing identity order.
+    error FederationContributorsNotSorted(uint256 index, uint256 identity);
+    /// @notice A listed contributor did not submit in the round.
+    error FederationNotSubmitter(uint256 task, uint256 round, uint256 identity);
+    /// @notice Weights must add up to exactly 1e18.
+    error FederationWeightsSum(uint256 sum);
+
+    /// @notice A task was created.
+    event TaskCreated(
+        uint256 indexed task,
+        address indexed aggregator,
+        bytes32 indexed strategyId,
+        string baseModelCid,
+        bytes32 baseModelSha256,
+        bytes32 loraConfigHash,
+        uint32 minUpdates,
+        uint64 roundDuration,
+        uint32 maxRounds
+    );
+    /// @notice A round opened, starting from the adapter `startCid` / `startSha256`.
+    event RoundOpened(uint256 indexed task, uint256 indexed round, string startCid, bytes32 startSha256, uint64 deadline);
+    /// @notice Identity `identity` (key `signer`) committed an update; `relayer` is the sender when relayed, zero when
+    /// the identity sent it itself.
+    event UpdateSubmitted(
+        uint256 indexed task,
+        uint256 indexed round,
+        uint256 indexed identity,
+        address signer,
+        address relayer,
+        string cid,
+        bytes32 adapterSha256,
+        uint64 numExamples,
+        bytes32 metricsDigest
+    );
+    /// @notice The aggregator published the round's global adapter, made from `contributors` with `weights`.
+    event RoundFinalized(
+        uint256 indexed task,
+        uint256 indexed round,
+        bytes32 indexed strategyId,
+        string globalCid,
+        bytes32 globalSha256,
+        uint256[] contributors,
+        uint96[] weights
+    );
+    /// @notice The task finalized its last round.
+    event TaskCompleted(uint256 indexed task, uint256 rounds, string finalCid, bytes32 finalSha256);
+
+    /// @notice The task's settings and where it stands. Reverts for unknown tasks.
+    function task(uint256 taskId) external view returns (TaskInfo memory);
+
+    /// @notice What identity `identity` submitted in round `round` of task `taskId` (zeros when nothing).
+    function submission(uint256 taskId, uint256 round, uint256 identity) external view returns (SubmissionInfo memory);
+
+    /// @notice sha256 of round `round`'s global adapter; zero until finalized.
+    function globalAdapterSha256(uint256 taskId, uint256 round) external view returns (bytes32);
+
+    /// @notice Number of tasks created; ids run from 1 to this number.
+    function totalTasks() external view returns (uint256);
+}

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {IERC5192} from "./IERC5192.sol";
+
+/// @title The on-chain identity of one federated LLM client
+/// @notice One soulbound ERC-721 token per LLM client, owned by the client's current signing key.
+interface ILLMIdentity is IERC5192 {
+    /// @notice Lifecycle of an identity. `None` only for ids that were never minted.
+    enum Status {
+        None,
+        Active,
+        Suspended,
+        Revoked
+    }
+
+    /// @notice What a view returns about one identity.
+    struct IdentityRecord {
+        address signer; // current signing key (the token owner)
+        Status status;
+        uint64 registeredAt; // block timestamp of the mint
+        bytes32 institutionId; // which hospital runs the client
+        bytes32 modelFingerprint; // hash of base-model hash + LoRA config
+        string metadataCid; // IPFS CID of the client's metadata document
+    }
+
+    /// @notice Tokens are soulbound: transfers and approvals always revert.
+    error LLMIdentitySoulbound(uint256 tokenId);
+    /// @notice A zero address was given as a signing key.
+    error LLMIdentityZeroAddress();
+    /// @notice The metadata CID is empty.
+    error LLMIdentityEmptyMetadata();
+    /// @notice The signing key already holds a live (not revoked) identity.
+    error LLMIdentitySignerTaken(address signer, uint256 tokenId);
+    /// @notice The operation is not allowed from the identity's current status.
+    error LLMIdentityInvalidStatus(uint256 tokenId, Status status);
+
+    /// @notice A new identity was minted to `signer`.
+    event IdentityRegistered(
+        uint256 indexed tokenId,
+        address indexed signer,
+        bytes32 indexed institutionId,
+        bytes32 modelFingerprint,
+        string metadataCid
+    );
+    /// @notice An active identity was suspended; it cannot submit until reinstated.
+    event IdentitySuspended(uint256 indexed tokenId);
+    /// @notice A suspended identity was made active again.
+    event IdentityReinstated(uint256 indexed tokenId);
+    /// @notice An identity was revoked for good; its key is released.
+    event IdentityRevoked(uint256 indexed tokenId, address indexed signer);
+    /// @notice The identity was rebound from `oldSigner` to `newSigner` (key rotation).
+    event IdentityKeyRotated(uint256 indexed tokenId, address indexed oldSigner, address indexed newSigner);
+
+    /// @notice The live identity bound to `signer` and its status; (0, None) when there is none.
+    function identityOfSigner(address signer) external view returns (uint256 tokenId, Status status);
+
+    /// @notice Everything stored about identity `tokenId`. Reverts for ids never minted.
+    function identity(uint256 tokenId) external view returns (IdentityRecord memory);
+
+    /// @notice Number of identities ever minted; ids run from 1 to this number.
+    function totalIdentities() external view returns (uint256);
+}
