@@ -41,6 +41,9 @@ contract Federation is AccessControl, EIP712, IFederation {
         bytes32 baseModelSha256;
         bytes32 loraConfigHash;
         bytes32 strategyId;
+        /// @dev sha256 of the adapter the open round starts from; after the last round, the final global adapter.
+        /// One slot per task, overwritten each round (past rounds' digests live in events and submissions).
+        bytes32 headSha256;
     }
 
     /// @dev Two slots per submission: the digest, and the rest packed.
@@ -55,7 +58,6 @@ contract Federation is AccessControl, EIP712, IFederation {
     uint256 private _lastTaskId;
     mapping(uint256 task => Task) private _tasks;
     mapping(uint256 task => mapping(uint256 round => mapping(uint256 identity => Submission))) private _submissions;
-    mapping(uint256 task => mapping(uint256 round => bytes32 sha256)) private _globalSha256;
 
     constructor(ILLMIdentity identityRegistry, address admin) EIP712("FlowOfKnowledgeFederation", "1") {
         if (address(identityRegistry) == address(0) || admin == address(0)) revert FederationZeroAddress();
@@ -121,6 +123,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         if (t.schedule.currentRound != 0) revert FederationAlreadyStarted(taskId);
         if (bytes(startCid).length == 0) revert FederationZeroCid();
         if (startSha256 == bytes32(0)) revert FederationZeroDigest();
+        t.headSha256 = startSha256;
         _openRound(taskId, t, 1, startCid, startSha256);
     }
 
@@ -162,7 +165,8 @@ contract Federation is AccessControl, EIP712, IFederation {
     }
 
     /// @notice Publishes round `round`'s global adapter `globalCid` / `globalSha256`, made by the task's strategy
-    /// from the updates of `contributors` (identity ids, strictly increasing) with `weights` (adding up to 1e18).
+    /// `strategyId` from the updates of `contributors` (identity ids, strictly increasing) with `weights` (adding up to
+    /// 1e18).
     /// Then opens the next round from this adapter, or completes the task after its last round.
     /// Requirements: caller is the task's aggregator; `round` is the open round; at least `minUpdates`
     /// contributors, each of which submitted in this round; CID and digest non-zero.
@@ -173,7 +177,8 @@ contract Federation is AccessControl, EIP712, IFederation {
         string calldata globalCid,
         bytes32 globalSha256,
         uint256[] calldata contributors,
-        uint96[] calldata weights
+        uint96[] calldata weights,
+        bytes32 strategyId
     ) external {
         Task storage t = _requireAggregator(taskId);
         Schedule memory s = t.schedule;
@@ -186,8 +191,8 @@ contract Federation is AccessControl, EIP712, IFederation {
 
         _markContributors(taskId, round, contributors, weights);
 
-        _globalSha256[taskId][round] = globalSha256;
-        emit RoundFinalized(taskId, round, t.strategyId, globalCid, globalSha256, contributors, weights);
+        t.headSha256 = globalSha256;
+        emit RoundFinalized(taskId, round, strategyId, globalCid, globalSha256, contributors, weights);
 
         if (round == s.maxRounds) {
             t.schedule.status = RoundStatus.Completed;
@@ -211,7 +216,8 @@ contract Federation is AccessControl, EIP712, IFederation {
             status: s.status,
             baseModelSha256: t.baseModelSha256,
             loraConfigHash: t.loraConfigHash,
-            strategyId: t.strategyId
+            strategyId: t.strategyId,
+            headSha256: t.headSha256
         });
     }
 
@@ -229,11 +235,6 @@ contract Federation is AccessControl, EIP712, IFederation {
             aggregated: sub.aggregated,
             weight: sub.weight
         });
-    }
-
-    /// @inheritdoc IFederation
-    function globalAdapterSha256(uint256 taskId, uint256 round) external view returns (bytes32) {
-        return _globalSha256[taskId][round];
     }
 
     /// @inheritdoc IFederation

@@ -12,6 +12,11 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
     /// @notice Role that mints, suspends, reinstates, revokes and rotates identities.
     bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
 
+    struct SignerBinding {
+        uint248 tokenId;
+        Status status;
+    }
+
     struct Identity {
         bytes32 institutionId;
         bytes32 modelFingerprint;
@@ -22,7 +27,9 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
     uint256 private _lastTokenId;
     mapping(uint256 tokenId => Identity) private _identities;
     mapping(uint256 tokenId => string) private _metadataCids;
-    mapping(address signer => uint256 tokenId) private _tokenOfSigner;
+    /// @dev The live identity of each key, with its status mirrored here so that the Federation's check on every
+    /// submission reads one slot.
+    mapping(address signer => SignerBinding) private _bindings;
     /// @dev Set only while the registrar rotates a key, so that `_update` lets that one move through.
     bool private _rotating;
 
@@ -43,7 +50,7 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
     {
         if (signer == address(0)) revert LLMIdentityZeroAddress();
         if (bytes(metadataCid).length == 0) revert LLMIdentityEmptyMetadata();
-        uint256 taken = _tokenOfSigner[signer];
+        uint256 taken = _bindings[signer].tokenId;
         if (taken != 0) revert LLMIdentitySignerTaken(signer, taken);
 
         tokenId = ++_lastTokenId;
@@ -54,7 +61,7 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
             status: Status.Active
         });
         _metadataCids[tokenId] = metadataCid;
-        _tokenOfSigner[signer] = tokenId;
+        _bindings[signer] = SignerBinding({tokenId: uint248(tokenId), status: Status.Active});
         _mint(signer, tokenId);
         emit IdentityRegistered(tokenId, signer, institutionId, modelFingerprint, metadataCid);
         emit Locked(tokenId);
@@ -65,7 +72,7 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
     /// Emits {IdentitySuspended}.
     function suspend(uint256 tokenId) external onlyRole(REGISTRAR_ROLE) {
         _requireStatus(tokenId, Status.Active);
-        _identities[tokenId].status = Status.Suspended;
+        _setStatus(tokenId, Status.Suspended);
         emit IdentitySuspended(tokenId);
     }
 
@@ -74,7 +81,7 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
     /// Emits {IdentityReinstated}.
     function reinstate(uint256 tokenId) external onlyRole(REGISTRAR_ROLE) {
         _requireStatus(tokenId, Status.Suspended);
-        _identities[tokenId].status = Status.Active;
+        _setStatus(tokenId, Status.Active);
         emit IdentityReinstated(tokenId);
     }
 
@@ -89,7 +96,7 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
         }
         _identities[tokenId].status = Status.Revoked;
         address signer = _ownerOf(tokenId);
-        delete _tokenOfSigner[signer];
+        delete _bindings[signer];
         emit IdentityRevoked(tokenId, signer);
     }
 
@@ -103,12 +110,12 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
             revert LLMIdentityInvalidStatus(tokenId, status);
         }
         if (newSigner == address(0)) revert LLMIdentityZeroAddress();
-        uint256 taken = _tokenOfSigner[newSigner];
+        uint256 taken = _bindings[newSigner].tokenId;
         if (taken != 0) revert LLMIdentitySignerTaken(newSigner, taken);
 
         address oldSigner = _ownerOf(tokenId);
-        delete _tokenOfSigner[oldSigner];
-        _tokenOfSigner[newSigner] = tokenId;
+        _bindings[newSigner] = _bindings[oldSigner];
+        delete _bindings[oldSigner];
         _rotating = true;
         _update(newSigner, tokenId, address(0));
         _rotating = false;
@@ -117,8 +124,8 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
 
     /// @inheritdoc ILLMIdentity
     function identityOfSigner(address signer) external view returns (uint256 tokenId, Status status) {
-        tokenId = _tokenOfSigner[signer];
-        status = _identities[tokenId].status;
+        SignerBinding memory b = _bindings[signer];
+        return (b.tokenId, b.status);
     }
 
     /// @inheritdoc ILLMIdentity
@@ -171,6 +178,11 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
     function _update(address to, uint256 tokenId, address auth) internal override returns (address) {
         if (_ownerOf(tokenId) != address(0) && !_rotating) revert LLMIdentitySoulbound(tokenId);
         return super._update(to, tokenId, auth);
+    }
+
+    function _setStatus(uint256 tokenId, Status status) private {
+        _identities[tokenId].status = status;
+        _bindings[_ownerOf(tokenId)].status = status;
     }
 
     function _requireStatus(uint256 tokenId, Status required) private view {

@@ -25,6 +25,7 @@ interface IFederation {
         bytes32 baseModelSha256;
         bytes32 loraConfigHash;
         bytes32 strategyId;
+        bytes32 headSha256; // adapter the open round starts from; after completion, the final global adapter
     }
 
     /// @notice What a view returns about one identity's submission in one round.
@@ -98,7 +99,8 @@ interface IFederation {
         uint64 numExamples,
         bytes32 metricsDigest
     );
-    /// @notice The aggregator published the round's global adapter, made from `contributors` with `weights`.
+    /// @notice The aggregator published the round's global adapter, made by strategy `strategyId` from `contributors`
+    /// with `weights`.
     event RoundFinalized(
         uint256 indexed task,
         uint256 indexed round,
@@ -116,9 +118,6 @@ interface IFederation {
 
     /// @notice What identity `identity` submitted in round `round` of task `taskId` (zeros when nothing).
     function submission(uint256 taskId, uint256 round, uint256 identity) external view returns (SubmissionInfo memory);
-
-    /// @notice sha256 of round `round`'s global adapter; zero until finalized.
-    function globalAdapterSha256(uint256 taskId, uint256 round) external view returns (bytes32);
 
     /// @notice Number of tasks created; ids run from 1 to this number.
     function totalTasks() external view returns (uint256);

@@ -282,7 +282,10 @@ export class FederationLedger {
     );
   }
 
-  /** Publishes a round's global adapter; contributors in increasing id order, weights adding up to 1e18. */
+  /**
+   * Publishes a round's global adapter made by `strategy`; contributors in increasing id order, weights adding up to
+   * 1e18.
+   */
   async finalizeRound(
     task: number,
     round: number,
@@ -290,9 +293,18 @@ export class FederationLedger {
     globalSha256: string,
     contributors: readonly number[],
     weights: readonly bigint[],
+    strategy: string,
   ): Promise<TransactionReceipt> {
     return send("finalizeRound", () =>
-      this.federation.finalizeRound(task, round, globalCid, globalSha256, [...contributors], [...weights]),
+      this.federation.finalizeRound(
+        task,
+        round,
+        globalCid,
+        globalSha256,
+        [...contributors],
+        [...weights],
+        strategyId(strategy),
+      ),
     );
   }
 
@@ -489,15 +501,33 @@ export async function send(
   }
 }
 
-/** Maps an ethers error to a ChainRevertError where it carries a revert we can decode; other errors pass through. */
+/**
+ * Maps a failed call to a ChainRevertError where it carries revert data we can decode: ethers' CALL_EXCEPTION, or a
+ * JSON-RPC error with revert data (as Hardhat's in-process network raises). Other errors pass through unchanged.
+ */
 export function toChainError(action: string, e: unknown): unknown {
-  if (!isError(e, "CALL_EXCEPTION")) return e;
-  if (e.revert) return new ChainRevertError(e.revert.name, [...e.revert.args], action, { cause: e });
-  if (e.data) {
-    const parsed = errorInterface.parseError(e.data);
-    if (parsed) return new ChainRevertError(parsed.name, [...parsed.args], action, { cause: e });
+  if (isError(e, "CALL_EXCEPTION") && e.revert) {
+    return new ChainRevertError(e.revert.name, [...e.revert.args], action, { cause: e });
   }
-  return e;
+  const data = revertData(e);
+  const parsed = data ? errorInterface.parseError(data) : null;
+  return parsed ? new ChainRevertError(parsed.name, [...parsed.args], action, { cause: e }) : e;
+}
+
+/** Revert data wherever an ethers or JSON-RPC error keeps it. */
+function revertData(e: unknown): string | null {
+  const seen = new Set<unknown>();
+  let cur: unknown = e;
+  for (let depth = 0; cur && typeof cur === "object" && depth < 5 && !seen.has(cur); depth++) {
+    seen.add(cur);
+    const o = cur as { data?: unknown; error?: unknown; info?: { error?: unknown }; cause?: unknown };
+    if (typeof o.data === "string" && isHexString(o.data) && o.data.length >= 10) return o.data;
+    if (o.data && typeof o.data === "object" && typeof (o.data as { data?: unknown }).data === "string") {
+      return (o.data as { data: string }).data;
+    }
+    cur = o.error ?? o.info?.error ?? o.cause;
+  }
+  return null;
 }
 
 function findEvent(receipt: TransactionReceipt, iface: Interface, name: string) {

@@ -1,0 +1,182 @@
+import { expect } from "chai";
+import { network } from "hardhat";
+import {
+  ChainRevertError,
+} from "../../node/errors.js";
+import {
+  FederationLedger,
+  IdentityStatus,
+  WEIGHT_SCALE,
+  deployContracts,
+  strategyId,
+  type UpdateCommitment,
+} from "../../node/chain/index.js";
+
+const { ethers, networkHelpers } = await network.create();
+
+const sha = (s: string) => ethers.sha256(ethers.toUtf8Bytes(s));
+
+async function deployed() {
+  const [admin, aggregator, a, b, c, relayer] = await ethers.getSigners();
+  const ledger = await deployContracts(admin);
+  return { ledger, admin, aggregator, clients: [a, b, c], relayer };
+}
+
+describe("node/chain FederationLedger", function () {
+  it("deploys both contracts wired together, with the admin holding every role", async function () {
+    const { ledger, admin } = await networkHelpers.loadFixture(deployed);
+    expect(await ledger.federation.identities()).to.equal(ledger.deployment.identity);
+    expect(await ledger.identity.hasRole(await ledger.identity.REGISTRAR_ROLE(), admin.address)).to.equal(true);
+    expect(await ledger.federation.hasRole(await ledger.federation.TASK_ADMIN_ROLE(), admin.address)).to.equal(true);
+    expect(ledger.deployment.chainId).to.equal(31337);
+  });
+
+  it("turns a revert into ChainRevertError with the custom error's name and arguments", async function () {
+    const { ledger, clients } = await networkHelpers.loadFixture(deployed);
+    const asClient = ledger.connect(clients[0]!);
+    const c: UpdateCommitment = {
+      task: 7,
+      round: 1,
+      cid: "bafkreiabc",
+      adapterSha256: sha("x"),
+      numExamples: 3,
+      metricsDigest: ethers.ZeroHash,
+    };
+    let caught: unknown;
+    try {
+      await asClient.submitUpdate(c);
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).to.be.instanceOf(ChainRevertError);
+    const err = caught as ChainRevertError;
+    expect(err.name).to.equal("ChainRevertError");
+    expect(err.code).to.equal("ERR_CHAIN_REVERT");
+    expect(err.errorName).to.equal("FederationUnknownTask");
+    expect(err.args).to.deep.equal([7n]);
+    expect(err.message).to.equal("submitUpdate reverted: FederationUnknownTask(7)");
+  });
+
+  it("reads a 3-client, 3-round task back from events alone, equal to what was written", async function () {
+    const { ledger, aggregator, clients, relayer } = await networkHelpers.loadFixture(deployed);
+    const ids: number[] = [];
+    for (const [i, s] of clients.entries()) {
+      ids.push(await ledger.registerIdentity(s.address, `hospital-${i}`, sha("fingerprint"), `bafkreimeta${i}`));
+    }
+    expect(ids).to.deep.equal([1, 2, 3]);
+    const task = await ledger.createTask({
+      baseModelCid: "bafkreibase",
+      baseModelSha256: sha("base"),
+      loraConfigHash: sha("lora"),
+      aggregator: aggregator.address,
+      strategy: "fedavg",
+      minUpdates: 2,
+      roundDuration: 600,
+      maxRounds: 3,
+    });
+    expect(task).to.equal(1);
+    const asAgg = ledger.connect(aggregator);
+    await asAgg.openFirstRound(task, "bafkreiinit", sha("init"));
+
+    const written: { round: number; updates: UpdateCommitment[]; relayed: boolean[]; global: string; weights: bigint[] }[] = [];
+    for (let round = 1; round <= 3; round++) {
+      const updates: UpdateCommitment[] = [];
+      const relayed: boolean[] = [];
+      for (const [i, s] of clients.entries()) {
+        const c: UpdateCommitment = {
+          task,
+          round,
+          cid: `bafkrei-c${i}-r${round}`,
+          adapterSha256: sha(`c${i} r${round}`),
+          numExamples: 10 * (i + 1) + round,
+          metricsDigest: sha(`metrics ${i} ${round}`),
+        };
+        // client 1 goes through a relayer in every round; the others send themselves
+        if (i === 1) {
+          const sig = await ledger.signUpdate(s, c);
+          await ledger.connect(relayer).submitSignedUpdate(c, sig);
+        } else {
+          await ledger.connect(s).submitUpdate(c);
+        }
+        updates.push(c);
+        relayed.push(i === 1);
+      }
+      const total = updates.reduce((n, u) => n + BigInt(u.numExamples), 0n);
+      const weights = updates.map((u) => (BigInt(u.numExamples) * WEIGHT_SCALE) / total);
+      weights[2]! += WEIGHT_SCALE - weights.reduce((x, y) => x + y, 0n);
+      await asAgg.finalizeRound(task, round, `bafkrei-global-r${round}`, sha(`global ${round}`), ids, weights, "fedavg");
+      written.push({ round, updates, relayed, global: `bafkrei-global-r${round}`, weights });
+    }
+
+    // A fresh read-only view: nothing but the provider and the deployment addresses.
+    const reader = new FederationLedger(ledger.deployment, ethers.provider);
+    const h = await reader.readTaskHistory(task);
+    expect(h.task).to.equal(1);
+    expect(h.baseModelCid).to.equal("bafkreibase");
+    expect(h.baseModelSha256).to.equal(sha("base"));
+    expect(h.loraConfigHash).to.equal(sha("lora"));
+    expect(h.aggregator).to.equal(aggregator.address);
+    expect(h.strategy).to.equal("fedavg");
+    expect(h.strategyId).to.equal(strategyId("fedavg"));
+    expect([h.minUpdates, h.roundDuration, h.maxRounds]).to.deep.equal([2, 600, 3]);
+    expect(h.completed).to.equal(true);
+    expect(h.rounds.map((r) => r.round)).to.deep.equal([1, 2, 3]);
+    for (const [k, r] of h.rounds.entries()) {
+      const w = written[k]!;
+      expect(r.startCid).to.equal(k === 0 ? "bafkreiinit" : written[k - 1]!.global);
+      expect(r.startSha256).to.equal(k === 0 ? sha("init") : sha(`global ${k}`));
+      expect(r.submissions.map(({ task, round, cid, adapterSha256, numExamples, metricsDigest }) => ({
+        task,
+        round,
+        cid,
+        adapterSha256,
+        numExamples,
+        metricsDigest,
+      }))).to.deep.equal(w.updates);
+      expect(r.submissions.map((s) => s.identity)).to.deep.equal(ids);
+      expect(r.submissions.map((s) => s.signer)).to.deep.equal(clients.map((c) => c.address));
+      expect(r.submissions.map((s) => s.relayer)).to.deep.equal([null, relayer.address, null]);
+      expect(r.finalized).to.not.equal(null);
+      expect(r.finalized!.globalCid).to.equal(w.global);
+      expect(r.finalized!.globalSha256).to.equal(sha(`global ${w.round}`));
+      expect(r.finalized!.contributors).to.deep.equal(ids);
+      expect(r.finalized!.weights).to.deep.equal(w.weights);
+      expect(r.finalized!.strategyId).to.equal(strategyId("fedavg"));
+    }
+    // storage agrees with the events
+    const info = await reader.federation.task(task);
+    expect(info.headSha256).to.equal(sha("global 3"));
+    const sub = await reader.federation.submission(task, 2, 3);
+    expect([sub.adapterSha256, sub.numExamples, sub.aggregated, sub.weight]).to.deep.equal([
+      sha("c2 r2"),
+      32n,
+      true,
+      written[1]!.weights[2],
+    ]);
+  });
+
+  it("reads identities with their status and key history from events", async function () {
+    const { ledger, clients, relayer } = await networkHelpers.loadFixture(deployed);
+    const [a, b] = clients;
+    await ledger.registerIdentity(a!.address, "hospital-a", sha("fp"), "bafkreimeta-a");
+    await ledger.registerIdentity(b!.address, "hospital-b", sha("fp"), "bafkreimeta-b");
+    await ledger.suspend(1);
+    await ledger.reinstate(1);
+    await ledger.rotateKey(1, relayer.address);
+    await ledger.revoke(2);
+    const ids = await new FederationLedger(ledger.deployment, ethers.provider).readIdentities();
+    expect(ids.map((i) => [i.tokenId, i.status, i.signer, i.metadataCid])).to.deep.equal([
+      [1, IdentityStatus.Active, relayer.address, "bafkreimeta-a"],
+      [2, IdentityStatus.Revoked, b!.address, "bafkreimeta-b"],
+    ]);
+    expect(ids[0]!.institutionId).to.equal(ethers.id("hospital-a"));
+    expect(ids[0]!.events.map((e) => [e.kind, e.signer])).to.deep.equal([
+      ["registered", a!.address],
+      ["suspended", a!.address],
+      ["reinstated", a!.address],
+      ["keyRotated", relayer.address],
+    ]);
+    expect(ids[1]!.events.map((e) => e.kind)).to.deep.equal(["registered", "revoked"]);
+    expect(await ledger.identityOfSigner(relayer.address)).to.deep.equal({ tokenId: 1, status: IdentityStatus.Active });
+  });
+});

@@ -1,0 +1,446 @@
+import { expect } from "chai";
+import { network } from "hardhat";
+import { anyValue } from "@nomicfoundation/hardhat-ethers-chai-matchers/withArgs";
+import type { Signer } from "ethers";
+
+const { ethers, networkHelpers } = await network.create();
+
+const BASE_CID = "bafkreibase000000000000000000000000000000000000000000000000";
+const BASE_SHA = ethers.sha256(ethers.toUtf8Bytes("base model"));
+const LORA_HASH = ethers.id("lora r=8 alpha=16 q,v");
+const INIT_CID = "bafkreiinit";
+const INIT_SHA = ethers.sha256(ethers.toUtf8Bytes("initial adapter"));
+const STRATEGY = ethers.encodeBytes32String("fedavg");
+const DURATION = 3600n;
+const MAX_ROUNDS = 2n;
+const E18 = 10n ** 18n;
+
+const UPDATE_TYPES = {
+  UpdateCommitment: [
+    { name: "task", type: "uint256" },
+    { name: "round", type: "uint256" },
+    { name: "cid", type: "string" },
+    { name: "adapterSha256", type: "bytes32" },
+    { name: "numExamples", type: "uint64" },
+    { name: "metricsDigest", type: "bytes32" },
+  ],
+};
+
+interface Commitment {
+  task: bigint;
+  round: bigint;
+  cid: string;
+  adapterSha256: string;
+  numExamples: bigint;
+  metricsDigest: string;
+}
+
+function commitment(who: string, round = 1n, task = 1n): Commitment {
+  return {
+    task,
+    round,
+    cid: `bafkrei-${who}-r${round}`,
+    adapterSha256: ethers.sha256(ethers.toUtf8Bytes(`${who} round ${round}`)),
+    numExamples: 100n,
+    metricsDigest: ethers.id(`${who} metrics`),
+  };
+}
+
+async function deployFederation() {
+  const [admin, aggregator, alice, bob, carol, relayer, outsider] = await ethers.getSigners();
+  const identity = await ethers.deployContract("LLMIdentity", [admin.address]);
+  const federation = await ethers.deployContract("Federation", [await identity.getAddress(), admin.address]);
+  for (const [i, s] of [alice, bob, carol].entries()) {
+    await identity.register(s.address, ethers.id(`hospital ${i}`), ethers.id("fp"), `bafkreimeta${i}`);
+  }
+  await federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 2, DURATION, MAX_ROUNDS);
+  return { identity, federation, admin, aggregator, alice, bob, carol, relayer, outsider };
+}
+
+async function withRoundOpen() {
+  const f = await deployFederation();
+  await f.federation.connect(f.aggregator).openFirstRound(1n, INIT_CID, INIT_SHA);
+  return f;
+}
+
+async function withTwoSubmissions() {
+  const f = await withRoundOpen();
+  await submit(f.federation.connect(f.alice), commitment("alice"));
+  await submit(f.federation.connect(f.bob), commitment("bob"));
+  return f;
+}
+
+type Fed = Awaited<ReturnType<typeof deployFederation>>["federation"];
+
+function submit(fed: Fed, c: Commitment) {
+  return fed.submitUpdate(c.task, c.round, c.cid, c.adapterSha256, c.numExamples, c.metricsDigest);
+}
+
+async function sign(signer: Signer, fed: Fed, c: Commitment, chainId?: bigint) {
+  const domain = {
+    name: "FlowOfKnowledgeFederation",
+    version: "1",
+    chainId: chainId ?? (await ethers.provider.getNetwork()).chainId,
+    verifyingContract: await fed.getAddress(),
+  };
+  return signer.signTypedData(domain, UPDATE_TYPES, c);
+}
+
+function relay(fed: Fed, c: Commitment, sig: string) {
+  return fed.submitUpdateWithSignature(c.task, c.round, c.cid, c.adapterSha256, c.numExamples, c.metricsDigest, sig);
+}
+
+describe("Federation", function () {
+  describe("createTask", function () {
+    it("stores the task and emits TaskCreated with every setting", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(deployFederation);
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 3, 60, 5))
+        .to.emit(federation, "TaskCreated")
+        .withArgs(2n, aggregator.address, STRATEGY, BASE_CID, BASE_SHA, LORA_HASH, 3n, 60n, 5n);
+      const t = await federation.task(2n);
+      expect(t.aggregator).to.equal(aggregator.address);
+      expect([t.minUpdates, t.maxRounds, t.currentRound, t.roundDuration, t.roundDeadline, t.status]).to.deep.equal([
+        3n,
+        5n,
+        0n,
+        60n,
+        0n,
+        0n,
+      ]);
+      expect([t.baseModelSha256, t.loraConfigHash, t.strategyId, t.headSha256]).to.deep.equal([
+        BASE_SHA,
+        LORA_HASH,
+        STRATEGY,
+        ethers.ZeroHash,
+      ]);
+      expect(await federation.totalTasks()).to.equal(2n);
+    });
+
+    it("reverts without TASK_ADMIN_ROLE", async function () {
+      const { federation, aggregator, outsider } = await networkHelpers.loadFixture(deployFederation);
+      await expect(
+        federation.connect(outsider).createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 1, 60, 1),
+      )
+        .to.be.revertedWithCustomError(federation, "AccessControlUnauthorizedAccount")
+        .withArgs(outsider.address, await federation.TASK_ADMIN_ROLE());
+    });
+
+    it("reverts for a zero aggregator, empty CID, zero digest and zero round settings", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(deployFederation);
+      const a = aggregator.address;
+      await expect(
+        federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, ethers.ZeroAddress, STRATEGY, 1, 60, 1),
+      ).to.be.revertedWithCustomError(federation, "FederationZeroAddress");
+      await expect(federation.createTask("", BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 1)).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroCid",
+      );
+      await expect(
+        federation.createTask(BASE_CID, ethers.ZeroHash, LORA_HASH, a, STRATEGY, 1, 60, 1),
+      ).to.be.revertedWithCustomError(federation, "FederationZeroDigest");
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 0, 60, 1))
+        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
+        .withArgs(0n, 60n, 1n);
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 0, 1))
+        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
+        .withArgs(1n, 0n, 1n);
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 0))
+        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
+        .withArgs(1n, 60n, 0n);
+    });
+
+    it("reverts task() for an unknown task", async function () {
+      const { federation } = await networkHelpers.loadFixture(deployFederation);
+      await expect(federation.task(9n)).to.be.revertedWithCustomError(federation, "FederationUnknownTask").withArgs(9n);
+    });
+  });
+
+  describe("openFirstRound", function () {
+    it("opens round 1 with its deadline and emits RoundOpened", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(deployFederation);
+      const tx = await federation.connect(aggregator).openFirstRound(1n, INIT_CID, INIT_SHA);
+      const deadline = BigInt(await networkHelpers.time.latest()) + DURATION;
+      await expect(tx).to.emit(federation, "RoundOpened").withArgs(1n, 1n, INIT_CID, INIT_SHA, deadline);
+      const t = await federation.task(1n);
+      expect([t.currentRound, t.roundDeadline, t.status, t.headSha256]).to.deep.equal([1n, deadline, 1n, INIT_SHA]);
+    });
+
+    it("reverts for a non-aggregator, an unknown task, a second call, and a zero CID or digest", async function () {
+      const { federation, aggregator, outsider } = await networkHelpers.loadFixture(deployFederation);
+      await expect(federation.connect(outsider).openFirstRound(1n, INIT_CID, INIT_SHA))
+        .to.be.revertedWithCustomError(federation, "FederationNotAggregator")
+        .withArgs(1n, outsider.address);
+      const asAgg = federation.connect(aggregator);
+      await expect(asAgg.openFirstRound(5n, INIT_CID, INIT_SHA))
+        .to.be.revertedWithCustomError(federation, "FederationUnknownTask")
+        .withArgs(5n);
+      await expect(asAgg.openFirstRound(1n, "", INIT_SHA)).to.be.revertedWithCustomError(federation, "FederationZeroCid");
+      await expect(asAgg.openFirstRound(1n, INIT_CID, ethers.ZeroHash)).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroDigest",
+      );
+      await asAgg.openFirstRound(1n, INIT_CID, INIT_SHA);
+      await expect(asAgg.openFirstRound(1n, INIT_CID, INIT_SHA))
+        .to.be.revertedWithCustomError(federation, "FederationAlreadyStarted")
+        .withArgs(1n);
+    });
+  });
+
+  describe("submitUpdate", function () {
+    it("records the commitment and emits UpdateSubmitted with relayer zero", async function () {
+      const { federation, alice } = await networkHelpers.loadFixture(withRoundOpen);
+      const c = commitment("alice");
+      const tx = await submit(federation.connect(alice), c);
+      await expect(tx)
+        .to.emit(federation, "UpdateSubmitted")
+        .withArgs(1n, 1n, 1n, alice.address, ethers.ZeroAddress, c.cid, c.adapterSha256, 100n, c.metricsDigest);
+      const s = await federation.submission(1n, 1n, 1n);
+      expect([s.adapterSha256, s.numExamples, s.submittedAt, s.aggregated, s.weight]).to.deep.equal([
+        c.adapterSha256,
+        100n,
+        BigInt(await networkHelpers.time.latest()),
+        false,
+        0n,
+      ]);
+      const receipt = await tx.wait();
+      expect(Number(receipt!.gasUsed)).to.be.at.most(90_000);
+    });
+
+    it("rejects a duplicate submission in the same round", async function () {
+      const { federation, alice } = await networkHelpers.loadFixture(withTwoSubmissions);
+      const again = { ...commitment("alice"), cid: "bafkrei-other", adapterSha256: ethers.id("other") };
+      await expect(submit(federation.connect(alice), again))
+        .to.be.revertedWithCustomError(federation, "FederationAlreadySubmitted")
+        .withArgs(1n, 1n, 1n);
+    });
+
+    it("rejects a late submission after the deadline", async function () {
+      const { federation, alice } = await networkHelpers.loadFixture(withRoundOpen);
+      const deadline = (await federation.task(1n)).roundDeadline;
+      await networkHelpers.time.increaseTo(deadline + 1n);
+      await expect(submit(federation.connect(alice), commitment("alice")))
+        .to.be.revertedWithCustomError(federation, "FederationDeadlinePassed")
+        .withArgs(1n, 1n, deadline);
+    });
+
+    it("rejects a round that is not open, and an unknown task", async function () {
+      const { federation, alice } = await networkHelpers.loadFixture(deployFederation);
+      await expect(submit(federation.connect(alice), commitment("alice")))
+        .to.be.revertedWithCustomError(federation, "FederationRoundNotOpen")
+        .withArgs(1n, 1n);
+      await expect(submit(federation.connect(alice), commitment("alice", 1n, 4n)))
+        .to.be.revertedWithCustomError(federation, "FederationUnknownTask")
+        .withArgs(4n);
+    });
+
+    it("rejects a sender with no identity, a suspended identity and a revoked identity", async function () {
+      const { federation, identity, alice, outsider } = await networkHelpers.loadFixture(withRoundOpen);
+      await expect(submit(federation.connect(outsider), commitment("outsider")))
+        .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+        .withArgs(outsider.address, 0n, 0n);
+      await identity.suspend(1n);
+      await expect(submit(federation.connect(alice), commitment("alice")))
+        .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+        .withArgs(alice.address, 1n, 2n);
+      await identity.revoke(1n);
+      await expect(submit(federation.connect(alice), commitment("alice")))
+        .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+        .withArgs(alice.address, 0n, 0n);
+    });
+
+    it("rejects a zero CID, zero digest or zero examples", async function () {
+      const { federation, alice } = await networkHelpers.loadFixture(withRoundOpen);
+      const asAlice = federation.connect(alice);
+      await expect(submit(asAlice, { ...commitment("alice"), cid: "" })).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroCid",
+      );
+      await expect(submit(asAlice, { ...commitment("alice"), adapterSha256: ethers.ZeroHash })).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroDigest",
+      );
+      await expect(submit(asAlice, { ...commitment("alice"), numExamples: 0n })).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroExamples",
+      );
+    });
+  });
+
+  describe("submitUpdateWithSignature", function () {
+    it("accepts a relayed update signed by the identity, naming signer and relayer", async function () {
+      const { federation, alice, relayer } = await networkHelpers.loadFixture(withRoundOpen);
+      const c = commitment("alice");
+      const sig = await sign(alice, federation, c);
+      const tx = await relay(federation.connect(relayer), c, sig);
+      await expect(tx)
+        .to.emit(federation, "UpdateSubmitted")
+        .withArgs(1n, 1n, 1n, alice.address, relayer.address, c.cid, c.adapterSha256, 100n, c.metricsDigest);
+      expect((await federation.submission(1n, 1n, 1n)).adapterSha256).to.equal(c.adapterSha256);
+      expect(Number((await tx.wait())!.gasUsed)).to.be.at.most(90_000);
+    });
+
+    it("rejects a used signature when replayed", async function () {
+      const { federation, alice, relayer } = await networkHelpers.loadFixture(withRoundOpen);
+      const c = commitment("alice");
+      const sig = await sign(alice, federation, c);
+      await relay(federation.connect(relayer), c, sig);
+      await expect(relay(federation.connect(relayer), c, sig))
+        .to.be.revertedWithCustomError(federation, "FederationAlreadySubmitted")
+        .withArgs(1n, 1n, 1n);
+    });
+
+    it("rejects a signature made for another round, task, contract or chain id, or over other fields", async function () {
+      const f = await networkHelpers.loadFixture(withRoundOpen);
+      const { federation, identity, alice, relayer, admin, aggregator } = f;
+      const c = commitment("alice");
+      const asRelayer = federation.connect(relayer);
+      // Each signature recovers to some address that holds no identity.
+      const rejects = (sig: string) =>
+        expect(relay(asRelayer, c, sig))
+          .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+          .withArgs(anyValue, 0n, 0n);
+
+      await rejects(await sign(alice, federation, { ...c, round: 2n }));
+      await federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 1, DURATION, 2);
+      await rejects(await sign(alice, federation, { ...c, task: 2n }));
+      const other = await ethers.deployContract("Federation", [await identity.getAddress(), admin.address]);
+      await rejects(await sign(alice, other as unknown as Fed, c));
+      await rejects(await sign(alice, federation, c, 1n));
+      await rejects(await sign(alice, federation, { ...c, numExamples: 101n }));
+      await rejects(await sign(alice, federation, { ...c, cid: c.cid + "x" }));
+      // the genuine one still goes through
+      await expect(relay(asRelayer, c, await sign(alice, federation, c))).to.emit(federation, "UpdateSubmitted");
+    });
+
+    it("rejects signatures by a non-identity, a suspended and a revoked identity", async function () {
+      const { federation, identity, alice, relayer, outsider } = await networkHelpers.loadFixture(withRoundOpen);
+      const c = commitment("alice");
+      const asRelayer = federation.connect(relayer);
+      await expect(relay(asRelayer, c, await sign(outsider, federation, c)))
+        .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+        .withArgs(outsider.address, 0n, 0n);
+      await identity.suspend(1n);
+      await expect(relay(asRelayer, c, await sign(alice, federation, c)))
+        .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+        .withArgs(alice.address, 1n, 2n);
+      await identity.revoke(1n);
+      await expect(relay(asRelayer, c, await sign(alice, federation, c)))
+        .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+        .withArgs(alice.address, 0n, 0n);
+    });
+
+    it("rejects a signature by the old key after key rotation", async function () {
+      const { federation, identity, alice, relayer, outsider } = await networkHelpers.loadFixture(withRoundOpen);
+      await identity.rotateKey(1n, outsider.address);
+      const c = commitment("alice");
+      await expect(relay(federation.connect(relayer), c, await sign(alice, federation, c)))
+        .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+        .withArgs(alice.address, 0n, 0n);
+      await expect(relay(federation.connect(relayer), c, await sign(outsider, federation, c)))
+        .to.emit(federation, "UpdateSubmitted")
+        .withArgs(1n, 1n, 1n, outsider.address, relayer.address, c.cid, c.adapterSha256, 100n, c.metricsDigest);
+    });
+
+    it("rejects a malformed signature with OpenZeppelin's ECDSA error", async function () {
+      const { federation, relayer } = await networkHelpers.loadFixture(withRoundOpen);
+      await expect(relay(federation.connect(relayer), commitment("alice"), "0x1234"))
+        .to.be.revertedWithCustomError(federation, "ECDSAInvalidSignatureLength")
+        .withArgs(2n);
+    });
+  });
+
+  describe("finalizeRound", function () {
+    const W = [E18 / 4n, (3n * E18) / 4n];
+
+    it("publishes the global adapter with contributors and weights, then opens the next round from it", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
+      const gSha = ethers.id("global 1");
+      const tx = await federation.connect(aggregator).finalizeRound(1n, 1n, "bafkrei-global1", gSha, [1n, 2n], W, STRATEGY);
+      const deadline = BigInt(await networkHelpers.time.latest()) + DURATION;
+      await expect(tx)
+        .to.emit(federation, "RoundFinalized")
+        .withArgs(1n, 1n, STRATEGY, "bafkrei-global1", gSha, [1n, 2n], W);
+      await expect(tx).to.emit(federation, "RoundOpened").withArgs(1n, 2n, "bafkrei-global1", gSha, deadline);
+      await expect(tx).to.not.emit(federation, "TaskCompleted");
+      expect((await federation.task(1n)).headSha256).to.equal(gSha);
+      const s1 = await federation.submission(1n, 1n, 1n);
+      const s2 = await federation.submission(1n, 1n, 2n);
+      expect([s1.aggregated, s1.weight, s2.aggregated, s2.weight]).to.deep.equal([true, W[0], true, W[1]]);
+      const t = await federation.task(1n);
+      expect([t.currentRound, t.roundDeadline, t.status]).to.deep.equal([2n, deadline, 1n]);
+    });
+
+    it("completes the task after its last round and takes no more submissions", async function () {
+      const { federation, aggregator, alice, bob } = await networkHelpers.loadFixture(withTwoSubmissions);
+      const asAgg = federation.connect(aggregator);
+      await asAgg.finalizeRound(1n, 1n, "bafkrei-g1", ethers.id("g1"), [1n, 2n], W, STRATEGY);
+      await submit(federation.connect(alice), commitment("alice", 2n));
+      await submit(federation.connect(bob), commitment("bob", 2n));
+      const tx = asAgg.finalizeRound(1n, 2n, "bafkrei-g2", ethers.id("g2"), [1n, 2n], W, STRATEGY);
+      await expect(tx).to.emit(federation, "TaskCompleted").withArgs(1n, 2n, "bafkrei-g2", ethers.id("g2"));
+      await expect(tx).to.not.emit(federation, "RoundOpened");
+      expect((await federation.task(1n)).status).to.equal(2n);
+      await expect(submit(federation.connect(alice), commitment("alice", 3n)))
+        .to.be.revertedWithCustomError(federation, "FederationRoundNotOpen")
+        .withArgs(1n, 3n);
+      await expect(asAgg.finalizeRound(1n, 2n, "bafkrei-g2", ethers.id("g2"), [1n, 2n], W, STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationRoundNotOpen")
+        .withArgs(1n, 2n);
+    });
+
+    it("rejects a caller other than the task's aggregator", async function () {
+      const { federation, admin } = await networkHelpers.loadFixture(withTwoSubmissions);
+      await expect(federation.connect(admin).finalizeRound(1n, 1n, "bafkrei-g", ethers.id("g"), [1n, 2n], W, STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationNotAggregator")
+        .withArgs(1n, admin.address);
+    });
+
+    it("rejects listing an identity that did not submit in the round", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
+      await expect(
+        federation.connect(aggregator).finalizeRound(1n, 1n, "bafkrei-g", ethers.id("g"), [1n, 3n], W, STRATEGY),
+      )
+        .to.be.revertedWithCustomError(federation, "FederationNotSubmitter")
+        .withArgs(1n, 1n, 3n);
+    });
+
+    it("rejects unsorted or repeated contributors, mismatched lengths, too few updates, bad weights, wrong round", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
+      const asAgg = federation.connect(aggregator);
+      const g = ethers.id("g");
+      await expect(asAgg.finalizeRound(1n, 1n, "c", g, [2n, 1n], W, STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationContributorsNotSorted")
+        .withArgs(1n, 1n);
+      await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n, 1n], W, STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationContributorsNotSorted")
+        .withArgs(1n, 1n);
+      await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n, 2n], [E18], STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationLengthMismatch")
+        .withArgs(2n, 1n);
+      await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n], [E18], STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationTooFewUpdates")
+        .withArgs(1n, 1n, 1n, 2n);
+      await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n, 2n], [E18, 1n], STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationWeightsSum")
+        .withArgs(E18 + 1n);
+      await expect(asAgg.finalizeRound(1n, 2n, "c", g, [1n, 2n], W, STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationRoundNotOpen")
+        .withArgs(1n, 2n);
+      await expect(asAgg.finalizeRound(1n, 1n, "", g, [1n, 2n], W, STRATEGY)).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroCid",
+      );
+      await expect(asAgg.finalizeRound(1n, 1n, "c", ethers.ZeroHash, [1n, 2n], W, STRATEGY)).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroDigest",
+      );
+    });
+
+    it("stays within 60,000 + 8,000 gas per contributor", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
+      const cid = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
+      const tx = await federation.connect(aggregator).finalizeRound(1n, 1n, cid, ethers.id("g"), [1n, 2n], W, STRATEGY);
+      expect(Number((await tx.wait())!.gasUsed)).to.be.at.most(60_000 + 2 * 8_000);
+    });
+  });
+});
