@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+// The `fok` command: runs the TypeScript CLI through tsx's loader (Node >= 22).
+import { register } from "tsx/esm/api";
+
+register();
+await import("../node/cli/main.ts");
