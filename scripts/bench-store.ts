@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createStore, sha256Hex } from "../node/store/index.js";
-import { deterministicBytes } from "../test/store/deterministic.js";
+import { deterministicBytes } from "../node/testing/deterministic.js";
 
 const arg = (name: string) => {
   const i = process.argv.indexOf(name);
@@ -48,7 +48,7 @@ try {
     await store.close();
 
     // a second process serves the same bytes over bitswap and a gateway on loopback
-    const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "../test/store/peer-process.ts"), String(size * MB)], {
+    const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "../node/testing/store-peer.ts"), String(size * MB)], {
       stdio: ["pipe", "pipe", "inherit"],
       env: { ...process.env },
     });

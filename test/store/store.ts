@@ -20,7 +20,7 @@ import {
   type AdapterStore,
 } from "../../node/store/index.js";
 import { serveGateway } from "../../node/store/gateway.js";
-import { deterministicBytes } from "./deterministic.js";
+import { deterministicBytes } from "../../node/testing/deterministic.js";
 
 const utf8 = (s: string) => new TextEncoder().encode(s);
 
@@ -203,7 +203,7 @@ describe("node/store", function () {
     let info: { cid: string; multiaddrs: string[]; gateway: string };
 
     before(async function () {
-      child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "peer-process.ts"), String(SIZE)], {
+      child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "../../node/testing/store-peer.ts"), String(SIZE)], {
         stdio: ["pipe", "pipe", "inherit"],
       });
       const line: string = await new Promise((resolve, reject) => {

@@ -1,9 +1,9 @@
 /**
- * A second store process for the store tests: adds `size` deterministic bytes, serves them over libp2p (bitswap) and
+ * A second store process for tests and benchmarks: adds `size` deterministic bytes, serves them over libp2p (bitswap) and
  * a trustless gateway on 127.0.0.1, prints one JSON line, and exits when its stdin closes.
  */
-import { createStore } from "../../node/store/index.js";
-import { serveGateway } from "../../node/store/gateway.js";
+import { createStore } from "../store/index.js";
+import { serveGateway } from "../store/gateway.js";
 import { deterministicBytes } from "./deterministic.js";
 
 const size = Number(process.argv[2] ?? 1024);
