@@ -1,0 +1,195 @@
+/**
+ * LoRA adapters as PEFT stores them: one safetensors file with `base_model.model.transformer.<module>.lora_A.weight`
+ * [r, in] and `lora_B.weight` [out, r], plus adapter_config.json. The file also carries, in its metadata, the
+ * adapter config and our provenance fields (task, round, base-model hash, identity), so the one blob in IPFS is
+ * self-describing. Identical weights and metadata always give identical bytes.
+ */
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { GPTConfig } from "./gpt.js";
+import { inWidth, loraLayout, validateLoraConfig, type LoraConfig } from "./lora.js";
+import { CheckpointError, readSafetensors, writeSafetensors, type NamedTensor } from "./safetensors.js";
+
+/** An adapter's tensors or config differ from what the task expects. */
+export class AdapterMismatchError extends CheckpointError {
+  constructor(
+    readonly tensor: string,
+    readonly problem: string,
+  ) {
+    super(`adapter ${tensor}: ${problem}`);
+  }
+}
+
+/** Provenance carried in the adapter file's metadata. */
+export interface AdapterMetadata {
+  /** init (round-1 start), update (a client's), global (an aggregate). */
+  kind: "init" | "update" | "global";
+  task?: number;
+  round?: number;
+  /** 0x sha256 of the base model's model.safetensors. */
+  baseModelSha256: string;
+  /** Identity token id of the submitting client (updates). */
+  identity?: number;
+  /** Strategy that made a global adapter. */
+  strategy?: string;
+}
+
+/** A's and B's per module, our orientation (A [in, r], B [r, chosen width]). */
+export type LoraWeights = Map<string, { A: Float32Array; B: Float32Array }>;
+
+export interface ParsedAdapter {
+  weights: LoraWeights;
+  config: LoraConfig;
+  metadata: AdapterMetadata;
+}
+
+const PREFIX = "base_model.model.transformer.";
+
+/** PEFT's adapter_config.json for our LoRA config. */
+export function peftConfig(lora: LoraConfig, baseModel = ""): Record<string, unknown> {
+  const modules = new Set<string>();
+  for (const t of lora.targetModules) {
+    if (["q", "k", "v", "c_attn", "attn.c_attn"].includes(t)) modules.add("c_attn");
+    else if (t === "o" || t === "attn.c_proj") modules.add("attn.c_proj");
+    else if (t === "c_fc" || t === "mlp.c_fc") modules.add("c_fc");
+    else modules.add("mlp.c_proj");
+  }
+  return {
+    base_model_name_or_path: baseModel,
+    bias: "none",
+    fan_in_fan_out: true,
+    inference_mode: true,
+    init_lora_weights: true,
+    lora_alpha: lora.alpha,
+    lora_dropout: lora.dropout,
+    peft_type: "LORA",
+    r: lora.r,
+    target_modules: [...modules].sort(),
+    task_type: "CAUSAL_LM",
+    // ours: which of q/k/v the c_attn update may touch (PEFT ignores unknown keys)
+    fok_target_modules: [...lora.targetModules],
+  };
+}
+
+/** Serializes adapter weights to PEFT safetensors bytes. */
+export function serializeAdapter(model: GPTConfig, lora: LoraConfig, weights: LoraWeights, meta: AdapterMetadata): Uint8Array {
+  const tensors = new Map<string, NamedTensor>();
+  for (const m of loraLayout(model, lora)) {
+    const w = weights.get(m.module);
+    if (!w) throw new AdapterMismatchError(m.module, "weights missing");
+    const fanIn = inWidth(model, m.module);
+    const r = lora.r;
+    const width = m.sections.length * m.sectionWidth;
+    if (w.A.length !== fanIn * r || w.B.length !== r * width) throw new AdapterMismatchError(m.module, "weights have the wrong size");
+    // PEFT: lora_A.weight [r, in] = A^T; lora_B.weight [out, r] = B^T expanded with zero rows for untouched sections
+    const A = new Float32Array(r * fanIn);
+    for (let i = 0; i < fanIn; i++) for (let j = 0; j < r; j++) A[j * fanIn + i] = w.A[i * r + j]!;
+    const B = new Float32Array(m.outWidth * r);
+    m.sections.forEach((s, k) => {
+      for (let c = 0; c < m.sectionWidth; c++) {
+        for (let j = 0; j < r; j++) B[(s * m.sectionWidth + c) * r + j] = w.B[j * width + k * m.sectionWidth + c]!;
+      }
+    });
+    tensors.set(`${PREFIX}${m.module}.lora_A.weight`, { shape: [r, fanIn], data: A });
+    tensors.set(`${PREFIX}${m.module}.lora_B.weight`, { shape: [m.outWidth, r], data: B });
+  }
+  const md: Record<string, string> = {
+    format: "pt",
+    adapter_config: JSON.stringify(peftConfig(lora)),
+    "fok.kind": meta.kind,
+    "fok.base_model_sha256": meta.baseModelSha256,
+  };
+  if (meta.task !== undefined) md["fok.task"] = String(meta.task);
+  if (meta.round !== undefined) md["fok.round"] = String(meta.round);
+  if (meta.identity !== undefined) md["fok.identity"] = String(meta.identity);
+  if (meta.strategy !== undefined) md["fok.strategy"] = meta.strategy;
+  return writeSafetensors(tensors, md);
+}
+
+/**
+ * Parses adapter bytes and checks them against the model and (when given) the task's LoRA config: every tensor
+ * name, shape and value (finite; exactly zero where the config leaves a section alone). Nothing partial is returned.
+ */
+export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: LoraConfig): ParsedAdapter {
+  const file = readSafetensors(bytes);
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(file.metadata.adapter_config ?? "null");
+  } catch {
+    throw new AdapterMismatchError("adapter_config", "metadata is not valid JSON");
+  }
+  if (!cfg) throw new AdapterMismatchError("adapter_config", "missing from the file's metadata");
+  const lora: LoraConfig = {
+    r: cfg.r as number,
+    alpha: cfg.lora_alpha as number,
+    dropout: (cfg.lora_dropout as number) ?? 0,
+    targetModules: (cfg.fok_target_modules ?? cfg.target_modules) as string[],
+  };
+  try {
+    validateLoraConfig(lora);
+  } catch (e) {
+    throw new AdapterMismatchError("adapter_config", (e as Error).message);
+  }
+  if (expected) {
+    if (lora.r !== expected.r) throw new AdapterMismatchError("adapter_config", `r ${lora.r}, task expects ${expected.r}`);
+    if (lora.alpha !== expected.alpha) throw new AdapterMismatchError("adapter_config", `lora_alpha ${lora.alpha}, task expects ${expected.alpha}`);
+    if ([...lora.targetModules].sort().join() !== [...expected.targetModules].sort().join()) {
+      throw new AdapterMismatchError("adapter_config", `target_modules ${lora.targetModules}, task expects ${expected.targetModules}`);
+    }
+  }
+  const layout = loraLayout(model, lora);
+  const expectedNames = new Set<string>();
+  const weights: LoraWeights = new Map();
+  for (const m of layout) {
+    const fanIn = inWidth(model, m.module);
+    const r = lora.r;
+    const width = m.sections.length * m.sectionWidth;
+    const aName = `${PREFIX}${m.module}.lora_A.weight`;
+    const bName = `${PREFIX}${m.module}.lora_B.weight`;
+    expectedNames.add(aName).add(bName);
+    const a = file.tensors.get(aName);
+    const b = file.tensors.get(bName);
+    if (!a) throw new AdapterMismatchError(aName, "missing");
+    if (!b) throw new AdapterMismatchError(bName, "missing");
+    if (a.shape.join() !== [r, fanIn].join()) throw new AdapterMismatchError(aName, `shape [${a.shape}], expected [${r},${fanIn}]`);
+    if (b.shape.join() !== [m.outWidth, r].join()) throw new AdapterMismatchError(bName, `shape [${b.shape}], expected [${m.outWidth},${r}]`);
+    const A = new Float32Array(fanIn * r);
+    for (let i = 0; i < fanIn; i++) for (let j = 0; j < r; j++) A[i * r + j] = a.data[j * fanIn + i]!;
+    const B = new Float32Array(r * width);
+    for (let s = 0; s < m.outWidth / m.sectionWidth; s++) {
+      const k = m.sections.indexOf(s);
+      for (let c = 0; c < m.sectionWidth; c++) {
+        for (let j = 0; j < r; j++) {
+          const v = b.data[(s * m.sectionWidth + c) * r + j]!;
+          if (k >= 0) B[j * width + k * m.sectionWidth + c] = v;
+          else if (v !== 0) throw new AdapterMismatchError(bName, `non-zero update in section ${"qkv"[s]}, which target_modules leave alone`);
+        }
+      }
+    }
+    weights.set(m.module, { A, B });
+  }
+  for (const name of file.tensors.keys()) if (!expectedNames.has(name)) throw new AdapterMismatchError(name, "unexpected tensor");
+  const md = file.metadata;
+  const kind = md["fok.kind"];
+  const num = (k: string) => (md[k] === undefined ? undefined : Number(md[k]));
+  return {
+    weights,
+    config: lora,
+    metadata: {
+      kind: kind === "init" || kind === "global" ? kind : "update",
+      baseModelSha256: md["fok.base_model_sha256"] ?? "",
+      task: num("fok.task"),
+      round: num("fok.round"),
+      identity: num("fok.identity"),
+      strategy: md["fok.strategy"],
+    },
+  };
+}
+
+/** Writes a PEFT folder (adapter_model.safetensors + adapter_config.json) from adapter bytes. */
+export async function exportPeftFolder(dir: string, bytes: Uint8Array): Promise<void> {
+  const { metadata } = readSafetensors(bytes);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "adapter_model.safetensors"), bytes);
+  await writeFile(join(dir, "adapter_config.json"), JSON.stringify(JSON.parse(metadata.adapter_config ?? "{}"), null, 2) + "\n");
+}

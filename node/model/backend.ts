@@ -1,0 +1,83 @@
+/**
+ * Picks the TensorFlow.js backend, in this order of preference: tfjs-node-gpu, tfjs-node (both optional native
+ * packages that install only where their libtensorflow download works), WebGPU (where the `webgpu` package finds a
+ * GPU adapter), wasm, cpu. `FOK_BACKEND` (or the `backend` argument) forces one. The choice is printed once.
+ */
+import * as tf from "@tensorflow/tfjs";
+import "@tensorflow/tfjs-backend-wasm";
+import { createRequire } from "node:module";
+import { FokError } from "../errors.js";
+import { registerFastGradients } from "./kernels.js";
+
+export type BackendName = "tensorflow-gpu" | "tensorflow" | "webgpu" | "wasm" | "cpu";
+export const BACKEND_PREFERENCE: BackendName[] = ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"];
+
+/** A forced backend that cannot start. */
+export class BackendUnavailableError extends FokError {
+  constructor(
+    readonly backend: string,
+    reason: string,
+  ) {
+    super(`backend ${backend} is not available here: ${reason}`);
+  }
+}
+
+const require = createRequire(import.meta.url);
+let chosen: BackendName | null = null;
+
+async function tryBackend(name: BackendName): Promise<string | null> {
+  try {
+    switch (name) {
+      case "tensorflow-gpu":
+        require("@tensorflow/tfjs-node-gpu");
+        break;
+      case "tensorflow":
+        require("@tensorflow/tfjs-node");
+        break;
+      case "webgpu": {
+        const webgpu = require("webgpu");
+        Object.assign(globalThis, webgpu.globals);
+        (globalThis as { navigator?: unknown }).navigator ??= { gpu: webgpu.create([]) };
+        const adapter = await (globalThis as unknown as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator.gpu.requestAdapter();
+        if (!adapter) return "no GPU adapter";
+        await import("@tensorflow/tfjs-backend-webgpu" as string);
+        break;
+      }
+      default:
+        break;
+    }
+    const tfName = name === "tensorflow-gpu" ? "tensorflow" : name;
+    if (!(await tf.setBackend(tfName))) return "failed to initialise";
+    await tf.ready();
+    return null;
+  } catch (e) {
+    return (e as Error).message.split("\n")[0]!;
+  }
+}
+
+/**
+ * Initialises and returns the backend: `backend` or $FOK_BACKEND if given (an error if it cannot start), else the
+ * first that works in BACKEND_PREFERENCE. Idempotent.
+ */
+export async function initBackend(backend: string | undefined = process.env.FOK_BACKEND, quiet = false): Promise<BackendName> {
+  if (chosen && (!backend || backend === chosen)) return chosen;
+  const candidates = backend ? [backend as BackendName] : BACKEND_PREFERENCE;
+  if (backend && !BACKEND_PREFERENCE.includes(backend as BackendName)) {
+    throw new BackendUnavailableError(backend, `unknown; choose one of ${BACKEND_PREFERENCE.join(", ")}`);
+  }
+  const reasons: string[] = [];
+  for (const name of candidates) {
+    const why = await tryBackend(name);
+    if (why === null) {
+      chosen = name;
+      registerFastGradients();
+      if (!quiet && !process.env.FOK_QUIET_BACKEND) process.stderr.write(`[fok] tfjs backend: ${name}\n`);
+      return name;
+    }
+    reasons.push(`${name}: ${why}`);
+    if (backend) throw new BackendUnavailableError(backend, why);
+  }
+  throw new BackendUnavailableError("any", reasons.join("; "));
+}
+
+export { tf };

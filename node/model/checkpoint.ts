@@ -1,0 +1,172 @@
+/**
+ * Base-model checkpoints in the Hugging Face GPT-2 layout: a folder with config.json, model.safetensors and
+ * tokenizer.json. Ours also carry config and tokenizer inside model.safetensors' metadata, so the one file is the
+ * whole base model: its sha256 is the base-model hash registered on-chain, and its CID is what clients fetch.
+ *
+ * Loading validates everything before creating a single tensor: a bad file leaves no partial model behind.
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { tf } from "./backend.js";
+import { GPT, parameterShapes, validateConfig, type GPTConfig } from "./gpt.js";
+import { BPETokenizer, END_OF_TEXT } from "./tokenizer.js";
+import { CheckpointError, readSafetensors, writeSafetensors, type NamedTensor } from "./safetensors.js";
+
+/** A weight is missing, unexpected, or has the wrong shape for the config. */
+export class WeightMismatchError extends CheckpointError {
+  constructor(
+    readonly tensor: string,
+    readonly problem: string,
+  ) {
+    super(`weight ${tensor}: ${problem}`);
+  }
+}
+
+export interface BaseModel {
+  gpt: GPT;
+  tokenizer: BPETokenizer;
+  /** sha256 (0x hex) of model.safetensors: the base-model hash. */
+  sha256: string;
+  /** The exact model.safetensors bytes. */
+  bytes: Uint8Array;
+}
+
+/** GPT-2's config.json for a config (the keys transformers reads). */
+export function toHfConfig(c: GPTConfig, eosId: number): Record<string, unknown> {
+  return {
+    activation_function: "gelu_new",
+    architectures: ["GPT2LMHeadModel"],
+    attn_pdrop: c.dropout,
+    bos_token_id: eosId,
+    embd_pdrop: c.dropout,
+    eos_token_id: eosId,
+    layer_norm_epsilon: c.layerNormEps,
+    model_type: "gpt2",
+    n_ctx: c.blockSize,
+    n_embd: c.nEmbd,
+    n_head: c.nHead,
+    n_layer: c.nLayer,
+    n_positions: c.blockSize,
+    resid_pdrop: c.dropout,
+    tie_word_embeddings: true,
+    vocab_size: c.vocabSize,
+  };
+}
+
+/** Reads a GPT-2 config.json; typed error for anything we cannot run. */
+export function fromHfConfig(json: unknown): GPTConfig {
+  const j = json as Record<string, unknown>;
+  if (!j || typeof j !== "object") throw new CheckpointError("config.json is not an object");
+  if (j.model_type !== undefined && j.model_type !== "gpt2") throw new CheckpointError(`model_type ${String(j.model_type)} is not gpt2`);
+  if (j.tie_word_embeddings === false) throw new CheckpointError("untied output heads are not supported");
+  if (j.activation_function !== undefined && j.activation_function !== "gelu_new" && j.activation_function !== "gelu_pytorch_tanh") {
+    throw new CheckpointError(`activation ${String(j.activation_function)} is not supported (gelu_new only)`);
+  }
+  const num = (k: string, d?: number) => {
+    const v = j[k] ?? d;
+    if (typeof v !== "number") throw new CheckpointError(`config.json: ${k} missing or not a number`);
+    return v;
+  };
+  const c: GPTConfig = {
+    nLayer: num("n_layer"),
+    nEmbd: num("n_embd"),
+    nHead: num("n_head"),
+    blockSize: num("n_positions"),
+    vocabSize: num("vocab_size"),
+    dropout: 0,
+    layerNormEps: num("layer_norm_epsilon", 1e-5),
+  };
+  try {
+    validateConfig(c);
+  } catch (e) {
+    throw new CheckpointError(`config.json: ${(e as Error).message}`);
+  }
+  return c;
+}
+
+/** Serializes a base model to model.safetensors bytes (config and tokenizer in its metadata). */
+export async function serializeBaseModel(gpt: GPT, tokenizer: BPETokenizer): Promise<Uint8Array> {
+  const weights = await gpt.exportWeights();
+  return writeSafetensors(weights, {
+    format: "pt",
+    "fok.config": JSON.stringify(toHfConfig(gpt.config, tokenizer.endOfTextId)),
+    "fok.tokenizer": tokenizer.json,
+  });
+}
+
+/** Writes the folder (config.json, model.safetensors, tokenizer.json); returns the base-model sha256. */
+export async function saveBaseModel(dir: string, gpt: GPT, tokenizer: BPETokenizer): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const bytes = await serializeBaseModel(gpt, tokenizer);
+  await writeFile(join(dir, "model.safetensors"), bytes);
+  await writeFile(join(dir, "config.json"), JSON.stringify(toHfConfig(gpt.config, tokenizer.endOfTextId), null, 2) + "\n");
+  await writeFile(join(dir, "tokenizer.json"), tokenizer.json);
+  return sha256Hex(bytes);
+}
+
+/** Loads a base model from model.safetensors bytes that carry config and tokenizer in their metadata. */
+export function parseBaseModel(bytes: Uint8Array, overrides: { config?: unknown; tokenizer?: string } = {}): BaseModel {
+  const file = readSafetensors(bytes);
+  const cfgText = overrides.config ?? file.metadata["fok.config"];
+  const tokText = overrides.tokenizer ?? file.metadata["fok.tokenizer"];
+  if (cfgText === undefined) throw new CheckpointError("no config: model.safetensors carries none and no config.json was given");
+  if (tokText === undefined) throw new CheckpointError("no tokenizer: model.safetensors carries none and no tokenizer.json was given");
+  let cfgJson: unknown;
+  try {
+    cfgJson = typeof cfgText === "string" ? JSON.parse(cfgText) : cfgText;
+  } catch (e) {
+    throw new CheckpointError(`config is not valid JSON: ${(e as Error).message}`);
+  }
+  const config = fromHfConfig(cfgJson);
+  const tokenizer = BPETokenizer.fromJSON(tokText);
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new CheckpointError(`tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocab_size ${config.vocabSize}`);
+  }
+  const weights = matchWeights(file.tensors, config);
+  const gpt = new GPT(config, new Map([...weights].map(([k, t]) => [k, tf.tensor(t.data, t.shape)])));
+  return { gpt, tokenizer, sha256: sha256Hex(bytes), bytes };
+}
+
+/** Loads a folder in the Hugging Face GPT-2 layout (ours, or a GPT-2-family checkpoint). */
+export async function loadBaseModel(dir: string): Promise<BaseModel> {
+  const bytes = await readFile(join(dir, "model.safetensors"));
+  const meta = readSafetensors(bytes).metadata;
+  const config = meta["fok.config"] ?? (await readJsonFile(join(dir, "config.json")));
+  const tokenizer = meta["fok.tokenizer"] ?? (await readFile(join(dir, "tokenizer.json"), "utf8"));
+  return parseBaseModel(bytes, { config, tokenizer });
+}
+
+/** Checkpoint tensors keyed as our parameters: `transformer.` prefixes stripped, GPT-2's buffers and tied head dropped. */
+function matchWeights(tensors: Map<string, NamedTensor>, config: GPTConfig): Map<string, NamedTensor> {
+  const byName = new Map<string, NamedTensor>();
+  for (const [raw, t] of tensors) {
+    const name = raw.startsWith("transformer.") ? raw.slice("transformer.".length) : raw;
+    if (/^h\.\d+\.attn\.(masked_)?bias$/.test(name)) continue; // GPT-2's causal-mask buffers
+    if (name === "lm_head.weight") continue; // tied to wte
+    byName.set(name, t);
+  }
+  const expected = parameterShapes(config);
+  for (const [name, shape] of expected) {
+    const t = byName.get(name);
+    if (!t) throw new WeightMismatchError(name, "missing");
+    if (t.shape.join(",") !== shape.join(",")) throw new WeightMismatchError(name, `shape [${t.shape}], expected [${shape}]`);
+  }
+  const known = new Set(expected.map(([n]) => n));
+  for (const name of byName.keys()) if (!known.has(name)) throw new WeightMismatchError(name, "unexpected for this config");
+  return byName;
+}
+
+async function readJsonFile(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(path, "utf8"));
+  } catch (e) {
+    throw new CheckpointError(`${path}: ${(e as Error).message}`);
+  }
+}
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return "0x" + createHash("sha256").update(bytes).digest("hex");
+}
+
+export { END_OF_TEXT };

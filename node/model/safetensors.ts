@@ -1,0 +1,177 @@
+/**
+ * safetensors (https://github.com/huggingface/safetensors) reading and writing. Writing is deterministic: tensors
+ * and metadata in sorted key order, no timestamps, so the same weights always give the same bytes. Reading refuses
+ * anything that does not add up: a short file, a header that is not JSON, offsets that overlap, leave gaps or run
+ * past the end, a dtype/shape that disagrees with the byte count, and NaN/Inf values.
+ */
+import { FokError } from "../errors.js";
+
+/** Base of every checkpoint or adapter file error. */
+export class CheckpointError extends FokError {}
+
+/** The file is not well-formed safetensors (truncated, corrupt header, lying offsets). */
+export class SafetensorsFormatError extends CheckpointError {}
+
+/** A tensor holds NaN or Inf. */
+export class NonFiniteTensorError extends CheckpointError {
+  constructor(
+    readonly tensor: string,
+    readonly index: number,
+  ) {
+    super(`tensor ${tensor} holds a non-finite value at flat index ${index}`);
+  }
+}
+
+export type DType = "F32" | "F16" | "BF16" | "F64" | "I64" | "I32" | "U8" | "BOOL";
+const BYTES: Record<string, number> = { F64: 8, I64: 8, F32: 4, I32: 4, F16: 2, BF16: 2, U8: 1, BOOL: 1 };
+
+export interface NamedTensor {
+  shape: number[];
+  /** Values as float32 (F16/BF16/F64 are widened or narrowed on read). */
+  data: Float32Array;
+}
+
+export interface SafetensorsFile {
+  tensors: Map<string, NamedTensor>;
+  metadata: Record<string, string>;
+}
+
+const MAX_HEADER = 100 * 1024 * 1024;
+
+/** Serializes float32 tensors; key order and metadata order are sorted so output bytes are reproducible. */
+export function writeSafetensors(tensors: Map<string, NamedTensor>, metadata: Record<string, string> = {}): Uint8Array {
+  const names = [...tensors.keys()].sort();
+  const header: Record<string, unknown> = {};
+  const metaKeys = Object.keys(metadata).sort();
+  if (metaKeys.length > 0) header.__metadata__ = Object.fromEntries(metaKeys.map((k) => [k, metadata[k]]));
+  let offset = 0;
+  for (const name of names) {
+    const t = tensors.get(name)!;
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (n !== t.data.length) throw new SafetensorsFormatError(`tensor ${name}: shape [${t.shape}] needs ${n} values, has ${t.data.length}`);
+    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + n * 4] };
+    offset += n * 4;
+  }
+  let json = JSON.stringify(header);
+  const pad = (8 - ((Buffer.byteLength(json) + 8) % 8)) % 8;
+  json += " ".repeat(pad);
+  const headerBytes = Buffer.from(json, "utf8");
+  const out = Buffer.alloc(8 + headerBytes.length + offset);
+  out.writeBigUInt64LE(BigInt(headerBytes.length), 0);
+  headerBytes.copy(out, 8);
+  let pos = 8 + headerBytes.length;
+  for (const name of names) {
+    const d = tensors.get(name)!.data;
+    Buffer.from(d.buffer, d.byteOffset, d.byteLength).copy(out, pos); // little-endian hosts only (x86, arm)
+    pos += d.byteLength;
+  }
+  return out;
+}
+
+/** Parses and validates a safetensors file; every tensor comes back as float32. */
+export function readSafetensors(bytes: Uint8Array, options: { allowNonFinite?: boolean } = {}): SafetensorsFile {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf.length < 8) throw new SafetensorsFormatError(`file is ${buf.length} bytes, shorter than the 8-byte header length`);
+  const headerLen = Number(buf.readBigUInt64LE(0));
+  if (headerLen > MAX_HEADER || 8 + headerLen > buf.length) {
+    throw new SafetensorsFormatError(`header length ${headerLen} runs past the end of a ${buf.length}-byte file (truncated?)`);
+  }
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(buf.subarray(8, 8 + headerLen).toString("utf8"));
+  } catch (e) {
+    throw new SafetensorsFormatError(`header is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!header || typeof header !== "object" || Array.isArray(header)) throw new SafetensorsFormatError("header is not a JSON object");
+  const dataStart = 8 + headerLen;
+  const dataLen = buf.length - dataStart;
+  const metadata: Record<string, string> = {};
+  const entries: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] = [];
+  for (const [name, v] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      for (const [k, val] of Object.entries((v ?? {}) as Record<string, unknown>)) {
+        if (typeof val !== "string") throw new SafetensorsFormatError(`metadata ${k} is not a string`);
+        metadata[k] = val;
+      }
+      continue;
+    }
+    const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (typeof e?.dtype !== "string" || !(e.dtype in BYTES)) throw new SafetensorsFormatError(`tensor ${name}: unsupported dtype ${String(e?.dtype)}`);
+    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      throw new SafetensorsFormatError(`tensor ${name}: bad shape ${JSON.stringify(e.shape)}`);
+    }
+    const off = e.data_offsets;
+    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isInteger(o) && o >= 0) || off[0] > off[1]) {
+      throw new SafetensorsFormatError(`tensor ${name}: bad data_offsets ${JSON.stringify(off)}`);
+    }
+    const n = (e.shape as number[]).reduce((a, b) => a * b, 1);
+    if ((off[1] - off[0]) !== n * BYTES[e.dtype]!) {
+      throw new SafetensorsFormatError(`tensor ${name}: ${e.dtype} [${e.shape}] needs ${n * BYTES[e.dtype]!} bytes, offsets give ${off[1] - off[0]}`);
+    }
+    if (off[1] > dataLen) throw new SafetensorsFormatError(`tensor ${name}: data_offsets end ${off[1]} past the ${dataLen} data bytes (truncated?)`);
+    entries.push({ name, dtype: e.dtype, shape: e.shape as number[], begin: off[0], end: off[1] });
+  }
+  // offsets must tile the data section exactly: no overlap, no gap, nothing after
+  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let expect = 0;
+  for (const e of entries) {
+    if (e.begin !== expect) throw new SafetensorsFormatError(`tensor ${e.name}: data starts at ${e.begin}, expected ${expect} (overlap or gap)`);
+    expect = e.end;
+  }
+  if (expect !== dataLen) throw new SafetensorsFormatError(`data section is ${dataLen} bytes but tensors cover ${expect}`);
+
+  const tensors = new Map<string, NamedTensor>();
+  for (const e of entries) {
+    const raw = buf.subarray(dataStart + e.begin, dataStart + e.end);
+    const data = toFloat32(raw, e.dtype);
+    if (!options.allowNonFinite) {
+      for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new NonFiniteTensorError(e.name, i);
+    }
+    tensors.set(e.name, { shape: e.shape, data });
+  }
+  return { tensors, metadata };
+}
+
+function toFloat32(raw: Buffer, dtype: string): Float32Array {
+  const n = raw.length / BYTES[dtype]!;
+  const out = new Float32Array(n);
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  switch (dtype) {
+    case "F32":
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+      break;
+    case "F64":
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true);
+      break;
+    case "F16":
+      for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(i * 2, true));
+      break;
+    case "BF16": {
+      const u = new Uint32Array(1);
+      const f = new Float32Array(u.buffer);
+      for (let i = 0; i < n; i++) {
+        u[0] = dv.getUint16(i * 2, true) << 16;
+        out[i] = f[0]!;
+      }
+      break;
+    }
+    case "I64":
+      for (let i = 0; i < n; i++) out[i] = Number(dv.getBigInt64(i * 8, true));
+      break;
+    case "I32":
+      for (let i = 0; i < n; i++) out[i] = dv.getInt32(i * 4, true);
+      break;
+    default:
+      for (let i = 0; i < n; i++) out[i] = raw[i]!;
+  }
+  return out;
+}
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * 2 ** -14 * (f / 1024);
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * 2 ** (e - 15) * (1 + f / 1024);
+}

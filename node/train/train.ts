@@ -1,0 +1,254 @@
+/**
+ * The local training loop: AdamW with decoupled weight decay, global-norm gradient clipping, linear warm-up then
+ * cosine decay, gradient accumulation, periodic evaluation on held-out tokens with early stopping, and an optional
+ * FedProx proximal term. Trains exactly the variables it is given: the LoRA adapter's (the base stays frozen,
+ * bit for bit) or, for pre-training, the whole model's.
+ */
+import { tf } from "../model/backend.js";
+import type { GPT } from "../model/gpt.js";
+import type { LoraAdapter } from "../model/lora.js";
+import { InvalidArgumentError } from "../errors.js";
+import { evaluateLoss, type EvalResult } from "./evaluate.js";
+import { mulberry32 } from "./random.js";
+
+export interface TrainConfig {
+  /** Optimizer steps (each over gradAccum micro-batches). */
+  steps: number;
+  /** Sequences per micro-batch. */
+  batchSize: number;
+  /** Tokens per sequence (<= the model's context). */
+  seqLen: number;
+  /** Peak learning rate. */
+  lr: number;
+  /** Linear warm-up steps from 0 to lr. */
+  warmupSteps: number;
+  /** Cosine decay ends at lr · minLrRatio. */
+  minLrRatio: number;
+  /** AdamW decoupled weight decay. */
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Clip the global gradient norm to this (0 = off). */
+  gradClip: number;
+  /** Micro-batches per optimizer step. */
+  gradAccum: number;
+  /** Evaluate on held-out tokens every this many steps (0 = only at the end). */
+  evalEvery: number;
+  /** Held-out sequences per evaluation (0 = all). */
+  evalSequences: number;
+  /** Stop after this many evaluations without improvement (0 = never). */
+  earlyStopPatience: number;
+  /** FedProx μ: adds μ/2·||w − w_start||² over the trained variables (0 = off). */
+  proxMu: number;
+  /** Seeds batch sampling and dropout. */
+  seed: number;
+}
+
+export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
+  steps: 100,
+  batchSize: 8,
+  seqLen: 64,
+  lr: 3e-3,
+  warmupSteps: 10,
+  minLrRatio: 0.1,
+  weightDecay: 0,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  gradClip: 1,
+  gradAccum: 1,
+  evalEvery: 0,
+  evalSequences: 0,
+  earlyStopPatience: 0,
+  proxMu: 0,
+  seed: 0,
+};
+
+export interface StepInfo {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokensPerSec: number;
+  eval?: EvalResult;
+}
+
+export interface TrainResult {
+  steps: number;
+  finalLoss: number;
+  /** Mean training loss over the last 10% of steps. */
+  tailLoss: number;
+  evals: { step: number; result: EvalResult }[];
+  stoppedEarly: boolean;
+  tokensPerSec: number;
+  seconds: number;
+  /** Tokens seen (steps · accum · batch · seqLen). */
+  tokens: number;
+}
+
+/** Learning rate at `step` (0-based): linear warm-up, then cosine down to lr · minLrRatio. */
+export function learningRate(c: Pick<TrainConfig, "lr" | "warmupSteps" | "minLrRatio" | "steps">, step: number): number {
+  if (step < c.warmupSteps) return (c.lr * (step + 1)) / c.warmupSteps;
+  const span = Math.max(1, c.steps - c.warmupSteps);
+  const progress = Math.min(1, (step - c.warmupSteps) / span);
+  return c.lr * (c.minLrRatio + (1 - c.minLrRatio) * 0.5 * (1 + Math.cos(Math.PI * progress)));
+}
+
+export interface TrainOptions {
+  gpt: GPT;
+  /** The adapter to train; null trains every GPT weight (pre-training). */
+  lora: LoraAdapter | null;
+  /** Training tokens, one stream (documents joined by <|endoftext|>). */
+  tokens: Int32Array;
+  /** Held-out tokens for evaluation and early stop. */
+  evalTokens?: Int32Array;
+  config?: Partial<TrainConfig>;
+  onStep?: (info: StepInfo) => void;
+  signal?: AbortSignal;
+}
+
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  const c: TrainConfig = { ...DEFAULT_TRAIN_CONFIG, ...options.config };
+  const { gpt, lora, tokens } = options;
+  if (c.seqLen > gpt.config.blockSize) throw new InvalidArgumentError(`seqLen ${c.seqLen} exceeds the model context ${gpt.config.blockSize}`);
+  if (tokens.length < c.seqLen + 1) throw new InvalidArgumentError(`${tokens.length} training tokens are fewer than one sequence of ${c.seqLen + 1}`);
+  for (const k of ["steps", "batchSize", "seqLen", "gradAccum"] as const) {
+    if (!Number.isInteger(c[k]) || c[k] < 1) throw new InvalidArgumentError(`train.${k} must be a positive integer, got ${c[k]}`);
+  }
+  if (!(c.lr > 0) || !Number.isFinite(c.lr)) throw new InvalidArgumentError(`train.lr must be positive, got ${c.lr}`);
+
+  const vars = lora ? lora.variables() : [...gpt.params.values()];
+  const wasTrainable = vars.map((v) => v.trainable);
+  vars.forEach((v) => (v.trainable = true));
+  const m = vars.map((v) => tf.zerosLike(v));
+  const v2 = vars.map((v) => tf.zerosLike(v));
+  const anchor = c.proxMu > 0 ? vars.map((v) => tf.clone(v)) : null;
+  const rand = mulberry32(c.seed);
+  const sample = (): [tf.Tensor2D, tf.Tensor2D] => {
+    const B = c.batchSize;
+    const T = c.seqLen;
+    const x = new Int32Array(B * T);
+    const y = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      const start = Math.floor(rand() * (tokens.length - T - 1));
+      x.set(tokens.subarray(start, start + T), b * T);
+      y.set(tokens.subarray(start + 1, start + T + 1), b * T);
+    }
+    return [tf.tensor2d(x, [B, T], "int32"), tf.tensor2d(y, [B, T], "int32")];
+  };
+
+  const evals: TrainResult["evals"] = [];
+  let best = Infinity;
+  let sinceBest = 0;
+  let stoppedEarly = false;
+  const losses: number[] = [];
+  const started = performance.now();
+  const tokensPerStep = c.gradAccum * c.batchSize * c.seqLen;
+  let step = 0;
+  try {
+    for (; step < c.steps; step++) {
+      if (options.signal?.aborted) throw options.signal.reason ?? new Error("aborted");
+      const t0 = performance.now();
+      let lossSum = 0;
+      let grads: tf.Tensor[] | null = null;
+      for (let a = 0; a < c.gradAccum; a++) {
+        const [x, y] = sample();
+        const { value, grads: g } = tf.variableGrads(() => {
+          const loss = gpt.loss(x, y, lora, true);
+          if (!anchor) return loss;
+          const prox = tf.addN(vars.map((w, i) => tf.sum(tf.square(tf.sub(w, anchor[i]!)))));
+          return tf.add(loss, tf.mul(c.proxMu / 2, prox)) as tf.Scalar;
+        }, vars);
+        lossSum += (await value.data())[0]!;
+        value.dispose();
+        x.dispose();
+        y.dispose();
+        const list = vars.map((w) => g[w.name]!);
+        if (!grads) grads = list;
+        else {
+          const prev: tf.Tensor[] = grads;
+          grads = prev.map((p, i) => tf.add(p, list[i]!));
+          prev.forEach((t) => t.dispose());
+          list.forEach((t) => t.dispose());
+        }
+      }
+      const loss = lossSum / c.gradAccum;
+      if (!Number.isFinite(loss)) throw new TrainingDivergedError(step, loss);
+      const lr = learningRate(c, step);
+      const gradNorm = applyAdamW(vars, grads!, m, v2, c, lr, step + 1);
+      losses.push(loss);
+      const info: StepInfo = { step: step + 1, steps: c.steps, loss, lr, gradNorm, tokensPerSec: (tokensPerStep / (performance.now() - t0)) * 1000 };
+      const last = step + 1 === c.steps;
+      if (options.evalTokens && ((c.evalEvery > 0 && (step + 1) % c.evalEvery === 0) || last)) {
+        const result = await evaluateLoss(gpt, lora, options.evalTokens, { seqLen: c.seqLen, batchSize: c.batchSize, maxSequences: c.evalSequences });
+        evals.push({ step: step + 1, result });
+        info.eval = result;
+        if (result.meanLoss < best - 1e-4) {
+          best = result.meanLoss;
+          sinceBest = 0;
+        } else if (c.earlyStopPatience > 0 && ++sinceBest >= c.earlyStopPatience) {
+          stoppedEarly = true;
+        }
+      }
+      options.onStep?.(info);
+      if (stoppedEarly) {
+        step++;
+        break;
+      }
+    }
+  } finally {
+    m.forEach((t) => t.dispose());
+    v2.forEach((t) => t.dispose());
+    anchor?.forEach((t) => t.dispose());
+    vars.forEach((v, i) => (v.trainable = wasTrainable[i]!));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const tail = losses.slice(-Math.max(1, Math.floor(losses.length / 10)));
+  return {
+    steps: step,
+    finalLoss: losses[losses.length - 1] ?? NaN,
+    tailLoss: tail.reduce((a, b) => a + b, 0) / tail.length,
+    evals,
+    stoppedEarly,
+    seconds,
+    tokens: step * tokensPerStep,
+    tokensPerSec: (step * tokensPerStep) / seconds,
+  };
+}
+
+/** One AdamW step over `vars` with summed `grads` (disposed here); returns the pre-clip global gradient norm. */
+function applyAdamW(vars: tf.Variable[], grads: tf.Tensor[], m: tf.Tensor[], v: tf.Tensor[], c: TrainConfig, lr: number, t: number): number {
+  const scale = 1 / c.gradAccum;
+  const norm = tf.tidy(() => Math.sqrt(tf.addN(grads.map((g) => tf.sum(tf.square(g)))).dataSync()[0]!) * scale);
+  const clip = c.gradClip > 0 && norm > c.gradClip ? c.gradClip / norm : 1;
+  const bc1 = 1 - c.beta1 ** t;
+  const bc2 = 1 - c.beta2 ** t;
+  tf.tidy(() => {
+    vars.forEach((w, i) => {
+      const g = tf.mul(grads[i]!, scale * clip);
+      const mi = tf.add(tf.mul(m[i]!, c.beta1), tf.mul(g, 1 - c.beta1));
+      const vi = tf.add(tf.mul(v[i]!, c.beta2), tf.mul(tf.square(g), 1 - c.beta2));
+      const update = tf.div(tf.div(mi, bc1), tf.add(tf.sqrt(tf.div(vi, bc2)), c.eps));
+      const decayed = c.weightDecay > 0 ? tf.mul(w, 1 - lr * c.weightDecay) : w;
+      w.assign(tf.sub(decayed, tf.mul(update, lr)));
+      m[i]!.dispose();
+      v[i]!.dispose();
+      m[i] = tf.keep(mi);
+      v[i] = tf.keep(vi);
+    });
+  });
+  grads.forEach((g) => g.dispose());
+  return norm;
+}
+
+/** The loss became NaN or Inf. */
+export class TrainingDivergedError extends InvalidArgumentError {
+  constructor(
+    readonly step: number,
+    readonly loss: number,
+  ) {
+    super(`training diverged at step ${step + 1}: loss ${loss}`);
+  }
+}
