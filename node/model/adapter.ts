@@ -151,6 +151,9 @@ export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: Lor
     const b = file.tensors.get(bName);
     if (!a) throw new AdapterMismatchError(aName, "missing");
     if (!b) throw new AdapterMismatchError(bName, "missing");
+    for (const [n, t] of [[aName, a], [bName, b]] as const) {
+      if (t.dtype && t.dtype !== "F32") throw new AdapterMismatchError(n, `dtype ${t.dtype}, expected F32`);
+    }
     if (a.shape.join() !== [r, fanIn].join()) throw new AdapterMismatchError(aName, `shape [${a.shape}], expected [${r},${fanIn}]`);
     if (b.shape.join() !== [m.outWidth, r].join()) throw new AdapterMismatchError(bName, `shape [${b.shape}], expected [${m.outWidth},${r}]`);
     const A = new Float32Array(fanIn * r);

@@ -151,6 +151,7 @@ function matchWeights(tensors: Map<string, NamedTensor>, config: GPTConfig): Map
     const t = byName.get(name);
     if (!t) throw new WeightMismatchError(name, "missing");
     if (t.shape.join(",") !== shape.join(",")) throw new WeightMismatchError(name, `shape [${t.shape}], expected [${shape}]`);
+    if (t.dtype && !["F32", "F16", "BF16"].includes(t.dtype)) throw new WeightMismatchError(name, `dtype ${t.dtype}, expected a float type (F32, F16, BF16)`);
   }
   const known = new Set(expected.map(([n]) => n));
   for (const name of byName.keys()) if (!known.has(name)) throw new WeightMismatchError(name, "unexpected for this config");

@@ -75,6 +75,8 @@ export function validateConfig(c: GPTConfig): void {
 }
 
 /** The frozen-or-trainable weights of a GPT, by checkpoint key. */
+let instances = 0;
+
 export class GPT {
   readonly params: Map<string, tf.Variable>;
   private readonly causalMask: tf.Tensor2D;
@@ -105,11 +107,12 @@ export class GPT {
   ) {
     validateConfig(config);
     this.params = new Map();
+    const id = instances++; // tfjs variable names are global: keep each model's own
     for (const [name, shape] of parameterShapes(config)) {
       const w = weights.get(name);
       if (!w) throw new InvalidArgumentError(`missing weight ${name}`);
       if (w.shape.join(",") !== shape.join(",")) throw new InvalidArgumentError(`weight ${name} has shape [${w.shape}], expected [${shape}]`);
-      this.params.set(name, tf.variable(w, trainable, `gpt/${name}`));
+      this.params.set(name, tf.variable(w, trainable, `gpt${id}/${name}`));
       w.dispose();
     }
     const T = config.blockSize;

@@ -84,6 +84,8 @@ export function inWidth(model: GPTConfig, module: string): number {
   return module.endsWith("mlp.c_proj") ? 4 * model.nEmbd : model.nEmbd;
 }
 
+let instances = 0;
+
 export class LoraAdapter {
   readonly modules: Map<string, LoraModule>;
   readonly scale: number;
@@ -113,6 +115,7 @@ export class LoraAdapter {
   ) {
     this.scale = config.alpha / config.r;
     this.modules = new Map();
+    const id = instances++; // tfjs variable names are global
     for (const m of loraLayout(model, config)) {
       const w = weights.get(m.module);
       if (!w) throw new InvalidArgumentError(`LoRA weights for ${m.module} are missing`);
@@ -122,8 +125,8 @@ export class LoraAdapter {
       if (w.B.shape.join() !== wantB.join()) throw new InvalidArgumentError(`LoRA B of ${m.module} has shape [${w.B.shape}], expected [${wantB}]`);
       this.modules.set(m.module, {
         ...m,
-        A: tf.variable(w.A, true, `lora/${m.module}/A`),
-        B: tf.variable(w.B, true, `lora/${m.module}/B`),
+        A: tf.variable(w.A, true, `lora${id}/${m.module}/A`),
+        B: tf.variable(w.B, true, `lora${id}/${m.module}/B`),
       });
       w.A.dispose();
       w.B.dispose();

@@ -27,6 +27,8 @@ const BYTES: Record<string, number> = { F64: 8, I64: 8, F32: 4, I32: 4, F16: 2, 
 
 export interface NamedTensor {
   shape: number[];
+  /** The dtype in the file (F32 when written by us). */
+  dtype?: DType;
   /** Values as float32 (F16/BF16/F64 are widened or narrowed on read). */
   data: Float32Array;
 }
@@ -127,7 +129,7 @@ export function readSafetensors(bytes: Uint8Array, options: { allowNonFinite?: b
     if (!options.allowNonFinite) {
       for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new NonFiniteTensorError(e.name, i);
     }
-    tensors.set(e.name, { shape: e.shape, data });
+    tensors.set(e.name, { shape: e.shape, data, dtype: e.dtype as DType });
   }
   return { tensors, metadata };
 }
