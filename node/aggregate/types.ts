@@ -1,0 +1,115 @@
+/**
+ * What every aggregation strategy sees and returns. Strategies are pure and deterministic: updates come sorted by
+ * identity, sums run in float64, and the result is rounded to float32 once, so every machine gets the same bytes.
+ */
+import { FokError } from "../errors.js";
+import type { LoraWeights } from "../model/adapter.js";
+
+export interface ClientUpdate {
+  /** Identity token id (sort key). */
+  identity: number;
+  numExamples: number;
+  weights: LoraWeights;
+}
+
+export interface AggregateResult {
+  weights: LoraWeights;
+  /** Contributors actually used, ascending identity. */
+  contributors: number[];
+  /** Each contributor's share (sums to 1), in the same order. */
+  shares: number[];
+  /** Strategy-specific figures (e.g. the factorisation error of exact aggregation). */
+  diagnostics: Record<string, number>;
+}
+
+export interface StrategyContext {
+  /** LoRA scale alpha / r: the update a module applies is scale · A · B. */
+  scale: number;
+  r: number;
+}
+
+export interface Strategy {
+  /** Short id recorded on-chain (bytes32 text), e.g. `fedavg`. */
+  readonly id: string;
+  aggregate(updates: ClientUpdate[], ctx: StrategyContext): AggregateResult;
+}
+
+/** An update does not have the tensors, shapes or values the task's adapter layout needs. */
+export class UpdateMismatchError extends FokError {
+  constructor(
+    readonly identity: number,
+    readonly what: string,
+  ) {
+    super(`update from identity ${identity}: ${what}`);
+  }
+}
+
+/** Too few usable updates for the strategy or the task's minimum. */
+export class TooFewUpdatesError extends FokError {
+  constructor(
+    readonly got: number,
+    readonly needed: number,
+  ) {
+    super(`${got} usable updates, at least ${needed} needed`);
+  }
+}
+
+/** Expected sizes of every module's A and B. */
+export type Layout = Map<string, { a: number; b: number }>;
+
+export function layoutOf(w: LoraWeights): Layout {
+  return new Map([...w].map(([m, { A, B }]) => [m, { a: A.length, b: B.length }]));
+}
+
+/** Throws UpdateMismatchError naming the first difference between `u` and `layout`, or a non-finite value. */
+export function checkUpdate(u: ClientUpdate, layout: Layout): void {
+  if (!Number.isInteger(u.numExamples) || u.numExamples <= 0) throw new UpdateMismatchError(u.identity, `numExamples ${u.numExamples} is not a positive integer`);
+  for (const m of u.weights.keys()) if (!layout.has(m)) throw new UpdateMismatchError(u.identity, `unexpected module ${m}`);
+  for (const [m, size] of layout) {
+    const w = u.weights.get(m);
+    if (!w) throw new UpdateMismatchError(u.identity, `module ${m} missing`);
+    if (w.A.length !== size.a) throw new UpdateMismatchError(u.identity, `${m}.lora_A has ${w.A.length} values, expected ${size.a}`);
+    if (w.B.length !== size.b) throw new UpdateMismatchError(u.identity, `${m}.lora_B has ${w.B.length} values, expected ${size.b}`);
+    for (const [name, arr] of [["lora_A", w.A], ["lora_B", w.B]] as const) {
+      for (let i = 0; i < arr.length; i++) if (!Number.isFinite(arr[i])) throw new UpdateMismatchError(u.identity, `${m}.${name} holds a non-finite value at ${i}`);
+    }
+  }
+}
+
+/** Updates sorted by identity, each checked against the first one's layout (or `layout`). */
+export function prepare(updates: ClientUpdate[], layout?: Layout): ClientUpdate[] {
+  if (updates.length === 0) throw new TooFewUpdatesError(0, 1);
+  const sorted = [...updates].sort((a, b) => a.identity - b.identity);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i]!.identity === sorted[i - 1]!.identity) throw new UpdateMismatchError(sorted[i]!.identity, "submitted twice");
+  }
+  const l = layout ?? layoutOf(sorted[0]!.weights);
+  for (const u of sorted) checkUpdate(u, l);
+  return sorted;
+}
+
+/** Σ shares[i] · xs[i] in float64, returned as float32. */
+export function weightedSum(xs: Float32Array[], shares: number[]): Float32Array {
+  const acc = new Float64Array(xs[0]!.length);
+  xs.forEach((x, i) => {
+    const s = shares[i]!;
+    for (let k = 0; k < acc.length; k++) acc[k]! += s * x[k]!;
+  });
+  return Float32Array.from(acc);
+}
+
+/** Shares proportional to example counts. */
+export function exampleShares(updates: ClientUpdate[]): number[] {
+  const total = updates.reduce((a, u) => a + u.numExamples, 0);
+  return updates.map((u) => u.numExamples / total);
+}
+
+/** Shares as on-chain fixed-point weights (1e18 in all; rounding remainder to the largest share). */
+export function sharesToWeights(shares: number[]): bigint[] {
+  const SCALE = 10n ** 18n;
+  const w = shares.map((s) => BigInt(Math.floor(s * 1e18)));
+  const rest = SCALE - w.reduce((a, b) => a + b, 0n);
+  const largest = shares.indexOf(Math.max(...shares));
+  w[largest]! += rest;
+  return w;
+}
