@@ -32,6 +32,8 @@ export interface AdapterMetadata {
   identity?: number;
   /** Strategy that made a global adapter. */
   strategy?: string;
+  /** The client's metrics document (canonical JSON) for updates; its sha256 is the on-chain metricsDigest. */
+  metrics?: string;
 }
 
 /** A's and B's per module, our orientation (A [in, r], B [r, chosen width]). */
@@ -103,6 +105,7 @@ export function serializeAdapter(model: GPTConfig, lora: LoraConfig, weights: Lo
   if (meta.round !== undefined) md["fok.round"] = String(meta.round);
   if (meta.identity !== undefined) md["fok.identity"] = String(meta.identity);
   if (meta.strategy !== undefined) md["fok.strategy"] = meta.strategy;
+  if (meta.metrics !== undefined) md["fok.metrics"] = meta.metrics;
   return writeSafetensors(tensors, md);
 }
 
@@ -185,6 +188,7 @@ export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: Lor
       round: num("fok.round"),
       identity: num("fok.identity"),
       strategy: md["fok.strategy"],
+      metrics: md["fok.metrics"],
     },
   };
 }

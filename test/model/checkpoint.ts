@@ -85,7 +85,7 @@ describe("node/model checkpoints and adapters", function () {
       const cfg = JSON.parse(file.metadata.adapter_config!);
       expect([cfg.r, cfg.lora_alpha, cfg.target_modules, cfg.fan_in_fan_out, cfg.peft_type]).to.deep.equal([4, 8, ["c_attn"], true, "LORA"]);
       const parsed = parseAdapter(bytes, CFG, QV);
-      expect(parsed.metadata).to.deep.equal({ ...META, strategy: undefined });
+      expect(parsed.metadata).to.deep.equal({ ...META, strategy: undefined, metrics: undefined });
       for (const [m, w] of weights) {
         expect(Buffer.from(parsed.weights.get(m)!.A.buffer).equals(Buffer.from(w.A.buffer))).to.equal(true);
         expect(Buffer.from(parsed.weights.get(m)!.B.buffer).equals(Buffer.from(w.B.buffer))).to.equal(true);

@@ -1,0 +1,163 @@
+/**
+ * The aggregator: opens the task's first round from a shared initial adapter, then for each round waits for the
+ * expected updates or the deadline, fetches and verifies every update against its on-chain digest, leaves out any
+ * that fail (a revoked or suspended identity, bytes that do not match, an adapter of the wrong shape), aggregates
+ * the rest with the task's strategy, pins the global adapter and finalizes the round on-chain. Aggregation is
+ * deterministic, so a restart after a crash recomputes the same bytes and finalizes exactly once.
+ */
+import { FederationLedger, IdentityStatus, TaskStatus, decodeStrategy, type RoundHistory } from "../chain/index.js";
+import { ChainRevertError, FokError } from "../errors.js";
+import { LoraAdapter, type LoraConfig } from "../model/lora.js";
+import type { GPTConfig } from "../model/gpt.js";
+import { parseAdapter, serializeAdapter } from "../model/adapter.js";
+import { sharesToWeights, strategyFor, TooFewUpdatesError, type ClientUpdate, type Strategy } from "../aggregate/index.js";
+import type { AdapterStore } from "../store/index.js";
+import { sha256Hex, sleep } from "./client.js";
+
+export interface AggregatorOptions {
+  /** The ledger seen through the task aggregator's account. */
+  ledger: FederationLedger;
+  store: AdapterStore;
+  task: number;
+  model: GPTConfig;
+  lora: LoraConfig;
+  baseModelSha256: string;
+  /** Defaults to the task's on-chain strategy id. */
+  strategy?: Strategy;
+  /** Finalize as soon as this many updates are in (default: wait for the deadline). */
+  expectedUpdates?: number;
+  pollMs?: number;
+  log?: (line: string) => void;
+  /** Called after each round with the global adapter's bytes (e.g. to evaluate it on held-out data). */
+  onGlobal?: (round: number, bytes: Uint8Array) => Promise<void>;
+}
+
+export interface RoundReport {
+  round: number;
+  globalCid: string;
+  globalSha256: string;
+  contributors: number[];
+  weights: bigint[];
+  excluded: { identity: number; reason: string }[];
+  diagnostics: Record<string, number>;
+  timings: { fetchVerifyMs: number; aggregateMs: number; pinMs: number; finalizeMs: number };
+}
+
+/** The round cannot be finalized (e.g. too few usable updates by the deadline). */
+export class AggregationError extends FokError {}
+
+export class Aggregator {
+  constructor(private readonly o: AggregatorOptions) {}
+
+  private log(line: string) {
+    this.o.log?.(line);
+  }
+
+  /** Publishes the initial adapter (A seeded, B = 0: the base model exactly) and opens round 1. */
+  async openFirstRound(seed = 42): Promise<string> {
+    const init = LoraAdapter.init(this.o.model, this.o.lora, seed);
+    const bytes = serializeAdapter(this.o.model, this.o.lora, await init.exportWeights(), { kind: "init", task: this.o.task, round: 0, baseModelSha256: this.o.baseModelSha256 });
+    init.dispose();
+    const cid = await this.o.store.add(bytes);
+    await this.o.ledger.openFirstRound(this.o.task, cid, sha256Hex(bytes));
+    this.log(`round 1 opened from initial adapter ${cid}`);
+    return cid;
+  }
+
+  private async strategy(): Promise<Strategy> {
+    if (this.o.strategy) return this.o.strategy;
+    const info = await this.o.ledger.federation.task(this.o.task);
+    return strategyFor(decodeStrategy(info.strategyId));
+  }
+
+  /** Fetches, verifies and parses the round's updates; each failure is a reason, not an exception. */
+  async collect(round: RoundHistory): Promise<{ updates: ClientUpdate[]; excluded: RoundReport["excluded"] }> {
+    const updates: ClientUpdate[] = [];
+    const excluded: RoundReport["excluded"] = [];
+    for (const s of round.submissions) {
+      try {
+        const rec = await this.o.ledger.identity.identity(s.identity);
+        if (Number(rec.status) !== IdentityStatus.Active) throw new FokError(`identity is ${IdentityStatus[Number(rec.status)]}`);
+        const bytes = await this.o.store.get(s.cid, { expectedSha256: s.adapterSha256 });
+        const parsed = parseAdapter(bytes, this.o.model, this.o.lora);
+        if (parsed.metadata.baseModelSha256 !== this.o.baseModelSha256) throw new FokError(`adapter is for base model ${parsed.metadata.baseModelSha256}`);
+        updates.push({ identity: s.identity, numExamples: s.numExamples, weights: parsed.weights });
+      } catch (e) {
+        excluded.push({ identity: s.identity, reason: `${(e as Error).name}: ${(e as Error).message}` });
+        this.log(`round ${round.round}: left out identity ${s.identity}: ${(e as Error).message}`);
+      }
+    }
+    return { updates, excluded };
+  }
+
+  /** Waits for the round's updates, aggregates and finalizes it; returns null if it was already finalized. */
+  async finalize(roundNumber: number, signal?: AbortSignal): Promise<RoundReport | null> {
+    const { ledger, task } = this.o;
+    let history = await ledger.readTaskHistory(task);
+    let round = history.rounds.find((r) => r.round === roundNumber);
+    if (!round) throw new AggregationError(`round ${roundNumber} of task ${task} has not opened`);
+    if (round.finalized) return null;
+    // wait for the expected updates or the deadline
+    for (;;) {
+      const expected = this.o.expectedUpdates ?? Infinity;
+      const now = Math.max(Date.now() / 1000, (await ledger.runner.provider!.getBlock("latest"))!.timestamp);
+      if (round.submissions.length >= expected || now > round.deadline || signal?.aborted) break;
+      await sleep(this.o.pollMs ?? 500, signal);
+      history = await ledger.readTaskHistory(task);
+      round = history.rounds.find((r) => r.round === roundNumber)!;
+    }
+    const t0 = performance.now();
+    const { updates, excluded } = await this.collect(round);
+    const t1 = performance.now();
+    if (updates.length < history.minUpdates) {
+      throw new AggregationError(`round ${roundNumber}: ${updates.length} usable updates, the task needs ${history.minUpdates}`, { cause: new TooFewUpdatesError(updates.length, history.minUpdates) });
+    }
+    const strategy = await this.strategy();
+    const result = strategy.aggregate(updates, { scale: this.o.lora.alpha / this.o.lora.r, r: this.o.lora.r });
+    const bytes = serializeAdapter(this.o.model, this.o.lora, result.weights, {
+      kind: "global",
+      task,
+      round: roundNumber,
+      baseModelSha256: this.o.baseModelSha256,
+      strategy: strategy.id,
+    });
+    const t2 = performance.now();
+    const cid = await this.o.store.add(bytes);
+    const t3 = performance.now();
+    const weights = sharesToWeights(result.shares);
+    const digest = sha256Hex(bytes);
+    try {
+      await ledger.finalizeRound(task, roundNumber, cid, digest, result.contributors, weights, strategy.id);
+    } catch (e) {
+      if (e instanceof ChainRevertError && e.errorName === "FederationRoundNotOpen") return null; // finalized meanwhile
+      throw e;
+    }
+    const t4 = performance.now();
+    this.log(`round ${roundNumber}: ${strategy.id} over identities [${result.contributors.join(", ")}] → ${cid}`);
+    await this.o.onGlobal?.(roundNumber, bytes);
+    return {
+      round: roundNumber,
+      globalCid: cid,
+      globalSha256: digest,
+      contributors: result.contributors,
+      weights,
+      excluded,
+      diagnostics: result.diagnostics,
+      timings: { fetchVerifyMs: t1 - t0, aggregateMs: t2 - t1, pinMs: t3 - t2, finalizeMs: t4 - t3 },
+    };
+  }
+
+  /** Finalizes rounds as they come until the task completes. */
+  async run(signal?: AbortSignal): Promise<RoundReport[]> {
+    const reports: RoundReport[] = [];
+    for (;;) {
+      if (signal?.aborted) return reports;
+      const info = await this.o.ledger.federation.task(this.o.task);
+      if (Number(info.status) === TaskStatus.Completed) return reports;
+      if (Number(info.status) === TaskStatus.Open) {
+        const r = await this.finalize(Number(info.currentRound), signal);
+        if (r) reports.push(r);
+      } else await sleep(this.o.pollMs ?? 500, signal);
+    }
+  }
+}

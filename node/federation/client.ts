@@ -1,0 +1,174 @@
+/**
+ * A hospital's client: for each open round of its task it fetches and verifies the starting adapter, trains LoRA on
+ * its own data (locally or in a worker), pins the new adapter and commits {CID, sha256, examples, metrics digest}
+ * on-chain under its identity — directly, or signed for a relayer. It resumes after a crash from chain state and
+ * its state folder and never submits twice for a round.
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Signer } from "ethers";
+import { FederationLedger, IdentityStatus, TaskStatus, type UpdateCommitment } from "../chain/index.js";
+import { ChainRevertError, FokError } from "../errors.js";
+import type { AdapterStore } from "../store/index.js";
+import type { TrainConfig } from "../train/train.js";
+import type { RoundTrainer } from "./trainer-pool.js";
+import { canonicalJson } from "./local-trainer.js";
+
+export interface ClientOptions {
+  /** The ledger as seen by the identity's key (direct) or by a relayer's account (with `relayFor`). */
+  ledger: FederationLedger;
+  /** The identity's signing key. */
+  signer: Signer;
+  /** Submit through the ledger's account with the identity's EIP-712 signature instead of sending itself. */
+  relay?: boolean;
+  store: AdapterStore;
+  task: number;
+  trainer: RoundTrainer;
+  train: Partial<TrainConfig>;
+  /** Where the client keeps per-round state (CID before submission) and its metrics. Default: none (in memory). */
+  stateDir?: string;
+  /** How often to poll the chain, ms. Default 500. */
+  pollMs?: number;
+  log?: (line: string) => void;
+}
+
+export type RoundOutcome = "submitted" | "already-submitted" | "not-open" | "deadline-passed";
+
+/** The client's identity is missing or not Active. */
+export class ClientIdentityError extends FokError {}
+
+interface RoundState {
+  cid: string;
+  adapterSha256: string;
+  numExamples: number;
+  metricsDigest: string;
+  metrics: unknown;
+}
+
+export class FederationClient {
+  private identityId = 0;
+  private readonly memoryState = new Map<number, RoundState>();
+
+  constructor(private readonly o: ClientOptions) {}
+
+  private log(line: string) {
+    this.o.log?.(line);
+  }
+
+  /** This client's identity token id (checked Active). */
+  async identity(): Promise<number> {
+    if (this.identityId) return this.identityId;
+    const addr = await this.o.signer.getAddress();
+    const { tokenId, status } = await this.o.ledger.identityOfSigner(addr);
+    if (tokenId === 0 || status !== IdentityStatus.Active) {
+      throw new ClientIdentityError(`${addr} holds no active identity (token ${tokenId}, status ${IdentityStatus[status]})`);
+    }
+    this.identityId = tokenId;
+    return tokenId;
+  }
+
+  /** Trains and submits for `round` if it is the open round and this identity has not submitted yet. */
+  async participate(round: number): Promise<RoundOutcome> {
+    const { ledger, task } = this.o;
+    const identity = await this.identity();
+    const info = await ledger.federation.task(task);
+    if (Number(info.status) !== TaskStatus.Open || Number(info.currentRound) !== round) return "not-open";
+    const existing = await ledger.federation.submission(task, round, identity);
+    if (existing.numExamples > 0n) return "already-submitted";
+    if (Date.now() / 1000 > Number(info.roundDeadline)) return "deadline-passed";
+
+    let state = await this.loadState(round);
+    if (state && !(await this.o.store.has(state.cid))) state = null;
+    if (!state) {
+      const history = await ledger.readTaskHistory(task);
+      const opened = history.rounds.find((r) => r.round === round)!;
+      const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256 });
+      this.log(`round ${round}: training from ${opened.startCid}`);
+      const out = await this.o.trainer.trainRound({ task, round, identity, startAdapter: start, train: this.o.train });
+      const cid = await this.o.store.add(out.adapter);
+      const metricsJson = canonicalJson(out.metrics);
+      state = {
+        cid,
+        adapterSha256: sha256Hex(out.adapter),
+        numExamples: out.metrics.numExamples,
+        metricsDigest: sha256Hex(Buffer.from(metricsJson)),
+        metrics: out.metrics,
+      };
+      await this.saveState(round, state); // before submitting: a crash from here on resubmits these same bytes
+      this.log(`round ${round}: trained (${out.tokensPerSec} tok/s, held-out loss ${fmt(out.metrics.heldOutLossBefore)} → ${fmt(out.metrics.heldOutLossAfter)}), pinned ${cid}`);
+    }
+    const c: UpdateCommitment = { task, round, cid: state.cid, adapterSha256: state.adapterSha256, numExamples: state.numExamples, metricsDigest: state.metricsDigest };
+    try {
+      if (this.o.relay) await ledger.submitSignedUpdate(c, await ledger.signUpdate(this.o.signer, c));
+      else await ledger.submitUpdate(c);
+    } catch (e) {
+      if (e instanceof ChainRevertError && e.errorName === "FederationAlreadySubmitted") return "already-submitted";
+      if (e instanceof ChainRevertError && e.errorName === "FederationDeadlinePassed") return "deadline-passed";
+      throw e;
+    }
+    this.log(`round ${round}: submitted ${state.cid}`);
+    return "submitted";
+  }
+
+  /** Participates in every round until the task completes (or `signal` aborts). */
+  async run(signal?: AbortSignal): Promise<void> {
+    const { ledger, task } = this.o;
+    let lastRound = 0;
+    for (;;) {
+      if (signal?.aborted) return;
+      const info = await ledger.federation.task(task);
+      if (Number(info.status) === TaskStatus.Completed) {
+        this.log(`task ${task} completed`);
+        return;
+      }
+      const round = Number(info.currentRound);
+      if (Number(info.status) === TaskStatus.Open && round !== lastRound) {
+        const outcome = await this.participate(round);
+        if (outcome !== "not-open") lastRound = round;
+        if (outcome === "deadline-passed") this.log(`round ${round}: deadline passed, skipped`);
+      }
+      await sleep(this.o.pollMs ?? 500, signal);
+    }
+  }
+
+  private statePath(round: number) {
+    return join(this.o.stateDir!, `task-${this.o.task}-round-${round}.json`);
+  }
+
+  private async loadState(round: number): Promise<RoundState | null> {
+    if (!this.o.stateDir) return this.memoryState.get(round) ?? null;
+    try {
+      return JSON.parse(await readFile(this.statePath(round), "utf8"));
+    } catch {
+      return null;
+    }
+  }
+
+  private async saveState(round: number, s: RoundState): Promise<void> {
+    if (!this.o.stateDir) {
+      this.memoryState.set(round, s);
+      return;
+    }
+    await mkdir(this.o.stateDir, { recursive: true });
+    await writeFile(this.statePath(round), JSON.stringify(s, null, 2));
+  }
+}
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return "0x" + createHash("sha256").update(bytes).digest("hex");
+}
+
+function fmt(x: number | null): string {
+  return x === null ? "-" : x.toFixed(3);
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}

@@ -1,0 +1,92 @@
+/** Runs a LocalTrainer in a worker thread, behind the same trainRound call as the in-thread one. */
+import { Worker } from "node:worker_threads";
+import { FokError } from "../errors.js";
+import type { ClientDataset, RoundJob, RoundOutput } from "./local-trainer.js";
+import type { LoraConfig } from "../model/lora.js";
+
+/** A worker failed to start or a round failed inside it. */
+export class WorkerTrainingError extends FokError {
+  constructor(
+    message: string,
+    readonly causeName: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RoundTrainer {
+  trainRound(job: RoundJob): Promise<RoundOutput>;
+  close(): Promise<void>;
+}
+
+export class WorkerTrainer implements RoundTrainer {
+  private pending: { resolve: (o: RoundOutput) => void; reject: (e: Error) => void } | null = null;
+  private constructor(
+    private readonly worker: Worker,
+    private readonly onStep?: (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => void,
+  ) {
+    worker.on("message", (msg: { type: string; out?: RoundOutput; message?: string; name?: string; step?: never }) => {
+      if (msg.type === "step") this.onStep?.(msg.step!);
+      else if (msg.type === "result") {
+        const p = this.pending;
+        this.pending = null;
+        p?.resolve({ ...msg.out!, adapter: new Uint8Array(msg.out!.adapter) });
+      } else if (msg.type === "error") {
+        const p = this.pending;
+        this.pending = null;
+        p?.reject(new WorkerTrainingError(msg.message!, msg.name!));
+      }
+    });
+    worker.on("error", (e) => {
+      this.pending?.reject(e);
+      this.pending = null;
+    });
+  }
+
+  static async start(baseBytes: Uint8Array, lora: LoraConfig, data: ClientDataset, onStep?: WorkerTrainer["onStep"]): Promise<WorkerTrainer> {
+    const worker = new Worker(new URL("./worker.ts", import.meta.url), {
+      workerData: { baseBytes, lora, data },
+      execArgv: ["--import", "tsx"],
+      env: { ...process.env, FOK_QUIET_BACKEND: "1" },
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onMsg = (m: { type: string; message?: string; name?: string }) => {
+        if (m.type === "ready") {
+          worker.off("message", onMsg);
+          resolve();
+        } else if (m.type === "error") reject(new WorkerTrainingError(m.message!, m.name!));
+      };
+      worker.on("message", onMsg);
+      worker.once("error", reject);
+    });
+    return new WorkerTrainer(worker, onStep);
+  }
+
+  trainRound(job: RoundJob): Promise<RoundOutput> {
+    if (this.pending) return Promise.reject(new WorkerTrainingError("a round is already running in this worker", "Busy"));
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.worker.postMessage(job);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
+
+/** The same LocalTrainer in the calling thread (tests, single-core machines, `--workers 0`). */
+export class InlineTrainer implements RoundTrainer {
+  private constructor(private readonly inner: import("./local-trainer.js").LocalTrainer) {}
+
+  static async create(baseBytes: Uint8Array, lora: LoraConfig, data: ClientDataset, onStep?: (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => void): Promise<InlineTrainer> {
+    const { LocalTrainer } = await import("./local-trainer.js");
+    return new InlineTrainer(await LocalTrainer.create(baseBytes, lora, data, onStep));
+  }
+
+  trainRound(job: RoundJob): Promise<RoundOutput> {
+    return this.inner.trainRound(job);
+  }
+
+  async close(): Promise<void> {}
+}

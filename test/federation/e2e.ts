@@ -1,0 +1,221 @@
+import { expect } from "chai";
+import { network } from "hardhat";
+import { initBackend } from "../../node/model/backend.js";
+import { GPT, type GPTConfig } from "../../node/model/gpt.js";
+import { BPETokenizer } from "../../node/model/tokenizer.js";
+import { serializeBaseModel } from "../../node/model/checkpoint.js";
+import { parseAdapter, serializeAdapter } from "../../node/model/adapter.js";
+import type { LoraConfig } from "../../node/model/lora.js";
+import { deployContracts, type FederationLedger } from "../../node/chain/index.js";
+import { createStore, sha256Hex, type AdapterStore } from "../../node/store/index.js";
+import { FederationClient, ClientIdentityError } from "../../node/federation/client.js";
+import { Aggregator } from "../../node/federation/aggregator.js";
+import { InlineTrainer, type RoundTrainer } from "../../node/federation/trainer-pool.js";
+import { loraConfigHash, modelFingerprint } from "../../node/federation/task-config.js";
+import { FedAvg, sharesToWeights } from "../../node/aggregate/index.js";
+
+const { ethers, networkHelpers } = await network.create();
+
+const TINY: GPTConfig = { nLayer: 1, nEmbd: 16, nHead: 2, blockSize: 16, vocabSize: 260, dropout: 0, layerNormEps: 1e-5 };
+const LORA: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ["q", "v"] };
+const TRAIN = { steps: 3, batchSize: 2, seqLen: 16, lr: 1e-2, warmupSteps: 1 };
+const TEXTS = [
+  "the heart pumps blood through the arteries and veins. ",
+  "the tumour was removed in surgery and the margins were clear. ",
+  "the infection was treated with antibiotics for ten days. ",
+];
+
+interface Setup {
+  ledger: FederationLedger;
+  store: AdapterStore;
+  baseBytes: Uint8Array;
+  baseSha: string;
+  task: number;
+  signers: Awaited<ReturnType<typeof ethers.getSigners>>;
+  trainers: RoundTrainer[];
+  aggregator: Aggregator;
+  clients: FederationClient[];
+}
+
+describe("federation end to end (tiny model, in-process chain, embedded store)", function () {
+  this.timeout(300_000);
+  let tokenizer: BPETokenizer;
+  let baseBytes: Uint8Array;
+
+  before(async function () {
+    await initBackend("wasm", true);
+    tokenizer = await BPETokenizer.train(TEXTS.map((t) => t.repeat(20)), 260);
+    const gpt = GPT.init(TINY, 1);
+    baseBytes = await serializeBaseModel(gpt, tokenizer);
+    gpt.dispose();
+  });
+
+  async function setup(options: { stateDirs?: string[]; maxRounds?: number } = {}): Promise<Setup> {
+    const signers = await ethers.getSigners();
+    const [admin, aggregatorAccount] = signers;
+    const ledger = await deployContracts(admin!);
+    const store = await createStore();
+    const baseCid = await store.add(baseBytes);
+    const baseSha = sha256Hex(baseBytes);
+    const loraHash = loraConfigHash(LORA);
+    for (let i = 0; i < 3; i++) {
+      await ledger.registerIdentity(signers[2 + i]!.address, `hospital-${i}`, modelFingerprint(baseSha, loraHash), `bafkreimeta${i}`);
+    }
+    const task = await ledger.createTask({
+      baseModelCid: baseCid,
+      baseModelSha256: baseSha,
+      loraConfigHash: loraHash,
+      aggregator: aggregatorAccount!.address,
+      strategy: "fedavg",
+      minUpdates: 2,
+      roundDuration: 3600,
+      maxRounds: options.maxRounds ?? 2,
+    });
+    const trainers: RoundTrainer[] = [];
+    const clients: FederationClient[] = [];
+    for (let i = 0; i < 3; i++) {
+      const tokens = Int32Array.from(await tokenizer.encode(TEXTS[i]!.repeat(10)));
+      const trainer = await InlineTrainer.create(baseBytes, LORA, { trainTokens: tokens, heldOutTokens: tokens.subarray(0, 40), numExamples: 10 * (i + 1) });
+      trainers.push(trainer);
+      const signer = signers[2 + i]!;
+      clients.push(new FederationClient({ ledger: ledger.connect(signer), signer, store, task, trainer, train: TRAIN, stateDir: options.stateDirs?.[i], pollMs: 50 }));
+    }
+    const aggregator = new Aggregator({ ledger: ledger.connect(aggregatorAccount!), store, task, model: TINY, lora: LORA, baseModelSha256: baseSha, expectedUpdates: 3, pollMs: 50 });
+    return { ledger, store, baseBytes, baseSha, task, signers, trainers, aggregator, clients };
+  }
+
+  it("runs 3 clients × 2 rounds: every commitment on-chain, every CID verified, round 2's global = FedAvg of round 2", async function () {
+    const s = await setup();
+    await s.aggregator.openFirstRound();
+    for (const round of [1, 2]) {
+      expect(await Promise.all(s.clients.map((c) => c.participate(round)))).to.deep.equal(["submitted", "submitted", "submitted"]);
+      const report = await s.aggregator.finalize(round);
+      expect(report!.contributors).to.deep.equal([1, 2, 3]);
+      expect(report!.excluded).to.deep.equal([]);
+    }
+    const h = await s.ledger.readTaskHistory(s.task);
+    expect(h.completed).to.equal(true);
+    expect(h.rounds.map((r) => r.submissions.map((x) => x.identity))).to.deep.equal([[1, 2, 3], [1, 2, 3]]);
+    for (const r of h.rounds) {
+      for (const sub of r.submissions) {
+        const bytes = await s.store.get(sub.cid, { expectedSha256: sub.adapterSha256 });
+        const parsed = parseAdapter(bytes, TINY, LORA);
+        expect([parsed.metadata.task, parsed.metadata.round, parsed.metadata.identity]).to.deep.equal([s.task, r.round, sub.identity]);
+        expect(sha256Hex(Buffer.from(parsed.metadata.metrics!))).to.equal(sub.metricsDigest);
+      }
+      const g = r.finalized!;
+      await s.store.get(g.globalCid, { expectedSha256: g.globalSha256 });
+    }
+    // round 2 starts from round 1's global adapter
+    expect(h.rounds[1]!.startCid).to.equal(h.rounds[0]!.finalized!.globalCid);
+    // recompute round 2's aggregation from the chain and the bytes alone
+    const r2 = h.rounds[1]!;
+    const updates = [];
+    for (const sub of r2.submissions) {
+      updates.push({ identity: sub.identity, numExamples: sub.numExamples, weights: parseAdapter(await s.store.get(sub.cid), TINY, LORA).weights });
+    }
+    const result = new FedAvg().aggregate(updates);
+    const expected = serializeAdapter(TINY, LORA, result.weights, { kind: "global", task: s.task, round: 2, baseModelSha256: s.baseSha, strategy: "fedavg" });
+    expect(sha256Hex(expected)).to.equal(r2.finalized!.globalSha256);
+    expect(r2.finalized!.weights).to.deep.equal(sharesToWeights([10 / 60, 20 / 60, 30 / 60]));
+    await s.store.close();
+  });
+
+  it("an aggregator killed after fetching the updates and restarted finalizes exactly once", async function () {
+    const s = await setup({ maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    await Promise.all(s.clients.map((c) => c.participate(1)));
+    // first aggregator dies between fetching + aggregating and finalizing
+    const aggAccount = s.signers[1]!;
+    const crashing = s.ledger.connect(aggAccount);
+    crashing.finalizeRound = async () => {
+      throw new Error("killed");
+    };
+    const first = new Aggregator({ ledger: crashing, store: s.store, task: s.task, model: TINY, lora: LORA, baseModelSha256: s.baseSha, expectedUpdates: 3 });
+    let err: Error | null = null;
+    try {
+      await first.finalize(1);
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).to.equal("killed");
+    const restarted = new Aggregator({ ledger: s.ledger.connect(aggAccount), store: s.store, task: s.task, model: TINY, lora: LORA, baseModelSha256: s.baseSha, expectedUpdates: 3 });
+    const report = await restarted.finalize(1);
+    expect(report!.contributors).to.deep.equal([1, 2, 3]);
+    expect(await restarted.finalize(1)).to.equal(null); // a second restart finds it finalized
+    const events = await s.ledger.federation.queryFilter(s.ledger.federation.filters.RoundFinalized(s.task, 1));
+    expect(events.length).to.equal(1);
+    await s.store.close();
+  });
+
+  it("a client restarted mid-round submits its pinned adapter once, without training again", async function () {
+    const dir = (await import("node:fs/promises")).mkdtemp((await import("node:path")).join((await import("node:os")).tmpdir(), "fok-client-"));
+    const stateDir = await dir;
+    const s = await setup({ stateDirs: [stateDir], maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    const signer = s.signers[2]!;
+    // the first run dies after pinning, before the transaction
+    const crashingLedger = s.ledger.connect(signer);
+    crashingLedger.submitUpdate = async () => {
+      throw new Error("killed");
+    };
+    let calls = 0;
+    const counting: RoundTrainer = { trainRound: (job) => (calls++, s.trainers[0]!.trainRound(job)), close: async () => {} };
+    const first = new FederationClient({ ledger: crashingLedger, signer, store: s.store, task: s.task, trainer: counting, train: TRAIN, stateDir });
+    let err: Error | null = null;
+    try {
+      await first.participate(1);
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).to.equal("killed");
+    expect(calls).to.equal(1);
+    const restarted = new FederationClient({ ledger: s.ledger.connect(signer), signer, store: s.store, task: s.task, trainer: counting, train: TRAIN, stateDir });
+    expect(await restarted.participate(1)).to.equal("submitted");
+    expect(calls).to.equal(1);
+    expect(await restarted.participate(1)).to.equal("already-submitted");
+    const events = await s.ledger.federation.queryFilter(s.ledger.federation.filters.UpdateSubmitted(s.task, 1, 1));
+    expect(events.length).to.equal(1);
+    await s.store.close();
+  });
+
+  it("a revoked client's update is neither accepted nor aggregated", async function () {
+    const s = await setup({ maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    // identity 3 submits, then is revoked before aggregation: left out of the aggregate
+    await Promise.all(s.clients.map((c) => c.participate(1)));
+    await s.ledger.revoke(3);
+    const report = await s.aggregator.finalize(1);
+    expect(report!.contributors).to.deep.equal([1, 2]);
+    expect(report!.excluded).to.deep.equal([{ identity: 3, reason: "FokError: identity is Revoked" }]);
+    // and a revoked identity cannot submit at all
+    const s2 = await setup({ maxRounds: 1 });
+    await s2.aggregator.openFirstRound();
+    await s2.ledger.revoke(1);
+    let err: unknown;
+    try {
+      await s2.clients[0]!.participate(1);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(ClientIdentityError);
+    await s.store.close();
+    await s2.store.close();
+  });
+
+  it("a client that is late finds the deadline passed and submits nothing", async function () {
+    const s = await setup({ maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    await networkHelpers.time.increase(3601);
+    // the client compares wall-clock time to the deadline, so move the chain's clock far ahead of it instead
+    const info = await s.ledger.federation.task(s.task);
+    const original = Date.now;
+    Date.now = () => (Number(info.roundDeadline) + 1) * 1000;
+    try {
+      expect(await s.clients[0]!.participate(1)).to.equal("deadline-passed");
+    } finally {
+      Date.now = original;
+    }
+    await s.store.close();
+  });
+});
