@@ -70,6 +70,7 @@ export class ExactLora implements Strategy {
       weights,
       contributors: sorted.map((u) => u.identity),
       shares,
+      units: sorted.map((u) => u.numExamples),
       diagnostics: { factorError: Math.sqrt(errSq) / norm, fedavgError: Math.sqrt(fedavgErrSq) / norm },
     };
   }

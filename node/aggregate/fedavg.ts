@@ -1,11 +1,11 @@
 /** FedAvg (McMahan et al. 2017) on LoRA: A and B averaged separately, weighted by examples — what most systems do. */
-import { exampleShares, prepare, weightedSum, type AggregateResult, type ClientUpdate, type Strategy } from "./types.js";
+import { exampleShares, prepare, weightedSum, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
 import type { LoraWeights } from "../model/adapter.js";
 
 export class FedAvg implements Strategy {
   readonly id: string = "fedavg";
 
-  aggregate(updates: ClientUpdate[]): AggregateResult {
+  aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const shares = exampleShares(sorted);
     const weights: LoraWeights = new Map();
@@ -15,7 +15,7 @@ export class FedAvg implements Strategy {
         B: weightedSum(sorted.map((u) => u.weights.get(m)!.B), shares),
       });
     }
-    return { weights, contributors: sorted.map((u) => u.identity), shares, diagnostics: {} };
+    return { weights, contributors: sorted.map((u) => u.identity), shares, units: sorted.map((u) => u.numExamples), diagnostics: {} };
   }
 }
 

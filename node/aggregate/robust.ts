@@ -5,7 +5,7 @@
  *  - (multi-)Krum (Blanchard et al. 2017): score each update by the summed squared distance to its n − f − 2
  *    nearest others, keep the `m` best and average them by examples.
  */
-import { exampleShares, prepare, TooFewUpdatesError, weightedSum, type AggregateResult, type ClientUpdate, type Strategy } from "./types.js";
+import { exampleShares, prepare, TooFewUpdatesError, weightedSum, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
 import type { LoraWeights } from "../model/adapter.js";
 
 function flatten(u: ClientUpdate): Float64Array {
@@ -47,11 +47,11 @@ function coordinatewise(updates: ClientUpdate[], reduce: (values: Float64Array) 
 
 export class CoordinateMedian implements Strategy {
   readonly id = "median";
-  aggregate(updates: ClientUpdate[]): AggregateResult {
+  aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const n = sorted.length;
     const weights = coordinatewise(sorted, (c) => (n % 2 ? c[(n - 1) / 2]! : (c[n / 2 - 1]! + c[n / 2]!) / 2));
-    return { weights, contributors: sorted.map((u) => u.identity), shares: sorted.map(() => 1 / n), diagnostics: {} };
+    return { weights, contributors: sorted.map((u) => u.identity), shares: sorted.map(() => 1 / n), units: sorted.map(() => 1), diagnostics: {} };
   }
 }
 
@@ -59,7 +59,7 @@ export class TrimmedMean implements Strategy {
   readonly id = "trimmed-mean";
   /** `trim`: values dropped at each end per coordinate (default: 20% of the updates, at least 1). */
   constructor(readonly trim?: number) {}
-  aggregate(updates: ClientUpdate[]): AggregateResult {
+  aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const n = sorted.length;
     const t = this.trim ?? Math.max(1, Math.floor(n * 0.2));
@@ -69,7 +69,7 @@ export class TrimmedMean implements Strategy {
       for (let i = t; i < n - t; i++) s += c[i]!;
       return s / (n - 2 * t);
     });
-    return { weights, contributors: sorted.map((u) => u.identity), shares: sorted.map(() => 1 / n), diagnostics: { trimmed: t } };
+    return { weights, contributors: sorted.map((u) => u.identity), shares: sorted.map(() => 1 / n), units: sorted.map(() => 1), diagnostics: { trimmed: t } };
   }
 }
 
@@ -82,7 +82,7 @@ export class Krum implements Strategy {
   ) {
     this.id = m === 1 ? "krum" : "multi-krum";
   }
-  aggregate(updates: ClientUpdate[]): AggregateResult {
+  aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const n = sorted.length;
     const f = this.f ?? Math.max(0, Math.floor((n - 3) / 2));
@@ -112,6 +112,6 @@ export class Krum implements Strategy {
         B: weightedSum(chosen.map((u) => u.weights.get(mod)!.B), shares),
       });
     }
-    return { weights, contributors: chosen.map((u) => u.identity), shares, diagnostics: { f } };
+    return { weights, contributors: chosen.map((u) => u.identity), shares, units: chosen.map((u) => u.numExamples), diagnostics: { f } };
   }
 }

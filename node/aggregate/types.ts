@@ -18,6 +18,8 @@ export interface AggregateResult {
   contributors: number[];
   /** Each contributor's share (sums to 1), in the same order. */
   shares: number[];
+  /** The shares as positive integers (example counts, or 1 each), for exact on-chain weights. */
+  units: number[];
   /** Strategy-specific figures (e.g. the factorisation error of exact aggregation). */
   diagnostics: Record<string, number>;
 }
@@ -104,12 +106,16 @@ export function exampleShares(updates: ClientUpdate[]): number[] {
   return updates.map((u) => u.numExamples / total);
 }
 
-/** Shares as on-chain fixed-point weights (1e18 in all; rounding remainder to the largest share). */
-export function sharesToWeights(shares: number[]): bigint[] {
+/**
+ * On-chain fixed-point weights from integer units (example counts, or 1 each): unitsᵢ·1e18/Σunits rounded down,
+ * the remainder to the first of the largest, so they add up to exactly 1e18.
+ */
+export function unitsToWeights(units: number[]): bigint[] {
   const SCALE = 10n ** 18n;
-  const w = shares.map((s) => BigInt(Math.floor(s * 1e18)));
+  const u = units.map((x) => BigInt(x));
+  const total = u.reduce((a, b) => a + b, 0n);
+  const w = u.map((x) => (x * SCALE) / total);
   const rest = SCALE - w.reduce((a, b) => a + b, 0n);
-  const largest = shares.indexOf(Math.max(...shares));
-  w[largest]! += rest;
+  w[units.indexOf(Math.max(...units))]! += rest;
   return w;
 }

@@ -10,7 +10,7 @@ import { ChainRevertError, FokError } from "../errors.js";
 import { LoraAdapter, type LoraConfig } from "../model/lora.js";
 import type { GPTConfig } from "../model/gpt.js";
 import { parseAdapter, serializeAdapter } from "../model/adapter.js";
-import { sharesToWeights, strategyFor, TooFewUpdatesError, type ClientUpdate, type Strategy } from "../aggregate/index.js";
+import { unitsToWeights, strategyFor, TooFewUpdatesError, type ClientUpdate, type Strategy } from "../aggregate/index.js";
 import type { AdapterStore } from "../store/index.js";
 import { sha256Hex, sleep } from "./client.js";
 
@@ -124,7 +124,7 @@ export class Aggregator {
     const t2 = performance.now();
     const cid = await this.o.store.add(bytes);
     const t3 = performance.now();
-    const weights = sharesToWeights(result.shares);
+    const weights = unitsToWeights(result.units);
     const digest = sha256Hex(bytes);
     try {
       await ledger.finalizeRound(task, roundNumber, cid, digest, result.contributors, weights, strategy.id);

@@ -12,7 +12,7 @@ import { FederationClient, ClientIdentityError } from "../../node/federation/cli
 import { Aggregator } from "../../node/federation/aggregator.js";
 import { InlineTrainer, type RoundTrainer } from "../../node/federation/trainer-pool.js";
 import { loraConfigHash, modelFingerprint } from "../../node/federation/task-config.js";
-import { FedAvg, sharesToWeights } from "../../node/aggregate/index.js";
+import { FedAvg, unitsToWeights } from "../../node/aggregate/index.js";
 
 const { ethers, networkHelpers } = await network.create();
 
@@ -117,7 +117,7 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     const result = new FedAvg().aggregate(updates);
     const expected = serializeAdapter(TINY, LORA, result.weights, { kind: "global", task: s.task, round: 2, baseModelSha256: s.baseSha, strategy: "fedavg" });
     expect(sha256Hex(expected)).to.equal(r2.finalized!.globalSha256);
-    expect(r2.finalized!.weights).to.deep.equal(sharesToWeights([10 / 60, 20 / 60, 30 / 60]));
+    expect(r2.finalized!.weights).to.deep.equal(unitsToWeights([10, 20, 30]));
     await s.store.close();
   });
 
