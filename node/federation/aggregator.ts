@@ -46,6 +46,21 @@ export interface RoundReport {
 /** The round cannot be finalized (e.g. too few usable updates by the deadline). */
 export class AggregationError extends FokError {}
 
+/**
+ * The task history once it shows round `round` opened. A JSON-RPC provider can answer log queries from a block
+ * number a little behind the transaction that just opened the round, so this polls for up to `timeoutMs`.
+ */
+export async function waitForRound(ledger: FederationLedger, task: number, round: number, pollMs: number, signal?: AbortSignal, timeoutMs = 60_000) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const history = await ledger.readTaskHistory(task);
+    const r = history.rounds.find((x) => x.round === round);
+    if (r) return { history, round: r };
+    if (Date.now() > until || signal?.aborted) throw new AggregationError(`round ${round} of task ${task} has not opened`);
+    await sleep(pollMs, signal);
+  }
+}
+
 export class Aggregator {
   constructor(private readonly o: AggregatorOptions) {}
 
@@ -93,9 +108,7 @@ export class Aggregator {
   /** Waits for the round's updates, aggregates and finalizes it; returns null if it was already finalized. */
   async finalize(roundNumber: number, signal?: AbortSignal): Promise<RoundReport | null> {
     const { ledger, task } = this.o;
-    let history = await ledger.readTaskHistory(task);
-    let round = history.rounds.find((r) => r.round === roundNumber);
-    if (!round) throw new AggregationError(`round ${roundNumber} of task ${task} has not opened`);
+    let { history, round } = await waitForRound(ledger, task, roundNumber, this.o.pollMs ?? 500, signal);
     if (round.finalized) return null;
     // wait for the expected updates or the deadline
     for (;;) {

@@ -14,6 +14,7 @@ import type { AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import type { RoundTrainer } from "./trainer-pool.js";
 import { canonicalJson } from "./local-trainer.js";
+import { waitForRound } from "./aggregator.js";
 
 export interface ClientOptions {
   /** The ledger as seen by the identity's key (direct) or by a relayer's account (with `relayFor`). */
@@ -81,8 +82,7 @@ export class FederationClient {
     let state = await this.loadState(round);
     if (state && !(await this.o.store.has(state.cid))) state = null;
     if (!state) {
-      const history = await ledger.readTaskHistory(task);
-      const opened = history.rounds.find((r) => r.round === round)!;
+      const { round: opened } = await waitForRound(ledger, task, round, this.o.pollMs ?? 500);
       const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256 });
       this.log(`round ${round}: training from ${opened.startCid}`);
       const out = await this.o.trainer.trainRound({ task, round, identity, startAdapter: start, train: this.o.train });
