@@ -31,6 +31,7 @@ const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
   fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40] [--relay]
   fok aggregator run --task T [--expected N]
   fok inspect [--task T] [--json]
+  fok verify --task T [--round R] [--json]      re-check a task from the chain and the bytes alone; exit 1 on failure
   fok store add FILE | get CID [--out FILE] | export CID [--out x.car] | import x.car | serve [--gateway-port 8080]
 
   chain:  --rpc URL  --private-key HEX | --keystore FILE  --deployment FILE (default .fok/deployment.json)
@@ -61,6 +62,7 @@ const COMMON: ParseArgsConfig["options"] = {
   aggregator: { type: "string" },
   strategy: { type: "string", default: "fedavg" },
   rounds: { type: "string", default: "3" },
+  round: { type: "string" },
   "min-updates": { type: "string", default: "2" },
   duration: { type: "string", default: "3600" },
   data: { type: "string" },
@@ -253,6 +255,28 @@ async function main(argv: string[]): Promise<void> {
       }
       return;
     }
+    case "verify": {
+      const { values: v } = parse([sub, ...rest].filter((x): x is string => x !== undefined));
+      const ledger = await ledgerFrom(v);
+      const store = await storeFrom(v);
+      try {
+        const { verifyTask, formatVerifyReport } = await import("../provenance/verify.js");
+        const { loadBaseModel } = await import("../model/checkpoint.js");
+        const { initBackend } = await import("../model/backend.js");
+        await initBackend(undefined, true);
+        const history = await ledger.readTaskHistory(int(v, "task"));
+        // the model layout comes from the task's own base model, fetched and checked against the chain
+        const baseBytes = await store.get(history.baseModelCid, { expectedSha256: history.baseModelSha256 }).catch(async () => (await loadBaseModel(v.base as string)).bytes);
+        const { parseBaseModel } = await import("../model/checkpoint.js");
+        const base = parseBaseModel(baseBytes);
+        const report = await verifyTask(ledger, store, history.task, { model: base.gpt.config, lora: loraFrom(v), round: v.round === undefined ? undefined : Number(v.round) });
+        console.log(v.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
+        if (!report.ok) process.exitCode = 1;
+      } finally {
+        await store.close();
+      }
+      return;
+    }
     case "store": {
       const { values: v, positionals } = parse(rest);
       const store = await storeFrom(v);
@@ -289,7 +313,7 @@ async function main(argv: string[]): Promise<void> {
 
 try {
   await main(process.argv.slice(2));
-  process.exit(0);
+  process.exit(process.exitCode ?? 0);
 } catch (e) {
   const err = e as Error;
   const short = (err as { shortMessage?: string; code?: string }).shortMessage;
