@@ -244,7 +244,7 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
         [1, 1, 0.166666], [1, 2, 0.333333], [1, 3, 0.5], [2, 1, 0.166666], [2, 2, 0.333333], [2, 3, 0.5],
       ]);
       for (const c of report.contributions) expect(c.cosineToAggregate).to.be.within(-1, 1);
-      expect(formatVerifyReport(report)).to.match(/VERIFIED: task 1, 31 checks passed$/);
+      expect(formatVerifyReport(report).split("\n").at(-1)).to.equal(`VERIFIED: task 1, ${report.checks.length} checks passed`);
       await s.store.close();
     });
 
