@@ -1,0 +1,96 @@
+/**
+ * Training throughput on the reference config — 4 layers, d_model 128, 4 heads, context 64, batch 8, vocab 4096,
+ * LoRA r 8 on q and v — for each tfjs backend present, with peak RSS; then two clients training at once (one worker
+ * thread each) to show both cores in use; then, when Debian's python3-torch is installed, the same model and step in
+ * PyTorch (scripts/bench_train_torch.py) on the same thread count, and the ratio.
+ *
+ *   npx tsx scripts/bench-train.ts [--steps 12] [--json]
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+import { initBackend, tf, type BackendName } from "../node/model/backend.js";
+import { GPT, DEFAULT_GPT_CONFIG } from "../node/model/gpt.js";
+import { LoraAdapter, DEFAULT_LORA_CONFIG } from "../node/model/lora.js";
+import { train } from "../node/train/train.js";
+
+const steps = Number(process.argv[process.argv.indexOf("--steps") + 1]) || 12;
+const B = 8;
+const T = 64;
+const cfg = DEFAULT_GPT_CONFIG;
+
+async function measure(backend: string): Promise<{ tokensPerSec: number; msPerStep: number }> {
+  await initBackend(backend, true);
+  const gpt = GPT.init(cfg, 1);
+  const lora = LoraAdapter.init(cfg, DEFAULT_LORA_CONFIG, 2);
+  const tokens = Int32Array.from({ length: 50_000 }, (_, i) => (i * 2654435761) % cfg.vocabSize);
+  await train({ gpt, lora, tokens, config: { steps: 2, batchSize: B, seqLen: T } }); // warm-up (kernel set-up)
+  const r = await train({ gpt, lora, tokens, config: { steps, batchSize: B, seqLen: T } });
+  gpt.dispose();
+  lora.dispose();
+  return { tokensPerSec: r.tokensPerSec, msPerStep: (r.seconds * 1000) / r.steps };
+}
+
+/** Two workers training at once: aggregate tokens/s over both. */
+async function twoClients(): Promise<number> {
+  const code = `
+    import { parentPort } from "node:worker_threads";
+    const { initBackend } = await import(${JSON.stringify(new URL("../node/model/backend.ts", import.meta.url).href)});
+    const { GPT, DEFAULT_GPT_CONFIG } = await import(${JSON.stringify(new URL("../node/model/gpt.ts", import.meta.url).href)});
+    const { LoraAdapter, DEFAULT_LORA_CONFIG } = await import(${JSON.stringify(new URL("../node/model/lora.ts", import.meta.url).href)});
+    const { train } = await import(${JSON.stringify(new URL("../node/train/train.ts", import.meta.url).href)});
+    await initBackend("wasm", true);
+    const gpt = GPT.init(DEFAULT_GPT_CONFIG, 1);
+    const lora = LoraAdapter.init(DEFAULT_GPT_CONFIG, DEFAULT_LORA_CONFIG, 2);
+    const tokens = Int32Array.from({ length: 50000 }, (_, i) => (i * 2654435761) % DEFAULT_GPT_CONFIG.vocabSize);
+    await train({ gpt, lora, tokens, config: { steps: 2, batchSize: 8, seqLen: 64 } });
+    parentPort.postMessage("ready");
+    await new Promise((r) => parentPort.once("message", r));
+    const r = await train({ gpt, lora, tokens, config: { steps: ${steps}, batchSize: 8, seqLen: 64 } });
+    parentPort.postMessage(r.tokens);
+  `;
+  const workers = [0, 1].map(() => new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), { execArgv: ["--import", "tsx"], env: { ...process.env, FOK_QUIET_BACKEND: "1" } }));
+  await Promise.all(workers.map((w) => new Promise((r) => w.once("message", r))));
+  const t0 = performance.now();
+  const done = workers.map((w) => new Promise<number>((r) => w.once("message", r)));
+  workers.forEach((w) => w.postMessage("go"));
+  const tokens = (await Promise.all(done)).reduce((a, b) => a + b, 0);
+  const seconds = (performance.now() - t0) / 1000;
+  await Promise.all(workers.map((w) => w.terminate()));
+  return tokens / seconds;
+}
+
+const rows: Record<string, unknown>[] = [];
+for (const backend of ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"] as BackendName[]) {
+  try {
+    const r = await measure(backend);
+    rows.push({ runtime: `tfjs-${backend}`, threads: 1, tokensPerSec: Math.round(r.tokensPerSec), msPerStep: Math.round(r.msPerStep), peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) });
+  } catch (e) {
+    rows.push({ runtime: `tfjs-${backend}`, skipped: (e as Error).message.split("\n")[0] });
+  }
+}
+rows.push({ runtime: "tfjs-wasm, 2 clients in worker threads", threads: 2, tokensPerSec: Math.round(await twoClients()), peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) });
+
+// Debian's python3-torch lives under /usr/bin/python3 (a pyenv python3 earlier on PATH would not see it)
+const python = process.env.FOK_PYTHON ?? (existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
+for (const threads of [1, 2]) {
+  const py = spawnSync(python, [join(import.meta.dirname, "bench_train_torch.py"), "--steps", String(steps), "--threads", String(threads)], { encoding: "utf8" });
+  if (py.status === 0) rows.push({ runtime: `pytorch ${threads === 1 ? "" : "(2 threads)"}`.trim(), threads, ...JSON.parse(py.stdout.trim().split("\n").pop()!) });
+  else rows.push({ runtime: `pytorch (${threads} thread${threads > 1 ? "s" : ""})`, skipped: (py.stderr || py.error?.message || "python3-torch not installed").trim().split("\n").pop() });
+}
+const wasm = rows.find((r) => r.runtime === "tfjs-wasm")?.tokensPerSec as number | undefined;
+const torch1 = rows.find((r) => r.runtime === "pytorch" && r.threads === 1)?.tokensPerSec as number | undefined;
+
+if (process.argv.includes("--json")) console.log(JSON.stringify({ rows, wasmOverTorch: wasm && torch1 ? wasm / torch1 : null }, null, 2));
+else {
+  console.log(`reference config: ${cfg.nLayer} layers, d ${cfg.nEmbd}, ${cfg.nHead} heads, context ${T}, batch ${B}, vocab ${cfg.vocabSize}, LoRA r 8 on q,v; ${steps} timed steps`);
+  console.log("| runtime | threads | tokens/s | ms/step | peak RSS MB |\n| --- | ---: | ---: | ---: | ---: |");
+  for (const r of rows) {
+    if (r.skipped) console.log(`| ${r.runtime} | - | skipped: ${r.skipped} | | |`);
+    else console.log(`| ${r.runtime} | ${r.threads} | ${r.tokensPerSec} | ${r.msPerStep ?? "-"} | ${r.peakRssMb ?? "-"} |`);
+  }
+  if (wasm && torch1) console.log(`tfjs-wasm / PyTorch (1 thread): ${(wasm / torch1).toFixed(2)}`);
+}
+tf.disposeVariables();
+process.exit(0);
