@@ -6,6 +6,7 @@
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-wasm";
 import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
 import { FokError } from "../errors.js";
 import { registerFastGradients } from "./kernels.js";
 
@@ -23,6 +24,7 @@ export class BackendUnavailableError extends FokError {
 }
 
 const require = createRequire(import.meta.url);
+const VULKAN_PATHS = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/aarch64-linux-gnu/libvulkan.so.1", "/usr/lib64/libvulkan.so.1", "/usr/lib/libvulkan.so.1"];
 let chosen: BackendName | null = null;
 
 async function tryBackend(name: BackendName): Promise<string | null> {
@@ -35,10 +37,14 @@ async function tryBackend(name: BackendName): Promise<string | null> {
         require("@tensorflow/tfjs-node");
         break;
       case "webgpu": {
+        // Dawn needs Vulkan on Linux; without it, say so instead of letting Dawn print its own warning
+        if (process.platform === "linux" && !VULKAN_PATHS.some((p) => existsSync(p))) return "libvulkan.so.1 not found (apt-get install libvulkan1)";
         const webgpu = require("webgpu");
         Object.assign(globalThis, webgpu.globals);
-        (globalThis as { navigator?: unknown }).navigator ??= { gpu: webgpu.create([]) };
-        const adapter = await (globalThis as unknown as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator.gpu.requestAdapter();
+        // Node 21+ has a navigator without gpu: give it Dawn's
+        const nav = ((globalThis as { navigator?: object }).navigator ??= {}) as { gpu?: { requestAdapter(): Promise<unknown> } };
+        if (!nav.gpu) Object.defineProperty(nav, "gpu", { value: webgpu.create([]), configurable: true });
+        const adapter = await nav.gpu!.requestAdapter();
         if (!adapter) return "no GPU adapter";
         await import("@tensorflow/tfjs-backend-webgpu" as string);
         break;
