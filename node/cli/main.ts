@@ -31,6 +31,7 @@ const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
   fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40] [--relay]
   fok aggregator run --task T [--expected N]
   fok inspect [--task T] [--json]
+  fok dashboard [--port 8090] [--host 127.0.0.1]    a local page over the chain and the store
   fok verify --task T [--round R] [--json]      re-check a task from the chain and the bytes alone; exit 1 on failure
   fok store add FILE | get CID [--out FILE] | export CID [--out x.car] | import x.car | serve [--gateway-port 8080]
 
@@ -77,6 +78,8 @@ const COMMON: ParseArgsConfig["options"] = {
   "no-workers": { type: "boolean", default: false },
   "gateway-port": { type: "string", default: "8080" },
   "gateway-host": { type: "string", default: "127.0.0.1" },
+  port: { type: "string", default: "8090" },
+  host: { type: "string", default: "127.0.0.1" },
 };
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -253,6 +256,18 @@ async function main(argv: string[]): Promise<void> {
           }
         }
       }
+      return;
+    }
+    case "dashboard": {
+      const { values: v } = parse([sub, ...rest].filter((x): x is string => x !== undefined));
+      const ledger = await ledgerFrom(v);
+      const store = await storeFrom(v);
+      const { serveDashboard } = await import("../dashboard/server.js");
+      const dash = await serveDashboard({ ledger, store, host: v.host as string, port: Number(v.port) });
+      console.log(`dashboard ${dash.url} (Ctrl-C to stop)`);
+      await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
+      await dash.close();
+      await store.close();
       return;
     }
     case "verify": {

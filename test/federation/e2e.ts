@@ -15,6 +15,10 @@ import { loraConfigHash, modelFingerprint } from "../../node/federation/task-con
 import { FedAvg, unitsToWeights } from "../../node/aggregate/index.js";
 import { verifyTask, formatVerifyReport, type ByteSource } from "../../node/provenance/verify.js";
 import { LoraAdapter } from "../../node/model/lora.js";
+import { serveDashboard } from "../../node/dashboard/server.js";
+import { existsSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 
 const { ethers, networkHelpers } = await network.create();
 
@@ -313,6 +317,55 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
       expect(failures(report)).to.deep.equal([[1, null, "lineage"]]);
       expect(report.checks.find((c) => c.check === "lineage")!.detail).to.match(/B all zero: false/);
       await s.store.close();
+    });
+  });
+
+  describe("fok dashboard", function () {
+    const CHROMIUM = process.env.FOK_CHROMIUM ?? "/usr/bin/chromium";
+
+    it("shows the identities, the rounds and a chart of a finished run in headless Chromium", async function () {
+      if (!existsSync(CHROMIUM)) this.skip(); // .ci/run installs Debian's chromium
+      const s = await setup();
+      await s.aggregator.openFirstRound();
+      for (const round of [1, 2]) {
+        await Promise.all(s.clients.map((c) => c.participate(round)));
+        await s.aggregator.finalize(round);
+      }
+      const dash = await serveDashboard({ ledger: s.ledger, store: s.store });
+      expect(dash.url).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
+      const { chromium } = await import("playwright-core");
+      const browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      });
+      try {
+        const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
+        await page.goto(dash.url);
+        await page.waitForSelector("tr.round");
+        expect(await page.locator("tr.identity").count()).to.equal(3);
+        expect(await page.locator("tr.round").count()).to.equal(2);
+        const h = await s.ledger.readTaskHistory(s.task);
+        const text = await page.locator("#lineage").innerText();
+        expect(text).to.contain("task 1 — fedavg, 2/2 rounds, completed");
+        expect(await page.locator(`a[href="/api/cid/${h.rounds[1]!.finalized!.globalCid}"]`).count()).to.be.greaterThan(0);
+        // the loss chart has one line per client with a point per round
+        const series = await page.evaluate(() => {
+          const chart = (globalThis as unknown as { Chart: { getChart(id: string): { data: { datasets: { data: (number | null)[] }[] } } } }).Chart.getChart("lossChart");
+          return chart.data.datasets.map((d) => d.data.filter((x) => x !== null).length);
+        });
+        expect(series).to.deep.equal([2, 2, 2]);
+        // a transaction link opens its details
+        await page.locator("a.tx").first().click();
+        await page.waitForFunction(() => (globalThis as unknown as { document: { getElementById(id: string): { textContent: string } } }).document.getElementById("detail").textContent.includes('"hash"'));
+        const out = join(import.meta.dirname, "../../test-output");
+        await mkdir(out, { recursive: true });
+        await page.screenshot({ path: join(out, "dashboard.png"), fullPage: true });
+        expect(existsSync(join(out, "dashboard.png"))).to.equal(true);
+      } finally {
+        await browser.close();
+        await dash.close();
+        await s.store.close();
+      }
     });
   });
 });

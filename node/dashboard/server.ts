@@ -1,0 +1,136 @@
+/**
+ * `fok dashboard`: a local page (127.0.0.1 unless told otherwise) over the chain and the store, with no database of
+ * its own: identities, the lineage of global adapters round by round, per-client contributions, and training
+ * curves drawn with Chart.js from the metrics each client committed (read from its adapter and checked against the
+ * on-chain digest). Every CID and transaction links to its details. The page polls, so it follows new blocks while
+ * a federation runs.
+ */
+import { createServer, type Server } from "node:http";
+import { createHash } from "node:crypto";
+import { createRequire } from "node:module";
+import { readFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { dirname, join } from "node:path";
+import { FederationLedger, IdentityStatus, decodeStrategy } from "../chain/index.js";
+import type { AdapterStore } from "../store/index.js";
+import { readSafetensors } from "../model/safetensors.js";
+import { PAGE } from "./page.js";
+
+export interface DashboardOptions {
+  ledger: FederationLedger;
+  store: AdapterStore;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 0 (a free port). */
+  port?: number;
+}
+
+export interface Dashboard {
+  url: string;
+  close(): Promise<void>;
+}
+
+const require = createRequire(import.meta.url);
+const json = (x: unknown) => JSON.stringify(x, (_, v) => (typeof v === "bigint" ? v.toString() : v));
+
+/** The whole state the page shows, rebuilt from events and adapter metadata. */
+export async function dashboardState(ledger: FederationLedger, store: AdapterStore) {
+  const provider = ledger.runner.provider!;
+  const [identities, total, block] = await Promise.all([ledger.readIdentities(), ledger.federation.totalTasks(), provider.getBlockNumber()]);
+  const tasks = [];
+  for (let t = 1; t <= Number(total); t++) {
+    const h = await ledger.readTaskHistory(t);
+    const rounds = [];
+    for (const r of h.rounds) {
+      const submissions = [];
+      for (const s of r.submissions) {
+        let metrics: Record<string, unknown> | null = null;
+        let metricsVerified = false;
+        try {
+          const meta = readSafetensors(await store.get(s.cid, { expectedSha256: s.adapterSha256 })).metadata["fok.metrics"];
+          if (meta) {
+            metrics = JSON.parse(meta);
+            metricsVerified = "0x" + createHash("sha256").update(meta).digest("hex") === s.metricsDigest;
+          }
+        } catch {
+          metrics = null; // not fetchable from here: shown as missing
+        }
+        submissions.push({ ...s, metrics, metricsVerified });
+      }
+      const f = r.finalized;
+      rounds.push({
+        round: r.round,
+        startCid: r.startCid,
+        deadline: r.deadline,
+        openedTx: r.opened.transactionHash,
+        submissions,
+        finalized: f && {
+          globalCid: f.globalCid,
+          globalSha256: f.globalSha256,
+          strategy: decodeStrategy(f.strategyId),
+          contributors: f.contributors,
+          shares: f.weights.map((w) => Number((w * 1_000_000n) / 10n ** 18n) / 1_000_000),
+          transactionHash: f.transactionHash,
+          blockNumber: f.blockNumber,
+        },
+      });
+    }
+    tasks.push({ task: h.task, strategy: h.strategy, baseModelCid: h.baseModelCid, maxRounds: h.maxRounds, minUpdates: h.minUpdates, completed: h.completed, createdTx: h.transactionHash, rounds });
+  }
+  return {
+    block,
+    chainId: ledger.deployment.chainId,
+    contracts: { identity: ledger.deployment.identity, federation: ledger.deployment.federation },
+    identities: identities.map((i) => ({ ...i, status: IdentityStatus[i.status] })),
+    tasks,
+  };
+}
+
+export async function serveDashboard(o: DashboardOptions): Promise<Dashboard> {
+  // the UMD build is not in chart.js's exports map: resolve the package, then take the file beside its main entry
+  const chartJs = await readFile(join(dirname(require.resolve("chart.js")), "chart.umd.js"));
+  const server: Server = createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url ?? "/", "http://x");
+      if (url.pathname === "/") {
+        res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(PAGE);
+      } else if (url.pathname === "/vendor/chart.js") {
+        res.writeHead(200, { "content-type": "text/javascript", "cache-control": "max-age=3600" }).end(chartJs);
+      } else if (url.pathname === "/api/state") {
+        res.writeHead(200, { "content-type": "application/json" }).end(json(await dashboardState(o.ledger, o.store)));
+      } else if (url.pathname.startsWith("/api/tx/")) {
+        const hash = url.pathname.slice("/api/tx/".length);
+        const provider = o.ledger.runner.provider!;
+        const [tx, receipt] = await Promise.all([provider.getTransaction(hash), provider.getTransactionReceipt(hash)]);
+        if (!tx) return void res.writeHead(404).end();
+        const call = o.ledger.federation.interface.parseTransaction({ data: tx.data }) ?? o.ledger.identity.interface.parseTransaction({ data: tx.data });
+        const events = receipt?.logs.map((l) => o.ledger.federation.interface.parseLog(l) ?? o.ledger.identity.interface.parseLog(l)).filter(Boolean).map((e) => ({ name: e!.name, args: e!.args.toObject() }));
+        res.writeHead(200, { "content-type": "application/json" }).end(json({ hash, from: tx.from, to: tx.to, block: tx.blockNumber, gasUsed: receipt?.gasUsed, call: call && { name: call.name, args: call.args.toObject() }, events }, ));
+      } else if (url.pathname.startsWith("/api/cid/")) {
+        const cid = url.pathname.slice("/api/cid/".length);
+        const stat = await o.store.stat(cid);
+        const bytes = await o.store.get(cid);
+        const sha256 = "0x" + createHash("sha256").update(bytes).digest("hex");
+        let header: Record<string, unknown> | null = null;
+        try {
+          const f = readSafetensors(bytes);
+          header = { metadata: f.metadata, tensors: Object.fromEntries([...f.tensors].map(([k, t]) => [k, t.shape])) };
+        } catch {
+          header = null;
+        }
+        res.writeHead(200, { "content-type": "application/json" }).end(json({ ...stat, sha256, safetensors: header }));
+      } else res.writeHead(404).end();
+    } catch (e) {
+      if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain" }).end((e as Error).message);
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port ?? 0, o.host ?? "127.0.0.1", resolve);
+  });
+  const a = server.address() as AddressInfo;
+  return {
+    url: `http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`,
+    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}
