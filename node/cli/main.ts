@@ -32,7 +32,7 @@ const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
   fok aggregator run --task T [--expected N]
   fok inspect [--task T] [--json]
   fok dashboard [--port 8090] [--host 127.0.0.1]    a local page over the chain and the store
-  fok verify --task T [--round R] [--json]      re-check a task from the chain and the bytes alone; exit 1 on failure
+  fok verify --task T [--round R] [--held-out FILE.jsonl] [--json]   re-check a task from the chain and the bytes alone; exit 1 on failure
   fok store add FILE | get CID [--out FILE] | export CID [--out x.car] | import x.car | serve [--gateway-port 8080]
 
   chain:  --rpc URL  --private-key HEX | --keystore FILE  --deployment FILE (default .fok/deployment.json)
@@ -64,6 +64,7 @@ const COMMON: ParseArgsConfig["options"] = {
   strategy: { type: "string", default: "fedavg" },
   rounds: { type: "string", default: "3" },
   round: { type: "string" },
+  "held-out": { type: "string" },
   "min-updates": { type: "string", default: "2" },
   duration: { type: "string", default: "3600" },
   data: { type: "string" },
@@ -284,7 +285,25 @@ async function main(argv: string[]): Promise<void> {
         const baseBytes = await store.get(history.baseModelCid, { expectedSha256: history.baseModelSha256 }).catch(async () => (await loadBaseModel(v.base as string)).bytes);
         const { parseBaseModel } = await import("../model/checkpoint.js");
         const base = parseBaseModel(baseBytes);
-        const report = await verifyTask(ledger, store, history.task, { model: base.gpt.config, lora: loraFrom(v), round: v.round === undefined ? undefined : Number(v.round) });
+        let heldOut: { loss: (w: import("../model/adapter.js").LoraWeights) => Promise<number> } | undefined;
+        if (v["held-out"]) {
+          // leave-one-out effect on this held-out text (JSONL), scored with the task's base model
+          const { loadJsonl } = await import("../data/loaders.js");
+          const { tokenizeDocuments } = await import("../data/tokens.js");
+          const { evaluateLoss } = await import("../train/evaluate.js");
+          const { LoraAdapter } = await import("../model/lora.js");
+          const tokens = await tokenizeDocuments(base.tokenizer, (await loadJsonl(v["held-out"] as string)).items);
+          heldOut = {
+            loss: async (w) => {
+              const a = LoraAdapter.init(base.gpt.config, loraFrom(v));
+              a.assign(w);
+              const r = await evaluateLoss(base.gpt, a, tokens, { seqLen: base.gpt.config.blockSize, batchSize: 16 });
+              a.dispose();
+              return r.meanLoss;
+            },
+          };
+        }
+        const report = await verifyTask(ledger, store, history.task, { model: base.gpt.config, lora: loraFrom(v), round: v.round === undefined ? undefined : Number(v.round), heldOut });
         console.log(v.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
         if (!report.ok) process.exitCode = 1;
       } finally {

@@ -27,6 +27,9 @@ export interface ContributionFigure {
   round: number;
   identity: number;
   weightShare: number;
+  /** Held-out loss of the global adapter minus that of the same aggregation without this contributor (negative:
+   * the contributor helped). Only with `heldOut`. */
+  leaveOneOutDelta?: number;
   /** ‖update − start‖ over every A and B value. */
   updateNorm: number;
   /** Cosine between (update − start) and (global − start). */
@@ -50,6 +53,8 @@ export interface VerifyOptions {
   lora: LoraConfig;
   /** Only this round (lineage still checks its start). */
   round?: number;
+  /** Held-out tokens and a loss function over adapter weights: adds each contributor's leave-one-out effect. */
+  heldOut?: { loss: (weights: LoraWeights) => Promise<number> };
 }
 
 const sha256Hex = (b: Uint8Array) => "0x" + createHash("sha256").update(b).digest("hex");
@@ -152,16 +157,22 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
     if (startParsed && globalParsed) {
       const s0 = flatten(startParsed.weights);
       const g = sub(flatten(globalParsed.weights), s0);
-      fin.contributors.forEach((id, i) => {
+      const fullLoss = o.heldOut ? await o.heldOut.loss(globalParsed.weights) : undefined;
+      for (const [i, id] of fin.contributors.entries()) {
         const d = sub(flatten(updates.get(id)!.u.weights), s0);
-        contributions.push({
+        const figure: ContributionFigure = {
           round: round.round,
           identity: id,
           weightShare: Number((fin.weights[i]! * 1_000_000n) / 10n ** 18n) / 1_000_000,
           updateNorm: Math.sqrt(dot(d, d)),
           cosineToAggregate: dot(d, g) / (Math.sqrt(dot(d, d) * dot(g, g)) || 1),
-        });
-      });
+        };
+        if (o.heldOut && fullLoss !== undefined && listed.length > 1) {
+          const without = strategy.aggregate(listed.filter((u) => u.identity !== id), { scale: o.lora.alpha / o.lora.r, r: o.lora.r });
+          figure.leaveOneOutDelta = fullLoss - (await o.heldOut.loss(without.weights));
+        }
+        contributions.push(figure);
+      }
     }
   }
   return { task, checks, contributions, ok: checks.every((c) => c.ok) };
@@ -204,8 +215,9 @@ const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, x, i) => s + x * 
 export function formatVerifyReport(r: VerifyReport): string {
   const lines = r.checks.map((c) => `${c.ok ? "PASS" : "FAIL"}  ${c.round === null ? "task" : `round ${c.round}`}${c.identity === null ? "" : ` identity ${c.identity}`}  ${c.check}: ${c.detail}`);
   if (r.contributions.length) {
-    lines.push("", "contributions (round, identity, weight share, update norm, cosine to aggregate):");
-    for (const c of r.contributions) lines.push(`  ${c.round}  ${c.identity}  ${(c.weightShare * 100).toFixed(2)}%  ${c.updateNorm.toFixed(4)}  ${c.cosineToAggregate.toFixed(3)}`);
+    const loo = r.contributions.some((c) => c.leaveOneOutDelta !== undefined);
+    lines.push("", `contributions (round, identity, weight share, update norm, cosine to aggregate${loo ? ", held-out loss with − without it" : ""}):`);
+    for (const c of r.contributions) lines.push(`  ${c.round}  ${c.identity}  ${(c.weightShare * 100).toFixed(2)}%  ${c.updateNorm.toFixed(4)}  ${c.cosineToAggregate.toFixed(3)}${c.leaveOneOutDelta === undefined ? "" : `  ${c.leaveOneOutDelta >= 0 ? "+" : ""}${c.leaveOneOutDelta.toFixed(4)}`}`);
   }
   const failed = r.checks.filter((c) => !c.ok).length;
   lines.push("", failed === 0 ? `VERIFIED: task ${r.task}, ${r.checks.length} checks passed` : `NOT VERIFIED: task ${r.task}, ${failed} of ${r.checks.length} checks failed`);

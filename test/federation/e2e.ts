@@ -248,6 +248,16 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
         [1, 1, 0.166666], [1, 2, 0.333333], [1, 3, 0.5], [2, 1, 0.166666], [2, 2, 0.333333], [2, 3, 0.5],
       ]);
       for (const c of report.contributions) expect(c.cosineToAggregate).to.be.within(-1, 1);
+      // with held-out data: each contributor's leave-one-out effect, from a loss we can check by hand here
+      const heldOut = { loss: async (w: Map<string, { A: Float32Array; B: Float32Array }>) => [...w.values()].reduce((acc, x) => acc + x.B.reduce((a, b) => a + b * b, 0), 0) };
+      const withLoo = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA, round: 2, heldOut });
+      const r2 = (await s.ledger.readTaskHistory(s.task)).rounds[1]!;
+      const ups = [];
+      for (const sub of r2.submissions) ups.push({ identity: sub.identity, numExamples: sub.numExamples, weights: parseAdapter(await s.store.get(sub.cid), TINY, LORA).weights });
+      const full = await heldOut.loss(new FedAvg().aggregate(ups).weights);
+      const without1 = await heldOut.loss(new FedAvg().aggregate(ups.slice(1)).weights);
+      expect(withLoo.contributions.map((c) => c.round)).to.deep.equal([2, 2, 2]);
+      expect(withLoo.contributions[0]!.leaveOneOutDelta).to.equal(full - without1);
       expect(formatVerifyReport(report).split("\n").at(-1)).to.equal(`VERIFIED: task 1, ${report.checks.length} checks passed`);
       await s.store.close();
     });
