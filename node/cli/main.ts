@@ -19,7 +19,7 @@ import { STRATEGIES } from "../aggregate/index.js";
 
 const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
 
-  fok demo [--clients 4] [--rounds 3] [--steps 40] [--strategy fedavg] [--no-workers] [--store-dir DIR] [--json]
+  fok demo [--clients 4] [--rounds 3] [--steps 40] [--strategy fedavg] [--local-only] [--no-workers] [--json]
       a whole federation in one process: in-process chain, embedded IPFS, aggregator and clients
 
   fok chain deploy [--out .fok/deployment.json]
@@ -77,6 +77,7 @@ const COMMON: ParseArgsConfig["options"] = {
   expected: { type: "string" },
   clients: { type: "string", default: String(DEFAULT_DEMO.clients) },
   "no-workers": { type: "boolean", default: false },
+  "local-only": { type: "boolean", default: false },
   "gateway-port": { type: "string", default: "8080" },
   "gateway-host": { type: "string", default: "127.0.0.1" },
   port: { type: "string", default: "8090" },
@@ -158,6 +159,7 @@ async function main(argv: string[]): Promise<void> {
         storeDir: v["store-dir"] === ".fok/store" ? undefined : (v["store-dir"] as string),
         baseDir: v.base as string,
         lora: loraFrom(v),
+        localOnly: Boolean(v["local-only"]),
       });
       if (v.json) console.log(JSON.stringify(report, (_, x) => (typeof x === "bigint" ? x.toString() : x), 2));
       else console.log(formatDemoReport(report));

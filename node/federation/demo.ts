@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { initBackend } from "../model/backend.js";
 import { parseBaseModel } from "../model/checkpoint.js";
 import { LoraAdapter, DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora.js";
-import { parseAdapter } from "../model/adapter.js";
+import { parseAdapter, serializeAdapter } from "../model/adapter.js";
 import { evaluateLoss } from "../train/evaluate.js";
 import { loadWordnetMedical } from "../data/corpora.js";
 import { partition, splitClients } from "../data/partition.js";
@@ -38,6 +38,8 @@ export interface DemoOptions {
   storeDir?: string;
   seed: number;
   lora: LoraConfig;
+  /** Also train each hospital alone, on the same token budget (rounds × steps), for a local-only column. */
+  localOnly: boolean;
   log: (line: string) => void;
 }
 
@@ -52,6 +54,7 @@ export const DEFAULT_DEMO: DemoOptions = {
   baseDir: "models/base",
   seed: 7,
   lora: DEFAULT_LORA_CONFIG,
+  localOnly: false,
   log: (l) => process.stderr.write(l + "\n"),
 };
 
@@ -64,6 +67,8 @@ export interface DemoClientRow {
   basePerplexity: number;
   perRoundPerplexity: number[];
   finalPerplexity: number;
+  /** With --local-only: the hospital's own adapter, trained alone on the same token budget. */
+  localOnlyPerplexity?: number;
 }
 
 export interface DemoReport {
@@ -188,6 +193,20 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
     await aggregator.openFirstRound(o.seed);
     const [reports] = await Promise.all([aggregator.run(), ...clients.map((c) => c.run())]);
     const history = await ledger.readTaskHistory(task);
+    const localOnly: number[] = [];
+    if (o.localOnly) {
+      const init = LoraAdapter.init(base.gpt.config, o.lora, o.seed);
+      const initBytes = serializeAdapter(base.gpt.config, o.lora, await init.exportWeights(), { kind: "init", task, round: 0, baseModelSha256: base.sha256 });
+      init.dispose();
+      log(`[demo] local-only baseline: each hospital alone, ${o.rounds * o.steps} steps`);
+      const outs = await Promise.all(trainers.map((t, i) => t.trainRound({ task, round: 0, identity: identities[i]!, startAdapter: initBytes, train: { ...train, steps: o.rounds * o.steps, proxMu: 0 } })));
+      for (const [i, out] of outs.entries()) {
+        const a = LoraAdapter.init(base.gpt.config, o.lora);
+        a.assign(parseAdapter(out.adapter, base.gpt.config, o.lora).weights);
+        localOnly.push((await evaluateLoss(base.gpt, a, datasets[i]!.heldOutTokens, evalOpts)).perplexity);
+        a.dispose();
+      }
+    }
     const rows: DemoClientRow[] = clientsData.map((c, i) => ({
       client: c.name,
       identity: identities[i]!,
@@ -196,6 +215,7 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
       basePerplexity: baseline[i]!,
       perRoundPerplexity: perRound[i]!,
       finalPerplexity: perRound[i]![perRound[i]!.length - 1]!,
+      ...(o.localOnly ? { localOnlyPerplexity: localOnly[i]! } : {}),
     }));
     return { task, strategy: o.strategy, baseModelSha256: base.sha256, rows, rounds: reports as RoundReport[], history, seconds: (performance.now() - t0) / 1000 };
   } finally {
@@ -212,14 +232,15 @@ export function formatDemoReport(r: DemoReport): string {
   lines.push("");
   lines.push(`Held-out perplexity per hospital (lower is better), task ${r.task}, strategy ${r.strategy}:`);
   const rounds = r.rows[0]?.perRoundPerplexity.length ?? 0;
-  lines.push(`  ${"hospital".padEnd(12)} ${"id".padStart(3)} ${"docs".padStart(5)}  ${"base".padStart(8)}  ${Array.from({ length: rounds }, (_, i) => `round ${i + 1}`.padStart(8)).join("  ")}  change`);
+  const local = r.rows.every((x) => x.localOnlyPerplexity !== undefined);
+  lines.push(`  ${"hospital".padEnd(12)} ${"id".padStart(3)} ${"docs".padStart(5)}  ${"base".padStart(8)}  ${Array.from({ length: rounds }, (_, i) => `round ${i + 1}`.padStart(8)).join("  ")}  change${local ? "   local-only" : ""}`);
   for (const row of r.rows) {
     const change = ((row.finalPerplexity / row.basePerplexity - 1) * 100).toFixed(1) + "%";
-    lines.push(`  ${row.client.padEnd(12)} ${String(row.identity).padStart(3)} ${String(row.trainDocs).padStart(5)}  ${row.basePerplexity.toFixed(1).padStart(8)}  ${row.perRoundPerplexity.map((p) => p.toFixed(1).padStart(8)).join("  ")}  ${change}`);
+    lines.push(`  ${row.client.padEnd(12)} ${String(row.identity).padStart(3)} ${String(row.trainDocs).padStart(5)}  ${row.basePerplexity.toFixed(1).padStart(8)}  ${row.perRoundPerplexity.map((p) => p.toFixed(1).padStart(8)).join("  ")}  ${change.padStart(6)}${local ? row.localOnlyPerplexity!.toFixed(1).padStart(13) : ""}`);
   }
   const worstBase = Math.max(...r.rows.map((x) => x.basePerplexity));
   const worstFinal = Math.max(...r.rows.map((x) => x.finalPerplexity));
-  lines.push(`  worst hospital: ${worstBase.toFixed(1)} → ${worstFinal.toFixed(1)}`);
+  lines.push(`  worst hospital: ${worstBase.toFixed(1)} → ${worstFinal.toFixed(1)} federated${local ? `, ${Math.max(...r.rows.map((x) => x.localOnlyPerplexity!)).toFixed(1)} local-only (same token budget)` : ""}`);
   const last = r.history.rounds[r.history.rounds.length - 1]!;
   const fin = last.finalized!;
   lines.push("");
