@@ -1,6 +1,5 @@
 /** FedAvg (McMahan et al. 2017) on LoRA: A and B averaged separately, weighted by examples — what most systems do. */
-import { exampleShares, prepare, weightedSum, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
-import type { LoraWeights } from "../model/adapter.js";
+import { averageWeights, exampleShares, prepare, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
 
 export class FedAvg implements Strategy {
   readonly id: string = "fedavg";
@@ -8,13 +7,7 @@ export class FedAvg implements Strategy {
   aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const shares = exampleShares(sorted);
-    const weights: LoraWeights = new Map();
-    for (const m of sorted[0]!.weights.keys()) {
-      weights.set(m, {
-        A: weightedSum(sorted.map((u) => u.weights.get(m)!.A), shares),
-        B: weightedSum(sorted.map((u) => u.weights.get(m)!.B), shares),
-      });
-    }
+    const weights = averageWeights(sorted, shares);
     return { weights, contributors: sorted.map((u) => u.identity), shares, units: sorted.map((u) => u.numExamples), diagnostics: {} };
   }
 }

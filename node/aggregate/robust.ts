@@ -5,20 +5,8 @@
  *  - (multi-)Krum (Blanchard et al. 2017): score each update by the summed squared distance to its n − f − 2
  *    nearest others, keep the `m` best and average them by examples.
  */
-import { exampleShares, prepare, TooFewUpdatesError, weightedSum, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
+import { averageWeights, exampleShares, flattenWeights, prepare, TooFewUpdatesError, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
 import type { LoraWeights } from "../model/adapter.js";
-
-function flatten(u: ClientUpdate): Float64Array {
-  const parts: Float32Array[] = [];
-  for (const { A, B } of u.weights.values()) parts.push(A, B);
-  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 function unflatten(template: LoraWeights, flat: Float64Array): LoraWeights {
   const out: LoraWeights = new Map();
@@ -34,7 +22,7 @@ function unflatten(template: LoraWeights, flat: Float64Array): LoraWeights {
 }
 
 function coordinatewise(updates: ClientUpdate[], reduce: (values: Float64Array) => number): LoraWeights {
-  const flats = updates.map(flatten);
+  const flats = updates.map((u) => flattenWeights(u.weights));
   const out = new Float64Array(flats[0]!.length);
   const column = new Float64Array(flats.length);
   for (let k = 0; k < out.length; k++) {
@@ -87,7 +75,7 @@ export class Krum implements Strategy {
     const n = sorted.length;
     const f = this.f ?? Math.max(0, Math.floor((n - 3) / 2));
     if (n < 2 * f + 3) throw new TooFewUpdatesError(n, 2 * f + 3);
-    const flats = sorted.map(flatten);
+    const flats = sorted.map((u) => flattenWeights(u.weights));
     const dist = (a: Float64Array, b: Float64Array) => {
       let s = 0;
       for (let k = 0; k < a.length; k++) s += (a[k]! - b[k]!) ** 2;
@@ -105,13 +93,7 @@ export class Krum implements Strategy {
     const keep = [...scores.keys()].sort((x, y) => scores[x]! - scores[y]! || x - y).slice(0, Math.min(this.m, n)).sort((x, y) => x - y);
     const chosen = keep.map((i) => sorted[i]!);
     const shares = exampleShares(chosen);
-    const weights: LoraWeights = new Map();
-    for (const mod of chosen[0]!.weights.keys()) {
-      weights.set(mod, {
-        A: weightedSum(chosen.map((u) => u.weights.get(mod)!.A), shares),
-        B: weightedSum(chosen.map((u) => u.weights.get(mod)!.B), shares),
-      });
-    }
+    const weights = averageWeights(chosen, shares);
     return { weights, contributors: chosen.map((u) => u.identity), shares, units: chosen.map((u) => u.numExamples), diagnostics: { f } };
   }
 }

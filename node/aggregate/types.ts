@@ -119,3 +119,27 @@ export function unitsToWeights(units: number[]): bigint[] {
   w[units.indexOf(Math.max(...units))]! += rest;
   return w;
 }
+
+/** Every A and B value of an adapter in module order, as one float64 vector. */
+export function flattenWeights(w: LoraWeights): Float64Array {
+  const parts = [...w.values()].flatMap(({ A, B }) => [A, B]);
+  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** A and B of every module averaged separately with `shares` (float64 accumulation). */
+export function averageWeights(updates: ClientUpdate[], shares: number[]): LoraWeights {
+  const out: LoraWeights = new Map();
+  for (const m of updates[0]!.weights.keys()) {
+    out.set(m, {
+      A: weightedSum(updates.map((u) => u.weights.get(m)!.A), shares),
+      B: weightedSum(updates.map((u) => u.weights.get(m)!.B), shares),
+    });
+  }
+  return out;
+}

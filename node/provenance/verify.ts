@@ -13,7 +13,7 @@ import { FederationLedger, IdentityStatus, UPDATE_TYPES, decodeStrategy, type Ro
 import { parseAdapter, serializeAdapter, type LoraWeights, type ParsedAdapter } from "../model/adapter.js";
 import type { GPTConfig } from "../model/gpt.js";
 import type { LoraConfig } from "../model/lora.js";
-import { FedAvg, strategyFor, unitsToWeights, type ClientUpdate } from "../aggregate/index.js";
+import { FedAvg, flattenWeights, strategyFor, unitsToWeights, type ClientUpdate } from "../aggregate/index.js";
 
 export interface Check {
   round: number | null;
@@ -155,11 +155,11 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
     // contribution figures
     const globalParsed = safeParse(globalBytes, o);
     if (startParsed && globalParsed) {
-      const s0 = flatten(startParsed.weights);
-      const g = sub(flatten(globalParsed.weights), s0);
+      const s0 = flattenWeights(startParsed.weights);
+      const g = sub(flattenWeights(globalParsed.weights), s0);
       const fullLoss = o.heldOut ? await o.heldOut.loss(globalParsed.weights) : undefined;
       for (const [i, id] of fin.contributors.entries()) {
-        const d = sub(flatten(updates.get(id)!.u.weights), s0);
+        const d = sub(flattenWeights(updates.get(id)!.u.weights), s0);
         const figure: ContributionFigure = {
           round: round.round,
           identity: id,
@@ -195,17 +195,6 @@ function safeParse(bytes: Uint8Array, o: VerifyOptions): ParsedAdapter | null {
   } catch {
     return null;
   }
-}
-
-function flatten(w: LoraWeights): Float64Array {
-  const parts = [...w.values()].flatMap(({ A, B }) => [A, B]);
-  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 const sub = (a: Float64Array, b: Float64Array) => a.map((x, i) => x - b[i]!);

@@ -1,0 +1,288 @@
+/**
+ * The comparison behind the paper's claim, driven through the federation code itself (clients, aggregator, chain,
+ * store — no second training path): on PubMedQA split into hospitals (by specialty, Dirichlet(alpha) over
+ * specialties, IID), from one base model, compare the base alone, local-only LoRA per hospital, FedAvg-LoRA,
+ * exact-aggregation LoRA, FedProx and centralized LoRA on the pooled data. Every method gets the same token budget
+ * per hospital (centralized: the sum). Per hospital: held-out perplexity and yes/no/maybe accuracy; then the worst
+ * hospital (Min), the mean and the harmonic mean, the cross-hospital matrix of local adapters, and rounds to
+ * convergence; over several seeds as mean ± std.
+ */
+import { readFile } from "node:fs/promises";
+import { initBackend } from "../model/backend.js";
+import { parseBaseModel, type BaseModel } from "../model/checkpoint.js";
+import { LoraAdapter, DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora.js";
+import { parseAdapter, serializeAdapter, type LoraWeights } from "../model/adapter.js";
+import { evaluateLoss } from "../train/evaluate.js";
+import { qaAccuracy, fairness } from "../train/qa.js";
+import { loadPubMedQA, qaDocuments, type QAItem } from "../data/loaders.js";
+import { partition, splitClients, type PartitionSpec } from "../data/partition.js";
+import { summarizePartition, type PartitionSummary } from "../data/summary.js";
+import { tokenizeDocuments } from "../data/tokens.js";
+import { deployContracts } from "../chain/index.js";
+import { createStore, sha256Hex } from "../store/index.js";
+import { FederationClient } from "../federation/client.js";
+import { Aggregator } from "../federation/aggregator.js";
+import { WorkerTrainer, InlineTrainer, type RoundTrainer } from "../federation/trainer-pool.js";
+import { loraConfigHash, modelFingerprint } from "../federation/task-config.js";
+
+export type Method = "base" | "local" | "fedavg" | "exact-svd" | "fedprox" | "centralized";
+export const METHODS: Method[] = ["base", "local", "fedavg", "exact-svd", "fedprox", "centralized"];
+
+export interface ExperimentConfig {
+  data: string;
+  baseDir: string;
+  partitions: PartitionSpec[];
+  methods: Method[];
+  seeds: number[];
+  rounds: number;
+  /** Local steps per round; local-only trains rounds × steps, centralized clients × rounds × steps. */
+  stepsPerRound: number;
+  batchSize: number;
+  lr: number;
+  proxMu: number;
+  heldOutFraction: number;
+  /** Held-out QA items scored per hospital (0 = all). */
+  qaPerClient: number;
+  /** Held-out windows of 64 tokens scored for perplexity per hospital (0 = all). */
+  evalSequences: number;
+  workers: boolean;
+  lora: LoraConfig;
+}
+
+export const DEFAULT_EXPERIMENT: ExperimentConfig = {
+  data: "../shared/data/pubmedqa/ori_pqal.json",
+  baseDir: "models/base",
+  partitions: [{ kind: "label" }, { kind: "dirichlet", clients: 5, alpha: 0.1 }, { kind: "dirichlet", clients: 5, alpha: 1 }, { kind: "iid", clients: 5 }],
+  methods: METHODS,
+  seeds: [1, 2, 3],
+  rounds: 4,
+  stepsPerRound: 8,
+  batchSize: 8,
+  lr: 5e-3,
+  proxMu: 0.01,
+  heldOutFraction: 0.2,
+  qaPerClient: 20,
+  evalSequences: 24,
+  workers: true,
+  lora: DEFAULT_LORA_CONFIG,
+};
+
+export const QUICK: Partial<ExperimentConfig> = {
+  partitions: [{ kind: "label" }],
+  seeds: [1],
+  rounds: 2,
+  stepsPerRound: 2,
+  qaPerClient: 3,
+  evalSequences: 4,
+};
+
+export interface ClientResult {
+  client: string;
+  perplexity: number;
+  accuracy: number;
+}
+
+export interface MethodResult {
+  method: Method;
+  clients: ClientResult[];
+  worstPerplexity: number;
+  meanPerplexity: number;
+  minAccuracy: number;
+  meanAccuracy: number;
+  hmeanAccuracy: number;
+  /** Federated methods: mean held-out loss over hospitals after each round. */
+  curve?: number[];
+  /** Per hospital, held-out loss after each round. */
+  clientCurves?: number[][];
+  roundsToConvergence?: number;
+}
+
+export interface RunResult {
+  partition: string;
+  seed: number;
+  summary: PartitionSummary;
+  methods: MethodResult[];
+  /** Local-only: matrix[i][j] = perplexity of hospital i's adapter on hospital j's held-out set. */
+  crossClient?: { clients: string[]; perplexity: number[][] };
+}
+
+export function partitionName(p: PartitionSpec): string {
+  return p.kind === "label" ? "specialty" : p.kind === "dirichlet" ? `dirichlet-${p.alpha}` : p.kind === "quantity" ? "quantity" : "iid";
+}
+
+interface Hospital {
+  name: string;
+  train: Int32Array;
+  heldOut: Int32Array;
+  qa: QAItem[];
+  numExamples: number;
+}
+
+export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => void): Promise<RunResult[]> {
+  await initBackend(undefined, true);
+  maxSequences = cfg.evalSequences;
+  const baseBytes = await readFile(`${cfg.baseDir}/model.safetensors`);
+  const base = parseBaseModel(baseBytes);
+  const { items } = await loadPubMedQA(cfg.data);
+  const byId = new Map(items.map((q) => [`pubmedqa/${q.id}`, q]));
+  const docs = qaDocuments(items);
+  const hre = await import("hardhat");
+  const { ethers } = await hre.network.create();
+  const signers = await ethers.getSigners();
+  const results: RunResult[] = [];
+  for (const spec of cfg.partitions) {
+    for (const seed of cfg.seeds) {
+      const split = splitClients(partition(docs, spec, seed), cfg.heldOutFraction, seed);
+      const summary = await summarizePartition(split, (t) => base.tokenizer.encode(t));
+      const hospitals: Hospital[] = [];
+      for (const c of split) {
+        const qa = c.heldOut.map((d) => byId.get(d.id)!).slice(0, cfg.qaPerClient || undefined);
+        hospitals.push({ name: c.name, train: await tokenizeDocuments(base.tokenizer, c.train), heldOut: await tokenizeDocuments(base.tokenizer, c.heldOut), qa, numExamples: c.train.length });
+      }
+      const name = partitionName(spec);
+      log(`[experiment] ${name}, seed ${seed}: ${hospitals.map((h) => `${h.name} ${h.numExamples}`).join(", ")}`);
+      const run: RunResult = { partition: name, seed, summary, methods: [] };
+      const initBytes = await initAdapter(base, cfg.lora, seed);
+      const train = { batchSize: cfg.batchSize, lr: cfg.lr, warmupSteps: 2, seed };
+      for (const method of cfg.methods) {
+        const t0 = performance.now();
+        if (method === "base") {
+          run.methods.push(await score(method, base, cfg.lora, null, hospitals));
+        } else if (method === "local" || method === "centralized") {
+          const datasets = method === "local" ? hospitals : [pool(hospitals)];
+          const steps = method === "local" ? cfg.rounds * cfg.stepsPerRound : hospitals.length * cfg.rounds * cfg.stepsPerRound;
+          const trainers = await startTrainers(cfg, baseBytes, datasets);
+          const outs = await Promise.all(trainers.map((t) => t.trainRound({ task: 0, round: 0, identity: 0, startAdapter: initBytes, train: { ...train, steps } })));
+          await Promise.all(trainers.map((t) => t.close()));
+          const adapters = outs.map((o) => parseAdapter(o.adapter, base.gpt.config, cfg.lora).weights);
+          if (method === "centralized") run.methods.push(await score(method, base, cfg.lora, adapters[0]!, hospitals));
+          else {
+            // each hospital's own adapter on its own held-out set; and the cross-hospital matrix
+            const per = [];
+            const matrix: number[][] = [];
+            for (const [i, h] of hospitals.entries()) {
+              const a = load(base, cfg.lora, adapters[i]!);
+              per.push({ client: h.name, perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base))).perplexity, accuracy: (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy });
+              const row: number[] = [];
+              for (const other of hospitals) row.push((await evaluateLoss(base.gpt, a, other.heldOut, evalOpts(base))).perplexity);
+              matrix.push(row);
+              a.dispose();
+            }
+            run.methods.push(summarize(method, per));
+            run.crossClient = { clients: hospitals.map((h) => h.name), perplexity: matrix };
+          }
+        } else {
+          run.methods.push(await federate(method, cfg, base, baseBytes, initBytes, hospitals, signers, seed));
+        }
+        const m = run.methods[run.methods.length - 1]!;
+        log(`[experiment]   ${method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, mean acc ${(m.meanAccuracy * 100).toFixed(1)}% (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+      }
+      results.push(run);
+    }
+  }
+  base.gpt.dispose();
+  return results;
+}
+
+async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, baseBytes: Uint8Array, initBytes: Uint8Array, hospitals: Hospital[], signers: { address: string; getAddress(): Promise<string> }[], seed: number): Promise<MethodResult> {
+  const ledger = await deployContracts(signers[0] as never);
+  const store = await createStore();
+  const trainers = await startTrainers(cfg, baseBytes, hospitals);
+  try {
+    const loraHash = loraConfigHash(cfg.lora);
+    const ids: number[] = [];
+    for (const [i, h] of hospitals.entries()) ids.push(await ledger.registerIdentity(signers[2 + i]!.address, h.name, modelFingerprint(base.sha256, loraHash), "bafkreiexperiment"));
+    const task = await ledger.createTask({ baseModelCid: await store.add(baseBytes), baseModelSha256: base.sha256, loraConfigHash: loraHash, aggregator: signers[1]!.address, strategy: method, minUpdates: hospitals.length, roundDuration: 86_400, maxRounds: cfg.rounds });
+    const clientCurves: number[][] = hospitals.map(() => []);
+    let lastGlobal: LoraWeights | null = null;
+    const aggregator = new Aggregator({
+      ledger: ledger.connect(signers[1] as never),
+      store,
+      task,
+      model: base.gpt.config,
+      lora: cfg.lora,
+      baseModelSha256: base.sha256,
+      expectedUpdates: hospitals.length,
+      pollMs: 50,
+      onGlobal: async (_round, bytes) => {
+        lastGlobal = parseAdapter(bytes, base.gpt.config, cfg.lora).weights;
+        const a = load(base, cfg.lora, lastGlobal);
+        for (const [i, h] of hospitals.entries()) clientCurves[i]!.push((await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base))).meanLoss);
+        a.dispose();
+      },
+    });
+    // the initial adapter is the same for every method: store it and open round 1 from it
+    const initCid = await store.add(initBytes);
+    await ledger.connect(signers[1] as never).openFirstRound(task, initCid, sha256Hex(initBytes));
+    const train = { steps: cfg.stepsPerRound, batchSize: cfg.batchSize, lr: cfg.lr, warmupSteps: 2, seed, proxMu: method === "fedprox" ? cfg.proxMu : 0 };
+    const clients = hospitals.map((_, i) => new FederationClient({ ledger: ledger.connect(signers[2 + i] as never), signer: signers[2 + i] as never, store, task, trainer: trainers[i]!, train, pollMs: 50 }));
+    await Promise.all([aggregator.run(), ...clients.map((c) => c.run())]);
+    const curve = clientCurves[0]!.map((_, r) => clientCurves.reduce((s, c) => s + c[r]!, 0) / clientCurves.length);
+    const final = curve[curve.length - 1]!;
+    const start = (await score("base", base, cfg.lora, null, hospitals, false)).clients.reduce((s, c) => s + Math.log(c.perplexity), 0) / hospitals.length;
+    // rounds to convergence: first round that gets 90% of the way from the base's loss to the final loss
+    const target = start - 0.9 * (start - final);
+    const roundsToConvergence = curve.findIndex((l) => l <= target) + 1;
+    const result = await score(method, base, cfg.lora, lastGlobal!, hospitals);
+    return { ...result, curve, clientCurves, roundsToConvergence: roundsToConvergence || cfg.rounds };
+  } finally {
+    await Promise.all(trainers.map((t) => t.close()));
+    await store.close();
+  }
+}
+
+async function score(method: Method, base: BaseModel, lora: LoraConfig, weights: LoraWeights | null, hospitals: Hospital[], withQa = true): Promise<MethodResult> {
+  const a = weights ? load(base, lora, weights) : null;
+  const per: ClientResult[] = [];
+  for (const h of hospitals) {
+    per.push({
+      client: h.name,
+      perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base))).perplexity,
+      accuracy: withQa ? (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy : NaN,
+    });
+  }
+  a?.dispose();
+  return summarize(method, per);
+}
+
+function summarize(method: Method, per: ClientResult[]): MethodResult {
+  const ppl = per.map((c) => c.perplexity);
+  const acc = fairness(per.map((c) => c.accuracy));
+  return { method, clients: per, worstPerplexity: Math.max(...ppl), meanPerplexity: ppl.reduce((a, b) => a + b, 0) / ppl.length, minAccuracy: acc.min, meanAccuracy: acc.mean, hmeanAccuracy: acc.hmean };
+}
+
+function load(base: BaseModel, lora: LoraConfig, w: LoraWeights): LoraAdapter {
+  const a = LoraAdapter.init(base.gpt.config, lora);
+  a.assign(w);
+  return a;
+}
+
+let maxSequences = 0;
+const evalOpts = (base: BaseModel) => ({ seqLen: base.gpt.config.blockSize, batchSize: 16, maxSequences });
+
+async function initAdapter(base: BaseModel, lora: LoraConfig, seed: number): Promise<Uint8Array> {
+  const a = LoraAdapter.init(base.gpt.config, lora, seed);
+  const bytes = serializeAdapter(base.gpt.config, lora, await a.exportWeights(), { kind: "init", task: 0, round: 0, baseModelSha256: base.sha256 });
+  a.dispose();
+  return bytes;
+}
+
+function pool(hospitals: Hospital[]): Hospital {
+  const n = hospitals.reduce((s, h) => s + h.train.length, 0);
+  const train = new Int32Array(n);
+  let o = 0;
+  for (const h of hospitals) {
+    train.set(h.train, o);
+    o += h.train.length;
+  }
+  return { name: "pooled", train, heldOut: new Int32Array(0), qa: [], numExamples: hospitals.reduce((s, h) => s + h.numExamples, 0) };
+}
+
+async function startTrainers(cfg: ExperimentConfig, baseBytes: Uint8Array, ds: Hospital[]): Promise<RoundTrainer[]> {
+  return Promise.all(
+    ds.map((h) => {
+      const data = { trainTokens: h.train, numExamples: h.numExamples };
+      return cfg.workers ? WorkerTrainer.start(baseBytes, cfg.lora, data) : InlineTrainer.create(baseBytes, cfg.lora, data);
+    }),
+  );
+}
