@@ -56,7 +56,7 @@ export const DEFAULT_EXPERIMENT: ExperimentConfig = {
   methods: METHODS,
   seeds: [1, 2, 3],
   rounds: 4,
-  stepsPerRound: 8,
+  stepsPerRound: 4,
   batchSize: 8,
   lr: 5e-3,
   proxMu: 0.01,

@@ -1,0 +1,55 @@
+import { expect } from "chai";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULT_EXPERIMENT, METHODS, QUICK, runExperiment, type ExperimentConfig } from "../../node/experiment/run.js";
+import { writeResults } from "../../node/experiment/report.js";
+
+const DATA = process.env.FOK_PUBMEDQA ?? join(import.meta.dirname, "../../../shared/data/pubmedqa/ori_pqal.json");
+
+// A smoke test of `npm run experiment -- --quick`: every artifact written and well-formed. Which method wins is a
+// question for the report, not for a test.
+describe("experiment --quick", function () {
+  this.timeout(600_000);
+
+  it("writes results.json, report.md and three SVG plots, with every method scored for every hospital", async function () {
+    if (!existsSync(DATA)) this.skip(); // set FOK_PUBMEDQA to ori_pqal.json
+    const out = await mkdtemp(join(tmpdir(), "fok-experiment-"));
+    try {
+      const cfg: ExperimentConfig = { ...DEFAULT_EXPERIMENT, ...QUICK, data: DATA, baseDir: join(import.meta.dirname, "../../models/base") };
+      const runs = await runExperiment(cfg, () => undefined);
+      const files = await writeResults(out, cfg, runs, 1);
+      expect(files.map((f) => f.slice(out.length + 1))).to.deep.equal(["results.json", "report.md", "convergence.svg", "min-vs-mean.svg", "partitions.svg"]);
+      const results = JSON.parse(await readFile(join(out, "results.json"), "utf8"));
+      expect(results.runs.length).to.equal(1);
+      const run = results.runs[0];
+      expect(run.partition).to.equal("specialty");
+      expect(run.methods.map((m: { method: string }) => m.method)).to.deep.equal(METHODS);
+      for (const m of run.methods) {
+        expect(m.clients.length, m.method).to.equal(7);
+        for (const c of m.clients) {
+          expect(Number.isFinite(c.perplexity) && c.perplexity > 1, `${m.method} ${c.client} ppl`).to.equal(true);
+          expect(c.accuracy, `${m.method} ${c.client} accuracy`).to.be.within(0, 1);
+        }
+      }
+      for (const m of run.methods.filter((x: { method: string }) => ["fedavg", "exact-svd", "fedprox"].includes(x.method))) {
+        expect(m.curve.length, m.method).to.equal(QUICK.rounds);
+        expect(m.roundsToConvergence, m.method).to.be.within(1, QUICK.rounds!);
+      }
+      expect(run.crossClient.perplexity.length).to.equal(7);
+      expect(results.summary.length).to.equal(METHODS.length);
+      const md = await readFile(join(out, "report.md"), "utf8");
+      expect(md).to.contain("| partition | method | worst ppl | mean ppl | Min-Acc % | mean Acc % | H-mean % | rounds to converge |");
+      expect(md.split("\n").filter((l) => l.startsWith("| specialty |")).length).to.equal(METHODS.length);
+      for (const svg of ["convergence.svg", "min-vs-mean.svg", "partitions.svg"]) {
+        const text = await readFile(join(out, svg), "utf8");
+        expect(text.startsWith("<svg"), svg).to.equal(true);
+        expect(text.trimEnd().endsWith("</svg>"), svg).to.equal(true);
+        expect(text, svg).to.match(/<path|<rect/);
+      }
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  });
+});
