@@ -30,7 +30,7 @@ const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
                   [--duration 3600]
   fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40] [--relay]
   fok aggregator run --task T [--expected N]
-  fok inspect [--task T] [--json]
+  fok inspect [--task T] [--id IDENTITY] [--json]
   fok dashboard [--port 8090] [--host 127.0.0.1]    a local page over the chain and the store
   fok verify --task T [--round R] [--held-out FILE.jsonl] [--json]   re-check a task from the chain and the bytes alone; exit 1 on failure
   fok store add FILE | get CID [--out FILE] | export CID [--out x.car] | import x.car | serve [--gateway-port 8080]
@@ -242,6 +242,33 @@ async function main(argv: string[]): Promise<void> {
       const total = Number(await ledger.federation.totalTasks());
       const tasks = [];
       for (let t = 1; t <= total; t++) if (!v.task || Number(v.task) === t) tasks.push(await ledger.readTaskHistory(t));
+      if (v.id !== undefined) {
+        // one identity's whole contribution history
+        const id = int(v, "id");
+        const who = identities.find((i) => i.tokenId === id);
+        if (!who) throw new InvalidArgumentError(`no identity ${id}`);
+        const history = tasks.flatMap((t) =>
+          t.rounds.flatMap((r) =>
+            r.submissions
+              .filter((s) => s.identity === id)
+              .map((s) => {
+                const k = r.finalized?.contributors.indexOf(id) ?? -1;
+                return { task: t.task, round: r.round, cid: s.cid, adapterSha256: s.adapterSha256, numExamples: s.numExamples, transactionHash: s.transactionHash, aggregated: k >= 0, weight: k >= 0 ? r.finalized!.weights[k]! : 0n, globalCid: r.finalized?.globalCid ?? null };
+              }),
+          ),
+        );
+        if (v.json) {
+          console.log(JSON.stringify({ identity: who, contributions: history }, (_, x) => (typeof x === "bigint" ? x.toString() : x), 2));
+          return;
+        }
+        console.log(`identity ${id}: ${IdentityStatus[who.status]}, signer ${who.signer}, institution ${who.institutionId}`);
+        for (const e of who.events) console.log(`  ${e.kind} (key ${e.signer}) in block ${e.blockNumber}, tx ${e.transactionHash}`);
+        for (const c of history) {
+          const share = c.aggregated ? `${(Number((c.weight * 10000n) / 10n ** 18n) / 100).toFixed(2)}% of ${c.globalCid}` : "not aggregated";
+          console.log(`  task ${c.task} round ${c.round}: ${c.cid} (${c.numExamples} examples) → ${share}`);
+        }
+        return;
+      }
       if (v.json) {
         console.log(JSON.stringify({ identities, tasks }, (_, x) => (typeof x === "bigint" ? x.toString() : x), 2));
         return;
