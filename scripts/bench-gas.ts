@@ -60,7 +60,7 @@ for (const n of [1, 10, 100]) {
   record(`finalizeRound (${n} contributor${n > 1 ? "s" : ""}, opens next round)`, fin, 60_000 + 8_000 * n);
 }
 
-if (process.argv.includes("--json")) {
+if (process.argv.includes("--json") || process.env.FOK_BENCH_JSON) {
   console.log(JSON.stringify(rows, null, 2));
 } else {
   console.log("| call | gas | budget | within |\n| --- | ---: | ---: | --- |");

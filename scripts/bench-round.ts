@@ -97,6 +97,10 @@ const avgS = (performance.now() - avgStart) / 1000;
 void sha256Hex;
 void out;
 
+if (process.argv.includes("--json") || process.env.FOK_BENCH_JSON) {
+  console.log(JSON.stringify({ rounds: rows, aggregation: { clients: N, bytes, copyGBps: bytes / 1e9 / copyS, fedavgGBps: bytes / 1e9 / avgS } }));
+  process.exit(0);
+}
 console.log(`| clients | ${Object.keys(rows[0]!).slice(1).join(" | ")} |`);
 console.log(`| ---: | ${Object.keys(rows[0]!).slice(1).map(() => "---:").join(" | ")} |`);
 for (const r of rows) console.log(`| ${r.clients} | ${Object.values(r).slice(1).map((v) => `${(Number(v) / 1000).toFixed(2)} s`).join(" | ")} |`);
