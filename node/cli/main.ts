@@ -28,7 +28,8 @@ const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
   fok identity suspend|reinstate|revoke --id N
   fok task create --aggregator ADDR [--base models/base] [--strategy fedavg] [--rounds 3] [--min-updates 2]
                   [--duration 3600]
-  fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40] [--relay]
+  fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40]
+                 [--relay | --relayer-key HEX]   (relay: the identity signs, another account sends)
   fok aggregator run --task T [--expected N]
   fok inspect [--task T] [--id IDENTITY] [--json]
   fok dashboard [--port 8090] [--host 127.0.0.1]    a local page over the chain and the store
@@ -74,6 +75,7 @@ const COMMON: ParseArgsConfig["options"] = {
   "batch-size": { type: "string", default: "8" },
   lr: { type: "string", default: "5e-3" },
   relay: { type: "boolean", default: false },
+  "relayer-key": { type: "string" },
   expected: { type: "string" },
   clients: { type: "string", default: String(DEFAULT_DEMO.clients) },
   "no-workers": { type: "boolean", default: false },
@@ -225,7 +227,10 @@ async function main(argv: string[]): Promise<void> {
       const { values: v } = parse(rest);
       const { runClientCommand, runAggregatorCommand } = await import("./run.js");
       const signer = await signerFrom(v);
-      const ledger = await ledgerFrom(v, signer);
+      // --relayer-key: the identity only signs; this other account sends (and pays for) the transactions
+      const sender = v["relayer-key"] ? await signerFrom({ ...v, "private-key": v["relayer-key"], keystore: undefined }) : signer;
+      if (v["relayer-key"]) v.relay = true;
+      const ledger = await ledgerFrom(v, sender);
       const store = await storeFrom(v);
       try {
         if (cmd === "client") await runClientCommand(v, ledger, signer, store, loraFrom(v), log);
