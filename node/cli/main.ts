@@ -9,7 +9,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { JsonRpcProvider, NonceManager, Wallet, type Signer } from "ethers";
 import { FokError, InvalidArgumentError } from "../errors.js";
-import { FederationLedger, IdentityStatus, TaskStatus, bytes32Id, decodeStrategy, deployContracts, type Deployment } from "../chain/index.js";
+import { FederationLedger, IdentityStatus, bytes32Id, decodeStrategy, deployContracts, type Deployment } from "../chain/index.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import { serveGateway } from "../store/gateway.js";
 import { DEFAULT_DEMO, formatDemoReport, runDemo } from "../federation/demo.js";
@@ -395,4 +395,3 @@ try {
   process.exit(1);
 }
 
-export { TaskStatus };

@@ -6,7 +6,7 @@
  * a federation runs.
  */
 import { createServer, type Server } from "node:http";
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../digest.js";
 import { createRequire } from "node:module";
 import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
@@ -50,7 +50,7 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
           const meta = readSafetensors(await store.get(s.cid, { expectedSha256: s.adapterSha256 })).metadata["fok.metrics"];
           if (meta) {
             metrics = JSON.parse(meta);
-            metricsVerified = "0x" + createHash("sha256").update(meta).digest("hex") === s.metricsDigest;
+            metricsVerified = sha256Hex(meta) === s.metricsDigest;
           }
         } catch {
           metrics = null; // not fetchable from here: shown as missing
@@ -110,7 +110,7 @@ export async function serveDashboard(o: DashboardOptions): Promise<Dashboard> {
         const cid = url.pathname.slice("/api/cid/".length);
         const stat = await o.store.stat(cid);
         const bytes = await o.store.get(cid);
-        const sha256 = "0x" + createHash("sha256").update(bytes).digest("hex");
+        const sha256 = sha256Hex(bytes);
         let header: Record<string, unknown> | null = null;
         try {
           const f = readSafetensors(bytes);

@@ -120,7 +120,6 @@ interface Hospital {
 
 export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => void): Promise<RunResult[]> {
   await initBackend(undefined, true);
-  maxSequences = cfg.evalSequences;
   const baseBytes = await readFile(`${cfg.baseDir}/model.safetensors`);
   const base = parseBaseModel(baseBytes);
   const { items } = await loadPubMedQA(cfg.data);
@@ -147,7 +146,7 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
       for (const method of cfg.methods) {
         const t0 = performance.now();
         if (method === "base") {
-          run.methods.push(await score(method, base, cfg.lora, null, hospitals));
+          run.methods.push(await score(method, base, cfg, null, hospitals));
         } else if (method === "local" || method === "centralized") {
           const datasets = method === "local" ? hospitals : [pool(hospitals)];
           const steps = method === "local" ? cfg.rounds * cfg.stepsPerRound : hospitals.length * cfg.rounds * cfg.stepsPerRound;
@@ -155,16 +154,16 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
           const outs = await Promise.all(trainers.map((t) => t.trainRound({ task: 0, round: 0, identity: 0, startAdapter: initBytes, train: { ...train, steps } })));
           await Promise.all(trainers.map((t) => t.close()));
           const adapters = outs.map((o) => parseAdapter(o.adapter, base.gpt.config, cfg.lora).weights);
-          if (method === "centralized") run.methods.push(await score(method, base, cfg.lora, adapters[0]!, hospitals));
+          if (method === "centralized") run.methods.push(await score(method, base, cfg, adapters[0]!, hospitals));
           else {
             // each hospital's own adapter on its own held-out set; and the cross-hospital matrix
             const per = [];
             const matrix: number[][] = [];
             for (const [i, h] of hospitals.entries()) {
               const a = load(base, cfg.lora, adapters[i]!);
-              per.push({ client: h.name, perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base))).perplexity, accuracy: (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy });
+              per.push({ client: h.name, perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).perplexity, accuracy: (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy });
               const row: number[] = [];
-              for (const other of hospitals) row.push((await evaluateLoss(base.gpt, a, other.heldOut, evalOpts(base))).perplexity);
+              for (const other of hospitals) row.push((await evaluateLoss(base.gpt, a, other.heldOut, evalOpts(base, cfg))).perplexity);
               matrix.push(row);
               a.dispose();
             }
@@ -207,7 +206,7 @@ async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, 
       onGlobal: async (_round, bytes) => {
         lastGlobal = parseAdapter(bytes, base.gpt.config, cfg.lora).weights;
         const a = load(base, cfg.lora, lastGlobal);
-        for (const [i, h] of hospitals.entries()) clientCurves[i]!.push((await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base))).meanLoss);
+        for (const [i, h] of hospitals.entries()) clientCurves[i]!.push((await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
         a.dispose();
       },
     });
@@ -219,11 +218,11 @@ async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, 
     await Promise.all([aggregator.run(), ...clients.map((c) => c.run())]);
     const curve = clientCurves[0]!.map((_, r) => clientCurves.reduce((s, c) => s + c[r]!, 0) / clientCurves.length);
     const final = curve[curve.length - 1]!;
-    const start = (await score("base", base, cfg.lora, null, hospitals, false)).clients.reduce((s, c) => s + Math.log(c.perplexity), 0) / hospitals.length;
+    const start = (await score("base", base, cfg, null, hospitals, false)).clients.reduce((s, c) => s + Math.log(c.perplexity), 0) / hospitals.length;
     // rounds to convergence: first round that gets 90% of the way from the base's loss to the final loss
     const target = start - 0.9 * (start - final);
     const roundsToConvergence = curve.findIndex((l) => l <= target) + 1;
-    const result = await score(method, base, cfg.lora, lastGlobal!, hospitals);
+    const result = await score(method, base, cfg, lastGlobal!, hospitals);
     return { ...result, curve, clientCurves, roundsToConvergence: roundsToConvergence || cfg.rounds };
   } finally {
     await Promise.all(trainers.map((t) => t.close()));
@@ -231,13 +230,13 @@ async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, 
   }
 }
 
-async function score(method: Method, base: BaseModel, lora: LoraConfig, weights: LoraWeights | null, hospitals: Hospital[], withQa = true): Promise<MethodResult> {
-  const a = weights ? load(base, lora, weights) : null;
+async function score(method: Method, base: BaseModel, cfg: ExperimentConfig, weights: LoraWeights | null, hospitals: Hospital[], withQa = true): Promise<MethodResult> {
+  const a = weights ? load(base, cfg.lora, weights) : null;
   const per: ClientResult[] = [];
   for (const h of hospitals) {
     per.push({
       client: h.name,
-      perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base))).perplexity,
+      perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).perplexity,
       accuracy: withQa ? (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy : NaN,
     });
   }
@@ -257,8 +256,7 @@ function load(base: BaseModel, lora: LoraConfig, w: LoraWeights): LoraAdapter {
   return a;
 }
 
-let maxSequences = 0;
-const evalOpts = (base: BaseModel) => ({ seqLen: base.gpt.config.blockSize, batchSize: 16, maxSequences });
+const evalOpts = (base: BaseModel, cfg: ExperimentConfig) => ({ seqLen: base.gpt.config.blockSize, batchSize: 16, maxSequences: cfg.evalSequences });
 
 async function initAdapter(base: BaseModel, lora: LoraConfig, seed: number): Promise<Uint8Array> {
   const a = LoraAdapter.init(base.gpt.config, lora, seed);

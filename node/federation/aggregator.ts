@@ -12,7 +12,8 @@ import type { GPTConfig } from "../model/gpt.js";
 import { parseAdapter, serializeAdapter } from "../model/adapter.js";
 import { unitsToWeights, strategyFor, TooFewUpdatesError, type ClientUpdate, type Strategy } from "../aggregate/index.js";
 import type { AdapterStore } from "../store/index.js";
-import { sha256Hex, sleep } from "./client.js";
+import { sha256Hex } from "../digest.js";
+import { AggregationError, sleep, waitForRound } from "./rounds.js";
 
 export interface AggregatorOptions {
   /** The ledger seen through the task aggregator's account. */
@@ -43,23 +44,7 @@ export interface RoundReport {
   timings: { fetchVerifyMs: number; aggregateMs: number; pinMs: number; finalizeMs: number };
 }
 
-/** The round cannot be finalized (e.g. too few usable updates by the deadline). */
-export class AggregationError extends FokError {}
-
-/**
- * The task history once it shows round `round` opened. A JSON-RPC provider can answer log queries from a block
- * number a little behind the transaction that just opened the round, so this polls for up to `timeoutMs`.
- */
-export async function waitForRound(ledger: FederationLedger, task: number, round: number, pollMs: number, signal?: AbortSignal, timeoutMs = 60_000) {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const history = await ledger.readTaskHistory(task);
-    const r = history.rounds.find((x) => x.round === round);
-    if (r) return { history, round: r };
-    if (Date.now() > until || signal?.aborted) throw new AggregationError(`round ${round} of task ${task} has not opened`);
-    await sleep(pollMs, signal);
-  }
-}
+export { AggregationError };
 
 export class Aggregator {
   constructor(private readonly o: AggregatorOptions) {}

@@ -4,7 +4,7 @@
  * on-chain under its identity — directly, or signed for a relayer. It resumes after a crash from chain state and
  * its state folder and never submits twice for a round.
  */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../digest.js";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Signer } from "ethers";
@@ -14,7 +14,7 @@ import type { AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import type { RoundTrainer } from "./trainer-pool.js";
 import { canonicalJson } from "./local-trainer.js";
-import { waitForRound } from "./aggregator.js";
+import { sleep, waitForRound } from "./rounds.js";
 
 export interface ClientOptions {
   /** The ledger as seen by the identity's key (direct) or by a relayer's account (with `relayFor`). */
@@ -155,20 +155,6 @@ export class FederationClient {
   }
 }
 
-export function sha256Hex(bytes: Uint8Array): string {
-  return "0x" + createHash("sha256").update(bytes).digest("hex");
-}
-
 function fmt(x: number | null): string {
   return x === null ? "-" : x.toFixed(3);
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      clearTimeout(t);
-      resolve();
-    });
-  });
 }

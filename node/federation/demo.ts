@@ -17,7 +17,7 @@ import { tokenizeDocuments } from "../data/tokens.js";
 import { deployContracts, type TaskHistory } from "../chain/index.js";
 import { createStore } from "../store/index.js";
 import { CheckpointError } from "../model/safetensors.js";
-import { FederationClient, sha256Hex } from "./client.js";
+import { FederationClient } from "./client.js";
 import { Aggregator, type RoundReport } from "./aggregator.js";
 import { InlineTrainer, WorkerTrainer, type RoundTrainer } from "./trainer-pool.js";
 import { loraConfigHash, modelFingerprint } from "./task-config.js";
@@ -258,4 +258,3 @@ export function formatDemoReport(r: DemoReport): string {
   return lines.join("\n");
 }
 
-export { sha256Hex };

@@ -1,5 +1,5 @@
 /** What a task commits to on-chain about the model: the LoRA config hash and each identity's model fingerprint. */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../digest.js";
 import { solidityPackedKeccak256 } from "ethers";
 import type { LoraConfig } from "../model/lora.js";
 
@@ -11,7 +11,7 @@ export function loraConfigHash(lora: LoraConfig): string {
     r: lora.r,
     target_modules: [...lora.targetModules].sort(),
   });
-  return "0x" + createHash("sha256").update(canonical).digest("hex");
+  return sha256Hex(canonical);
 }
 
 /** An identity's model fingerprint: keccak256(base-model sha256 ‖ LoRA config hash). */

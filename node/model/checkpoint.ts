@@ -5,7 +5,7 @@
  *
  * Loading validates everything before creating a single tensor: a bad file leaves no partial model behind.
  */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../digest.js";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tf } from "./backend.js";
@@ -166,8 +166,5 @@ async function readJsonFile(path: string): Promise<unknown> {
   }
 }
 
-export function sha256Hex(bytes: Uint8Array): string {
-  return "0x" + createHash("sha256").update(bytes).digest("hex");
-}
 
 export { END_OF_TEXT };

@@ -7,7 +7,7 @@
  * nothing, every later round from the previous global adapter). One result per check; any failure names round,
  * identity and check.
  */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../digest.js";
 import { verifyTypedData } from "ethers";
 import { FederationLedger, IdentityStatus, UPDATE_TYPES, decodeStrategy, type RoundHistory, type TaskHistory } from "../chain/index.js";
 import { parseAdapter, serializeAdapter, type LoraWeights, type ParsedAdapter } from "../model/adapter.js";
@@ -57,7 +57,6 @@ export interface VerifyOptions {
   heldOut?: { loss: (weights: LoraWeights) => Promise<number> };
 }
 
-const sha256Hex = (b: Uint8Array) => "0x" + createHash("sha256").update(b).digest("hex");
 
 export async function verifyTask(ledger: FederationLedger, store: ByteSource, task: number, o: VerifyOptions): Promise<VerifyReport> {
   const history = await ledger.readTaskHistory(task);
@@ -123,7 +122,7 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
         add(round.round, s.identity, "update format", false, "adapter does not parse as the task's LoRA layout");
         continue;
       }
-      const metricsOk = parsed.metadata.metrics !== undefined && sha256Hex(Buffer.from(parsed.metadata.metrics)) === s.metricsDigest;
+      const metricsOk = parsed.metadata.metrics !== undefined && sha256Hex(parsed.metadata.metrics) === s.metricsDigest;
       add(round.round, s.identity, "metrics digest", metricsOk, metricsOk ? "metrics in the adapter match the on-chain digest" : "metrics in the adapter do not match the on-chain digest");
       updates.set(s.identity, { u: { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights }, parsed });
     }

@@ -6,7 +6,7 @@
  * libp2p node (TCP + noise + yamux + identify + bitswap) that serves and fetches blocks from peers dialed by
  * multiaddr, and HTTP trustless gateways (see gateway.ts) to serve and fetch from.
  */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../digest.js";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { createHeliaLight, type Helia } from "helia";
@@ -37,6 +37,7 @@ import {
 
 export * from "./errors.js";
 export { cidOf, KUBO_CIDV1, UNIXFS_V1_2025 } from "./dag.js";
+export { sha256Hex };
 
 export interface AbortOptions {
   signal?: AbortSignal;
@@ -297,10 +298,6 @@ class HeliaStore implements AdapterStore {
   }
 }
 
-/** sha256 of `bytes` as 0x-prefixed hex. */
-export function sha256Hex(bytes: Uint8Array): string {
-  return "0x" + createHash("sha256").update(bytes).digest("hex");
-}
 
 function checkSha256(cid: string, bytes: Uint8Array, expected: string): void {
   const want = (expected.startsWith("0x") ? expected : "0x" + expected).toLowerCase();

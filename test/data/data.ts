@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { rejection } from "../../node/testing/rejection.js";
 import { existsSync } from "node:fs";
 import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,15 +19,6 @@ import { fairness, scoreCandidates } from "../../node/train/qa.js";
 // PubMedQA PQA-L from the PubMedQA project (MIT); on the project's machines it sits in ../shared/data
 const PUBMEDQA = process.env.FOK_PUBMEDQA ?? join(import.meta.dirname, "../../../shared/data/pubmedqa/ori_pqal.json");
 const HAVE_PUBMEDQA = existsSync(PUBMEDQA);
-
-async function thrown(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
-}
 
 const words = (t: string) => t.toLowerCase().split(/\W+/).filter(Boolean).map((w) => [...w].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 65536, 7));
 
@@ -68,20 +60,20 @@ describe("node/data", function () {
         file,
         JSON.stringify({ "1": { QUESTION: "q?", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "yes" }, "2": { QUESTION: "q?", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "perhaps" }, "3": { QUESTION: "", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "no" } }, null, 1),
       );
-      const err = await thrown(loadPubMedQA(file));
+      const err = await rejection(loadPubMedQA(file));
       expect(err).to.be.instanceOf(DataFormatError);
       expect(err.message).to.equal(`${file}:10: field "final_decision" is "perhaps", not yes/no/maybe`);
       const r = await loadPubMedQA(file, { skipMalformed: true });
       expect(r.items.map((i) => i.id)).to.deep.equal(["1"]);
       expect(r.skipped.map((e) => [e.line, e.field])).to.deep.equal([[10, "final_decision"], [18, "QUESTION"]]);
       await writeFile(file, "{not json");
-      expect((await thrown(loadPubMedQA(file))).message).to.match(/field "\(file\)" is not valid JSON/);
+      expect((await rejection(loadPubMedQA(file))).message).to.match(/field "\(file\)" is not valid JSON/);
     });
 
     it("loads JSONL and reports every malformed line by file, line and field", async function () {
       const file = join(dir, "notes.jsonl");
       await writeFile(file, ['{"text": "chest pain", "label": "cardio"}', "", "{broken", '{"label": "x"}', '{"text": "ok", "label": 3}', '["text"]', '{"text": "fine"}'].join("\n"));
-      const err = await thrown(loadJsonl(file));
+      const err = await rejection(loadJsonl(file));
       expect(err.message).to.match(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}:3: field "\\(record\\)" is not valid JSON`));
       const r = await loadJsonl(file, { skipMalformed: true });
       expect(r.items.map((d) => d.text)).to.deep.equal(["chest pain", "fine"]);
@@ -98,7 +90,7 @@ describe("node/data", function () {
       const r = await loadTextFolder(root, { skipMalformed: true });
       expect(r.items.map((d) => [d.id, d.label])).to.deep.equal([["b.txt", undefined], ["cardiology/a.txt", "cardiology"]]);
       expect(r.skipped.map((e) => e.message.split(": field ")[1])).to.deep.equal(['"(file)" is empty', '"(file)" is not valid UTF-8']);
-      expect(await thrown(loadTextFolder(root))).to.be.instanceOf(DataFormatError);
+      expect(await rejection(loadTextFolder(root))).to.be.instanceOf(DataFormatError);
     });
 
     it("loads WordNet's medical definitions, each with its category", async function () {

@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { rejection } from "../../node/testing/rejection.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -23,15 +24,6 @@ import { serveGateway } from "../../node/store/gateway.js";
 import { deterministicBytes } from "../../node/testing/deterministic.js";
 
 const utf8 = (s: string) => new TextEncoder().encode(s);
-
-async function caught(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
-}
 
 async function collect(it: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
@@ -110,7 +102,7 @@ describe("node/store", function () {
     it("refuses bytes whose sha256 differs from the on-chain digest, returning nothing", async function () {
       const cid = await store.add(utf8("adapter bytes"));
       const wrong = sha256Hex(utf8("other bytes"));
-      const err = await caught(store.get(cid, { expectedSha256: wrong }));
+      const err = await rejection(store.get(cid, { expectedSha256: wrong }));
       expect(err).to.be.instanceOf(DigestMismatchError);
       expect(err.name).to.equal("DigestMismatchError");
       expect((err as DigestMismatchError).expected).to.equal(wrong);
@@ -134,14 +126,14 @@ describe("node/store", function () {
       const data = await readFile(leaf.path);
       data[1000] ^= 0xff;
       await writeFile(leaf.path, data);
-      const err = await caught(store.get(cid));
+      const err = await rejection(store.get(cid));
       expect(err).to.be.instanceOf(CidMismatchError);
       expect(err.message).to.match(/does not match its CID/);
     });
 
     it("rejects blobs over the size limit on add and on get", async function () {
       const big = new Uint8Array(8 * 1024 * 1024 + 1);
-      const err = await caught(store.add(big));
+      const err = await rejection(store.add(big));
       expect(err).to.be.instanceOf(BlobTooLargeError);
       expect([(err as BlobTooLargeError).size, (err as BlobTooLargeError).maxBytes]).to.deep.equal([8 * 1024 * 1024 + 1, 8 * 1024 * 1024]);
       const roomy = await createStore({ maxBlobBytes: 1 << 30 });
@@ -151,14 +143,14 @@ describe("node/store", function () {
       })());
       await roomy.close();
       const small = await createStore({ maxBlobBytes: 1024 * 1024 });
-      const err2 = await caught(small.importCar(car));
+      const err2 = await rejection(small.importCar(car));
       expect(err2).to.be.instanceOf(BlobTooLargeError);
       await small.close();
     });
 
     it("says NotFoundError for a CID it lacks when it has no peers or gateways", async function () {
       const cid = (await cidOf(utf8("nowhere"))).toString();
-      const err = await caught(store.get(cid));
+      const err = await rejection(store.get(cid));
       expect(err).to.be.instanceOf(NotFoundError);
       expect((err as NotFoundError).cid).to.equal(cid);
     });
@@ -185,12 +177,12 @@ describe("node/store", function () {
       const cid = await a.add(bytes);
       const car = Buffer.from(await collect(a.exportCar(cid)));
       car[car.length - 10] ^= 0x01; // inside the last block's bytes
-      const err = await caught(b.importCar(car));
+      const err = await rejection(b.importCar(car));
       expect(err).to.be.instanceOf(InvalidCarError);
       expect(err.message).to.match(/does not match its CID; nothing imported/);
       expect(await b.has(cid)).to.equal(false);
       expect(await b.pins()).to.deep.equal([]);
-      expect((await caught(b.importCar(utf8("not a car")))).name).to.equal("InvalidCarError");
+      expect((await rejection(b.importCar(utf8("not a car")))).name).to.equal("InvalidCarError");
       await a.close();
       await b.close();
     });
@@ -247,7 +239,7 @@ describe("node/store", function () {
     it("times out naming the CID and the peers tried", async function () {
       const absent = (await cidOf(utf8("absent everywhere"))).toString();
       const store = await createStore({ peers: [info.multiaddrs[0]!], fetchTimeoutMs: 1500 });
-      const err = await caught(store.get(absent));
+      const err = await rejection(store.get(absent));
       expect(err).to.be.instanceOf(FetchTimeoutError);
       expect((err as FetchTimeoutError).cid).to.equal(absent);
       expect((err as FetchTimeoutError).sources.join(" ")).to.contain(info.multiaddrs[0]!.split("/p2p/")[1]!);
@@ -265,7 +257,7 @@ describe("node/store", function () {
     await new Promise<void>((r) => liar.listen(0, "127.0.0.1", r));
     const url = `http://127.0.0.1:${(liar.address() as AddressInfo).port}`;
     const store = await createStore({ gateways: [url] });
-    const err = await caught(store.get(cid));
+    const err = await rejection(store.get(cid));
     expect(err).to.be.instanceOf(InvalidCarError);
     expect(await store.has(cid)).to.equal(false);
     await store.close();
