@@ -53,4 +53,82 @@ export function registerFastGradients(): void {
   } finally {
     console.warn = warn;
   }
+  // The engine clones every tensor it saves for the backward pass through the Identity kernel, and wasm's Identity
+  // copies the bytes (about 200 copies of [512, 128] per training step on the reference config). Tensors are
+  // immutable, so the clone can share the buffer by reference count, as the cpu backend's Identity does.
+  tf.unregisterKernel(tf.Identity, "wasm");
+  tf.registerKernel({
+    kernelName: tf.Identity,
+    backendName: "wasm",
+    kernelFunc: ({ inputs, backend }) => {
+      const x = inputs.x as tf.TensorInfo;
+      (backend as unknown as { incRef(id: object): void }).incRef(x.dataId);
+      return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+    },
+  });
+}
+
+/** What the sliced product needs from tfjs-backend-wasm's backend object (4.22; checked before use). */
+interface WasmBackendInternals {
+  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } };
+  dataIdNextNumber: number;
+  makeOutput(shape: number[], dtype: string): tf.TensorInfo;
+  wasm: {
+    tfjs: { registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void };
+    cwrap(name: string, ret: null, args: string[]): (...args: unknown[]) => void;
+  };
+}
+
+export const SLICED_MATMUL = "FokSlicedMatMul";
+let slicedRegistered: boolean | null = null;
+
+/**
+ * A kernel for [n, M, K]·[n, K, N] on wasm that runs n 2-D products through the backend's own BatchMatMul entry
+ * point, each on a view into the operands' memory (a tensor id registered at an offset inside the buffer and
+ * dropped right after). wasm runs a 2-D product with XNNPACK, a batched one with a generic loop about 5x slower; slicing
+ * with tf.unstack would copy every slice through the slow Slice kernel instead. No gradient: it is used only inside
+ * ops that define their own (attention.ts). Returns false when the backend's internals are not what this was
+ * written against, and callers fall back to tf.matMul.
+ */
+export function registerSlicedMatMul(): boolean {
+  if (slicedRegistered !== null) return slicedRegistered;
+  const backend = tf.findBackend("wasm") as unknown as WasmBackendInternals | null;
+  slicedRegistered =
+    backend != null && typeof backend.wasm?.tfjs?.registerTensor === "function" && typeof backend.wasm.tfjs.disposeData === "function" &&
+    typeof backend.wasm.cwrap === "function" && typeof backend.dataIdNextNumber === "number" && backend.dataIdMap != null;
+  if (!slicedRegistered) return false;
+  const matmul = backend!.wasm.cwrap(tf.BatchMatMul, null, ["number", "array", "number", "number", "array", "number", "number", "number", "number"]);
+  tf.registerKernel({
+    kernelName: SLICED_MATMUL,
+    backendName: "wasm",
+    kernelFunc: ({ inputs, backend: b }) => {
+      const be = b as unknown as WasmBackendInternals;
+      const a = inputs.a as tf.TensorInfo;
+      const y = inputs.b as tf.TensorInfo;
+      const [n, M, K] = a.shape as [number, number, number];
+      const [n2, K2, N] = y.shape as [number, number, number];
+      if (a.dtype !== "float32" || y.dtype !== "float32" || a.shape.length !== 3 || y.shape.length !== 3 || n !== n2 || K !== K2) {
+        throw new Error(`${SLICED_MATMUL}: need float32 [n, M, K] and [n, K, N], got [${a.shape}] and [${y.shape}]`);
+      }
+      const out = be.makeOutput([n, M, N], "float32");
+      const offA = be.dataIdMap.get(a.dataId).memoryOffset;
+      const offB = be.dataIdMap.get(y.dataId).memoryOffset;
+      const offO = be.dataIdMap.get(out.dataId).memoryOffset;
+      const shape = (r: number, c: number) => new Uint8Array(new Int32Array([1, r, c]).buffer);
+      const [sa, sb] = [shape(M, K), shape(K, N)];
+      for (let i = 0; i < n; i++) {
+        const ids = [be.dataIdNextNumber++, be.dataIdNextNumber++, be.dataIdNextNumber++] as const;
+        be.wasm.tfjs.registerTensor(ids[0], M * K, offA + i * M * K * 4);
+        be.wasm.tfjs.registerTensor(ids[1], K * N, offB + i * K * N * 4);
+        be.wasm.tfjs.registerTensor(ids[2], M * N, offO + i * M * N * 4);
+        try {
+          matmul(ids[0], sa, 3, ids[1], sb, 3, 0, 0, ids[2]);
+        } finally {
+          ids.forEach((id) => be.wasm.tfjs.disposeData(id)); // forgets the views (and their cached XNNPACK operators); frees nothing
+        }
+      }
+      return out;
+    },
+  });
+  return true;
 }

@@ -120,7 +120,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (!(c.lr > 0) || !Number.isFinite(c.lr)) throw new InvalidArgumentError(`train.lr must be positive, got ${c.lr}`);
 
   const vars = lora ? lora.variables() : [...gpt.params.values()];
-  const wasTrainable = vars.map((v) => v.trainable);
+  // only `vars` train: with LoRA the base is frozen for the duration (GPT keeps derived tensors of frozen weights)
+  const touched = lora ? [...gpt.params.values(), ...vars] : vars;
+  const wasTrainable = touched.map((v) => v.trainable);
+  if (lora) gpt.params.forEach((v) => (v.trainable = false));
   vars.forEach((v) => (v.trainable = true));
   const m = vars.map((v) => tf.zerosLike(v));
   const v2 = vars.map((v) => tf.zerosLike(v));
@@ -202,7 +205,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     m.forEach((t) => t.dispose());
     v2.forEach((t) => t.dispose());
     anchor?.forEach((t) => t.dispose());
-    vars.forEach((v, i) => (v.trainable = wasTrainable[i]!));
+    touched.forEach((v, i) => (v.trainable = wasTrainable[i]!));
   }
   const seconds = (performance.now() - started) / 1000;
   const tail = losses.slice(-Math.max(1, Math.floor(losses.length / 10)));

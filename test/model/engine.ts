@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { initBackend, tf } from "../../node/model/backend.js";
-import { GPT, type GPTConfig } from "../../node/model/gpt.js";
+import { GPT, tokenLoss, type GPTConfig } from "../../node/model/gpt.js";
+import { causalAttention } from "../../node/model/attention.js";
 import { LoraAdapter, type LoraConfig } from "../../node/model/lora.js";
 import { train } from "../../node/train/train.js";
 import { evaluateLoss } from "../../node/train/evaluate.js";
@@ -80,10 +81,12 @@ describe("node/model engine", function () {
 
       it("merged LoRA forward equals the unmerged forward, and unmerge restores the weights", async function () {
         const gpt = GPT.init(TINY, 7);
+        gpt.params.forEach((v) => (v.trainable = false)); // a frozen base: GPT caches tensors derived from it
         const lora = LoraAdapter.init(TINY, ALL_TARGETS, 3);
         randomizeB(lora, 5);
         const x = tokens2d([[1, 2, 3, 4, 5, 6, 7, 8]]);
         const before = (await gpt.params.get("h.0.attn.c_attn.weight")!.data()) as Float32Array;
+        const plain = (await gpt.forward(x).data()) as Float32Array;
         const unmerged = (await gpt.forward(x, lora).data()) as Float32Array;
         lora.merge(gpt);
         const merged = (await gpt.forward(x).data()) as Float32Array;
@@ -95,8 +98,42 @@ describe("node/model engine", function () {
         let maxW = 0;
         for (let i = 0; i < after.length; i++) maxW = Math.max(maxW, Math.abs(after[i]! - before[i]!));
         expect(maxW).to.be.below(1e-6);
+        const again = (await gpt.forward(x).data()) as Float32Array;
+        expect(Math.max(...again.map((v, i) => Math.abs(v - plain[i]!)))).to.be.below(1e-5);
         gpt.dispose();
         lora.dispose();
+      });
+
+      it("the attention op (own gradient; per-slice products on wasm) matches composed tfjs ops", function () {
+        const [n, T, D] = [6, 8, 4];
+        const mask = tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([T, T]), -1, 0)), -1e9) as tf.Tensor2D;
+        const [q, k, v, w] = [1, 2, 3, 4].map((s) => tf.randomNormal([n, T, D], 0, 1, "float32", s)) as tf.Tensor3D[];
+        const composed = (a: tf.Tensor3D, b: tf.Tensor3D, c: tf.Tensor3D) =>
+          tf.matMul(tf.softmax(tf.add(tf.mul(tf.matMul(a, tf.transpose(b, [0, 2, 1])), 1 / Math.sqrt(D)), mask), -1), c);
+        const objective = (f: typeof composed) => tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(f(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D), w!)));
+        const maxAbs = (a: tf.Tensor, b: tf.Tensor) => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!;
+        expect(maxAbs(causalAttention(q!, k!, v!, mask), composed(q!, k!, v!))).to.be.below(1e-5);
+        const ours = objective((a, b, c) => causalAttention(a, b, c, mask))([q!, k!, v!]);
+        const ref = objective(composed)([q!, k!, v!]);
+        ours.forEach((g, i) => expect(maxAbs(g, ref[i]!), `gradient ${"qkv"[i]}`).to.be.below(1e-5));
+        tf.dispose([mask, q!, k!, v!, w!, ...ours, ...ref]);
+      });
+
+      it("the fused token loss matches logSoftmax cross-entropy in value and gradient, also for extreme logits", function () {
+        const V = 24;
+        const logits = tf.concat([tf.randomNormal([14, V], 0, 3, "float32", 9), tf.tensor2d([Array.from({ length: V }, (_, i) => (i === 3 ? 200 : -200 + i))])]) as tf.Tensor2D;
+        const targets = tf.tensor2d([Array.from({ length: 15 }, (_, i) => (i * 7) % V)], [1, 15], "int32");
+        const ref = (x: tf.Tensor) => tf.neg(tf.sum(tf.mul(tf.logSoftmax(x, -1), tf.oneHot(tf.reshape(targets, [-1]) as tf.Tensor1D, V)), -1));
+        const ours = (x: tf.Tensor) => tokenLoss(x as tf.Tensor2D, targets);
+        const a = ours(logits).arraySync() as number[];
+        const b = ref(logits).arraySync() as number[];
+        a.forEach((v, i) => expect(Math.abs(v - b[i]!), `token ${i}: ${v} vs ${b[i]}`).to.be.below(1e-4 * Math.max(1, Math.abs(b[i]!))));
+        expect(a[14]).to.be.above(390); // target 14 % 24 = 14 sits 386 + 14 below the winner: no underflow to Infinity
+        const w = tf.randomNormal([15], 0, 1, "float32", 10);
+        const ga = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(ours(x), w)))(logits);
+        const gb = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(ref(x), w)))(logits);
+        expect(tf.max(tf.abs(tf.sub(ga, gb))).dataSync()[0]).to.be.below(1e-5);
+        tf.dispose([logits, targets, w, ga, gb]);
       });
 
       it("a q,v adapter changes only the q and v thirds of c_attn", async function () {
