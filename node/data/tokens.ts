@@ -1,6 +1,65 @@
 /** Turning documents into one token stream for training and evaluation. */
 import type { BPETokenizer } from "../model/tokenizer.js";
 import type { Document } from "./types.js";
+import { qaPrompt, type QAItem } from "./loaders.js";
+import { InvalidArgumentError } from "../errors.js";
+
+/** A token stream with the offsets where training windows start and per-token loss weights (see train.ts). */
+export interface WindowedTokens {
+  tokens: Int32Array;
+  starts: Int32Array;
+  weights: Float32Array;
+}
+
+/**
+ * Supervised QA windows: per item, the prompt (question and context, as qaAccuracy scores it) followed by the
+ * answer " yes" / " no" / " maybe", tokenized the way the scorer tokenizes them (prompt and answer separately), and
+ * a training window (seqLen inputs, their seqLen next-token targets) whose last target is the answer. Items follow
+ * each other in one stream, so a prompt shorter than the window is preceded by the previous item (or by
+ * <|endoftext|> at the very start). Every target weighs 1 but the answer's tokens, which weigh `answerWeight`: with
+ * seqLen − 1 the answer carries as much of the loss as the context it follows.
+ */
+export async function qaWindows(tokenizer: BPETokenizer, items: readonly QAItem[], seqLen: number, answerWeight = 1): Promise<WindowedTokens> {
+  if (items.length === 0) throw new InvalidArgumentError("no QA items to build training windows from");
+  const eot = tokenizer.endOfTextId;
+  const parts: number[][] = [new Array(seqLen).fill(eot)];
+  const ends: number[] = [];
+  const answers: [number, number][] = [];
+  let n = seqLen;
+  for (const item of items) {
+    const prompt = await tokenizer.encode(qaPrompt(item));
+    const answer = await tokenizer.encode(` ${item.decision}`);
+    parts.push([...prompt, ...answer, eot]);
+    answers.push([n + prompt.length, n + prompt.length + answer.length]);
+    n += prompt.length + answer.length + 1;
+    ends.push(n - 2); // the window ends on the answer's last token, before <|endoftext|>
+  }
+  const tokens = new Int32Array(n);
+  let o = 0;
+  for (const p of parts) {
+    tokens.set(p, o);
+    o += p.length;
+  }
+  const weights = new Float32Array(n).fill(1);
+  for (const [from, to] of answers) weights.fill(answerWeight, from, to);
+  return { tokens, starts: Int32Array.from(ends, (e) => e - seqLen), weights };
+}
+
+/** Several windowed streams as one (for pooling clients' data). */
+export function concatWindowed(parts: readonly WindowedTokens[]): WindowedTokens {
+  const n = parts.reduce((s, p) => s + p.tokens.length, 0);
+  const tokens = new Int32Array(n);
+  const weights = new Float32Array(n);
+  const starts: number[] = [];
+  let o = 0;
+  for (const p of parts) {
+    tokens.set(p.tokens, o);
+    weights.set(p.weights, o);
+    p.starts.forEach((s) => starts.push(s + o));
+    o += p.tokens.length;
+  }
+  return { tokens, starts: Int32Array.from(starts), weights };
+}
 
 /** Concatenates the documents' tokens, each followed by <|endoftext|>. */
 export async function tokenizeDocuments(tokenizer: BPETokenizer, docs: readonly Document[]): Promise<Int32Array> {

@@ -17,12 +17,13 @@ import { qaAccuracy, fairness } from "../train/qa.js";
 import { loadPubMedQA, qaDocuments, type QAItem } from "../data/loaders.js";
 import { partition, splitClients, type PartitionSpec } from "../data/partition.js";
 import { summarizePartition, type PartitionSummary } from "../data/summary.js";
-import { tokenizeDocuments } from "../data/tokens.js";
+import { concatWindowed, qaWindows, tokenizeDocuments } from "../data/tokens.js";
 import { deployContracts } from "../chain/index.js";
 import { createStore, sha256Hex } from "../store/index.js";
 import { FederationClient } from "../federation/client.js";
 import { Aggregator } from "../federation/aggregator.js";
-import { WorkerTrainer, InlineTrainer, type RoundTrainer } from "../federation/trainer-pool.js";
+import { WorkerTrainer, InlineTrainer, limitConcurrency, type RoundTrainer } from "../federation/trainer-pool.js";
+import { availableParallelism } from "node:os";
 import { loraConfigHash, modelFingerprint } from "../federation/task-config.js";
 
 export type Method = "base" | "local" | "fedavg" | "exact-svd" | "fedprox" | "centralized";
@@ -37,6 +38,14 @@ export interface ExperimentConfig {
   rounds: number;
   /** Local steps per round; local-only trains rounds × steps, centralized clients × rounds × steps. */
   stepsPerRound: number;
+  /**
+   * What a hospital trains on: "qa" = one window per training item ending on its yes/no/maybe answer, in the
+   * format the accuracy is scored in (supervised fine-tuning); "text" = random windows of its documents (language
+   * modelling only: the answer token is then ~1 in 400 training targets and accuracy barely moves).
+   */
+  trainOn: "qa" | "text";
+  /** With trainOn "qa": loss weight of the answer token(s) against 1 for each context token (see qaWindows). */
+  answerWeight: number;
   batchSize: number;
   lr: number;
   proxMu: number;
@@ -57,6 +66,8 @@ export const DEFAULT_EXPERIMENT: ExperimentConfig = {
   seeds: [1, 2, 3],
   rounds: 4,
   stepsPerRound: 4,
+  trainOn: "text",
+  answerWeight: 63,
   batchSize: 8,
   lr: 5e-3,
   proxMu: 0.01,
@@ -113,6 +124,9 @@ export function partitionName(p: PartitionSpec): string {
 interface Hospital {
   name: string;
   train: Int32Array;
+  /** Window starts in `train` and loss weights for supervised data; absent = any offset, weight 1. */
+  trainStarts?: Int32Array;
+  trainWeights?: Float32Array;
   heldOut: Int32Array;
   qa: QAItem[];
   numExamples: number;
@@ -136,13 +150,18 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
       const hospitals: Hospital[] = [];
       for (const c of split) {
         const qa = c.heldOut.map((d) => byId.get(d.id)!).slice(0, cfg.qaPerClient || undefined);
-        hospitals.push({ name: c.name, train: await tokenizeDocuments(base.tokenizer, c.train), heldOut: await tokenizeDocuments(base.tokenizer, c.heldOut), qa, numExamples: c.train.length });
+        const heldOut = await tokenizeDocuments(base.tokenizer, c.heldOut);
+        if (cfg.trainOn === "qa") {
+          const w = await qaWindows(base.tokenizer, c.train.map((d) => byId.get(d.id)!), base.gpt.config.blockSize, cfg.answerWeight);
+          hospitals.push({ name: c.name, train: w.tokens, trainStarts: w.starts, trainWeights: w.weights, heldOut, qa, numExamples: c.train.length });
+        } else hospitals.push({ name: c.name, train: await tokenizeDocuments(base.tokenizer, c.train), heldOut, qa, numExamples: c.train.length });
       }
       const name = partitionName(spec);
       log(`[experiment] ${name}, seed ${seed}: ${hospitals.map((h) => `${h.name} ${h.numExamples}`).join(", ")}`);
       const run: RunResult = { partition: name, seed, summary, methods: [] };
       const initBytes = await initAdapter(base, cfg.lora, seed);
       const train = { batchSize: cfg.batchSize, lr: cfg.lr, warmupSteps: 2, seed };
+      let baseScore: MethodResult | undefined; // the federated methods' convergence starts from the base's loss
       for (const method of cfg.methods) {
         const t0 = performance.now();
         if (method === "base") {
@@ -171,7 +190,8 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
             run.crossClient = { clients: hospitals.map((h) => h.name), perplexity: matrix };
           }
         } else {
-          run.methods.push(await federate(method, cfg, base, baseBytes, initBytes, hospitals, signers, seed));
+          baseScore ??= run.methods.find((m) => m.method === "base") ?? (await score("base", base, cfg, null, hospitals, false));
+          run.methods.push(await federate(method, cfg, base, baseBytes, initBytes, hospitals, signers, seed, baseScore));
         }
         const m = run.methods[run.methods.length - 1]!;
         log(`[experiment]   ${method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, mean acc ${(m.meanAccuracy * 100).toFixed(1)}% (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
@@ -183,7 +203,7 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
   return results;
 }
 
-async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, baseBytes: Uint8Array, initBytes: Uint8Array, hospitals: Hospital[], signers: { address: string; getAddress(): Promise<string> }[], seed: number): Promise<MethodResult> {
+async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, baseBytes: Uint8Array, initBytes: Uint8Array, hospitals: Hospital[], signers: { address: string; getAddress(): Promise<string> }[], seed: number, baseScore: MethodResult): Promise<MethodResult> {
   const ledger = await deployContracts(signers[0] as never);
   const store = await createStore();
   const trainers = await startTrainers(cfg, baseBytes, hospitals);
@@ -218,7 +238,7 @@ async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, 
     await Promise.all([aggregator.run(), ...clients.map((c) => c.run())]);
     const curve = clientCurves[0]!.map((_, r) => clientCurves.reduce((s, c) => s + c[r]!, 0) / clientCurves.length);
     const final = curve[curve.length - 1]!;
-    const start = (await score("base", base, cfg, null, hospitals, false)).clients.reduce((s, c) => s + Math.log(c.perplexity), 0) / hospitals.length;
+    const start = baseScore.clients.reduce((s, c) => s + Math.log(c.perplexity), 0) / hospitals.length;
     // rounds to convergence: first round that gets 90% of the way from the base's loss to the final loss
     const target = start - 0.9 * (start - final);
     const roundsToConvergence = curve.findIndex((l) => l <= target) + 1;
@@ -266,21 +286,21 @@ async function initAdapter(base: BaseModel, lora: LoraConfig, seed: number): Pro
 }
 
 function pool(hospitals: Hospital[]): Hospital {
-  const n = hospitals.reduce((s, h) => s + h.train.length, 0);
-  const train = new Int32Array(n);
-  let o = 0;
-  for (const h of hospitals) {
-    train.set(h.train, o);
-    o += h.train.length;
+  const numExamples = hospitals.reduce((s, h) => s + h.numExamples, 0);
+  if (hospitals.every((h) => h.trainStarts)) {
+    const w = concatWindowed(hospitals.map((h) => ({ tokens: h.train, starts: h.trainStarts!, weights: h.trainWeights! })));
+    return { name: "pooled", train: w.tokens, trainStarts: w.starts, trainWeights: w.weights, heldOut: new Int32Array(0), qa: [], numExamples };
   }
-  return { name: "pooled", train, heldOut: new Int32Array(0), qa: [], numExamples: hospitals.reduce((s, h) => s + h.numExamples, 0) };
+  const text = concatWindowed(hospitals.map((h) => ({ tokens: h.train, starts: new Int32Array(0), weights: new Float32Array(h.train.length) })));
+  return { name: "pooled", train: text.tokens, heldOut: new Int32Array(0), qa: [], numExamples };
 }
 
 async function startTrainers(cfg: ExperimentConfig, baseBytes: Uint8Array, ds: Hospital[]): Promise<RoundTrainer[]> {
-  return Promise.all(
+  const trainers = await Promise.all(
     ds.map((h) => {
-      const data = { trainTokens: h.train, numExamples: h.numExamples };
+      const data = { trainTokens: h.train, trainWindowStarts: h.trainStarts, trainLossWeights: h.trainWeights, numExamples: h.numExamples };
       return cfg.workers ? WorkerTrainer.start(baseBytes, cfg.lora, data) : InlineTrainer.create(baseBytes, cfg.lora, data);
     }),
   );
+  return cfg.workers ? limitConcurrency(trainers, availableParallelism()) : trainers;
 }

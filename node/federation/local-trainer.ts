@@ -43,6 +43,10 @@ export interface RoundOutput {
 
 export interface ClientDataset {
   trainTokens: Int32Array;
+  /** Where training windows may start in trainTokens (supervised examples, see train.ts); default anywhere. */
+  trainWindowStarts?: Int32Array;
+  /** Per-token loss weights parallel to trainTokens (see train.ts); default 1 everywhere. */
+  trainLossWeights?: Float32Array;
   heldOutTokens?: Int32Array;
   /** Documents this client trains on (what it reports as numExamples). */
   numExamples: number;
@@ -81,6 +85,8 @@ export class LocalTrainer {
         gpt: this.base.gpt,
         lora: adapter,
         tokens: this.data.trainTokens,
+        windowStarts: this.data.trainWindowStarts,
+        lossWeights: this.data.trainLossWeights,
         config: cfg,
         onStep: this.onStep,
       });

@@ -190,9 +190,17 @@ export class GPT {
     return tensor;
   }
 
-  /** Mean next-token cross-entropy (nats) of `targets` [B, T] given `idx` [B, T]. */
-  loss(idx: tf.Tensor2D, targets: tf.Tensor2D, lora: LoraAdapter | null = null, training = false): tf.Scalar {
-    return tf.tidy(() => tokenLoss(this.forward(idx, lora, training), targets).mean() as tf.Scalar);
+  /**
+   * Mean next-token cross-entropy (nats) of `targets` [B, T] given `idx` [B, T]; with `weights` [B, T], the
+   * weighted mean Σ w·loss / Σ w.
+   */
+  loss(idx: tf.Tensor2D, targets: tf.Tensor2D, lora: LoraAdapter | null = null, training = false, weights: tf.Tensor2D | null = null): tf.Scalar {
+    return tf.tidy(() => {
+      const per = tokenLoss(this.forward(idx, lora, training), targets);
+      if (!weights) return per.mean() as tf.Scalar;
+      const w = tf.reshape(weights, [-1]);
+      return tf.div(tf.sum(tf.mul(per, w)), tf.sum(w)) as tf.Scalar;
+    });
   }
 
   /**

@@ -15,42 +15,78 @@ export interface QAResult {
   predictions: Decision[];
 }
 
-/** Sum of log p(candidate tokens | prompt) for each candidate, as one batch per distinct candidate length. */
-export async function scoreCandidates(gpt: GPT, lora: LoraAdapter | null, prompt: number[], candidates: number[][]): Promise<number[]> {
-  const T = gpt.config.blockSize;
-  const scores: number[] = [];
-  for (const cand of candidates) {
-    const seq = [...prompt, ...cand].slice(-(T + 1)); // inputs are seq[0..n-2], targets seq[1..n-1]
-    const input = seq.slice(0, -1);
-    const target = seq.slice(1);
-    const logp = tf.tidy(() => {
-      const logits = gpt.forward(tf.tensor2d([input], [1, input.length], "int32"), lora);
-      return tf.logSoftmax(logits, -1);
-    });
-    const lp = (await logp.array()) as number[][];
-    logp.dispose();
-    let s = 0;
-    for (let k = 0; k < cand.length; k++) {
-      const pos = target.length - cand.length + k;
-      s += lp[pos]![target[pos]!]!;
+/** One sequence to score: inputs, targets, and how many final targets are the candidate's tokens. */
+interface Scored {
+  input: number[];
+  target: number[];
+  candidateLength: number;
+}
+
+function sequenceFor(prompt: number[], cand: number[], T: number): Scored {
+  const seq = [...prompt, ...cand].slice(-(T + 1)); // inputs are seq[0..n-2], targets seq[1..n-1]
+  return { input: seq.slice(0, -1), target: seq.slice(1), candidateLength: cand.length };
+}
+
+/**
+ * Sum of log p(candidate tokens | sequence) for each sequence, forwarding sequences of equal length together in
+ * batches (`batchSize` rows); the log-probabilities are read at the candidate positions only.
+ */
+async function scoreSequences(gpt: GPT, lora: LoraAdapter | null, seqs: Scored[], batchSize = 32): Promise<number[]> {
+  const scores = new Array<number>(seqs.length);
+  const byLength = new Map<number, number[]>();
+  seqs.forEach((s, i) => byLength.set(s.input.length, [...(byLength.get(s.input.length) ?? []), i]));
+  for (const [L, members] of byLength) {
+    for (let o = 0; o < members.length; o += batchSize) {
+      const batch = members.slice(o, o + batchSize);
+      const x = new Int32Array(batch.length * L);
+      const rows: number[] = [];
+      const cols: number[] = [];
+      batch.forEach((i, b) => {
+        const s = seqs[i]!;
+        x.set(s.input, b * L);
+        for (let k = L - s.candidateLength; k < L; k++) {
+          rows.push(b * L + k);
+          cols.push(s.target[k]!);
+        }
+      });
+      const picked = tf.tidy(() => {
+        const logp = tf.logSoftmax(gpt.forward(tf.tensor2d(x, [batch.length, L], "int32"), lora), -1);
+        return tf.gatherND(logp, tf.tensor2d(rows.flatMap((r, j) => [r, cols[j]!]), [rows.length, 2], "int32"));
+      });
+      const values = (await picked.data()) as Float32Array;
+      picked.dispose();
+      let j = 0;
+      for (const i of batch) {
+        let sum = 0;
+        for (let k = 0; k < seqs[i]!.candidateLength; k++) sum += values[j++]!;
+        scores[i] = sum;
+      }
     }
-    scores.push(s);
   }
   return scores;
 }
 
+/** Sum of log p(candidate tokens | prompt) for each candidate (the prompt cut from the left to fit the context). */
+export async function scoreCandidates(gpt: GPT, lora: LoraAdapter | null, prompt: number[], candidates: number[][]): Promise<number[]> {
+  return scoreSequences(gpt, lora, candidates.map((c) => sequenceFor(prompt, c, gpt.config.blockSize)));
+}
+
 export async function qaAccuracy(gpt: GPT, lora: LoraAdapter | null, tokenizer: BPETokenizer, items: readonly QAItem[]): Promise<QAResult> {
   const candidates = await Promise.all(DECISIONS.map((d) => tokenizer.encode(` ${d}`)));
-  const predictions: Decision[] = [];
-  let correct = 0;
+  const seqs: Scored[] = [];
   for (const item of items) {
     const prompt = await tokenizer.encode(qaPrompt(item));
-    const scores = await scoreCandidates(gpt, lora, prompt, candidates);
-    const best = scores.indexOf(Math.max(...scores));
-    const pred = DECISIONS[best]!;
+    for (const c of candidates) seqs.push(sequenceFor(prompt, c, gpt.config.blockSize));
+  }
+  const scores = await scoreSequences(gpt, lora, seqs);
+  const predictions: Decision[] = [];
+  let correct = 0;
+  items.forEach((item, i) => {
+    const mine = scores.slice(i * candidates.length, (i + 1) * candidates.length);
+    const pred = DECISIONS[mine.indexOf(Math.max(...mine))]!;
     predictions.push(pred);
     if (pred === item.decision) correct++;
-  }
+  });
   return { accuracy: items.length ? correct / items.length : NaN, correct, total: items.length, predictions };
 }
 

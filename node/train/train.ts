@@ -102,6 +102,16 @@ export interface TrainOptions {
   lora: LoraAdapter | null;
   /** Training tokens, one stream (documents joined by <|endoftext|>). */
   tokens: Int32Array;
+  /**
+   * Offsets in `tokens` where a training window may start (each needs seqLen + 1 tokens from there); by default any
+   * offset. Supervised data uses it to align every window on an example, e.g. a QA prompt ending in its answer.
+   */
+  windowStarts?: Int32Array;
+  /**
+   * Per-token loss weights, parallel to `tokens`: the weight of token i when it is a target (HF's labels = −100 is
+   * weight 0). The step's loss is Σ w·loss / Σ w over the batch. Default: every target weighs 1.
+   */
+  lossWeights?: Float32Array;
   /** Held-out tokens for evaluation and early stop. */
   evalTokens?: Int32Array;
   config?: Partial<TrainConfig>;
@@ -118,6 +128,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (!Number.isInteger(c[k]) || c[k] < 1) throw new InvalidArgumentError(`train.${k} must be a positive integer, got ${c[k]}`);
   }
   if (!(c.lr > 0) || !Number.isFinite(c.lr)) throw new InvalidArgumentError(`train.lr must be positive, got ${c.lr}`);
+  const starts = options.windowStarts;
+  if (starts) {
+    if (starts.length === 0) throw new InvalidArgumentError("windowStarts is empty: no training window to sample");
+    const last = tokens.length - c.seqLen - 1;
+    const bad = starts.findIndex((s) => s < 0 || s > last);
+    if (bad >= 0) throw new InvalidArgumentError(`windowStarts[${bad}] = ${starts[bad]} leaves fewer than seqLen + 1 = ${c.seqLen + 1} of the ${tokens.length} tokens`);
+  }
 
   const vars = lora ? lora.variables() : [...gpt.params.values()];
   // only `vars` train: with LoRA the base is frozen for the duration (GPT keeps derived tensors of frozen weights)
@@ -128,18 +145,28 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const m = vars.map((v) => tf.zerosLike(v));
   const v2 = vars.map((v) => tf.zerosLike(v));
   const anchor = c.proxMu > 0 ? vars.map((v) => tf.clone(v)) : null;
+  const weights = options.lossWeights;
+  if (weights) {
+    if (weights.length !== tokens.length) throw new InvalidArgumentError(`lossWeights has ${weights.length} entries for ${tokens.length} tokens`);
+    const bad = weights.findIndex((w) => !(w >= 0) || !Number.isFinite(w));
+    if (bad >= 0) throw new InvalidArgumentError(`lossWeights[${bad}] = ${weights[bad]} is not a finite non-negative number`);
+  }
   const rand = mulberry32(c.seed);
-  const sample = (): [tf.Tensor2D, tf.Tensor2D] => {
+  const sample = (): [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D | null] => {
     const B = c.batchSize;
     const T = c.seqLen;
     const x = new Int32Array(B * T);
     const y = new Int32Array(B * T);
+    const w = weights ? new Float32Array(B * T) : null;
     for (let b = 0; b < B; b++) {
-      const start = Math.floor(rand() * (tokens.length - T - 1));
+      const start = starts ? starts[Math.floor(rand() * starts.length)]! : Math.floor(rand() * (tokens.length - T - 1));
       x.set(tokens.subarray(start, start + T), b * T);
       y.set(tokens.subarray(start + 1, start + T + 1), b * T);
+      w?.set(weights!.subarray(start + 1, start + T + 1), b * T);
     }
-    return [tf.tensor2d(x, [B, T], "int32"), tf.tensor2d(y, [B, T], "int32")];
+    // an all-zero-weight batch would divide by zero: weigh it uniformly instead
+    if (w && !w.some((v) => v > 0)) w.fill(1);
+    return [tf.tensor2d(x, [B, T], "int32"), tf.tensor2d(y, [B, T], "int32"), w ? tf.tensor2d(w, [B, T]) : null];
   };
 
   const evals: TrainResult["evals"] = [];
@@ -157,17 +184,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       let lossSum = 0;
       let grads: tf.Tensor[] | null = null;
       for (let a = 0; a < c.gradAccum; a++) {
-        const [x, y] = sample();
+        const [x, y, w] = sample();
         const { value, grads: g } = tf.variableGrads(() => {
-          const loss = gpt.loss(x, y, lora, true);
+          const loss = gpt.loss(x, y, lora, true, w);
           if (!anchor) return loss;
           const prox = tf.addN(vars.map((w, i) => tf.sum(tf.square(tf.sub(w, anchor[i]!)))));
           return tf.add(loss, tf.mul(c.proxMu / 2, prox)) as tf.Scalar;
         }, vars);
         lossSum += (await value.data())[0]!;
         value.dispose();
-        x.dispose();
-        y.dispose();
+        tf.dispose([x, y, ...(w ? [w] : [])]);
         const list = vars.map((w) => g[w.name]!);
         if (!grads) grads = list;
         else {

@@ -15,6 +15,9 @@ import { initBackend, tf } from "../../node/model/backend.js";
 import { GPT } from "../../node/model/gpt.js";
 import { evaluateLoss } from "../../node/train/evaluate.js";
 import { fairness, scoreCandidates } from "../../node/train/qa.js";
+import { concatWindowed, qaWindows } from "../../node/data/tokens.js";
+import { BPETokenizer } from "../../node/model/tokenizer.js";
+import type { QAItem } from "../../node/data/loaders.js";
 
 // PubMedQA PQA-L from the PubMedQA project (MIT); on the project's machines it sits in ../shared/data
 const PUBMEDQA = process.env.FOK_PUBMEDQA ?? join(import.meta.dirname, "../../../shared/data/pubmedqa/ori_pqal.json");
@@ -193,6 +196,46 @@ describe("node/data", function () {
       expect(Math.abs(scores[0] - (-Math.log(10)))).to.be.below(1e-6);
       expect(Math.abs(scores[1] - (-2 * Math.log(10)))).to.be.below(1e-6);
       gpt.dispose();
+    });
+
+    it("scores candidates in batches exactly as one forward pass per candidate would, prompts longer than the context cut from the left", async function () {
+      const cfg = { nLayer: 1, nEmbd: 8, nHead: 2, blockSize: 6, vocabSize: 12, dropout: 0, layerNormEps: 1e-5 };
+      const gpt = GPT.init(cfg, 3);
+      const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
+      const candidates = [[9], [10, 11], [3]];
+      const scores = await scoreCandidates(gpt, null, prompt, candidates);
+      for (const [c, cand] of candidates.entries()) {
+        const seq = [...prompt, ...cand].slice(-(cfg.blockSize + 1));
+        const logp = tf.tidy(() => tf.logSoftmax(gpt.forward(tf.tensor2d([seq.slice(0, -1)], [1, seq.length - 1], "int32")), -1).arraySync() as number[][]);
+        let expected = 0;
+        for (let k = 0; k < cand.length; k++) expected += logp[seq.length - 1 - cand.length + k]![cand[k]!]!;
+        expect(Math.abs(scores[c]! - expected), `candidate ${c}`).to.be.below(1e-5);
+      }
+      gpt.dispose();
+    });
+
+    it("builds supervised QA windows that end on the answer, weighted, and pools them with offsets", async function () {
+      const tokenizer = await BPETokenizer.train(["Question: is it safe? Context: a trial of aspirin. Answer: yes no maybe. ".repeat(30)], 300);
+      const item = (id: string, question: string, decision: QAItem["decision"]): QAItem => ({ id, question, contexts: ["a trial of aspirin in adults with chest pain"], longAnswer: "", decision, meshes: [], year: "2000", specialty: "cardiovascular" });
+      const items = [item("1", "is it safe?", "yes"), item("2", "does it work in children with fever?", "maybe")];
+      const seqLen = 16;
+      const w = await qaWindows(tokenizer, items, seqLen, 5);
+      expect(w.starts.length).to.equal(2);
+      for (const [i, it] of items.entries()) {
+        const answer = await tokenizer.encode(` ${it.decision}`);
+        const prompt = await tokenizer.encode(qaPrompt(it));
+        const s = w.starts[i]!;
+        // targets are tokens s+1 .. s+seqLen: the last answer.length of them are the answer, after the prompt's tail
+        expect([...w.tokens.subarray(s + seqLen + 1 - answer.length, s + seqLen + 1)]).to.deep.equal(answer);
+        expect([...w.tokens.subarray(s + seqLen + 1 - answer.length - 4, s + seqLen + 1 - answer.length)]).to.deep.equal(prompt.slice(-4));
+        expect([...w.weights.subarray(s + seqLen + 1 - answer.length, s + seqLen + 1)]).to.deep.equal(answer.map(() => 5));
+        expect(w.weights[s + seqLen - answer.length]).to.equal(1);
+      }
+      expect(w.tokens[w.starts[1]! + seqLen + 1]).to.equal(tokenizer.endOfTextId);
+      const pooled = concatWindowed([w, w]);
+      expect([...pooled.starts]).to.deep.equal([...w.starts, ...[...w.starts].map((s) => s + w.tokens.length)]);
+      expect(pooled.weights.length).to.equal(2 * w.tokens.length);
+      expect((await rejection(qaWindows(tokenizer, [], seqLen))).name).to.equal("InvalidArgumentError");
     });
 
     it("reports Min, mean and harmonic mean of client accuracies", function () {

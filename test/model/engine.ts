@@ -5,6 +5,13 @@ import { causalAttention } from "../../node/model/attention.js";
 import { LoraAdapter, type LoraConfig } from "../../node/model/lora.js";
 import { train } from "../../node/train/train.js";
 import { evaluateLoss } from "../../node/train/evaluate.js";
+import { rejection } from "../../node/testing/rejection.js";
+
+async function expectRejection(p: Promise<unknown>, name: string, message: string): Promise<void> {
+  const e = await rejection(p);
+  expect(e.name).to.equal(name);
+  expect(e.message).to.equal(message);
+}
 
 const TINY: GPTConfig = { nLayer: 2, nEmbd: 16, nHead: 2, blockSize: 8, vocabSize: 24, dropout: 0, layerNormEps: 1e-5 };
 const ALL_TARGETS: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ["q", "v", "attn.c_proj", "c_fc", "mlp.c_proj"] };
@@ -170,6 +177,29 @@ describe("node/model engine", function () {
       }
       const B = (await lora.modules.get("h.0.attn.c_attn")!.B.data()) as Float32Array;
       expect(B.some((v) => v !== 0)).to.equal(true);
+      gpt.dispose();
+      lora.dispose();
+    });
+
+    it("samples windows only at windowStarts and weighs targets by lossWeights", async function () {
+      const gpt = GPT.init(TINY, 7);
+      const lora = LoraAdapter.init(TINY, ALL_TARGETS, 3);
+      const stream = Int32Array.from({ length: 100 }, (_, i) => (i * 5) % 24);
+      const weights = new Float32Array(100);
+      weights[21] = 3; // window at 13: inputs 13..20, targets 14..21; only the last target (and 18, below) counts
+      weights[18] = 1;
+      const x = tf.tensor2d([[...stream.subarray(13, 21)]], [1, 8], "int32");
+      const y = tf.tensor2d([[...stream.subarray(14, 22)]], [1, 8], "int32");
+      const per = tokenLoss(gpt.forward(x, lora), y).arraySync() as number[];
+      const expected = (3 * per[7]! + per[4]!) / 4;
+      const r = await train({ gpt, lora, tokens: stream, windowStarts: Int32Array.from([13]), lossWeights: weights, config: { steps: 1, batchSize: 2, seqLen: 8, lr: 1e-9, warmupSteps: 1 } });
+      expect(Math.abs(r.finalLoss - expected), `${r.finalLoss} vs ${expected}`).to.be.below(1e-5);
+      const run = (o: Partial<Parameters<typeof train>[0]>) => train({ gpt, lora, tokens: stream, config: { steps: 1, batchSize: 2, seqLen: 8 }, ...o });
+      await expectRejection(run({ windowStarts: Int32Array.from([92]) }), "InvalidArgumentError", "windowStarts[0] = 92 leaves fewer than seqLen + 1 = 9 of the 100 tokens");
+      await expectRejection(run({ windowStarts: new Int32Array(0) }), "InvalidArgumentError", "windowStarts is empty: no training window to sample");
+      await expectRejection(run({ lossWeights: new Float32Array(99) }), "InvalidArgumentError", "lossWeights has 99 entries for 100 tokens");
+      await expectRejection(run({ lossWeights: new Float32Array(100).fill(NaN) }), "InvalidArgumentError", "lossWeights[0] = NaN is not a finite non-negative number");
+      tf.dispose([x, y]);
       gpt.dispose();
       lora.dispose();
     });
