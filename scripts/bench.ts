@@ -3,22 +3,33 @@
  * machine they ran on (CPU model, cores, memory, Node version, tfjs backend).
  *
  *   npm run bench -- [--out results/bench]
+ *   npm run bench -- --from results/bench/bench.json     # rewrite bench.md from a saved bench.json, running nothing
  */
 import { spawnSync } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, totalmem, platform, release } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { initBackend } from "../node/model/backend.js";
 
-const { values } = parseArgs({ options: { out: { type: "string", default: "results/bench" } } });
-const machine = {
+const { values } = parseArgs({ options: { out: { type: "string", default: "results/bench" }, from: { type: "string" } } });
+interface Machine {
+  cpu: string;
+  cores: number;
+  memoryGiB: number;
+  os: string;
+  node: string;
+  backend: string;
+  date: string;
+}
+const saved = values.from ? (JSON.parse(await readFile(values.from, "utf8")) as { machine: Machine; results: Record<string, { exitCode: number | null; result: unknown }> }) : null;
+const machine: Machine = saved?.machine ?? {
   cpu: cpus()[0]?.model ?? "unknown",
   cores: cpus().length,
   memoryGiB: Math.round(totalmem() / 2 ** 30),
   os: `${platform()} ${release()}`,
   node: process.version,
-  backend: await initBackend(undefined, true),
+  backend: saved ? "" : await initBackend(undefined, true),
   date: new Date().toISOString(),
 };
 const runs: [string, string[]][] = [
@@ -28,8 +39,36 @@ const runs: [string, string[]][] = [
   ["round", ["hardhat", "run", "scripts/bench-round.ts"]],
 ];
 const results: Record<string, unknown> = {};
+
+type Row = Record<string, unknown>;
+const isScalar = (v: unknown) => v === null || typeof v !== "object";
+const cell = (v: unknown) => (v === null ? "-" : typeof v === "number" ? (Number.isInteger(v) ? v.toLocaleString("en-US") : v >= 100 ? v.toFixed(1) : v.toPrecision(3)) : v === undefined ? "" : String(v));
+function table(rows: Row[]): string[] {
+  const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  return [`| ${keys.join(" | ")} |`, `| ${keys.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${keys.map((k) => cell(r[k])).join(" | ")} |`)];
+}
+/** A benchmark's JSON as markdown: arrays of records as tables, flat records as one-row tables, scalars as lines. */
+function markdown(v: unknown): string[] {
+  if (Array.isArray(v) && v.every((r) => r && typeof r === "object" && Object.values(r).every(isScalar))) return table(v as Row[]);
+  if (v && typeof v === "object" && !Array.isArray(v)) {
+    const out: string[] = [];
+    for (const [k, x] of Object.entries(v)) {
+      if (isScalar(x)) out.push(`- ${k}: ${cell(x)}`, "");
+      else if (!Array.isArray(x) && Object.values(x as object).every(isScalar)) out.push(`### ${k}`, "", ...table([x as Row]), "");
+      else out.push(`### ${k}`, "", ...markdown(x), "");
+    }
+    return out;
+  }
+  return ["```json", JSON.stringify(v, null, 2), "```"];
+}
 const md: string[] = [`# Benchmarks`, "", `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, Node ${machine.node}, tfjs backend ${machine.backend}, ${machine.date}`, ""];
 for (const [name, cmd] of runs) {
+  if (saved) {
+    const { exitCode, result } = saved.results[name] ?? { exitCode: null, result: null };
+    results[name] = { exitCode, result };
+    md.push(`## ${name}`, "", ...(exitCode === 0 ? [] : [`**exit code ${exitCode}**`, ""]), ...markdown(result), "");
+    continue;
+  }
   process.stderr.write(`[bench] ${name}…\n`);
   const r = spawnSync("npx", cmd, { encoding: "utf8", env: { ...process.env, FOK_BENCH_JSON: "1", CI: "true" }, maxBuffer: 64 * 1024 * 1024 });
   const last = r.stdout.trim().split("\n").filter((l) => l.startsWith("{") || l.startsWith("[")).join("\n");
@@ -40,7 +79,7 @@ for (const [name, cmd] of runs) {
     parsed = last || null;
   }
   results[name] = { exitCode: r.status, result: parsed };
-  md.push(`## ${name}`, "", "```json", JSON.stringify(parsed, null, 2), "```", "");
+  md.push(`## ${name}`, "", ...(r.status === 0 ? [] : [`**exit code ${r.status}**: ${(r.stderr ?? "").trim().split("\n").pop()}`, ""]), ...markdown(parsed), "");
 }
 await mkdir(values.out!, { recursive: true });
 await writeFile(join(values.out!, "bench.json"), JSON.stringify({ machine, results }, null, 2) + "\n");

@@ -1,9 +1,9 @@
 /**
  * Causal scaled dot-product attention over [B·H, T, D] as one op with its own gradient, computed as B·H plain 2-D
- * products per matmul. On tfjs-backend-wasm a batched matMul runs a generic loop (~2 GFLOP/s here) while a 2-D
- * product runs XNNPACK's kernel; 32 slices of [64, 32]·[32, 64] take 0.8 ms against 3.9 ms batched on this machine
- * (scratch micro-benchmark in the issue 3 notes). Writing the backward pass by hand also keeps the tape to one node
- * instead of a dozen per layer.
+ * products per matmul on wasm. tfjs-backend-wasm runs a batched matMul through a generic loop (~2 GFLOP/s on the
+ * 2-core dev machine) and a 2-D product through XNNPACK: 32 products [64, 32]·[32, 64] took 0.5 ms as 2-D calls
+ * against 3.9 ms as one batched call there, and one layer's attention forward + backward 5 ms against 24 ms
+ * composed from tfjs ops. Writing the backward pass by hand also keeps the tape to one node instead of a dozen.
  *
  *   S = Q·Kᵀ·scale + mask,  P = softmax(S),  Y = P·V
  *   dV = Pᵀ·dY,  dP = dY·Vᵀ,  dS = P ⊙ (dP − rowsum(dP ⊙ P)),  dQ = dS·K·scale,  dK = dSᵀ·Q·scale
