@@ -19,7 +19,8 @@ import { createStore } from "../store/index.js";
 import { CheckpointError } from "../model/safetensors.js";
 import { FederationClient } from "./client.js";
 import { Aggregator, type RoundReport } from "./aggregator.js";
-import { InlineTrainer, WorkerTrainer, type RoundTrainer } from "./trainer-pool.js";
+import { InlineTrainer, WorkerTrainer, limitConcurrency, type RoundTrainer } from "./trainer-pool.js";
+import { availableParallelism } from "node:os";
 import { loraConfigHash, modelFingerprint } from "./task-config.js";
 
 export interface DemoOptions {
@@ -177,6 +178,8 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
       };
       trainers.push(o.workers ? await WorkerTrainer.start(baseBytes, o.lora, d, onStep) : await InlineTrainer.create(baseBytes, o.lora, d, onStep));
     }
+    // every hospital shares this one machine: train at most one per core at a time (faster than all at once)
+    const sharing = o.workers ? limitConcurrency(trainers, availableParallelism()) : trainers;
     const clients = clientsData.map(
       (c, i) =>
         new FederationClient({
@@ -184,7 +187,7 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
           signer: signers[2 + i]!,
           store,
           task,
-          trainer: trainers[i]!,
+          trainer: sharing[i]!,
           train,
           pollMs: 100,
           log: (l) => log(`[client ${c.name}] ${l}`),
