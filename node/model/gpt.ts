@@ -158,8 +158,8 @@ export class GPT {
         x = tf.add(x, drop(this.linear(f, p + "mlp.c_proj", lora, training), c.dropout));
       }
       const xf = this.layerNorm(x, "ln_f");
-      const wteT = this.headWeight(); // [C, V], explicit: the tied head stays a plain product
-      return tf.matMul(xf, wteT) as tf.Tensor2D; // [N, V]
+      const wte = this.p("wte.weight"); // the tied head: wteᵀ [C, V] made explicit, so it stays a plain product
+      return this.product(xf, "wte.T", wte, () => tf.transpose(wte)); // [N, V]
     });
   }
 
@@ -169,15 +169,10 @@ export class GPT {
     return tf.matMul(tf.dropout(tf.softmax(att, -1), this.config.dropout), v) as tf.Tensor3D;
   }
 
-  /** wteᵀ [C, V] for the tied head: explicit, so the head stays a plain product (see kernels.ts). */
-  private headWeight(): tf.Tensor2D {
-    const wte = this.p("wte.weight");
-    return this.derived("wte.T", wte, () => tf.transpose(wte)) as tf.Tensor2D;
-  }
-
   /**
    * `make()`, a tensor computed from variable `v` alone (a transpose, a slice). While `v` is frozen the result is
-   * kept between calls (the wte transpose and the c_attn slices cost ~8 ms a step on wasm); it is keyed on the
+   * kept between calls (the wte transpose, the c_attn slices and the transposes of the backward pass cost ~12 ms
+   * a step on wasm); it is keyed on the
    * variable's buffer, which every assign replaces, so a merged, trained or reloaded weight is never served stale.
    */
   private derived(key: string, v: tf.Variable, make: () => tf.Tensor): tf.Tensor {
@@ -213,17 +208,30 @@ export class GPT {
     const b = this.p(module + ".bias");
     const deltas = lora ? lora.sectionDeltas(module, x, training) : null;
     return [0, 1, 2].map((s) => {
-      const ws = this.derived(`${module}.weight/${s}`, w, () => tf.slice(w, [0, s * C], [C, C])) as tf.Tensor2D;
       const bs = this.derived(`${module}.bias/${s}`, b, () => tf.slice(b, [s * C], [C]));
-      const y = tf.add(tf.matMul(x, ws), bs) as tf.Tensor2D;
+      const y = tf.add(this.product(x, `${module}.weight/${s}`, w, () => tf.slice(w, [0, s * C], [C, C])), bs) as tf.Tensor2D;
       const d = deltas?.[s];
       return d ? (tf.add(y, d) as tf.Tensor2D) : y;
     });
   }
 
   private linear(x: tf.Tensor2D, module: string, lora: LoraAdapter | null, training: boolean): tf.Tensor2D {
-    const y = tf.add(tf.matMul(x, this.p(module + ".weight")), this.p(module + ".bias")) as tf.Tensor2D;
+    const y = tf.add(this.product(x, module + ".weight", this.p(module + ".weight")), this.p(module + ".bias")) as tf.Tensor2D;
     return lora ? lora.apply(module, x, y, training) : y;
+  }
+
+  /**
+   * x·W for W = `make()` computed from variable `v` alone (v itself by default). While v is frozen, W and Wᵀ are kept
+   * (see derived) and the backward pass is dy·Wᵀ with no transpose of W per step; only x gets a gradient then.
+   */
+  private product(x: tf.Tensor2D, key: string, v: tf.Variable, make?: () => tf.Tensor): tf.Tensor2D {
+    if (v.trainable) return tf.matMul(x, (make ? make() : v) as tf.Tensor2D);
+    const W = (make ? this.derived(key, v, make) : v) as tf.Tensor2D;
+    const WT = this.derived(`${key}.T`, v, () => tf.transpose(W)) as tf.Tensor2D;
+    return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+      value: tf.matMul(args[0] as tf.Tensor2D, W),
+      gradFunc: (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, WT),
+    }))(x) as tf.Tensor2D;
   }
 
   private layerNorm(x: tf.Tensor2D, name: string): tf.Tensor2D {

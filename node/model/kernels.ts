@@ -56,6 +56,21 @@ export function registerFastGradients(): void {
   // The engine clones every tensor it saves for the backward pass through the Identity kernel, and wasm's Identity
   // copies the bytes (about 200 copies of [512, 128] per training step on the reference config). Tensors are
   // immutable, so the clone can share the buffer by reference count, as the cpu backend's Identity does.
+  // Same for Cast to the dtype a tensor already has (the Multiply gradient casts its saved operand to float32):
+  // share the buffer; a real conversion goes to wasm's own Cast.
+  const cast = tf.getKernel(tf.Cast, "wasm");
+  if (cast) {
+    tf.unregisterKernel(tf.Cast, "wasm");
+    tf.registerKernel({
+      ...cast,
+      kernelFunc: (args) => {
+        const x = args.inputs.x as tf.TensorInfo;
+        if (x.dtype !== (args.attrs as { dtype: string }).dtype) return cast.kernelFunc(args);
+        (args.backend as unknown as { incRef(id: object): void }).incRef(x.dataId);
+        return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+      },
+    });
+  }
   tf.unregisterKernel(tf.Identity, "wasm");
   tf.registerKernel({
     kernelName: tf.Identity,

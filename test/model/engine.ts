@@ -40,8 +40,11 @@ describe("node/model engine", function () {
         await initBackend(backend, true);
       });
 
-      it("LoRA gradients agree with central finite differences (relative error < 1e-3)", async function () {
+      for (const frozen of [true, false])
+      it(`LoRA gradients agree with central finite differences (relative error < 1e-3), base ${frozen ? "frozen" : "trainable"}`, async function () {
         const gpt = GPT.init(TINY, 7);
+        // frozen is how train() runs LoRA (GPT then keeps derived weights and uses its own product gradient)
+        if (frozen) gpt.params.forEach((v) => (v.trainable = false));
         const lora = LoraAdapter.init(TINY, ALL_TARGETS, 3);
         randomizeB(lora, 11);
         const x = tokens2d([[1, 5, 7, 2, 9, 3, 4, 8], [6, 6, 2, 1, 0, 11, 17, 3]]);
