@@ -118,6 +118,7 @@ export function registerSlicedMatMul(): boolean {
     backendName: "wasm",
     kernelFunc: ({ inputs, backend: b }) => {
       const be = b as unknown as WasmBackendInternals;
+      if (be !== backend) throw new Error(`${SLICED_MATMUL}: the wasm backend was re-created after the kernel was registered`);
       const a = inputs.a as tf.TensorInfo;
       const y = inputs.b as tf.TensorInfo;
       const [n, M, K] = a.shape as [number, number, number];
