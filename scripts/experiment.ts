@@ -3,6 +3,7 @@
  * non-IID hospitals, through the federation code (node/experiment), and writes a results folder.
  *
  *   npm run experiment -- [--config experiment.json] [--quick] [--out results/experiment] [--data ori_pqal.json]
+ *   npm run experiment -- --from results/experiment/results.json --out DIR   # re-render report and plots only
  *
  * A config file holds any fields of ExperimentConfig (node/experiment/run.ts); --quick is the CI smoke size.
  */
@@ -18,8 +19,15 @@ const { values } = parseArgs({
     out: { type: "string", default: "results/experiment" },
     data: { type: "string" },
     "no-workers": { type: "boolean", default: false },
+    from: { type: "string" },
   },
 });
+if (values.from) {
+  const saved = JSON.parse(await readFile(values.from, "utf8")) as { config: ExperimentConfig; runs: Awaited<ReturnType<typeof runExperiment>>; seconds: number };
+  const files = await writeResults(values.out!, saved.config, saved.runs, saved.seconds);
+  console.log(`wrote ${files.join(", ")} from ${values.from}`);
+  process.exit(0);
+}
 const fromFile = values.config ? (JSON.parse(await readFile(values.config, "utf8")) as Partial<ExperimentConfig>) : {};
 const cfg: ExperimentConfig = {
   ...DEFAULT_EXPERIMENT,

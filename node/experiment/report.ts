@@ -74,8 +74,13 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
     lines.push(`### ${run.partition} (seed ${run.seed}): label JS ${run.summary.labelJs.toFixed(3)} bits, token-unigram JS ${run.summary.unigramJs.toFixed(3)} bits`, "", "| hospital | train docs | held-out docs | train tokens |", "| --- | ---: | ---: | ---: |");
     for (const c of run.summary.clients) lines.push(`| ${c.name} | ${c.trainDocs} | ${c.heldOutDocs} | ${c.trainTokens} |`);
     if (run.crossClient) {
-      lines.push("", "Local-only adapters across hospitals (perplexity; row: trained at, column: evaluated on):", "", `| | ${run.crossClient.clients.join(" | ")} |`, `| --- | ${run.crossClient.clients.map(() => "---:").join(" | ")} |`);
+      lines.push("", "Local-only adapters across hospitals (perplexity; row: trained at, column: evaluated on), then the shared adapters of the other methods on the same held-out sets:", "", `| | ${run.crossClient.clients.join(" | ")} |`, `| --- | ${run.crossClient.clients.map(() => "---:").join(" | ")} |`);
       run.crossClient.perplexity.forEach((row, i) => lines.push(`| ${run.crossClient!.clients[i]} | ${row.map((x) => x.toFixed(1)).join(" | ")} |`));
+      // the shared adapters on the same held-out sets, for comparison with every column
+      for (const m of run.methods.filter((m) => m.method !== "local" && m.method !== "base")) {
+        const by = new Map(m.clients.map((c) => [c.client, c.perplexity]));
+        lines.push(`| *${m.method} (shared)* | ${run.crossClient.clients.map((c) => by.get(c)?.toFixed(1) ?? "-").join(" | ")} |`);
+      }
     }
     lines.push("");
   }

@@ -42,6 +42,10 @@ describe("experiment --quick", function () {
       const md = await readFile(join(out, "report.md"), "utf8");
       expect(md).to.contain("| partition | method | worst ppl | mean ppl | Min-Acc % | mean Acc % | H-mean % | rounds to converge |");
       expect(md.split("\n").filter((l) => l.startsWith("| specialty |")).length).to.equal(METHODS.length);
+      // under the local-only matrix, one row per shared adapter (every method but base and local), a column per hospital
+      const shared = md.split("\n").filter((l) => / \(shared\)\* \|/.test(l));
+      expect(shared.map((l) => l.split("|")[1]!.trim())).to.deep.equal(["*fedavg (shared)*", "*exact-svd (shared)*", "*fedprox (shared)*", "*centralized (shared)*"]);
+      expect(shared.every((l) => l.split("|").length === 7 + 3)).to.equal(true);
       for (const svg of ["convergence.svg", "min-vs-mean.svg", "partitions.svg"]) {
         const text = await readFile(join(out, svg), "utf8");
         expect(text.startsWith("<svg"), svg).to.equal(true);
