@@ -143,7 +143,9 @@ describe("node/model engine", function () {
         const ga = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(ours(x), w)))(logits);
         const gb = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(ref(x), w)))(logits);
         expect(tf.max(tf.abs(tf.sub(ga, gb))).dataSync()[0]).to.be.below(1e-5);
-        tf.dispose([logits, targets, w, ga, gb]);
+        const short = tf.tensor2d([[1, 2, 3]], [1, 3], "int32");
+        expect(() => tokenLoss(logits, short)).to.throw("targets have 3 tokens, logits 15 rows").with.property("name", "InvalidArgumentError");
+        tf.dispose([logits, targets, w, ga, gb, short]);
       });
 
       it("a q,v adapter changes only the q and v thirds of c_attn", async function () {
