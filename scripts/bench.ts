@@ -22,7 +22,7 @@ interface Machine {
   backend: string;
   date: string;
 }
-const saved = values.from ? (JSON.parse(await readFile(values.from, "utf8")) as { machine: Machine; results: Record<string, { exitCode: number | null; result: unknown }> }) : null;
+const saved = values.from ? (JSON.parse(await readFile(values.from, "utf8")) as { machine: Machine; results: Record<string, BenchResult> }) : null;
 const machine: Machine = saved?.machine ?? {
   cpu: cpus()[0]?.model ?? "unknown",
   cores: cpus().length,
@@ -38,7 +38,13 @@ const runs: [string, string[]][] = [
   ["train", ["tsx", "scripts/bench-train.ts", "--json"]],
   ["round", ["hardhat", "run", "scripts/bench-round.ts"]],
 ];
-const results: Record<string, unknown> = {};
+interface BenchResult {
+  exitCode: number | null;
+  result: unknown;
+  /** The last line of stderr when the script failed. */
+  error?: string;
+}
+const results: Record<string, BenchResult> = {};
 
 type Row = Record<string, unknown>;
 const isScalar = (v: unknown) => v === null || typeof v !== "object";
@@ -62,13 +68,8 @@ function markdown(v: unknown): string[] {
   return ["```json", JSON.stringify(v, null, 2), "```"];
 }
 const md: string[] = [`# Benchmarks`, "", `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, Node ${machine.node}, tfjs backend ${machine.backend}, ${machine.date}`, ""];
-for (const [name, cmd] of runs) {
-  if (saved) {
-    const { exitCode, result } = saved.results[name] ?? { exitCode: null, result: null };
-    results[name] = { exitCode, result };
-    md.push(`## ${name}`, "", ...(exitCode === 0 ? [] : [`**exit code ${exitCode}**`, ""]), ...markdown(result), "");
-    continue;
-  }
+/** Runs one benchmark script; its JSON output (or the JSON-looking lines of it), exit code and last stderr line. */
+function runBenchmark(name: string, cmd: string[]): BenchResult {
   process.stderr.write(`[bench] ${name}…\n`);
   const r = spawnSync("npx", cmd, { encoding: "utf8", env: { ...process.env, FOK_BENCH_JSON: "1", CI: "true" }, maxBuffer: 64 * 1024 * 1024 });
   const last = r.stdout.trim().split("\n").filter((l) => l.startsWith("{") || l.startsWith("[")).join("\n");
@@ -78,8 +79,13 @@ for (const [name, cmd] of runs) {
   } catch {
     parsed = last || null;
   }
-  results[name] = { exitCode: r.status, result: parsed };
-  md.push(`## ${name}`, "", ...(r.status === 0 ? [] : [`**exit code ${r.status}**: ${(r.stderr ?? "").trim().split("\n").pop()}`, ""]), ...markdown(parsed), "");
+  return r.status === 0 ? { exitCode: 0, result: parsed } : { exitCode: r.status, result: parsed, error: (r.stderr ?? "").trim().split("\n").pop() };
+}
+
+for (const [name, cmd] of runs) {
+  const r = saved ? (saved.results[name] ?? { exitCode: null, result: null }) : runBenchmark(name, cmd);
+  results[name] = r;
+  md.push(`## ${name}`, "", ...(r.exitCode === 0 ? [] : [`**exit code ${r.exitCode}**${r.error ? `: ${r.error}` : ""}`, ""]), ...markdown(r.result), "");
 }
 await mkdir(values.out!, { recursive: true });
 await writeFile(join(values.out!, "bench.json"), JSON.stringify({ machine, results }, null, 2) + "\n");

@@ -4,6 +4,17 @@ import type { Document } from "./types.js";
 import { qaPrompt, type QAItem } from "./loaders.js";
 import { InvalidArgumentError } from "../errors.js";
 
+/** The parts one after another in one Int32Array. */
+export function concatTokens(parts: readonly ArrayLike<number>[]): Int32Array {
+  const out = new Int32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
 /** A token stream with the offsets where training windows start and per-token loss weights (see train.ts). */
 export interface WindowedTokens {
   tokens: Int32Array;
@@ -34,12 +45,7 @@ export async function qaWindows(tokenizer: BPETokenizer, items: readonly QAItem[
     n += prompt.length + answer.length + 1;
     ends.push(n - 2); // the window ends on the answer's last token, before <|endoftext|>
   }
-  const tokens = new Int32Array(n);
-  let o = 0;
-  for (const p of parts) {
-    tokens.set(p, o);
-    o += p.length;
-  }
+  const tokens = concatTokens(parts);
   const weights = new Float32Array(n).fill(1);
   for (const [from, to] of answers) weights.fill(answerWeight, from, to);
   return { tokens, starts: Int32Array.from(ends, (e) => e - seqLen), weights };
@@ -47,13 +53,11 @@ export async function qaWindows(tokenizer: BPETokenizer, items: readonly QAItem[
 
 /** Several windowed streams as one (for pooling clients' data). */
 export function concatWindowed(parts: readonly WindowedTokens[]): WindowedTokens {
-  const n = parts.reduce((s, p) => s + p.tokens.length, 0);
-  const tokens = new Int32Array(n);
-  const weights = new Float32Array(n);
+  const tokens = concatTokens(parts.map((p) => p.tokens));
+  const weights = new Float32Array(tokens.length);
   const starts: number[] = [];
   let o = 0;
   for (const p of parts) {
-    tokens.set(p.tokens, o);
     weights.set(p.weights, o);
     p.starts.forEach((s) => starts.push(s + o));
     o += p.tokens.length;
@@ -63,22 +67,9 @@ export function concatWindowed(parts: readonly WindowedTokens[]): WindowedTokens
 
 /** Concatenates the documents' tokens, each followed by <|endoftext|>. */
 export async function tokenizeDocuments(tokenizer: BPETokenizer, docs: readonly Document[]): Promise<Int32Array> {
-  const eot = tokenizer.endOfTextId;
   const parts: number[][] = [];
-  let n = 0;
-  for (const d of docs) {
-    const ids = await tokenizer.encode(d.text);
-    ids.push(eot);
-    parts.push(ids);
-    n += ids.length;
-  }
-  const out = new Int32Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  for (const d of docs) parts.push([...(await tokenizer.encode(d.text)), tokenizer.endOfTextId]);
+  return concatTokens(parts);
 }
 
 /** Held-out perplexity of an add-one-smoothed unigram model fitted on `train`: the floor a language model must beat. */

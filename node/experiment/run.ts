@@ -17,7 +17,7 @@ import { qaAccuracy, fairness } from "../train/qa.js";
 import { loadPubMedQA, qaDocuments, type QAItem } from "../data/loaders.js";
 import { partition, splitClients, type PartitionSpec } from "../data/partition.js";
 import { summarizePartition, type PartitionSummary } from "../data/summary.js";
-import { concatWindowed, qaWindows, tokenizeDocuments } from "../data/tokens.js";
+import { concatTokens, concatWindowed, qaWindows, tokenizeDocuments } from "../data/tokens.js";
 import { deployContracts } from "../chain/index.js";
 import { createStore, sha256Hex } from "../store/index.js";
 import { FederationClient } from "../federation/client.js";
@@ -291,8 +291,7 @@ function pool(hospitals: Hospital[]): Hospital {
     const w = concatWindowed(hospitals.map((h) => ({ tokens: h.train, starts: h.trainStarts!, weights: h.trainWeights! })));
     return { name: "pooled", train: w.tokens, trainStarts: w.starts, trainWeights: w.weights, heldOut: new Int32Array(0), qa: [], numExamples };
   }
-  const text = concatWindowed(hospitals.map((h) => ({ tokens: h.train, starts: new Int32Array(0), weights: new Float32Array(h.train.length) })));
-  return { name: "pooled", train: text.tokens, heldOut: new Int32Array(0), qa: [], numExamples };
+  return { name: "pooled", train: concatTokens(hospitals.map((h) => h.train)), heldOut: new Int32Array(0), qa: [], numExamples };
 }
 
 async function startTrainers(cfg: ExperimentConfig, baseBytes: Uint8Array, ds: Hospital[]): Promise<RoundTrainer[]> {

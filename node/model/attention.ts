@@ -23,27 +23,23 @@ function swapLast(t: tf.Tensor3D): tf.Tensor3D {
   return tf.transpose(t, [0, 2, 1]);
 }
 
-/**
- * softmax(q·kᵀ·scale + mask)·v for q, k, v [n, T, D] and an additive mask [T, T] (0 where attended, −1e9 where
- * not). `sliced` computes every product per slice (the wasm fast path); otherwise as batched products.
- */
-export function causalAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, mask: tf.Tensor2D, sliced = true): tf.Tensor3D {
+/** softmax(q·kᵀ·scale + mask)·v for q, k, v [n, T, D] and an additive mask [T, T] (0 where attended, −1e9 where not). */
+export function causalAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor3D {
   const scale = 1 / Math.sqrt(q.shape[2]);
-  const mm = sliced ? batchProduct : (a: tf.Tensor3D, b: tf.Tensor3D) => tf.matMul(a, b);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [Q, K, V] = args as tf.Tensor3D[];
     const save = args[3] as tf.GradSaveFunc;
-    const p = tf.softmax(tf.add(tf.mul(mm(Q!, swapLast(K!)), scale), mask) as tf.Tensor3D, -1) as tf.Tensor3D;
+    const p = tf.softmax(tf.add(tf.mul(batchProduct(Q!, swapLast(K!)), scale), mask) as tf.Tensor3D, -1) as tf.Tensor3D;
     save([Q!, K!, V!, p]);
     return {
-      value: mm(p, V!),
+      value: batchProduct(p, V!),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [Qs, Ks, Vs, P] = saved as tf.Tensor3D[];
         const dY = dy as tf.Tensor3D;
-        const dV = mm(swapLast(P!), dY);
-        const dP = mm(dY, swapLast(Vs!));
+        const dV = batchProduct(swapLast(P!), dY);
+        const dP = batchProduct(dY, swapLast(Vs!));
         const dS = tf.mul(tf.mul(P!, tf.sub(dP, tf.sum(tf.mul(dP, P!), -1, true))), scale) as tf.Tensor3D;
-        return [mm(dS, Ks!), mm(swapLast(dS), Qs!), dV];
+        return [batchProduct(dS, Ks!), batchProduct(swapLast(dS), Qs!), dV];
       },
     };
   });

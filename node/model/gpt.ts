@@ -172,8 +172,8 @@ export class GPT {
   /**
    * `make()`, a tensor computed from variable `v` alone (a transpose, a slice). While `v` is frozen the result is
    * kept between calls (the wte transpose, the c_attn slices and the transposes of the backward pass cost ~12 ms
-   * a step on wasm); it is keyed on the
-   * variable's buffer, which every assign replaces, so a merged, trained or reloaded weight is never served stale.
+   * a step on wasm); it is keyed on the variable's buffer, which every assign replaces, so a merged, trained or
+   * reloaded weight is never served stale.
    */
   private derived(key: string, v: tf.Variable, make: () => tf.Tensor): tf.Tensor {
     if (v.trainable) return make();

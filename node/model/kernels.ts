@@ -65,9 +65,7 @@ export function registerFastGradients(): void {
       ...cast,
       kernelFunc: (args) => {
         const x = args.inputs.x as tf.TensorInfo;
-        if (x.dtype !== (args.attrs as { dtype: string }).dtype) return cast.kernelFunc(args);
-        (args.backend as unknown as { incRef(id: object): void }).incRef(x.dataId);
-        return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+        return x.dtype === (args.attrs as { dtype: string }).dtype ? shareBuffer(x, args.backend) : cast.kernelFunc(args);
       },
     });
   }
@@ -75,12 +73,14 @@ export function registerFastGradients(): void {
   tf.registerKernel({
     kernelName: tf.Identity,
     backendName: "wasm",
-    kernelFunc: ({ inputs, backend }) => {
-      const x = inputs.x as tf.TensorInfo;
-      (backend as unknown as { incRef(id: object): void }).incRef(x.dataId);
-      return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
-    },
+    kernelFunc: ({ inputs, backend }) => shareBuffer(inputs.x as tf.TensorInfo, backend),
   });
+}
+
+/** A new tensor over x's buffer (one more reference to it), as the cpu backend's Identity makes. */
+function shareBuffer(x: tf.TensorInfo, backend: unknown): tf.TensorInfo {
+  (backend as { incRef(id: object): void }).incRef(x.dataId);
+  return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
 }
 
 /** What the sliced product needs from tfjs-backend-wasm's backend object (4.22; checked before use). */

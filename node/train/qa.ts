@@ -34,7 +34,11 @@ function sequenceFor(prompt: number[], cand: number[], T: number): Scored {
 async function scoreSequences(gpt: GPT, lora: LoraAdapter | null, seqs: Scored[], batchSize = 32): Promise<number[]> {
   const scores = new Array<number>(seqs.length);
   const byLength = new Map<number, number[]>();
-  seqs.forEach((s, i) => byLength.set(s.input.length, [...(byLength.get(s.input.length) ?? []), i]));
+  seqs.forEach((s, i) => {
+    const members = byLength.get(s.input.length);
+    if (members) members.push(i);
+    else byLength.set(s.input.length, [i]);
+  });
   for (const [L, members] of byLength) {
     for (let o = 0; o < members.length; o += batchSize) {
       const batch = members.slice(o, o + batchSize);

@@ -2,6 +2,7 @@ import { expect } from "chai";
 import { network } from "hardhat";
 import { anyValue } from "@nomicfoundation/hardhat-ethers-chai-matchers/withArgs";
 import type { Signer } from "ethers";
+import { UPDATE_TYPES } from "../../node/chain/index.js";
 
 const { ethers, networkHelpers } = await network.create();
 
@@ -14,17 +15,6 @@ const STRATEGY = ethers.encodeBytes32String("fedavg");
 const DURATION = 3600n;
 const MAX_ROUNDS = 2n;
 const E18 = 10n ** 18n;
-
-const UPDATE_TYPES = {
-  UpdateCommitment: [
-    { name: "task", type: "uint256" },
-    { name: "round", type: "uint256" },
-    { name: "cid", type: "string" },
-    { name: "adapterSha256", type: "bytes32" },
-    { name: "numExamples", type: "uint64" },
-    { name: "metricsDigest", type: "bytes32" },
-  ],
-};
 
 interface Commitment {
   task: bigint;
