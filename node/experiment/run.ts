@@ -25,6 +25,7 @@ import { Aggregator } from "../federation/aggregator.js";
 import { WorkerTrainer, InlineTrainer, limitConcurrency, type RoundTrainer } from "../federation/trainer-pool.js";
 import { availableParallelism } from "node:os";
 import { loraConfigHash, modelFingerprint } from "../federation/task-config.js";
+import { InvalidArgumentError } from "../errors.js";
 
 export type Method = "base" | "local" | "fedavg" | "exact-svd" | "fedprox" | "centralized";
 export const METHODS: Method[] = ["base", "local", "fedavg", "exact-svd", "fedprox", "centralized"];
@@ -132,7 +133,20 @@ interface Hospital {
   numExamples: number;
 }
 
+/** Refuses a config (e.g. from a --config file) that would run something other than it says. */
+export function validateExperimentConfig(cfg: ExperimentConfig): void {
+  for (const k of ["rounds", "stepsPerRound", "batchSize"] as const) {
+    if (!Number.isInteger(cfg[k]) || cfg[k] < 1) throw new InvalidArgumentError(`experiment ${k} must be a positive integer, got ${cfg[k]}`);
+  }
+  if (cfg.seeds.length === 0) throw new InvalidArgumentError("experiment seeds is empty");
+  const unknown = cfg.methods.filter((m) => !METHODS.includes(m));
+  if (unknown.length > 0) throw new InvalidArgumentError(`unknown experiment methods ${JSON.stringify(unknown)}; choose from ${METHODS.join(", ")}`);
+  if (cfg.trainOn !== "qa" && cfg.trainOn !== "text") throw new InvalidArgumentError(`experiment trainOn must be "qa" or "text", got ${JSON.stringify(cfg.trainOn)}`);
+  if (!(cfg.answerWeight >= 0) || !Number.isFinite(cfg.answerWeight)) throw new InvalidArgumentError(`experiment answerWeight must be a finite non-negative number, got ${cfg.answerWeight}`);
+}
+
 export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => void): Promise<RunResult[]> {
+  validateExperimentConfig(cfg);
   await initBackend(undefined, true);
   const baseBytes = await readFile(`${cfg.baseDir}/model.safetensors`);
   const base = parseBaseModel(baseBytes);

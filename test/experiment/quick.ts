@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_EXPERIMENT, METHODS, QUICK, runExperiment, type ExperimentConfig } from "../../node/experiment/run.js";
+import { DEFAULT_EXPERIMENT, METHODS, QUICK, runExperiment, validateExperimentConfig, type ExperimentConfig } from "../../node/experiment/run.js";
 import { writeResults } from "../../node/experiment/report.js";
 
 const DATA = process.env.FOK_PUBMEDQA ?? join(import.meta.dirname, "../../../shared/data/pubmedqa/ori_pqal.json");
@@ -12,6 +12,16 @@ const DATA = process.env.FOK_PUBMEDQA ?? join(import.meta.dirname, "../../../sha
 // question for the report, not for a test.
 describe("experiment --quick", function () {
   this.timeout(600_000);
+
+  it("refuses a config that would run something other than it says, naming the field", function () {
+    const bad = (o: Record<string, unknown>) => () => validateExperimentConfig({ ...DEFAULT_EXPERIMENT, ...o } as ExperimentConfig);
+    expect(bad({ trainOn: "answers" })).to.throw('experiment trainOn must be "qa" or "text", got "answers"').with.property("name", "InvalidArgumentError");
+    expect(bad({ answerWeight: -1 })).to.throw("experiment answerWeight must be a finite non-negative number, got -1");
+    expect(bad({ rounds: 0 })).to.throw("experiment rounds must be a positive integer, got 0");
+    expect(bad({ seeds: [] })).to.throw("experiment seeds is empty");
+    expect(bad({ methods: ["fedavg", "fedsgd"] })).to.throw('unknown experiment methods ["fedsgd"]; choose from base, local, fedavg, exact-svd, fedprox, centralized');
+    expect(bad({})).to.not.throw();
+  });
 
   it("writes results.json, report.md and three SVG plots, with every method scored for every hospital", async function () {
     if (!existsSync(DATA)) this.skip(); // set FOK_PUBMEDQA to ori_pqal.json
