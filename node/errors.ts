@@ -9,7 +9,10 @@ export class FokError extends Error {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;
-    this.code = `ERR_${new.target.name.replace(/Error$/, "").replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase()}`;
+    this.code = `ERR_${new.target.name
+      .replace(/Error$/, "")
+      .replace(/([a-z0-9])([A-Z])/g, "$1_$2")
+      .toUpperCase()}`;
   }
 }
 

@@ -28,7 +28,16 @@ for (const w of wallets) await ledger.registerIdentity(w.address, "h", sha("fp")
 
 const asAgg = ledger.connect(aggregator!);
 for (const n of [1, 10, 100]) {
-  const createTx = await ledger.federation.createTask(CID, sha("base"), sha("lora"), aggregator!.address, ethers.encodeBytes32String("fedavg"), 1, 3600, 2);
+  const createTx = await ledger.federation.createTask(
+    CID,
+    sha("base"),
+    sha("lora"),
+    aggregator!.address,
+    ethers.encodeBytes32String("fedavg"),
+    1,
+    3600,
+    2,
+  );
   const createReceipt = (await createTx.wait())!;
   const task = Number(ledger.federation.interface.parseLog(createReceipt.logs[0]!)!.args.task);
   if (n === 1) record("createTask", createReceipt);
@@ -51,7 +60,14 @@ for (const n of [1, 10, 100]) {
     contributors.push(i + 2); // token 1 is `direct`
   }
   if (n === 1) {
-    const c: UpdateCommitment = { task, round: 1, cid: CID, adapterSha256: sha("d"), numExamples: 1000, metricsDigest: sha("m") };
+    const c: UpdateCommitment = {
+      task,
+      round: 1,
+      cid: CID,
+      adapterSha256: sha("d"),
+      numExamples: 1000,
+      metricsDigest: sha("m"),
+    };
     record("submitUpdate (direct)", await ledger.connect(direct!).submitUpdate(c), 90_000);
   }
   const weights = contributors.map(() => WEIGHT_SCALE / BigInt(n));
@@ -65,7 +81,9 @@ if (process.argv.includes("--json") || process.env.FOK_BENCH_JSON) {
 } else {
   console.log("| call | gas | budget | within |\n| --- | ---: | ---: | --- |");
   for (const r of rows) {
-    console.log(`| ${r.call} | ${r.gas.toLocaleString("en")} | ${r.budget?.toLocaleString("en") ?? "-"} | ${r.budget === null ? "-" : r.gas <= r.budget ? "yes" : "NO"} |`);
+    console.log(
+      `| ${r.call} | ${r.gas.toLocaleString("en")} | ${r.budget?.toLocaleString("en") ?? "-"} | ${r.budget === null ? "-" : r.gas <= r.budget ? "yes" : "NO"} |`,
+    );
   }
 }
 if (rows.some((r) => r.budget !== null && r.gas > r.budget)) process.exitCode = 1;

@@ -33,15 +33,32 @@ for (const n of [4, 16]) {
   const store = await createStore();
   const baseCid = await store.add(baseBytes);
   const loraHash = loraConfigHash(lora);
-  for (let i = 0; i < n; i++) await ledger.registerIdentity(signers[2 + i]!.address, `h${i}`, modelFingerprint(base.sha256, loraHash), "bafkreimeta");
-  const task = await ledger.createTask({ baseModelCid: baseCid, baseModelSha256: base.sha256, loraConfigHash: loraHash, aggregator: signers[1]!.address, strategy: "fedavg", minUpdates: n, roundDuration: 3600, maxRounds: 1 });
+  for (let i = 0; i < n; i++)
+    await ledger.registerIdentity(
+      signers[2 + i]!.address,
+      `h${i}`,
+      modelFingerprint(base.sha256, loraHash),
+      "bafkreimeta",
+    );
+  const task = await ledger.createTask({
+    baseModelCid: baseCid,
+    baseModelSha256: base.sha256,
+    loraConfigHash: loraHash,
+    aggregator: signers[1]!.address,
+    strategy: "fedavg",
+    minUpdates: n,
+    roundDuration: 3600,
+    maxRounds: 1,
+  });
   const t = { train: 0, pin: 0, commit: 0 };
-  const timed = <T>(key: keyof typeof t, p: () => Promise<T>) => async () => {
-    const t0 = performance.now();
-    const v = await p();
-    t[key] += performance.now() - t0;
-    return v;
-  };
+  const timed =
+    <T>(key: keyof typeof t, p: () => Promise<T>) =>
+    async () => {
+      const t0 = performance.now();
+      const v = await p();
+      t[key] += performance.now() - t0;
+      return v;
+    };
   const tokens = Int32Array.from({ length: 20_000 }, (_, i) => (i * 7919) % base.gpt.config.vocabSize);
   const inline = await InlineTrainer.create(baseBytes, lora, { trainTokens: tokens, numExamples: 100 });
   const clients = [];
@@ -52,10 +69,23 @@ for (const n of [4, 16]) {
     l.submitUpdate = (c) => timed("commit", () => submit(c))();
     const s: AdapterStore = Object.create(store);
     s.add = (b, o) => timed("pin", () => store.add(b, o))();
-    const trainer: RoundTrainer = { trainRound: (job) => timed("train", () => inline.trainRound(job))(), close: async () => {} };
-    clients.push(new FederationClient({ ledger: l, signer, store: s, task, trainer, train: { steps: STEPS, batchSize: 8 } }));
+    const trainer: RoundTrainer = {
+      trainRound: (job) => timed("train", () => inline.trainRound(job))(),
+      close: async () => {},
+    };
+    clients.push(
+      new FederationClient({ ledger: l, signer, store: s, task, trainer, train: { steps: STEPS, batchSize: 8 } }),
+    );
   }
-  const aggregator = new Aggregator({ ledger: ledger.connect(signers[1]!), store, task, model: base.gpt.config, lora, baseModelSha256: base.sha256, expectedUpdates: n });
+  const aggregator = new Aggregator({
+    ledger: ledger.connect(signers[1]!),
+    store,
+    task,
+    model: base.gpt.config,
+    lora,
+    baseModelSha256: base.sha256,
+    expectedUpdates: n,
+  });
   await aggregator.openFirstRound();
   const t0 = performance.now();
   for (const c of clients) await c.participate(1); // one core: clients one after another
@@ -98,15 +128,35 @@ void sha256Hex;
 void out;
 
 if (process.argv.includes("--json") || process.env.FOK_BENCH_JSON) {
-  console.log(JSON.stringify({ rounds: rows, aggregation: { clients: N, bytes, copyGBps: bytes / 1e9 / copyS, fedavgGBps: bytes / 1e9 / avgS } }));
+  console.log(
+    JSON.stringify({
+      rounds: rows,
+      aggregation: { clients: N, bytes, copyGBps: bytes / 1e9 / copyS, fedavgGBps: bytes / 1e9 / avgS },
+    }),
+  );
   process.exit(0);
 }
 console.log(`| clients | ${Object.keys(rows[0]!).slice(1).join(" | ")} |`);
-console.log(`| ---: | ${Object.keys(rows[0]!).slice(1).map(() => "---:").join(" | ")} |`);
-for (const r of rows) console.log(`| ${r.clients} | ${Object.values(r).slice(1).map((v) => `${(Number(v) / 1000).toFixed(2)} s`).join(" | ")} |`);
-console.log(`(LoRA r 8 on q,v of the committed base model; ${STEPS} local steps of 8 × 64 tokens per client; clients trained one after another on one core)`);
+console.log(
+  `| ---: | ${Object.keys(rows[0]!)
+    .slice(1)
+    .map(() => "---:")
+    .join(" | ")} |`,
+);
+for (const r of rows)
+  console.log(
+    `| ${r.clients} | ${Object.values(r)
+      .slice(1)
+      .map((v) => `${(Number(v) / 1000).toFixed(2)} s`)
+      .join(" | ")} |`,
+  );
+console.log(
+  `(LoRA r 8 on q,v of the committed base model; ${STEPS} local steps of 8 × 64 tokens per client; clients trained one after another on one core)`,
+);
 console.log("");
 console.log(`aggregation of ${N} × 8 MB adapters (${(bytes / 1e9).toFixed(3)} GB in):`);
 console.log(`  plain Float32Array copy: ${(bytes / 1e9 / copyS).toFixed(2)} GB/s (${(copyS * 1000).toFixed(0)} ms)`);
-console.log(`  FedAvg (float64 accumulate, validate): ${(bytes / 1e9 / avgS).toFixed(2)} GB/s (${(avgS * 1000).toFixed(0)} ms)`);
+console.log(
+  `  FedAvg (float64 accumulate, validate): ${(bytes / 1e9 / avgS).toFixed(2)} GB/s (${(avgS * 1000).toFixed(0)} ms)`,
+);
 process.exit(0);

@@ -27,7 +27,8 @@ async function time<T>(fn: () => Promise<T>): Promise<[T, number]> {
 
 type Row = { sizeMb: number; op: string; seconds: number; mbPerS: number };
 const rows: Row[] = [];
-const push = (sizeMb: number, op: string, seconds: number) => rows.push({ sizeMb, op, seconds, mbPerS: sizeMb / seconds });
+const push = (sizeMb: number, op: string, seconds: number) =>
+  rows.push({ sizeMb, op, seconds, mbPerS: sizeMb / seconds });
 
 const work = await mkdtemp(join(tmpdir(), "fok-bench-store-"));
 try {
@@ -48,18 +49,38 @@ try {
     await store.close();
 
     // a second process serves the same bytes over bitswap and a gateway on loopback
-    const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "../node/testing/store-peer.ts"), String(size * MB)], {
-      stdio: ["pipe", "pipe", "inherit"],
-      env: { ...process.env },
-    });
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", join(import.meta.dirname, "../node/testing/store-peer.ts"), String(size * MB)],
+      {
+        stdio: ["pipe", "pipe", "inherit"],
+        env: { ...process.env },
+      },
+    );
     const line: string = await new Promise((r) => createInterface({ input: child.stdout! }).once("line", r));
     const info = JSON.parse(line) as { cid: string; multiaddrs: string[]; gateway: string };
     const peerBytes = deterministicBytes(size * MB, "peer-process");
-    const viaBitswap = await createStore({ dir: join(work, `bitswap-${size}`), peers: [info.multiaddrs[0]!], fetchTimeoutMs: 300_000 });
-    push(size, "get from peer, bitswap (loopback)", (await time(() => viaBitswap.get(info.cid, { expectedSha256: sha256Hex(peerBytes) })))[1]);
+    const viaBitswap = await createStore({
+      dir: join(work, `bitswap-${size}`),
+      peers: [info.multiaddrs[0]!],
+      fetchTimeoutMs: 300_000,
+    });
+    push(
+      size,
+      "get from peer, bitswap (loopback)",
+      (await time(() => viaBitswap.get(info.cid, { expectedSha256: sha256Hex(peerBytes) })))[1],
+    );
     await viaBitswap.close();
-    const viaGateway = await createStore({ dir: join(work, `gateway-${size}`), gateways: [info.gateway], fetchTimeoutMs: 300_000 });
-    push(size, "get from peer, gateway CAR (loopback)", (await time(() => viaGateway.get(info.cid, { expectedSha256: sha256Hex(peerBytes) })))[1]);
+    const viaGateway = await createStore({
+      dir: join(work, `gateway-${size}`),
+      gateways: [info.gateway],
+      fetchTimeoutMs: 300_000,
+    });
+    push(
+      size,
+      "get from peer, gateway CAR (loopback)",
+      (await time(() => viaGateway.get(info.cid, { expectedSha256: sha256Hex(peerBytes) })))[1],
+    );
     await viaGateway.close();
     child.stdin!.end();
   }

@@ -50,7 +50,13 @@ async function twoClients(): Promise<number> {
     const r = await train({ gpt, lora, tokens, config: { steps: ${steps}, batchSize: 8, seqLen: 64 } });
     parentPort.postMessage(r.tokens);
   `;
-  const workers = [0, 1].map(() => new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), { execArgv: ["--import", "tsx"], env: { ...process.env, FOK_QUIET_BACKEND: "1" } }));
+  const workers = [0, 1].map(
+    () =>
+      new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), {
+        execArgv: ["--import", "tsx"],
+        env: { ...process.env, FOK_QUIET_BACKEND: "1" },
+      }),
+  );
   await Promise.all(workers.map((w) => new Promise((r) => w.once("message", r))));
   const t0 = performance.now();
   const done = workers.map((w) => new Promise<number>((r) => w.once("message", r)));
@@ -65,30 +71,60 @@ const rows: Record<string, unknown>[] = [];
 for (const backend of ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"] as BackendName[]) {
   try {
     const r = await measure(backend);
-    rows.push({ runtime: `tfjs-${backend}`, threads: 1, tokensPerSec: Math.round(r.tokensPerSec), msPerStep: Math.round(r.msPerStep), peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) });
+    rows.push({
+      runtime: `tfjs-${backend}`,
+      threads: 1,
+      tokensPerSec: Math.round(r.tokensPerSec),
+      msPerStep: Math.round(r.msPerStep),
+      peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+    });
   } catch (e) {
     rows.push({ runtime: `tfjs-${backend}`, skipped: (e as Error).message.split("\n")[0] });
   }
 }
-rows.push({ runtime: "tfjs-wasm, 2 clients in worker threads", threads: 2, tokensPerSec: Math.round(await twoClients()), peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) });
+rows.push({
+  runtime: "tfjs-wasm, 2 clients in worker threads",
+  threads: 2,
+  tokensPerSec: Math.round(await twoClients()),
+  peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+});
 
 // Debian's python3-torch lives under /usr/bin/python3 (a pyenv python3 earlier on PATH would not see it)
 const python = process.env.FOK_PYTHON ?? (existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
 for (const threads of [1, 2]) {
-  const py = spawnSync(python, [join(import.meta.dirname, "bench_train_torch.py"), "--steps", String(steps), "--threads", String(threads)], { encoding: "utf8" });
-  if (py.status === 0) rows.push({ runtime: `pytorch ${threads === 1 ? "" : "(2 threads)"}`.trim(), threads, ...JSON.parse(py.stdout.trim().split("\n").pop()!) });
-  else rows.push({ runtime: `pytorch (${threads} thread${threads > 1 ? "s" : ""})`, skipped: (py.stderr || py.error?.message || "python3-torch not installed").trim().split("\n").pop() });
+  const py = spawnSync(
+    python,
+    [join(import.meta.dirname, "bench_train_torch.py"), "--steps", String(steps), "--threads", String(threads)],
+    { encoding: "utf8" },
+  );
+  if (py.status === 0)
+    rows.push({
+      runtime: `pytorch ${threads === 1 ? "" : "(2 threads)"}`.trim(),
+      threads,
+      ...JSON.parse(py.stdout.trim().split("\n").pop()!),
+    });
+  else
+    rows.push({
+      runtime: `pytorch (${threads} thread${threads > 1 ? "s" : ""})`,
+      skipped: (py.stderr || py.error?.message || "python3-torch not installed").trim().split("\n").pop(),
+    });
 }
 const wasm = rows.find((r) => r.runtime === "tfjs-wasm")?.tokensPerSec as number | undefined;
 const torch1 = rows.find((r) => r.runtime === "pytorch" && r.threads === 1)?.tokensPerSec as number | undefined;
 
-if (process.argv.includes("--json")) console.log(JSON.stringify({ rows, wasmOverTorch: wasm && torch1 ? wasm / torch1 : null }, null, 2));
+if (process.argv.includes("--json"))
+  console.log(JSON.stringify({ rows, wasmOverTorch: wasm && torch1 ? wasm / torch1 : null }, null, 2));
 else {
-  console.log(`reference config: ${cfg.nLayer} layers, d ${cfg.nEmbd}, ${cfg.nHead} heads, context ${T}, batch ${B}, vocab ${cfg.vocabSize}, LoRA r 8 on q,v; ${steps} timed steps`);
+  console.log(
+    `reference config: ${cfg.nLayer} layers, d ${cfg.nEmbd}, ${cfg.nHead} heads, context ${T}, batch ${B}, vocab ${cfg.vocabSize}, LoRA r 8 on q,v; ${steps} timed steps`,
+  );
   console.log("| runtime | threads | tokens/s | ms/step | peak RSS MB |\n| --- | ---: | ---: | ---: | ---: |");
   for (const r of rows) {
     if (r.skipped) console.log(`| ${r.runtime} | - | skipped: ${r.skipped} | | |`);
-    else console.log(`| ${r.runtime} | ${r.threads} | ${r.tokensPerSec} | ${r.msPerStep ?? "-"} | ${r.peakRssMb ?? "-"} |`);
+    else
+      console.log(
+        `| ${r.runtime} | ${r.threads} | ${r.tokensPerSec} | ${r.msPerStep ?? "-"} | ${r.peakRssMb ?? "-"} |`,
+      );
   }
   if (wasm && torch1) console.log(`tfjs-wasm / PyTorch (1 thread): ${(wasm / torch1).toFixed(2)}`);
 }

@@ -23,7 +23,11 @@ const { values } = parseArgs({
   },
 });
 if (values.from) {
-  const saved = JSON.parse(await readFile(values.from, "utf8")) as { config: ExperimentConfig; runs: Awaited<ReturnType<typeof runExperiment>>; seconds: number };
+  const saved = JSON.parse(await readFile(values.from, "utf8")) as {
+    config: ExperimentConfig;
+    runs: Awaited<ReturnType<typeof runExperiment>>;
+    seconds: number;
+  };
   const files = await writeResults(values.out!, saved.config, saved.runs, saved.seconds);
   console.log(`wrote ${files.join(", ")} from ${values.from}`);
   process.exit(0);

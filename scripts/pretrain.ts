@@ -40,10 +40,15 @@ const docs = shuffle(await loadBrownCorpus(), mulberry32(seed));
 const heldOutDocs = docs.slice(0, 25); // 5% of the 500 texts
 const trainDocs = docs.slice(25);
 log(`Brown corpus: ${trainDocs.length} training texts, ${heldOutDocs.length} held-out texts`);
-const tokenizer = await BPETokenizer.train(trainDocs.map((d) => d.text), Number(values.vocab));
+const tokenizer = await BPETokenizer.train(
+  trainDocs.map((d) => d.text),
+  Number(values.vocab),
+);
 const trainTokens = await tokenizeDocuments(tokenizer, trainDocs);
 const heldOut = await tokenizeDocuments(tokenizer, heldOutDocs);
-log(`tokenizer: ${tokenizer.vocabSize} tokens; ${trainTokens.length} training tokens, ${heldOut.length} held-out tokens`);
+log(
+  `tokenizer: ${tokenizer.vocabSize} tokens; ${trainTokens.length} training tokens, ${heldOut.length} held-out tokens`,
+);
 
 const config = { ...DEFAULT_GPT_CONFIG, vocabSize: tokenizer.vocabSize };
 const gpt = GPT.init(config, seed);
@@ -53,12 +58,19 @@ let steps = values.steps ? Number(values.steps) : 0;
 if (!steps) {
   // calibrate: time a few steps on a throwaway copy of the config, then fit the cosine schedule to the budget
   const probe = GPT.init(config, seed + 1);
-  const r = await train({ gpt: probe, lora: null, tokens: trainTokens, config: { ...trainCfg, steps: 6, warmupSteps: 1 } });
+  const r = await train({
+    gpt: probe,
+    lora: null,
+    tokens: trainTokens,
+    config: { ...trainCfg, steps: 6, warmupSteps: 1 },
+  });
   probe.dispose();
   const secondsPerStep = r.seconds / r.steps;
   const budget = Number(values.minutes) * 60 - (performance.now() - t0) / 1000 - 40; // leave time for eval + save
   steps = Math.max(10, Math.floor(budget / secondsPerStep));
-  log(`${(1 / secondsPerStep).toFixed(2)} steps/s (${Math.round((trainCfg.batchSize * trainCfg.seqLen) / secondsPerStep)} tokens/s) on ${backend}: ${steps} steps fit the budget`);
+  log(
+    `${(1 / secondsPerStep).toFixed(2)} steps/s (${Math.round((trainCfg.batchSize * trainCfg.seqLen) / secondsPerStep)} tokens/s) on ${backend}: ${steps} steps fit the budget`,
+  );
 }
 const result = await train({
   gpt,
@@ -89,5 +101,7 @@ const report = {
 };
 await writeFile(join(values.out!, "pretrain-report.json"), JSON.stringify(report, null, 2) + "\n");
 console.log(JSON.stringify(report, null, 2));
-log(`held-out perplexity ${report.heldOutPerplexity} vs unigram ${report.unigramPerplexity}; base model sha256 ${sha256}, CID ${cid}`);
+log(
+  `held-out perplexity ${report.heldOutPerplexity} vs unigram ${report.unigramPerplexity}; base model sha256 ${sha256}, CID ${cid}`,
+);
 tf.disposeVariables();

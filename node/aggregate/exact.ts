@@ -9,7 +9,14 @@
  * Computed without forming ΔW densely: stack P = [s₁A₁ … sₙAₙ] [in, n·r] and Q = [B₁; …; Bₙ] [n·r, out], so
  * mean ΔW = P·Q; QR both, SVD the small core, and split the singular values evenly: A' = U√S, B' = √S·Vᵀ.
  */
-import { exampleShares, prepare, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
+import {
+  exampleShares,
+  prepare,
+  type AggregateResult,
+  type ClientUpdate,
+  type Strategy,
+  type StrategyContext,
+} from "./types.js";
 import { mat, matmul, qr, svd, transpose, type Mat } from "./linalg.js";
 import type { LoraWeights } from "../model/adapter.js";
 
@@ -32,7 +39,8 @@ export class ExactLora implements Strategy {
       const Q = mat(n * r, cols);
       sorted.forEach((u, i) => {
         const { A, B } = u.weights.get(m)!;
-        for (let a = 0; a < rows; a++) for (let k = 0; k < r; k++) P.data[a * n * r + i * r + k] = shares[i]! * A[a * r + k]!;
+        for (let a = 0; a < rows; a++)
+          for (let k = 0; k < r; k++) P.data[a * n * r + i * r + k] = shares[i]! * A[a * r + k]!;
         for (let k = 0; k < r; k++) for (let b = 0; b < cols; b++) Q.data[(i * r + k) * cols + b] = B[k * cols + b]!;
       });
       const { q: qp, r: rp } = qr(P);

@@ -1,5 +1,13 @@
 /** FedAvg (McMahan et al. 2017) on LoRA: A and B averaged separately, weighted by examples — what most systems do. */
-import { averageWeights, exampleShares, prepare, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
+import {
+  averageWeights,
+  exampleShares,
+  prepare,
+  type AggregateResult,
+  type ClientUpdate,
+  type Strategy,
+  type StrategyContext,
+} from "./types.js";
 
 export class FedAvg implements Strategy {
   readonly id: string = "fedavg";
@@ -8,7 +16,13 @@ export class FedAvg implements Strategy {
     const sorted = prepare(updates);
     const shares = exampleShares(sorted);
     const weights = averageWeights(sorted, shares);
-    return { weights, contributors: sorted.map((u) => u.identity), shares, units: sorted.map((u) => u.numExamples), diagnostics: {} };
+    return {
+      weights,
+      contributors: sorted.map((u) => u.identity),
+      shares,
+      units: sorted.map((u) => u.numExamples),
+      diagnostics: {},
+    };
   }
 }
 

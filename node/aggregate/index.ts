@@ -10,7 +10,10 @@ export { ExactLora, FedAvg, FedProx, CoordinateMedian, Krum, TrimmedMean };
 
 export const STRATEGIES = ["fedavg", "fedprox", "exact-svd", "median", "trimmed-mean", "krum", "multi-krum"] as const;
 
-export function strategyFor(id: string, options: { proxMu?: number; krumF?: number; multiKrumM?: number } = {}): Strategy {
+export function strategyFor(
+  id: string,
+  options: { proxMu?: number; krumF?: number; multiKrumM?: number } = {},
+): Strategy {
   switch (id) {
     case "fedavg":
       return new FedAvg();

@@ -5,7 +5,17 @@
  *  - (multi-)Krum (Blanchard et al. 2017): score each update by the summed squared distance to its n − f − 2
  *    nearest others, keep the `m` best and average them by examples.
  */
-import { averageWeights, exampleShares, flattenWeights, prepare, TooFewUpdatesError, type AggregateResult, type ClientUpdate, type Strategy, type StrategyContext } from "./types.js";
+import {
+  averageWeights,
+  exampleShares,
+  flattenWeights,
+  prepare,
+  TooFewUpdatesError,
+  type AggregateResult,
+  type ClientUpdate,
+  type Strategy,
+  type StrategyContext,
+} from "./types.js";
 import type { LoraWeights } from "../model/adapter.js";
 
 function unflatten(template: LoraWeights, flat: Float64Array): LoraWeights {
@@ -39,7 +49,13 @@ export class CoordinateMedian implements Strategy {
     const sorted = prepare(updates);
     const n = sorted.length;
     const weights = coordinatewise(sorted, (c) => (n % 2 ? c[(n - 1) / 2]! : (c[n / 2 - 1]! + c[n / 2]!) / 2));
-    return { weights, contributors: sorted.map((u) => u.identity), shares: sorted.map(() => 1 / n), units: sorted.map(() => 1), diagnostics: {} };
+    return {
+      weights,
+      contributors: sorted.map((u) => u.identity),
+      shares: sorted.map(() => 1 / n),
+      units: sorted.map(() => 1),
+      diagnostics: {},
+    };
   }
 }
 
@@ -57,7 +73,13 @@ export class TrimmedMean implements Strategy {
       for (let i = t; i < n - t; i++) s += c[i]!;
       return s / (n - 2 * t);
     });
-    return { weights, contributors: sorted.map((u) => u.identity), shares: sorted.map(() => 1 / n), units: sorted.map(() => 1), diagnostics: { trimmed: t } };
+    return {
+      weights,
+      contributors: sorted.map((u) => u.identity),
+      shares: sorted.map(() => 1 / n),
+      units: sorted.map(() => 1),
+      diagnostics: { trimmed: t },
+    };
   }
 }
 
@@ -90,10 +112,19 @@ export class Krum implements Strategy {
         .slice(0, n - f - 2)
         .reduce((a, b) => a + b, 0),
     );
-    const keep = [...scores.keys()].sort((x, y) => scores[x]! - scores[y]! || x - y).slice(0, Math.min(this.m, n)).sort((x, y) => x - y);
+    const keep = [...scores.keys()]
+      .sort((x, y) => scores[x]! - scores[y]! || x - y)
+      .slice(0, Math.min(this.m, n))
+      .sort((x, y) => x - y);
     const chosen = keep.map((i) => sorted[i]!);
     const shares = exampleShares(chosen);
     const weights = averageWeights(chosen, shares);
-    return { weights, contributors: chosen.map((u) => u.identity), shares, units: chosen.map((u) => u.numExamples), diagnostics: { f } };
+    return {
+      weights,
+      contributors: chosen.map((u) => u.identity),
+      shares,
+      units: chosen.map((u) => u.numExamples),
+      diagnostics: { f },
+    };
   }
 }

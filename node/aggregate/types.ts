@@ -65,15 +65,24 @@ export function layoutOf(w: LoraWeights): Layout {
 
 /** Throws UpdateMismatchError naming the first difference between `u` and `layout`, or a non-finite value. */
 export function checkUpdate(u: ClientUpdate, layout: Layout): void {
-  if (!Number.isInteger(u.numExamples) || u.numExamples <= 0) throw new UpdateMismatchError(u.identity, `numExamples ${u.numExamples} is not a positive integer`);
-  for (const m of u.weights.keys()) if (!layout.has(m)) throw new UpdateMismatchError(u.identity, `unexpected module ${m}`);
+  if (!Number.isInteger(u.numExamples) || u.numExamples <= 0)
+    throw new UpdateMismatchError(u.identity, `numExamples ${u.numExamples} is not a positive integer`);
+  for (const m of u.weights.keys())
+    if (!layout.has(m)) throw new UpdateMismatchError(u.identity, `unexpected module ${m}`);
   for (const [m, size] of layout) {
     const w = u.weights.get(m);
     if (!w) throw new UpdateMismatchError(u.identity, `module ${m} missing`);
-    if (w.A.length !== size.a) throw new UpdateMismatchError(u.identity, `${m}.lora_A has ${w.A.length} values, expected ${size.a}`);
-    if (w.B.length !== size.b) throw new UpdateMismatchError(u.identity, `${m}.lora_B has ${w.B.length} values, expected ${size.b}`);
-    for (const [name, arr] of [["lora_A", w.A], ["lora_B", w.B]] as const) {
-      for (let i = 0; i < arr.length; i++) if (!Number.isFinite(arr[i])) throw new UpdateMismatchError(u.identity, `${m}.${name} holds a non-finite value at ${i}`);
+    if (w.A.length !== size.a)
+      throw new UpdateMismatchError(u.identity, `${m}.lora_A has ${w.A.length} values, expected ${size.a}`);
+    if (w.B.length !== size.b)
+      throw new UpdateMismatchError(u.identity, `${m}.lora_B has ${w.B.length} values, expected ${size.b}`);
+    for (const [name, arr] of [
+      ["lora_A", w.A],
+      ["lora_B", w.B],
+    ] as const) {
+      for (let i = 0; i < arr.length; i++)
+        if (!Number.isFinite(arr[i]))
+          throw new UpdateMismatchError(u.identity, `${m}.${name} holds a non-finite value at ${i}`);
     }
   }
 }
@@ -83,7 +92,8 @@ export function prepare(updates: ClientUpdate[], layout?: Layout): ClientUpdate[
   if (updates.length === 0) throw new TooFewUpdatesError(0, 1);
   const sorted = [...updates].sort((a, b) => a.identity - b.identity);
   for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i]!.identity === sorted[i - 1]!.identity) throw new UpdateMismatchError(sorted[i]!.identity, "submitted twice");
+    if (sorted[i]!.identity === sorted[i - 1]!.identity)
+      throw new UpdateMismatchError(sorted[i]!.identity, "submitted twice");
   }
   const l = layout ?? layoutOf(sorted[0]!.weights);
   for (const u of sorted) checkUpdate(u, l);
@@ -137,8 +147,14 @@ export function averageWeights(updates: ClientUpdate[], shares: number[]): LoraW
   const out: LoraWeights = new Map();
   for (const m of updates[0]!.weights.keys()) {
     out.set(m, {
-      A: weightedSum(updates.map((u) => u.weights.get(m)!.A), shares),
-      B: weightedSum(updates.map((u) => u.weights.get(m)!.B), shares),
+      A: weightedSum(
+        updates.map((u) => u.weights.get(m)!.A),
+        shares,
+      ),
+      B: weightedSum(
+        updates.map((u) => u.weights.get(m)!.B),
+        shares,
+      ),
     });
   }
   return out;

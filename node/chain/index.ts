@@ -330,7 +330,8 @@ export class FederationLedger {
       f.queryFilter(f.filters.RoundFinalized(task), from),
       f.queryFilter(f.filters.TaskCompleted(task), from),
     ]);
-    if (created.length !== 1) throw new ChainDataError(`task ${task}: expected one TaskCreated event, found ${created.length}`);
+    if (created.length !== 1)
+      throw new ChainDataError(`task ${task}: expected one TaskCreated event, found ${created.length}`);
     const c = created[0]!.args;
     const rounds = new Map<number, RoundHistory>();
     for (const e of opened) {
@@ -432,7 +433,9 @@ export class FederationLedger {
     const statusAfter: Record<IdentityEvent["kind"], IdentityStatus> = {
       registered: IdentityStatus.Active,
       keyRotated: IdentityStatus.Active,
-      suspended: IdentityStatus.Suspended, reinstated: IdentityStatus.Active, revoked: IdentityStatus.Revoked,
+      suspended: IdentityStatus.Suspended,
+      reinstated: IdentityStatus.Active,
+      revoked: IdentityStatus.Revoked,
     };
     for (const ch of changes) {
       const h = byId.get(ch.tokenId);
@@ -472,7 +475,10 @@ export function decodeStrategy(id: string): string {
   const bytes = Buffer.from(id.slice(2), "hex");
   const end = bytes.indexOf(0);
   const text = bytes.subarray(0, end < 0 ? bytes.length : end);
-  const printable = text.length > 0 && bytes.subarray(text.length).every((b) => b === 0) && /^[\x20-\x7e]+$/.test(text.toString("latin1"));
+  const printable =
+    text.length > 0 &&
+    bytes.subarray(text.length).every((b) => b === 0) &&
+    /^[\x20-\x7e]+$/.test(text.toString("latin1"));
   return printable ? text.toString("latin1") : id;
 }
 

@@ -9,7 +9,14 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { JsonRpcProvider, NonceManager, Wallet, type Signer } from "ethers";
 import { FokError, InvalidArgumentError } from "../errors.js";
-import { FederationLedger, IdentityStatus, bytes32Id, decodeStrategy, deployContracts, type Deployment } from "../chain/index.js";
+import {
+  FederationLedger,
+  IdentityStatus,
+  bytes32Id,
+  decodeStrategy,
+  deployContracts,
+  type Deployment,
+} from "../chain/index.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import { serveGateway } from "../store/gateway.js";
 import { DEFAULT_DEMO, formatDemoReport, runDemo } from "../federation/demo.js";
@@ -90,7 +97,8 @@ type Values = Record<string, string | boolean | string[] | undefined>;
 
 const int = (v: Values, k: string): number => {
   const n = Number(v[k]);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`--${k} must be a non-negative integer, got ${v[k]}`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new InvalidArgumentError(`--${k} must be a non-negative integer, got ${v[k]}`);
   return n;
 };
 const str = (v: Values, k: string): string => {
@@ -101,7 +109,12 @@ const str = (v: Values, k: string): string => {
 const log = (line: string) => process.stderr.write(line + "\n");
 
 function loraFrom(v: Values): LoraConfig {
-  return { r: int(v, "lora-r"), alpha: Number(v["lora-alpha"]), dropout: 0, targetModules: String(v["lora-targets"]).split(",").filter(Boolean) };
+  return {
+    r: int(v, "lora-r"),
+    alpha: Number(v["lora-alpha"]),
+    dropout: 0,
+    targetModules: String(v["lora-targets"]).split(",").filter(Boolean),
+  };
 }
 
 async function signerFrom(v: Values): Promise<Signer> {
@@ -109,8 +122,11 @@ async function signerFrom(v: Values): Promise<Signer> {
   const pk = (v["private-key"] as string) ?? process.env.FOK_PRIVATE_KEY;
   if (v.keystore) {
     const password = process.env.FOK_KEYSTORE_PASSWORD;
-    if (password === undefined) throw new InvalidArgumentError("--keystore needs the password in $FOK_KEYSTORE_PASSWORD");
-    return new NonceManager((await Wallet.fromEncryptedJson(await readFile(v.keystore as string, "utf8"), password)).connect(provider));
+    if (password === undefined)
+      throw new InvalidArgumentError("--keystore needs the password in $FOK_KEYSTORE_PASSWORD");
+    return new NonceManager(
+      (await Wallet.fromEncryptedJson(await readFile(v.keystore as string, "utf8"), password)).connect(provider),
+    );
   }
   // NonceManager: back-to-back transactions from one key must not reuse a nonce the node has not reported yet
   if (pk) return new NonceManager(new Wallet(pk, provider));
@@ -123,7 +139,9 @@ async function ledgerFrom(v: Values, signer?: Signer): Promise<FederationLedger>
   try {
     deployment = JSON.parse(await readFile(v.deployment as string, "utf8"));
   } catch {
-    throw new InvalidArgumentError(`no deployment at ${v.deployment}; run \`fok chain deploy\` first or pass --deployment`);
+    throw new InvalidArgumentError(
+      `no deployment at ${v.deployment}; run \`fok chain deploy\` first or pass --deployment`,
+    );
   }
   return new FederationLedger(deployment, signer ?? (await signerFrom(v)));
 }
@@ -140,7 +158,10 @@ async function storeFrom(v: Values): Promise<AdapterStore> {
 async function main(argv: string[]): Promise<void> {
   const [cmd, sub, ...rest] = argv;
   const parse = (args: string[]) =>
-    parseArgs({ args, options: COMMON, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
+    parseArgs({ args, options: COMMON, allowPositionals: true, strict: true }) as {
+      values: Values;
+      positionals: string[];
+    };
   switch (cmd) {
     case undefined:
     case "help":
@@ -174,21 +195,36 @@ async function main(argv: string[]): Promise<void> {
       const out = (v.out as string) ?? (v.deployment as string);
       await mkdir(dirname(out), { recursive: true });
       await writeFile(out, JSON.stringify(ledger.deployment, null, 2) + "\n");
-      console.log(`LLMIdentity ${ledger.deployment.identity}\nFederation  ${ledger.deployment.federation}\nchain ${ledger.deployment.chainId}, block ${ledger.deployment.deployBlock}; written to ${out}`);
+      console.log(
+        `LLMIdentity ${ledger.deployment.identity}\nFederation  ${ledger.deployment.federation}\nchain ${ledger.deployment.chainId}, block ${ledger.deployment.deployBlock}; written to ${out}`,
+      );
       return;
     }
     case "identity": {
       const { values: v } = parse(rest);
       const ledger = await ledgerFrom(v);
       if (sub === "register") {
-        const base = JSON.parse(await readFile(join(v.base as string, "pretrain-report.json"), "utf8").catch(() => "{}"));
-        const fingerprint = base.sha256 ? modelFingerprint(base.sha256, loraConfigHash(loraFrom(v))) : bytes32Id("unspecified");
-        const id = await ledger.registerIdentity(str(v, "address"), str(v, "institution"), fingerprint, (v["metadata-cid"] as string) ?? "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
+        const base = JSON.parse(
+          await readFile(join(v.base as string, "pretrain-report.json"), "utf8").catch(() => "{}"),
+        );
+        const fingerprint = base.sha256
+          ? modelFingerprint(base.sha256, loraConfigHash(loraFrom(v)))
+          : bytes32Id("unspecified");
+        const id = await ledger.registerIdentity(
+          str(v, "address"),
+          str(v, "institution"),
+          fingerprint,
+          (v["metadata-cid"] as string) ?? "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+        );
         console.log(`identity ${id} registered to ${v.address}`);
       } else if (sub === "list") {
         const ids = await ledger.readIdentities();
         if (v.json) console.log(JSON.stringify(ids, null, 2));
-        else for (const i of ids) console.log(`${String(i.tokenId).padStart(4)}  ${IdentityStatus[i.status].padEnd(9)} ${i.signer}  institution ${i.institutionId.slice(0, 12)}…  keys: ${i.events.filter((e) => e.kind === "keyRotated").length + 1}`);
+        else
+          for (const i of ids)
+            console.log(
+              `${String(i.tokenId).padStart(4)}  ${IdentityStatus[i.status].padEnd(9)} ${i.signer}  institution ${i.institutionId.slice(0, 12)}…  keys: ${i.events.filter((e) => e.kind === "keyRotated").length + 1}`,
+            );
       } else if (sub === "suspend" || sub === "reinstate" || sub === "revoke") {
         const id = int(v, "id");
         await ledger[sub](id);
@@ -228,7 +264,9 @@ async function main(argv: string[]): Promise<void> {
       const { runClientCommand, runAggregatorCommand } = await import("./run.js");
       const signer = await signerFrom(v);
       // --relayer-key: the identity only signs; this other account sends (and pays for) the transactions
-      const sender = v["relayer-key"] ? await signerFrom({ ...v, "private-key": v["relayer-key"], keystore: undefined }) : signer;
+      const sender = v["relayer-key"]
+        ? await signerFrom({ ...v, "private-key": v["relayer-key"], keystore: undefined })
+        : signer;
       if (v["relayer-key"]) v.relay = true;
       const ledger = await ledgerFrom(v, sender);
       const store = await storeFrom(v);
@@ -258,18 +296,39 @@ async function main(argv: string[]): Promise<void> {
               .filter((s) => s.identity === id)
               .map((s) => {
                 const k = r.finalized?.contributors.indexOf(id) ?? -1;
-                return { task: t.task, round: r.round, cid: s.cid, adapterSha256: s.adapterSha256, numExamples: s.numExamples, transactionHash: s.transactionHash, aggregated: k >= 0, weight: k >= 0 ? r.finalized!.weights[k]! : 0n, globalCid: r.finalized?.globalCid ?? null };
+                return {
+                  task: t.task,
+                  round: r.round,
+                  cid: s.cid,
+                  adapterSha256: s.adapterSha256,
+                  numExamples: s.numExamples,
+                  transactionHash: s.transactionHash,
+                  aggregated: k >= 0,
+                  weight: k >= 0 ? r.finalized!.weights[k]! : 0n,
+                  globalCid: r.finalized?.globalCid ?? null,
+                };
               }),
           ),
         );
         if (v.json) {
-          console.log(JSON.stringify({ identity: who, contributions: history }, (_, x) => (typeof x === "bigint" ? x.toString() : x), 2));
+          console.log(
+            JSON.stringify(
+              { identity: who, contributions: history },
+              (_, x) => (typeof x === "bigint" ? x.toString() : x),
+              2,
+            ),
+          );
           return;
         }
-        console.log(`identity ${id}: ${IdentityStatus[who.status]}, signer ${who.signer}, institution ${who.institutionId}`);
-        for (const e of who.events) console.log(`  ${e.kind} (key ${e.signer}) in block ${e.blockNumber}, tx ${e.transactionHash}`);
+        console.log(
+          `identity ${id}: ${IdentityStatus[who.status]}, signer ${who.signer}, institution ${who.institutionId}`,
+        );
+        for (const e of who.events)
+          console.log(`  ${e.kind} (key ${e.signer}) in block ${e.blockNumber}, tx ${e.transactionHash}`);
         for (const c of history) {
-          const share = c.aggregated ? `${(Number((c.weight * 10000n) / 10n ** 18n) / 100).toFixed(2)}% of ${c.globalCid}` : "not aggregated";
+          const share = c.aggregated
+            ? `${(Number((c.weight * 10000n) / 10n ** 18n) / 100).toFixed(2)}% of ${c.globalCid}`
+            : "not aggregated";
           console.log(`  task ${c.task} round ${c.round}: ${c.cid} (${c.numExamples} examples) → ${share}`);
         }
         return;
@@ -281,13 +340,20 @@ async function main(argv: string[]): Promise<void> {
       console.log("identities:");
       for (const i of identities) console.log(`  ${i.tokenId}  ${IdentityStatus[i.status]}  ${i.signer}`);
       for (const t of tasks) {
-        console.log(`task ${t.task}: strategy ${t.strategy}, ${t.rounds.length}/${t.maxRounds} rounds, base ${t.baseModelCid}${t.completed ? ", completed" : ""}`);
+        console.log(
+          `task ${t.task}: strategy ${t.strategy}, ${t.rounds.length}/${t.maxRounds} rounds, base ${t.baseModelCid}${t.completed ? ", completed" : ""}`,
+        );
         for (const r of t.rounds) {
           console.log(`  round ${r.round} from ${r.startCid}`);
-          for (const s of r.submissions) console.log(`    identity ${s.identity} submitted ${s.cid} (${s.numExamples} examples${s.relayer ? `, relayed by ${s.relayer}` : ""})`);
+          for (const s of r.submissions)
+            console.log(
+              `    identity ${s.identity} submitted ${s.cid} (${s.numExamples} examples${s.relayer ? `, relayed by ${s.relayer}` : ""})`,
+            );
           if (r.finalized) {
             const shares = r.finalized.weights.map((w) => (Number((w * 10000n) / 10n ** 18n) / 100).toFixed(2) + "%");
-            console.log(`    → global ${r.finalized.globalCid} by ${decodeStrategy(r.finalized.strategyId)} from [${r.finalized.contributors.map((c, i) => `${c}: ${shares[i]}`).join(", ")}]`);
+            console.log(
+              `    → global ${r.finalized.globalCid} by ${decodeStrategy(r.finalized.strategyId)} from [${r.finalized.contributors.map((c, i) => `${c}: ${shares[i]}`).join(", ")}]`,
+            );
           }
         }
       }
@@ -316,7 +382,9 @@ async function main(argv: string[]): Promise<void> {
         await initBackend(undefined, true);
         const history = await ledger.readTaskHistory(int(v, "task"));
         // the model layout comes from the task's own base model, fetched and checked against the chain
-        const baseBytes = await store.get(history.baseModelCid, { expectedSha256: history.baseModelSha256 }).catch(async () => (await loadBaseModel(v.base as string)).bytes);
+        const baseBytes = await store
+          .get(history.baseModelCid, { expectedSha256: history.baseModelSha256 })
+          .catch(async () => (await loadBaseModel(v.base as string)).bytes);
         const { parseBaseModel } = await import("../model/checkpoint.js");
         const base = parseBaseModel(baseBytes);
         let heldOut: { loss: (w: import("../model/adapter.js").LoraWeights) => Promise<number> } | undefined;
@@ -337,7 +405,12 @@ async function main(argv: string[]): Promise<void> {
             },
           };
         }
-        const report = await verifyTask(ledger, store, history.task, { model: base.gpt.config, lora: loraFrom(v), round: v.round === undefined ? undefined : Number(v.round), heldOut });
+        const report = await verifyTask(ledger, store, history.task, {
+          model: base.gpt.config,
+          lora: loraFrom(v),
+          round: v.round === undefined ? undefined : Number(v.round),
+          heldOut,
+        });
         console.log(v.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
         if (!report.ok) process.exitCode = 1;
       } finally {
@@ -394,4 +467,3 @@ try {
   }
   process.exit(1);
 }
-

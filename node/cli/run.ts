@@ -26,7 +26,9 @@ async function taskModel(v: Values, ledger: FederationLedger, store: AdapterStor
   if (!Number.isInteger(task) || task < 1) throw new InvalidArgumentError("--task is required");
   const history = await ledger.readTaskHistory(task);
   if (loraConfigHash(lora) !== history.loraConfigHash) {
-    throw new InvalidArgumentError(`LoRA config ${JSON.stringify(lora)} does not match task ${task}'s hash ${history.loraConfigHash}`);
+    throw new InvalidArgumentError(
+      `LoRA config ${JSON.stringify(lora)} does not match task ${task}'s hash ${history.loraConfigHash}`,
+    );
   }
   let bytes: Uint8Array;
   try {
@@ -35,11 +37,19 @@ async function taskModel(v: Values, ledger: FederationLedger, store: AdapterStor
     bytes = await store.get(history.baseModelCid, { expectedSha256: history.baseModelSha256 });
   }
   const base = parseBaseModel(bytes);
-  if (base.sha256 !== history.baseModelSha256) throw new InvalidArgumentError(`base model ${base.sha256} is not task ${task}'s ${history.baseModelSha256}`);
+  if (base.sha256 !== history.baseModelSha256)
+    throw new InvalidArgumentError(`base model ${base.sha256} is not task ${task}'s ${history.baseModelSha256}`);
   return { task, history, base, bytes };
 }
 
-export async function runClientCommand(v: Values, ledger: FederationLedger, signer: Signer, store: AdapterStore, lora: LoraConfig, log: (l: string) => void) {
+export async function runClientCommand(
+  v: Values,
+  ledger: FederationLedger,
+  signer: Signer,
+  store: AdapterStore,
+  lora: LoraConfig,
+  log: (l: string) => void,
+) {
   await initBackend();
   const { task, base, bytes } = await taskModel(v, ledger, store, lora);
   let docs: Document[];
@@ -53,7 +63,10 @@ export async function runClientCommand(v: Values, ledger: FederationLedger, sign
     docs = r.items;
   } else if (v["wordnet-category"]) {
     docs = (await loadWordnetMedical()).filter((d) => d.label === v["wordnet-category"]);
-  } else throw new InvalidArgumentError("give the client's data: --data FILE.jsonl, --text-dir DIR or --wordnet-category NAME");
+  } else
+    throw new InvalidArgumentError(
+      "give the client's data: --data FILE.jsonl, --text-dir DIR or --wordnet-category NAME",
+    );
   if (docs.length < 2) throw new InvalidArgumentError(`only ${docs.length} documents; a client needs at least 2`);
   const [split] = splitClients([{ name: "local", docs }], 0.1, 1);
   const data = {
@@ -62,9 +75,12 @@ export async function runClientCommand(v: Values, ledger: FederationLedger, sign
     numExamples: split!.train.length,
   };
   base.gpt.dispose();
-  log(`client: ${split!.train.length} training documents (${data.trainTokens.length} tokens), ${split!.heldOut.length} held out`);
+  log(
+    `client: ${split!.train.length} training documents (${data.trainTokens.length} tokens), ${split!.heldOut.length} held out`,
+  );
   const trainer = await InlineTrainer.create(bytes, lora, data, (s) => {
-    if (s.step % 10 === 0 || s.step === s.steps) log(`  step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSec)} tok/s`);
+    if (s.step % 10 === 0 || s.step === s.steps)
+      log(`  step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSec)} tok/s`);
   });
   const client = new FederationClient({
     ledger,
@@ -81,7 +97,13 @@ export async function runClientCommand(v: Values, ledger: FederationLedger, sign
   await client.run();
 }
 
-export async function runAggregatorCommand(v: Values, ledger: FederationLedger, store: AdapterStore, lora: LoraConfig, log: (l: string) => void) {
+export async function runAggregatorCommand(
+  v: Values,
+  ledger: FederationLedger,
+  store: AdapterStore,
+  lora: LoraConfig,
+  log: (l: string) => void,
+) {
   await initBackend();
   const { task, history, base } = await taskModel(v, ledger, store, lora);
   const aggregator = new Aggregator({

@@ -36,7 +36,11 @@ const json = (x: unknown) => JSON.stringify(x, (_, v) => (typeof v === "bigint" 
 /** The whole state the page shows, rebuilt from events and adapter metadata. */
 export async function dashboardState(ledger: FederationLedger, store: AdapterStore) {
   const provider = ledger.runner.provider!;
-  const [identities, total, block] = await Promise.all([ledger.readIdentities(), ledger.federation.totalTasks(), provider.getBlockNumber()]);
+  const [identities, total, block] = await Promise.all([
+    ledger.readIdentities(),
+    ledger.federation.totalTasks(),
+    provider.getBlockNumber(),
+  ]);
   const tasks = [];
   for (let t = 1; t <= Number(total); t++) {
     const h = await ledger.readTaskHistory(t);
@@ -47,7 +51,9 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
         let metrics: Record<string, unknown> | null = null;
         let metricsVerified = false;
         try {
-          const meta = readSafetensors(await store.get(s.cid, { expectedSha256: s.adapterSha256 })).metadata["fok.metrics"];
+          const meta = readSafetensors(await store.get(s.cid, { expectedSha256: s.adapterSha256 })).metadata[
+            "fok.metrics"
+          ];
           if (meta) {
             metrics = JSON.parse(meta);
             metricsVerified = sha256Hex(meta) === s.metricsDigest;
@@ -75,7 +81,16 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
         },
       });
     }
-    tasks.push({ task: h.task, strategy: h.strategy, baseModelCid: h.baseModelCid, maxRounds: h.maxRounds, minUpdates: h.minUpdates, completed: h.completed, createdTx: h.transactionHash, rounds });
+    tasks.push({
+      task: h.task,
+      strategy: h.strategy,
+      baseModelCid: h.baseModelCid,
+      maxRounds: h.maxRounds,
+      minUpdates: h.minUpdates,
+      completed: h.completed,
+      createdTx: h.transactionHash,
+      rounds,
+    });
   }
   return {
     block,
@@ -103,9 +118,26 @@ export async function serveDashboard(o: DashboardOptions): Promise<Dashboard> {
         const provider = o.ledger.runner.provider!;
         const [tx, receipt] = await Promise.all([provider.getTransaction(hash), provider.getTransactionReceipt(hash)]);
         if (!tx) return void res.writeHead(404).end();
-        const call = o.ledger.federation.interface.parseTransaction({ data: tx.data }) ?? o.ledger.identity.interface.parseTransaction({ data: tx.data });
-        const events = receipt?.logs.map((l) => o.ledger.federation.interface.parseLog(l) ?? o.ledger.identity.interface.parseLog(l)).filter(Boolean).map((e) => ({ name: e!.name, args: e!.args.toObject() }));
-        res.writeHead(200, { "content-type": "application/json" }).end(json({ hash, from: tx.from, to: tx.to, block: tx.blockNumber, gasUsed: receipt?.gasUsed, call: call && { name: call.name, args: call.args.toObject() }, events }, ));
+        const call =
+          o.ledger.federation.interface.parseTransaction({ data: tx.data }) ??
+          o.ledger.identity.interface.parseTransaction({ data: tx.data });
+        const events = receipt?.logs
+          .map((l) => o.ledger.federation.interface.parseLog(l) ?? o.ledger.identity.interface.parseLog(l))
+          .filter(Boolean)
+          .map((e) => ({ name: e!.name, args: e!.args.toObject() }));
+        res
+          .writeHead(200, { "content-type": "application/json" })
+          .end(
+            json({
+              hash,
+              from: tx.from,
+              to: tx.to,
+              block: tx.blockNumber,
+              gasUsed: receipt?.gasUsed,
+              call: call && { name: call.name, args: call.args.toObject() },
+              events,
+            }),
+          );
       } else if (url.pathname.startsWith("/api/cid/")) {
         const cid = url.pathname.slice("/api/cid/".length);
         const stat = await o.store.stat(cid);
@@ -131,6 +163,10 @@ export async function serveDashboard(o: DashboardOptions): Promise<Dashboard> {
   const a = server.address() as AddressInfo;
   return {
     url: `http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`,
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }

@@ -20,7 +20,15 @@ export async function loadBrownCorpus(): Promise<Document[]> {
     const raw = await readFile(join(dir, name), "utf8");
     const paragraphs = raw
       .split(/\n\s*\n/)
-      .map((p) => detokenize(p.trim().split(/\s+/).filter(Boolean).map((t) => t.slice(0, t.lastIndexOf("/") > 0 ? t.lastIndexOf("/") : t.length))))
+      .map((p) =>
+        detokenize(
+          p
+            .trim()
+            .split(/\s+/)
+            .filter(Boolean)
+            .map((t) => t.slice(0, t.lastIndexOf("/") > 0 ? t.lastIndexOf("/") : t.length)),
+        ),
+      )
       .filter((p) => p.length > 0);
     docs.push({ id: `brown/${name}`, text: paragraphs.join("\n"), label: name.slice(1, 2) });
   }

@@ -44,7 +44,8 @@ export async function loadPubMedQA(path: string, options: LoadOptions = {}): Pro
   } catch (e) {
     throw new DataFormatError(path, 0, "(file)", `is not valid JSON: ${(e as Error).message}`);
   }
-  if (!data || typeof data !== "object" || Array.isArray(data)) throw new DataFormatError(path, 0, "(file)", "is not an object of PMID → record");
+  if (!data || typeof data !== "object" || Array.isArray(data))
+    throw new DataFormatError(path, 0, "(file)", "is not an object of PMID → record");
   // line numbers: where each record's key appears in the file
   const lineOf = indexKeyLines(text);
   const items: QAItem[] = [];
@@ -54,17 +55,20 @@ export async function loadPubMedQA(path: string, options: LoadOptions = {}): Pro
     try {
       const str = (field: string) => {
         const v = rec?.[field];
-        if (typeof v !== "string" || v.trim() === "") throw new DataFormatError(path, line, field, "is missing or not a non-empty string");
+        if (typeof v !== "string" || v.trim() === "")
+          throw new DataFormatError(path, line, field, "is missing or not a non-empty string");
         return v;
       };
       const list = (field: string, required: boolean) => {
         const v = rec?.[field];
         if (v === undefined && !required) return [];
-        if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) throw new DataFormatError(path, line, field, "is not a list of strings");
+        if (!Array.isArray(v) || !v.every((x) => typeof x === "string"))
+          throw new DataFormatError(path, line, field, "is not a list of strings");
         return v as string[];
       };
       const decision = str("final_decision");
-      if (!DECISIONS.includes(decision as Decision)) throw new DataFormatError(path, line, "final_decision", `is ${JSON.stringify(decision)}, not yes/no/maybe`);
+      if (!DECISIONS.includes(decision as Decision))
+        throw new DataFormatError(path, line, "final_decision", `is ${JSON.stringify(decision)}, not yes/no/maybe`);
       const meshes = list("MESHES", false);
       items.push({
         id,
@@ -114,12 +118,20 @@ export async function loadJsonl(path: string, options: LoadOptions = {}): Promis
       } catch (e) {
         throw new DataFormatError(path, line, "(record)", `is not valid JSON: ${(e as Error).message}`);
       }
-      if (!rec || typeof rec !== "object" || Array.isArray(rec)) throw new DataFormatError(path, line, "(record)", "is not a JSON object");
+      if (!rec || typeof rec !== "object" || Array.isArray(rec))
+        throw new DataFormatError(path, line, "(record)", "is not a JSON object");
       const r = rec as Record<string, unknown>;
-      if (typeof r.text !== "string" || r.text.trim() === "") throw new DataFormatError(path, line, "text", "is missing or not a non-empty string");
-      if (r.label !== undefined && typeof r.label !== "string") throw new DataFormatError(path, line, "label", "is not a string");
-      if (r.id !== undefined && typeof r.id !== "string") throw new DataFormatError(path, line, "id", "is not a string");
-      items.push({ id: (r.id as string | undefined) ?? `${path}:${line}`, text: r.text, label: r.label as string | undefined });
+      if (typeof r.text !== "string" || r.text.trim() === "")
+        throw new DataFormatError(path, line, "text", "is missing or not a non-empty string");
+      if (r.label !== undefined && typeof r.label !== "string")
+        throw new DataFormatError(path, line, "label", "is not a string");
+      if (r.id !== undefined && typeof r.id !== "string")
+        throw new DataFormatError(path, line, "id", "is not a string");
+      items.push({
+        id: (r.id as string | undefined) ?? `${path}:${line}`,
+        text: r.text,
+        label: r.label as string | undefined,
+      });
     } catch (e) {
       if (!(e instanceof DataFormatError) || !options.skipMalformed) throw e;
       skipped.push(e);

@@ -27,7 +27,11 @@ export type PartitionSpec =
 const byId = (a: Document, b: Document) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 /** Documents per client (before the held-out split), in a fixed order. */
-export function partition(docs: readonly Document[], spec: PartitionSpec, seed: number): { name: string; docs: Document[] }[] {
+export function partition(
+  docs: readonly Document[],
+  spec: PartitionSpec,
+  seed: number,
+): { name: string; docs: Document[] }[] {
   const sorted = [...docs].sort(byId); // input order never matters
   const rand = mulberry32(seed);
   switch (spec.kind) {
@@ -38,12 +42,18 @@ export function partition(docs: readonly Document[], spec: PartitionSpec, seed: 
     case "iid": {
       checkClients(spec.clients, sorted.length);
       const order = shuffle([...sorted], rand);
-      return Array.from({ length: spec.clients }, (_, c) => ({ name: `client-${c + 1}`, docs: order.filter((_, i) => i % spec.clients === c) }));
+      return Array.from({ length: spec.clients }, (_, c) => ({
+        name: `client-${c + 1}`,
+        docs: order.filter((_, i) => i % spec.clients === c),
+      }));
     }
     case "quantity": {
       checkClients(spec.clients, sorted.length);
       const ratio = spec.ratio ?? 10;
-      const weights = Array.from({ length: spec.clients }, (_, c) => ratio ** (spec.clients === 1 ? 0 : c / (spec.clients - 1)));
+      const weights = Array.from(
+        { length: spec.clients },
+        (_, c) => ratio ** (spec.clients === 1 ? 0 : c / (spec.clients - 1)),
+      );
       const order = shuffle([...sorted], rand);
       const sizes = apportion(order.length, weights);
       let at = 0;
@@ -55,7 +65,10 @@ export function partition(docs: readonly Document[], spec: PartitionSpec, seed: 
       const out: Document[][] = Array.from({ length: spec.clients }, () => []);
       const labels = [...new Set(sorted.map((d) => d.label ?? "unlabelled"))].sort();
       for (const label of labels) {
-        const group = shuffle(sorted.filter((d) => (d.label ?? "unlabelled") === label), rand);
+        const group = shuffle(
+          sorted.filter((d) => (d.label ?? "unlabelled") === label),
+          rand,
+        );
         const p = dirichlet(spec.alpha, spec.clients, rand);
         const sizes = apportion(group.length, p);
         let at = 0;
@@ -74,8 +87,13 @@ export function partition(docs: readonly Document[], spec: PartitionSpec, seed: 
 }
 
 /** Splits each client's documents into train and held-out (at least one of each where it has two or more). */
-export function splitClients(parts: { name: string; docs: Document[] }[], heldOutFraction: number, seed: number): ClientData[] {
-  if (!(heldOutFraction > 0 && heldOutFraction < 1)) throw new PartitionError(`held-out fraction must be in (0, 1), got ${heldOutFraction}`);
+export function splitClients(
+  parts: { name: string; docs: Document[] }[],
+  heldOutFraction: number,
+  seed: number,
+): ClientData[] {
+  if (!(heldOutFraction > 0 && heldOutFraction < 1))
+    throw new PartitionError(`held-out fraction must be in (0, 1), got ${heldOutFraction}`);
   return parts.map((p, i) => {
     const order = shuffle([...p.docs], mulberry32(seed + 7919 * (i + 1)));
     const n = order.length < 2 ? 0 : Math.max(1, Math.round(order.length * heldOutFraction));
@@ -127,6 +145,7 @@ function normal(rand: () => number): number {
 }
 
 function checkClients(clients: number, docs: number): void {
-  if (!Number.isInteger(clients) || clients < 1) throw new PartitionError(`clients must be a positive integer, got ${clients}`);
+  if (!Number.isInteger(clients) || clients < 1)
+    throw new PartitionError(`clients must be a positive integer, got ${clients}`);
   if (clients > docs) throw new PartitionError(`${clients} clients but only ${docs} documents`);
 }

@@ -4,12 +4,36 @@
  * "general medicine". Age-group headings (Child, Adolescent) are too common to mark paediatrics alone.
  */
 export const SPECIALTIES: readonly { name: string; pattern: RegExp }[] = [
-  { name: "oncology", pattern: /Neoplasm|Cancer|Carcinoma|Tumor|Lymphoma|Leukemia|Melanoma|Sarcoma|Radiotherapy|Antineoplastic|Mastectomy|Metasta|Oncolog/ },
-  { name: "cardiovascular", pattern: /Heart|Cardi|Coronary|Myocard|Hypertension|Vascular|Aort|Arter|Atrial|Blood Pressure|Angioplasty|Thromb|Venous|Vein|Embolism/ },
-  { name: "obstetrics & paediatrics", pattern: /Pregnan|Infant|Fetal|Fetus|Obstetric|Cesarean|Neonat|Prenatal|Birth|Gestation|Pediatric|Puerper|Breast Feeding/ },
-  { name: "surgery", pattern: /Surg|Laparoscop|Postoperative|Preoperative|Intraoperative|Anastomo|Transplant|Resection|Suture|Hernia|Arthroplasty|ectomy|Fracture/ },
-  { name: "infectious disease", pattern: /Infect|Bacteri|Virus|Viral|HIV|Hepatitis|Tubercul|Antibiot|Anti-Bacterial|Sepsis|Pneumonia|Vaccin|Influenza|Malaria|Antiviral/ },
-  { name: "neurology & psychiatry", pattern: /Brain|Neur|Cerebr|Stroke|Epilep|Dementia|Alzheimer|Depress|Anxiety|Schizo|Mental|Psych|Cognit|Spinal|Parkinson|Autis|Substance|Alcohol/ },
+  {
+    name: "oncology",
+    pattern:
+      /Neoplasm|Cancer|Carcinoma|Tumor|Lymphoma|Leukemia|Melanoma|Sarcoma|Radiotherapy|Antineoplastic|Mastectomy|Metasta|Oncolog/,
+  },
+  {
+    name: "cardiovascular",
+    pattern:
+      /Heart|Cardi|Coronary|Myocard|Hypertension|Vascular|Aort|Arter|Atrial|Blood Pressure|Angioplasty|Thromb|Venous|Vein|Embolism/,
+  },
+  {
+    name: "obstetrics & paediatrics",
+    pattern:
+      /Pregnan|Infant|Fetal|Fetus|Obstetric|Cesarean|Neonat|Prenatal|Birth|Gestation|Pediatric|Puerper|Breast Feeding/,
+  },
+  {
+    name: "surgery",
+    pattern:
+      /Surg|Laparoscop|Postoperative|Preoperative|Intraoperative|Anastomo|Transplant|Resection|Suture|Hernia|Arthroplasty|ectomy|Fracture/,
+  },
+  {
+    name: "infectious disease",
+    pattern:
+      /Infect|Bacteri|Virus|Viral|HIV|Hepatitis|Tubercul|Antibiot|Anti-Bacterial|Sepsis|Pneumonia|Vaccin|Influenza|Malaria|Antiviral/,
+  },
+  {
+    name: "neurology & psychiatry",
+    pattern:
+      /Brain|Neur|Cerebr|Stroke|Epilep|Dementia|Alzheimer|Depress|Anxiety|Schizo|Mental|Psych|Cognit|Spinal|Parkinson|Autis|Substance|Alcohol/,
+  },
 ];
 
 export const GENERAL_MEDICINE = "general medicine";

@@ -78,7 +78,10 @@ export async function summarizePartition(
       heldOutDocs: c.heldOut.length,
       trainTokens,
       heldOutTokens,
-      labels: Object.fromEntries([...labels].sort((a, b) => String(a[0]).localeCompare(String(b[0])))) as Record<string, number>,
+      labels: Object.fromEntries([...labels].sort((a, b) => String(a[0]).localeCompare(String(b[0])))) as Record<
+        string,
+        number
+      >,
     });
   }
   return { clients: rows, labelJs: meanPairwise(labelDists), unigramJs: meanPairwise(unigramDists), skippedRecords };
@@ -88,9 +91,15 @@ export async function summarizePartition(
 export function formatPartitionSummary(s: PartitionSummary): string {
   const lines = ["client                     train docs  held-out  train tokens  labels"];
   for (const c of s.clients) {
-    const labels = Object.entries(c.labels).map(([k, v]) => `${k}:${v}`).join(" ");
-    lines.push(`${c.name.padEnd(26)} ${String(c.trainDocs).padStart(10)} ${String(c.heldOutDocs).padStart(9)} ${String(c.trainTokens).padStart(13)}  ${labels}`);
+    const labels = Object.entries(c.labels)
+      .map(([k, v]) => `${k}:${v}`)
+      .join(" ");
+    lines.push(
+      `${c.name.padEnd(26)} ${String(c.trainDocs).padStart(10)} ${String(c.heldOutDocs).padStart(9)} ${String(c.trainTokens).padStart(13)}  ${labels}`,
+    );
   }
-  lines.push(`label JS divergence (mean pairwise, bits): ${s.labelJs.toFixed(3)}; token-unigram JS: ${s.unigramJs.toFixed(3)}; skipped records: ${s.skippedRecords}`);
+  lines.push(
+    `label JS divergence (mean pairwise, bits): ${s.labelJs.toFixed(3)}; token-unigram JS: ${s.unigramJs.toFixed(3)}; skipped records: ${s.skippedRecords}`,
+  );
   return lines.join("\n");
 }

@@ -30,7 +30,12 @@ export interface WindowedTokens {
  * <|endoftext|> at the very start). Every target weighs 1 but the answer's tokens, which weigh `answerWeight`: with
  * seqLen − 1 the answer carries as much of the loss as the context it follows.
  */
-export async function qaWindows(tokenizer: BPETokenizer, items: readonly QAItem[], seqLen: number, answerWeight = 1): Promise<WindowedTokens> {
+export async function qaWindows(
+  tokenizer: BPETokenizer,
+  items: readonly QAItem[],
+  seqLen: number,
+  answerWeight = 1,
+): Promise<WindowedTokens> {
   if (items.length === 0) throw new InvalidArgumentError("no QA items to build training windows from");
   const eot = tokenizer.endOfTextId;
   const parts: number[][] = [new Array(seqLen).fill(eot)];

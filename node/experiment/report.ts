@@ -53,7 +53,8 @@ export function summarizeRuns(runs: RunResult[]): SummaryRow[] {
   return rows;
 }
 
-const pm = (s: Stat, digits: number, scale = 1) => `${(s.mean * scale).toFixed(digits)}${s.n > 1 ? ` ± ${(s.std * scale).toFixed(digits)}` : ""}`;
+const pm = (s: Stat, digits: number, scale = 1) =>
+  `${(s.mean * scale).toFixed(digits)}${s.n > 1 ? ` ± ${(s.std * scale).toFixed(digits)}` : ""}`;
 
 export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: SummaryRow[], seconds: number): string {
   const lines = [
@@ -65,26 +66,48 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
     "",
     "| partition | method | worst ppl | mean ppl | Min-Acc % | mean Acc % | H-mean % | rounds to converge |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ...rows.map((r) => `| ${r.partition} | ${r.method} | ${pm(r.worstPerplexity, 1)} | ${pm(r.meanPerplexity, 1)} | ${pm(r.minAccuracy, 1, 100)} | ${pm(r.meanAccuracy, 1, 100)} | ${pm(r.hmeanAccuracy, 1, 100)} | ${r.roundsToConvergence ? pm(r.roundsToConvergence, 1) : "-"} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.partition} | ${r.method} | ${pm(r.worstPerplexity, 1)} | ${pm(r.meanPerplexity, 1)} | ${pm(r.minAccuracy, 1, 100)} | ${pm(r.meanAccuracy, 1, 100)} | ${pm(r.hmeanAccuracy, 1, 100)} | ${r.roundsToConvergence ? pm(r.roundsToConvergence, 1) : "-"} |`,
+    ),
     "",
     "## Partitions",
     "",
   ];
   for (const run of runs.filter((r) => r.seed === cfg.seeds[0])) {
-    lines.push(`### ${run.partition} (seed ${run.seed}): label JS ${run.summary.labelJs.toFixed(3)} bits, token-unigram JS ${run.summary.unigramJs.toFixed(3)} bits`, "", "| hospital | train docs | held-out docs | train tokens |", "| --- | ---: | ---: | ---: |");
-    for (const c of run.summary.clients) lines.push(`| ${c.name} | ${c.trainDocs} | ${c.heldOutDocs} | ${c.trainTokens} |`);
+    lines.push(
+      `### ${run.partition} (seed ${run.seed}): label JS ${run.summary.labelJs.toFixed(3)} bits, token-unigram JS ${run.summary.unigramJs.toFixed(3)} bits`,
+      "",
+      "| hospital | train docs | held-out docs | train tokens |",
+      "| --- | ---: | ---: | ---: |",
+    );
+    for (const c of run.summary.clients)
+      lines.push(`| ${c.name} | ${c.trainDocs} | ${c.heldOutDocs} | ${c.trainTokens} |`);
     if (run.crossClient) {
-      lines.push("", "Local-only adapters across hospitals (perplexity; row: trained at, column: evaluated on), then the shared adapters of the other methods on the same held-out sets:", "", `| | ${run.crossClient.clients.join(" | ")} |`, `| --- | ${run.crossClient.clients.map(() => "---:").join(" | ")} |`);
-      run.crossClient.perplexity.forEach((row, i) => lines.push(`| ${run.crossClient!.clients[i]} | ${row.map((x) => x.toFixed(1)).join(" | ")} |`));
+      lines.push(
+        "",
+        "Local-only adapters across hospitals (perplexity; row: trained at, column: evaluated on), then the shared adapters of the other methods on the same held-out sets:",
+        "",
+        `| | ${run.crossClient.clients.join(" | ")} |`,
+        `| --- | ${run.crossClient.clients.map(() => "---:").join(" | ")} |`,
+      );
+      run.crossClient.perplexity.forEach((row, i) =>
+        lines.push(`| ${run.crossClient!.clients[i]} | ${row.map((x) => x.toFixed(1)).join(" | ")} |`),
+      );
       // the shared adapters on the same held-out sets, for comparison with every column
       for (const m of run.methods.filter((m) => m.method !== "local" && m.method !== "base")) {
         const by = new Map(m.clients.map((c) => [c.client, c.perplexity]));
-        lines.push(`| *${m.method} (shared)* | ${run.crossClient.clients.map((c) => by.get(c)?.toFixed(1) ?? "-").join(" | ")} |`);
+        lines.push(
+          `| *${m.method} (shared)* | ${run.crossClient.clients.map((c) => by.get(c)?.toFixed(1) ?? "-").join(" | ")} |`,
+        );
       }
     }
     lines.push("");
   }
-  lines.push("Plots: `convergence.svg` (per-hospital held-out loss after each round), `min-vs-mean.svg` (Min-Acc vs mean accuracy per method), `partitions.svg` (documents per hospital and specialty).", "");
+  lines.push(
+    "Plots: `convergence.svg` (per-hospital held-out loss after each round), `min-vs-mean.svg` (Min-Acc vs mean accuracy per method), `partitions.svg` (documents per hospital and specialty).",
+    "",
+  );
   return lines.join("\n");
 }
 
@@ -93,7 +116,12 @@ async function toSvg(spec: TopLevelSpec): Promise<string> {
   return view.toSVG();
 }
 
-export async function writeResults(out: string, cfg: ExperimentConfig, runs: RunResult[], seconds: number): Promise<string[]> {
+export async function writeResults(
+  out: string,
+  cfg: ExperimentConfig,
+  runs: RunResult[],
+  seconds: number,
+): Promise<string[]> {
   await mkdir(out, { recursive: true });
   const rows = summarizeRuns(runs);
   const files: string[] = [];
@@ -104,31 +132,84 @@ export async function writeResults(out: string, cfg: ExperimentConfig, runs: Run
   await write("results.json", JSON.stringify({ config: cfg, seconds, summary: rows, runs }, null, 2) + "\n");
   await write("report.md", markdownReport(cfg, runs, rows, seconds));
   const first = runs.filter((r) => r.seed === cfg.seeds[0]);
-  const curves = first.flatMap((r) => r.methods.filter((m) => m.clientCurves).flatMap((m) => m.clientCurves!.flatMap((c, i) => c.map((loss, k) => ({ partition: r.partition, method: m.method, hospital: r.summary.clients[i]!.name, round: k + 1, loss })))));
+  const curves = first.flatMap((r) =>
+    r.methods
+      .filter((m) => m.clientCurves)
+      .flatMap((m) =>
+        m.clientCurves!.flatMap((c, i) =>
+          c.map((loss, k) => ({
+            partition: r.partition,
+            method: m.method,
+            hospital: r.summary.clients[i]!.name,
+            round: k + 1,
+            loss,
+          })),
+        ),
+      ),
+  );
   await write(
     "convergence.svg",
     await toSvg({
       data: { values: curves },
       facet: { row: { field: "partition" }, column: { field: "method" } },
-      spec: { width: 180, height: 120, mark: { type: "line", point: true }, encoding: { x: { field: "round", type: "ordinal" }, y: { field: "loss", type: "quantitative", scale: { zero: false }, title: "held-out loss" }, color: { field: "hospital" } } },
+      spec: {
+        width: 180,
+        height: 120,
+        mark: { type: "line", point: true },
+        encoding: {
+          x: { field: "round", type: "ordinal" },
+          y: { field: "loss", type: "quantitative", scale: { zero: false }, title: "held-out loss" },
+          color: { field: "hospital" },
+        },
+      },
     }),
   );
   await write(
     "min-vs-mean.svg",
     await toSvg({
-      data: { values: rows.map((r) => ({ partition: r.partition, method: r.method, minAcc: r.minAccuracy.mean * 100, meanAcc: r.meanAccuracy.mean * 100 })) },
+      data: {
+        values: rows.map((r) => ({
+          partition: r.partition,
+          method: r.method,
+          minAcc: r.minAccuracy.mean * 100,
+          meanAcc: r.meanAccuracy.mean * 100,
+        })),
+      },
       facet: { column: { field: "partition" } },
-      spec: { width: 220, height: 200, mark: { type: "point", filled: true, size: 80 }, encoding: { x: { field: "meanAcc", type: "quantitative", title: "mean accuracy %", scale: { zero: false } }, y: { field: "minAcc", type: "quantitative", title: "Min-Acc %", scale: { zero: false } }, color: { field: "method" }, shape: { field: "method" } } },
+      spec: {
+        width: 220,
+        height: 200,
+        mark: { type: "point", filled: true, size: 80 },
+        encoding: {
+          x: { field: "meanAcc", type: "quantitative", title: "mean accuracy %", scale: { zero: false } },
+          y: { field: "minAcc", type: "quantitative", title: "Min-Acc %", scale: { zero: false } },
+          color: { field: "method" },
+          shape: { field: "method" },
+        },
+      },
     }),
   );
-  const hist = first.flatMap((r) => r.summary.clients.flatMap((c) => Object.entries(c.labels).map(([label, n]) => ({ partition: r.partition, hospital: c.name, label, n }))));
+  const hist = first.flatMap((r) =>
+    r.summary.clients.flatMap((c) =>
+      Object.entries(c.labels).map(([label, n]) => ({ partition: r.partition, hospital: c.name, label, n })),
+    ),
+  );
   await write(
     "partitions.svg",
     await toSvg({
       data: { values: hist },
       facet: { row: { field: "partition" } },
       resolve: { scale: { x: "independent" } },
-      spec: { width: 420, height: 140, mark: "bar", encoding: { x: { field: "hospital", type: "nominal" }, y: { field: "n", type: "quantitative", title: "train documents" }, color: { field: "label", title: "specialty" } } },
+      spec: {
+        width: 420,
+        height: 140,
+        mark: "bar",
+        encoding: {
+          x: { field: "hospital", type: "nominal" },
+          y: { field: "n", type: "quantitative", title: "train documents" },
+          color: { field: "label", title: "specialty" },
+        },
+      },
     }),
   );
   return files;

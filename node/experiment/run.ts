@@ -62,7 +62,12 @@ export interface ExperimentConfig {
 export const DEFAULT_EXPERIMENT: ExperimentConfig = {
   data: "../shared/data/pubmedqa/ori_pqal.json",
   baseDir: "models/base",
-  partitions: [{ kind: "label" }, { kind: "dirichlet", clients: 5, alpha: 0.1 }, { kind: "dirichlet", clients: 5, alpha: 1 }, { kind: "iid", clients: 5 }],
+  partitions: [
+    { kind: "label" },
+    { kind: "dirichlet", clients: 5, alpha: 0.1 },
+    { kind: "dirichlet", clients: 5, alpha: 1 },
+    { kind: "iid", clients: 5 },
+  ],
   methods: METHODS,
   seeds: [1, 2, 3],
   rounds: 4,
@@ -119,7 +124,13 @@ export interface RunResult {
 }
 
 export function partitionName(p: PartitionSpec): string {
-  return p.kind === "label" ? "specialty" : p.kind === "dirichlet" ? `dirichlet-${p.alpha}` : p.kind === "quantity" ? "quantity" : "iid";
+  return p.kind === "label"
+    ? "specialty"
+    : p.kind === "dirichlet"
+      ? `dirichlet-${p.alpha}`
+      : p.kind === "quantity"
+        ? "quantity"
+        : "iid";
 }
 
 interface Hospital {
@@ -136,13 +147,21 @@ interface Hospital {
 /** Refuses a config (e.g. from a --config file) that would run something other than it says. */
 export function validateExperimentConfig(cfg: ExperimentConfig): void {
   for (const k of ["rounds", "stepsPerRound", "batchSize"] as const) {
-    if (!Number.isInteger(cfg[k]) || cfg[k] < 1) throw new InvalidArgumentError(`experiment ${k} must be a positive integer, got ${cfg[k]}`);
+    if (!Number.isInteger(cfg[k]) || cfg[k] < 1)
+      throw new InvalidArgumentError(`experiment ${k} must be a positive integer, got ${cfg[k]}`);
   }
   if (cfg.seeds.length === 0) throw new InvalidArgumentError("experiment seeds is empty");
   const unknown = cfg.methods.filter((m) => !METHODS.includes(m));
-  if (unknown.length > 0) throw new InvalidArgumentError(`unknown experiment methods ${JSON.stringify(unknown)}; choose from ${METHODS.join(", ")}`);
-  if (cfg.trainOn !== "qa" && cfg.trainOn !== "text") throw new InvalidArgumentError(`experiment trainOn must be "qa" or "text", got ${JSON.stringify(cfg.trainOn)}`);
-  if (!(cfg.answerWeight >= 0) || !Number.isFinite(cfg.answerWeight)) throw new InvalidArgumentError(`experiment answerWeight must be a finite non-negative number, got ${cfg.answerWeight}`);
+  if (unknown.length > 0)
+    throw new InvalidArgumentError(
+      `unknown experiment methods ${JSON.stringify(unknown)}; choose from ${METHODS.join(", ")}`,
+    );
+  if (cfg.trainOn !== "qa" && cfg.trainOn !== "text")
+    throw new InvalidArgumentError(`experiment trainOn must be "qa" or "text", got ${JSON.stringify(cfg.trainOn)}`);
+  if (!(cfg.answerWeight >= 0) || !Number.isFinite(cfg.answerWeight))
+    throw new InvalidArgumentError(
+      `experiment answerWeight must be a finite non-negative number, got ${cfg.answerWeight}`,
+    );
 }
 
 export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => void): Promise<RunResult[]> {
@@ -166,9 +185,29 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
         const qa = c.heldOut.map((d) => byId.get(d.id)!).slice(0, cfg.qaPerClient || undefined);
         const heldOut = await tokenizeDocuments(base.tokenizer, c.heldOut);
         if (cfg.trainOn === "qa") {
-          const w = await qaWindows(base.tokenizer, c.train.map((d) => byId.get(d.id)!), base.gpt.config.blockSize, cfg.answerWeight);
-          hospitals.push({ name: c.name, train: w.tokens, trainStarts: w.starts, trainWeights: w.weights, heldOut, qa, numExamples: c.train.length });
-        } else hospitals.push({ name: c.name, train: await tokenizeDocuments(base.tokenizer, c.train), heldOut, qa, numExamples: c.train.length });
+          const w = await qaWindows(
+            base.tokenizer,
+            c.train.map((d) => byId.get(d.id)!),
+            base.gpt.config.blockSize,
+            cfg.answerWeight,
+          );
+          hospitals.push({
+            name: c.name,
+            train: w.tokens,
+            trainStarts: w.starts,
+            trainWeights: w.weights,
+            heldOut,
+            qa,
+            numExamples: c.train.length,
+          });
+        } else
+          hospitals.push({
+            name: c.name,
+            train: await tokenizeDocuments(base.tokenizer, c.train),
+            heldOut,
+            qa,
+            numExamples: c.train.length,
+          });
       }
       const name = partitionName(spec);
       log(`[experiment] ${name}, seed ${seed}: ${hospitals.map((h) => `${h.name} ${h.numExamples}`).join(", ")}`);
@@ -182,9 +221,14 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
           run.methods.push(await score(method, base, cfg, null, hospitals));
         } else if (method === "local" || method === "centralized") {
           const datasets = method === "local" ? hospitals : [pool(hospitals)];
-          const steps = method === "local" ? cfg.rounds * cfg.stepsPerRound : hospitals.length * cfg.rounds * cfg.stepsPerRound;
+          const steps =
+            method === "local" ? cfg.rounds * cfg.stepsPerRound : hospitals.length * cfg.rounds * cfg.stepsPerRound;
           const trainers = await startTrainers(cfg, baseBytes, datasets);
-          const outs = await Promise.all(trainers.map((t) => t.trainRound({ task: 0, round: 0, identity: 0, startAdapter: initBytes, train: { ...train, steps } })));
+          const outs = await Promise.all(
+            trainers.map((t) =>
+              t.trainRound({ task: 0, round: 0, identity: 0, startAdapter: initBytes, train: { ...train, steps } }),
+            ),
+          );
           await Promise.all(trainers.map((t) => t.close()));
           const adapters = outs.map((o) => parseAdapter(o.adapter, base.gpt.config, cfg.lora).weights);
           if (method === "centralized") run.methods.push(await score(method, base, cfg, adapters[0]!, hospitals));
@@ -194,9 +238,14 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
             const matrix: number[][] = [];
             for (const [i, h] of hospitals.entries()) {
               const a = load(base, cfg.lora, adapters[i]!);
-              per.push({ client: h.name, perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).perplexity, accuracy: (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy });
+              per.push({
+                client: h.name,
+                perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).perplexity,
+                accuracy: (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy,
+              });
               const row: number[] = [];
-              for (const other of hospitals) row.push((await evaluateLoss(base.gpt, a, other.heldOut, evalOpts(base, cfg))).perplexity);
+              for (const other of hospitals)
+                row.push((await evaluateLoss(base.gpt, a, other.heldOut, evalOpts(base, cfg))).perplexity);
               matrix.push(row);
               a.dispose();
             }
@@ -204,11 +253,16 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
             run.crossClient = { clients: hospitals.map((h) => h.name), perplexity: matrix };
           }
         } else {
-          baseScore ??= run.methods.find((m) => m.method === "base") ?? (await score("base", base, cfg, null, hospitals, false));
-          run.methods.push(await federate(method, cfg, base, baseBytes, initBytes, hospitals, signers, seed, baseScore));
+          baseScore ??=
+            run.methods.find((m) => m.method === "base") ?? (await score("base", base, cfg, null, hospitals, false));
+          run.methods.push(
+            await federate(method, cfg, base, baseBytes, initBytes, hospitals, signers, seed, baseScore),
+          );
         }
         const m = run.methods[run.methods.length - 1]!;
-        log(`[experiment]   ${method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, mean acc ${(m.meanAccuracy * 100).toFixed(1)}% (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+        log(
+          `[experiment]   ${method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, mean acc ${(m.meanAccuracy * 100).toFixed(1)}% (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+        );
       }
       results.push(run);
     }
@@ -217,15 +271,42 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
   return results;
 }
 
-async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, baseBytes: Uint8Array, initBytes: Uint8Array, hospitals: Hospital[], signers: { address: string; getAddress(): Promise<string> }[], seed: number, baseScore: MethodResult): Promise<MethodResult> {
+async function federate(
+  method: Method,
+  cfg: ExperimentConfig,
+  base: BaseModel,
+  baseBytes: Uint8Array,
+  initBytes: Uint8Array,
+  hospitals: Hospital[],
+  signers: { address: string; getAddress(): Promise<string> }[],
+  seed: number,
+  baseScore: MethodResult,
+): Promise<MethodResult> {
   const ledger = await deployContracts(signers[0] as never);
   const store = await createStore();
   const trainers = await startTrainers(cfg, baseBytes, hospitals);
   try {
     const loraHash = loraConfigHash(cfg.lora);
     const ids: number[] = [];
-    for (const [i, h] of hospitals.entries()) ids.push(await ledger.registerIdentity(signers[2 + i]!.address, h.name, modelFingerprint(base.sha256, loraHash), "bafkreiexperiment"));
-    const task = await ledger.createTask({ baseModelCid: await store.add(baseBytes), baseModelSha256: base.sha256, loraConfigHash: loraHash, aggregator: signers[1]!.address, strategy: method, minUpdates: hospitals.length, roundDuration: 86_400, maxRounds: cfg.rounds });
+    for (const [i, h] of hospitals.entries())
+      ids.push(
+        await ledger.registerIdentity(
+          signers[2 + i]!.address,
+          h.name,
+          modelFingerprint(base.sha256, loraHash),
+          "bafkreiexperiment",
+        ),
+      );
+    const task = await ledger.createTask({
+      baseModelCid: await store.add(baseBytes),
+      baseModelSha256: base.sha256,
+      loraConfigHash: loraHash,
+      aggregator: signers[1]!.address,
+      strategy: method,
+      minUpdates: hospitals.length,
+      roundDuration: 86_400,
+      maxRounds: cfg.rounds,
+    });
     const clientCurves: number[][] = hospitals.map(() => []);
     let lastGlobal: LoraWeights | null = null;
     const aggregator = new Aggregator({
@@ -240,15 +321,34 @@ async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, 
       onGlobal: async (_round, bytes) => {
         lastGlobal = parseAdapter(bytes, base.gpt.config, cfg.lora).weights;
         const a = load(base, cfg.lora, lastGlobal);
-        for (const [i, h] of hospitals.entries()) clientCurves[i]!.push((await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
+        for (const [i, h] of hospitals.entries())
+          clientCurves[i]!.push((await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
         a.dispose();
       },
     });
     // the initial adapter is the same for every method: store it and open round 1 from it
     const initCid = await store.add(initBytes);
     await ledger.connect(signers[1] as never).openFirstRound(task, initCid, sha256Hex(initBytes));
-    const train = { steps: cfg.stepsPerRound, batchSize: cfg.batchSize, lr: cfg.lr, warmupSteps: 2, seed, proxMu: method === "fedprox" ? cfg.proxMu : 0 };
-    const clients = hospitals.map((_, i) => new FederationClient({ ledger: ledger.connect(signers[2 + i] as never), signer: signers[2 + i] as never, store, task, trainer: trainers[i]!, train, pollMs: 50 }));
+    const train = {
+      steps: cfg.stepsPerRound,
+      batchSize: cfg.batchSize,
+      lr: cfg.lr,
+      warmupSteps: 2,
+      seed,
+      proxMu: method === "fedprox" ? cfg.proxMu : 0,
+    };
+    const clients = hospitals.map(
+      (_, i) =>
+        new FederationClient({
+          ledger: ledger.connect(signers[2 + i] as never),
+          signer: signers[2 + i] as never,
+          store,
+          task,
+          trainer: trainers[i]!,
+          train,
+          pollMs: 50,
+        }),
+    );
     await Promise.all([aggregator.run(), ...clients.map((c) => c.run())]);
     const curve = clientCurves[0]!.map((_, r) => clientCurves.reduce((s, c) => s + c[r]!, 0) / clientCurves.length);
     const final = curve[curve.length - 1]!;
@@ -264,7 +364,14 @@ async function federate(method: Method, cfg: ExperimentConfig, base: BaseModel, 
   }
 }
 
-async function score(method: Method, base: BaseModel, cfg: ExperimentConfig, weights: LoraWeights | null, hospitals: Hospital[], withQa = true): Promise<MethodResult> {
+async function score(
+  method: Method,
+  base: BaseModel,
+  cfg: ExperimentConfig,
+  weights: LoraWeights | null,
+  hospitals: Hospital[],
+  withQa = true,
+): Promise<MethodResult> {
   const a = weights ? load(base, cfg.lora, weights) : null;
   const per: ClientResult[] = [];
   for (const h of hospitals) {
@@ -281,7 +388,15 @@ async function score(method: Method, base: BaseModel, cfg: ExperimentConfig, wei
 function summarize(method: Method, per: ClientResult[]): MethodResult {
   const ppl = per.map((c) => c.perplexity);
   const acc = fairness(per.map((c) => c.accuracy));
-  return { method, clients: per, worstPerplexity: Math.max(...ppl), meanPerplexity: ppl.reduce((a, b) => a + b, 0) / ppl.length, minAccuracy: acc.min, meanAccuracy: acc.mean, hmeanAccuracy: acc.hmean };
+  return {
+    method,
+    clients: per,
+    worstPerplexity: Math.max(...ppl),
+    meanPerplexity: ppl.reduce((a, b) => a + b, 0) / ppl.length,
+    minAccuracy: acc.min,
+    meanAccuracy: acc.mean,
+    hmeanAccuracy: acc.hmean,
+  };
 }
 
 function load(base: BaseModel, lora: LoraConfig, w: LoraWeights): LoraAdapter {
@@ -290,11 +405,20 @@ function load(base: BaseModel, lora: LoraConfig, w: LoraWeights): LoraAdapter {
   return a;
 }
 
-const evalOpts = (base: BaseModel, cfg: ExperimentConfig) => ({ seqLen: base.gpt.config.blockSize, batchSize: 16, maxSequences: cfg.evalSequences });
+const evalOpts = (base: BaseModel, cfg: ExperimentConfig) => ({
+  seqLen: base.gpt.config.blockSize,
+  batchSize: 16,
+  maxSequences: cfg.evalSequences,
+});
 
 async function initAdapter(base: BaseModel, lora: LoraConfig, seed: number): Promise<Uint8Array> {
   const a = LoraAdapter.init(base.gpt.config, lora, seed);
-  const bytes = serializeAdapter(base.gpt.config, lora, await a.exportWeights(), { kind: "init", task: 0, round: 0, baseModelSha256: base.sha256 });
+  const bytes = serializeAdapter(base.gpt.config, lora, await a.exportWeights(), {
+    kind: "init",
+    task: 0,
+    round: 0,
+    baseModelSha256: base.sha256,
+  });
   a.dispose();
   return bytes;
 }
@@ -302,17 +426,40 @@ async function initAdapter(base: BaseModel, lora: LoraConfig, seed: number): Pro
 function pool(hospitals: Hospital[]): Hospital {
   const numExamples = hospitals.reduce((s, h) => s + h.numExamples, 0);
   if (hospitals.every((h) => h.trainStarts)) {
-    const w = concatWindowed(hospitals.map((h) => ({ tokens: h.train, starts: h.trainStarts!, weights: h.trainWeights! })));
-    return { name: "pooled", train: w.tokens, trainStarts: w.starts, trainWeights: w.weights, heldOut: new Int32Array(0), qa: [], numExamples };
+    const w = concatWindowed(
+      hospitals.map((h) => ({ tokens: h.train, starts: h.trainStarts!, weights: h.trainWeights! })),
+    );
+    return {
+      name: "pooled",
+      train: w.tokens,
+      trainStarts: w.starts,
+      trainWeights: w.weights,
+      heldOut: new Int32Array(0),
+      qa: [],
+      numExamples,
+    };
   }
-  return { name: "pooled", train: concatTokens(hospitals.map((h) => h.train)), heldOut: new Int32Array(0), qa: [], numExamples };
+  return {
+    name: "pooled",
+    train: concatTokens(hospitals.map((h) => h.train)),
+    heldOut: new Int32Array(0),
+    qa: [],
+    numExamples,
+  };
 }
 
 async function startTrainers(cfg: ExperimentConfig, baseBytes: Uint8Array, ds: Hospital[]): Promise<RoundTrainer[]> {
   const trainers = await Promise.all(
     ds.map((h) => {
-      const data = { trainTokens: h.train, trainWindowStarts: h.trainStarts, trainLossWeights: h.trainWeights, numExamples: h.numExamples };
-      return cfg.workers ? WorkerTrainer.start(baseBytes, cfg.lora, data) : InlineTrainer.create(baseBytes, cfg.lora, data);
+      const data = {
+        trainTokens: h.train,
+        trainWindowStarts: h.trainStarts,
+        trainLossWeights: h.trainWeights,
+        numExamples: h.numExamples,
+      };
+      return cfg.workers
+        ? WorkerTrainer.start(baseBytes, cfg.lora, data)
+        : InlineTrainer.create(baseBytes, cfg.lora, data);
     }),
   );
   return cfg.workers ? limitConcurrency(trainers, availableParallelism()) : trainers;

@@ -10,7 +10,13 @@ import { ChainRevertError, FokError } from "../errors.js";
 import { LoraAdapter, type LoraConfig } from "../model/lora.js";
 import type { GPTConfig } from "../model/gpt.js";
 import { parseAdapter, serializeAdapter } from "../model/adapter.js";
-import { unitsToWeights, strategyFor, TooFewUpdatesError, type ClientUpdate, type Strategy } from "../aggregate/index.js";
+import {
+  unitsToWeights,
+  strategyFor,
+  TooFewUpdatesError,
+  type ClientUpdate,
+  type Strategy,
+} from "../aggregate/index.js";
 import type { AdapterStore } from "../store/index.js";
 import { sha256Hex } from "../digest.js";
 import { AggregationError, sleep, waitForRound } from "./rounds.js";
@@ -56,7 +62,12 @@ export class Aggregator {
   /** Publishes the initial adapter (A seeded, B = 0: the base model exactly) and opens round 1. */
   async openFirstRound(seed = 42): Promise<string> {
     const init = LoraAdapter.init(this.o.model, this.o.lora, seed);
-    const bytes = serializeAdapter(this.o.model, this.o.lora, await init.exportWeights(), { kind: "init", task: this.o.task, round: 0, baseModelSha256: this.o.baseModelSha256 });
+    const bytes = serializeAdapter(this.o.model, this.o.lora, await init.exportWeights(), {
+      kind: "init",
+      task: this.o.task,
+      round: 0,
+      baseModelSha256: this.o.baseModelSha256,
+    });
     init.dispose();
     const cid = await this.o.store.add(bytes);
     await this.o.ledger.openFirstRound(this.o.task, cid, sha256Hex(bytes));
@@ -77,10 +88,12 @@ export class Aggregator {
     for (const s of round.submissions) {
       try {
         const rec = await this.o.ledger.identity.identity(s.identity);
-        if (Number(rec.status) !== IdentityStatus.Active) throw new FokError(`identity is ${IdentityStatus[Number(rec.status)]}`);
+        if (Number(rec.status) !== IdentityStatus.Active)
+          throw new FokError(`identity is ${IdentityStatus[Number(rec.status)]}`);
         const bytes = await this.o.store.get(s.cid, { expectedSha256: s.adapterSha256 });
         const parsed = parseAdapter(bytes, this.o.model, this.o.lora);
-        if (parsed.metadata.baseModelSha256 !== this.o.baseModelSha256) throw new FokError(`adapter is for base model ${parsed.metadata.baseModelSha256}`);
+        if (parsed.metadata.baseModelSha256 !== this.o.baseModelSha256)
+          throw new FokError(`adapter is for base model ${parsed.metadata.baseModelSha256}`);
         updates.push({ identity: s.identity, numExamples: s.numExamples, weights: parsed.weights });
       } catch (e) {
         excluded.push({ identity: s.identity, reason: `${(e as Error).name}: ${(e as Error).message}` });
@@ -108,7 +121,10 @@ export class Aggregator {
     const { updates, excluded } = await this.collect(round);
     const t1 = performance.now();
     if (updates.length < history.minUpdates) {
-      throw new AggregationError(`round ${roundNumber}: ${updates.length} usable updates, the task needs ${history.minUpdates}`, { cause: new TooFewUpdatesError(updates.length, history.minUpdates) });
+      throw new AggregationError(
+        `round ${roundNumber}: ${updates.length} usable updates, the task needs ${history.minUpdates}`,
+        { cause: new TooFewUpdatesError(updates.length, history.minUpdates) },
+      );
     }
     const strategy = await this.strategy();
     const result = strategy.aggregate(updates, { scale: this.o.lora.alpha / this.o.lora.r, r: this.o.lora.r });

@@ -63,7 +63,9 @@ export class FederationClient {
     const addr = await this.o.signer.getAddress();
     const { tokenId, status } = await this.o.ledger.identityOfSigner(addr);
     if (tokenId === 0 || status !== IdentityStatus.Active) {
-      throw new ClientIdentityError(`${addr} holds no active identity (token ${tokenId}, status ${IdentityStatus[status]})`);
+      throw new ClientIdentityError(
+        `${addr} holds no active identity (token ${tokenId}, status ${IdentityStatus[status]})`,
+      );
     }
     this.identityId = tokenId;
     return tokenId;
@@ -96,9 +98,18 @@ export class FederationClient {
         metrics: out.metrics,
       };
       await this.saveState(round, state); // before submitting: a crash from here on resubmits these same bytes
-      this.log(`round ${round}: trained (${out.tokensPerSec} tok/s, held-out loss ${fmt(out.metrics.heldOutLossBefore)} → ${fmt(out.metrics.heldOutLossAfter)}), pinned ${cid}`);
+      this.log(
+        `round ${round}: trained (${out.tokensPerSec} tok/s, held-out loss ${fmt(out.metrics.heldOutLossBefore)} → ${fmt(out.metrics.heldOutLossAfter)}), pinned ${cid}`,
+      );
     }
-    const c: UpdateCommitment = { task, round, cid: state.cid, adapterSha256: state.adapterSha256, numExamples: state.numExamples, metricsDigest: state.metricsDigest };
+    const c: UpdateCommitment = {
+      task,
+      round,
+      cid: state.cid,
+      adapterSha256: state.adapterSha256,
+      numExamples: state.numExamples,
+      metricsDigest: state.metricsDigest,
+    };
     try {
       if (this.o.relay) await ledger.submitSignedUpdate(c, await ledger.signUpdate(this.o.signer, c));
       else await ledger.submitUpdate(c);

@@ -91,10 +91,14 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
   try {
     baseBytes = await readFile(join(o.baseDir, "model.safetensors"));
   } catch {
-    throw new CheckpointError(`no base model at ${o.baseDir}/model.safetensors; build one with \`npm run pretrain -- --out ${o.baseDir}\``);
+    throw new CheckpointError(
+      `no base model at ${o.baseDir}/model.safetensors; build one with \`npm run pretrain -- --out ${o.baseDir}\``,
+    );
   }
   const base = parseBaseModel(baseBytes);
-  log(`[demo] base model ${base.sha256.slice(0, 18)}… (${base.gpt.config.nLayer} layers, d=${base.gpt.config.nEmbd}, vocab ${base.gpt.config.vocabSize})`);
+  log(
+    `[demo] base model ${base.sha256.slice(0, 18)}… (${base.gpt.config.nLayer} layers, d=${base.gpt.config.nEmbd}, vocab ${base.gpt.config.vocabSize})`,
+  );
 
   // data: the medical part of WordNet, one hospital per category
   const docs = await loadWordnetMedical();
@@ -110,7 +114,9 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
       numExamples: c.train.length,
     });
   }
-  log(`[demo] ${clientsData.length} hospitals: ${clientsData.map((c, i) => `${c.name} (${c.train.length} docs, ${datasets[i]!.trainTokens.length} tokens)`).join(", ")}`);
+  log(
+    `[demo] ${clientsData.length} hospitals: ${clientsData.map((c, i) => `${c.name} (${c.train.length} docs, ${datasets[i]!.trainTokens.length} tokens)`).join(", ")}`,
+  );
 
   // chain and store
   const hre = await import("hardhat");
@@ -128,7 +134,9 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
     const fingerprint = modelFingerprint(base.sha256, loraHash);
     const identities: number[] = [];
     for (const [i, c] of clientsData.entries()) {
-      identities.push(await ledger.registerIdentity(signers[2 + i]!.address, `hospital:${c.name}`, fingerprint, `bafkreidemo${i}`));
+      identities.push(
+        await ledger.registerIdentity(signers[2 + i]!.address, `hospital:${c.name}`, fingerprint, `bafkreidemo${i}`),
+      );
     }
     const task = await ledger.createTask({
       baseModelCid: baseCid,
@@ -140,7 +148,9 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
       roundDuration: 3600,
       maxRounds: o.rounds,
     });
-    log(`[demo] chain: identities ${identities.join(", ")} registered; task ${task} (${o.strategy}, ${o.rounds} rounds) created; base model pinned as ${baseCid}`);
+    log(
+      `[demo] chain: identities ${identities.join(", ")} registered; task ${task} (${o.strategy}, ${o.rounds} rounds) created; base model pinned as ${baseCid}`,
+    );
 
     // evaluation of the global adapter on every hospital's held-out text, after each round
     const evalOpts = { seqLen: base.gpt.config.blockSize, batchSize: 16 };
@@ -167,16 +177,32 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
           ppl.push(p);
         }
         adapter.dispose();
-        log(`[aggregator] round ${round}: held-out perplexity with the global adapter: ${ppl.map((p, i) => `${clientsData[i]!.name} ${p.toFixed(1)}`).join(", ")}`);
+        log(
+          `[aggregator] round ${round}: held-out perplexity with the global adapter: ${ppl.map((p, i) => `${clientsData[i]!.name} ${p.toFixed(1)}`).join(", ")}`,
+        );
       },
     });
-    const train = { steps: o.steps, batchSize: o.batchSize, lr: o.lr, warmupSteps: Math.min(5, o.steps), seed: o.seed, proxMu: o.strategy === "fedprox" ? 0.01 : 0 };
+    const train = {
+      steps: o.steps,
+      batchSize: o.batchSize,
+      lr: o.lr,
+      warmupSteps: Math.min(5, o.steps),
+      seed: o.seed,
+      proxMu: o.strategy === "fedprox" ? 0.01 : 0,
+    };
     for (const [i, d] of datasets.entries()) {
       const name = clientsData[i]!.name;
       const onStep = (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => {
-        if (s.step === s.steps || s.step % 20 === 0) log(`[client ${name}] step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSec)} tok/s`);
+        if (s.step === s.steps || s.step % 20 === 0)
+          log(
+            `[client ${name}] step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSec)} tok/s`,
+          );
       };
-      trainers.push(o.workers ? await WorkerTrainer.start(baseBytes, o.lora, d, onStep) : await InlineTrainer.create(baseBytes, o.lora, d, onStep));
+      trainers.push(
+        o.workers
+          ? await WorkerTrainer.start(baseBytes, o.lora, d, onStep)
+          : await InlineTrainer.create(baseBytes, o.lora, d, onStep),
+      );
     }
     // every hospital shares this one machine: train at most one per core at a time (faster than all at once)
     const sharing = o.workers ? limitConcurrency(trainers, availableParallelism()) : trainers;
@@ -199,10 +225,25 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
     const localOnly: number[] = [];
     if (o.localOnly) {
       const init = LoraAdapter.init(base.gpt.config, o.lora, o.seed);
-      const initBytes = serializeAdapter(base.gpt.config, o.lora, await init.exportWeights(), { kind: "init", task, round: 0, baseModelSha256: base.sha256 });
+      const initBytes = serializeAdapter(base.gpt.config, o.lora, await init.exportWeights(), {
+        kind: "init",
+        task,
+        round: 0,
+        baseModelSha256: base.sha256,
+      });
       init.dispose();
       log(`[demo] local-only baseline: each hospital alone, ${o.rounds * o.steps} steps`);
-      const outs = await Promise.all(trainers.map((t, i) => t.trainRound({ task, round: 0, identity: identities[i]!, startAdapter: initBytes, train: { ...train, steps: o.rounds * o.steps, proxMu: 0 } })));
+      const outs = await Promise.all(
+        trainers.map((t, i) =>
+          t.trainRound({
+            task,
+            round: 0,
+            identity: identities[i]!,
+            startAdapter: initBytes,
+            train: { ...train, steps: o.rounds * o.steps, proxMu: 0 },
+          }),
+        ),
+      );
       for (const [i, out] of outs.entries()) {
         const a = LoraAdapter.init(base.gpt.config, o.lora);
         a.assign(parseAdapter(out.adapter, base.gpt.config, o.lora).weights);
@@ -220,7 +261,15 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
       finalPerplexity: perRound[i]![perRound[i]!.length - 1]!,
       ...(o.localOnly ? { localOnlyPerplexity: localOnly[i]! } : {}),
     }));
-    return { task, strategy: o.strategy, baseModelSha256: base.sha256, rows, rounds: reports as RoundReport[], history, seconds: (performance.now() - t0) / 1000 };
+    return {
+      task,
+      strategy: o.strategy,
+      baseModelSha256: base.sha256,
+      rows,
+      rounds: reports as RoundReport[],
+      history,
+      seconds: (performance.now() - t0) / 1000,
+    };
   } finally {
     await Promise.all(trainers.map((t) => t.close()));
     await store.close();
@@ -236,14 +285,20 @@ export function formatDemoReport(r: DemoReport): string {
   lines.push(`Held-out perplexity per hospital (lower is better), task ${r.task}, strategy ${r.strategy}:`);
   const rounds = r.rows[0]?.perRoundPerplexity.length ?? 0;
   const local = r.rows.every((x) => x.localOnlyPerplexity !== undefined);
-  lines.push(`  ${"hospital".padEnd(12)} ${"id".padStart(3)} ${"docs".padStart(5)}  ${"base".padStart(8)}  ${Array.from({ length: rounds }, (_, i) => `round ${i + 1}`.padStart(8)).join("  ")}  change${local ? "   local-only" : ""}`);
+  lines.push(
+    `  ${"hospital".padEnd(12)} ${"id".padStart(3)} ${"docs".padStart(5)}  ${"base".padStart(8)}  ${Array.from({ length: rounds }, (_, i) => `round ${i + 1}`.padStart(8)).join("  ")}  change${local ? "   local-only" : ""}`,
+  );
   for (const row of r.rows) {
     const change = ((row.finalPerplexity / row.basePerplexity - 1) * 100).toFixed(1) + "%";
-    lines.push(`  ${row.client.padEnd(12)} ${String(row.identity).padStart(3)} ${String(row.trainDocs).padStart(5)}  ${row.basePerplexity.toFixed(1).padStart(8)}  ${row.perRoundPerplexity.map((p) => p.toFixed(1).padStart(8)).join("  ")}  ${change.padStart(6)}${local ? row.localOnlyPerplexity!.toFixed(1).padStart(13) : ""}`);
+    lines.push(
+      `  ${row.client.padEnd(12)} ${String(row.identity).padStart(3)} ${String(row.trainDocs).padStart(5)}  ${row.basePerplexity.toFixed(1).padStart(8)}  ${row.perRoundPerplexity.map((p) => p.toFixed(1).padStart(8)).join("  ")}  ${change.padStart(6)}${local ? row.localOnlyPerplexity!.toFixed(1).padStart(13) : ""}`,
+    );
   }
   const worstBase = Math.max(...r.rows.map((x) => x.basePerplexity));
   const worstFinal = Math.max(...r.rows.map((x) => x.finalPerplexity));
-  lines.push(`  worst hospital: ${worstBase.toFixed(1)} → ${worstFinal.toFixed(1)} federated${local ? `, ${Math.max(...r.rows.map((x) => x.localOnlyPerplexity!)).toFixed(1)} local-only (same token budget)` : ""}`);
+  lines.push(
+    `  worst hospital: ${worstBase.toFixed(1)} → ${worstFinal.toFixed(1)} federated${local ? `, ${Math.max(...r.rows.map((x) => x.localOnlyPerplexity!)).toFixed(1)} local-only (same token budget)` : ""}`,
+  );
   const last = r.history.rounds[r.history.rounds.length - 1]!;
   const fin = last.finalized!;
   lines.push("");
@@ -254,10 +309,13 @@ export function formatDemoReport(r: DemoReport): string {
   for (const [i, id] of fin.contributors.entries()) {
     const sub = last.submissions.find((s) => s.identity === id)!;
     const share = Number((fin.weights[i]! * 10000n) / 10n ** 18n) / 100;
-    lines.push(`  identity ${id} (${sub.signer.slice(0, 10)}…) weight ${share.toFixed(2)}%  ${sub.numExamples} examples  update ${sub.cid}`);
+    lines.push(
+      `  identity ${id} (${sub.signer.slice(0, 10)}…) weight ${share.toFixed(2)}%  ${sub.numExamples} examples  update ${sub.cid}`,
+    );
   }
-  lines.push(`  rounds: ${r.history.rounds.map((x) => `${x.round}: ${x.finalized?.contributors.length ?? 0} contributors`).join(", ")}`);
+  lines.push(
+    `  rounds: ${r.history.rounds.map((x) => `${x.round}: ${x.finalized?.contributors.length ?? 0} contributors`).join(", ")}`,
+  );
   lines.push(`Finished in ${r.seconds.toFixed(0)} s.`);
   return lines.join("\n");
 }
-

@@ -60,7 +60,12 @@ export class LocalTrainer {
     private readonly onStep?: (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => void,
   ) {}
 
-  static async create(baseBytes: Uint8Array, lora: LoraConfig, data: ClientDataset, onStep?: LocalTrainer["onStep"]): Promise<LocalTrainer> {
+  static async create(
+    baseBytes: Uint8Array,
+    lora: LoraConfig,
+    data: ClientDataset,
+    onStep?: LocalTrainer["onStep"],
+  ): Promise<LocalTrainer> {
     await initBackend(undefined, true);
     return new LocalTrainer(parseBaseModel(baseBytes), lora, data, onStep);
   }
@@ -72,12 +77,18 @@ export class LocalTrainer {
   async trainRound(job: RoundJob): Promise<RoundOutput> {
     const parsed = parseAdapter(job.startAdapter, this.base.gpt.config, this.lora);
     if (parsed.metadata.baseModelSha256 !== this.base.sha256) {
-      throw new InvalidArgumentError(`starting adapter is for base model ${parsed.metadata.baseModelSha256}, not ${this.base.sha256}`);
+      throw new InvalidArgumentError(
+        `starting adapter is for base model ${parsed.metadata.baseModelSha256}, not ${this.base.sha256}`,
+      );
     }
     const adapter = LoraAdapter.init(this.base.gpt.config, this.lora);
     try {
       adapter.assign(parsed.weights);
-      const cfg = { seqLen: this.base.gpt.config.blockSize, ...job.train, seed: (job.train.seed ?? 0) + job.round * 1000 + job.identity };
+      const cfg = {
+        seqLen: this.base.gpt.config.blockSize,
+        ...job.train,
+        seed: (job.train.seed ?? 0) + job.round * 1000 + job.identity,
+      };
       const evalOpts = { seqLen: cfg.seqLen, batchSize: 16 };
       const held = this.data.heldOutTokens;
       const before = held ? (await evaluateLoss(this.base.gpt, adapter, held, evalOpts)).meanLoss : null;
@@ -120,7 +131,13 @@ export class LocalTrainer {
 /** JSON with sorted keys: the same object always gives the same text (and digest). */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_, v) =>
-    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]])) : v,
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.keys(v)
+            .sort()
+            .map((k) => [k, v[k]]),
+        )
+      : v,
   );
 }
 

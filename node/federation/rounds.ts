@@ -9,13 +9,21 @@ export class AggregationError extends FokError {}
  * The task history once it shows round `round` opened. A JSON-RPC provider can answer log queries from a block
  * number a little behind the transaction that just opened the round, so this polls for up to `timeoutMs`.
  */
-export async function waitForRound(ledger: FederationLedger, task: number, round: number, pollMs: number, signal?: AbortSignal, timeoutMs = 60_000) {
+export async function waitForRound(
+  ledger: FederationLedger,
+  task: number,
+  round: number,
+  pollMs: number,
+  signal?: AbortSignal,
+  timeoutMs = 60_000,
+) {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const history = await ledger.readTaskHistory(task);
     const r = history.rounds.find((x) => x.round === round);
     if (r) return { history, round: r };
-    if (Date.now() > until || signal?.aborted) throw new AggregationError(`round ${round} of task ${task} has not opened`);
+    if (Date.now() > until || signal?.aborted)
+      throw new AggregationError(`round ${round} of task ${task} has not opened`);
     await sleep(pollMs, signal);
   }
 }

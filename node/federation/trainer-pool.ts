@@ -43,7 +43,12 @@ export class WorkerTrainer implements RoundTrainer {
     });
   }
 
-  static async start(baseBytes: Uint8Array, lora: LoraConfig, data: ClientDataset, onStep?: WorkerTrainer["onStep"]): Promise<WorkerTrainer> {
+  static async start(
+    baseBytes: Uint8Array,
+    lora: LoraConfig,
+    data: ClientDataset,
+    onStep?: WorkerTrainer["onStep"],
+  ): Promise<WorkerTrainer> {
     const worker = new Worker(new URL("./worker.ts", import.meta.url), {
       workerData: { baseBytes, lora, data },
       execArgv: ["--import", "tsx"],
@@ -63,7 +68,8 @@ export class WorkerTrainer implements RoundTrainer {
   }
 
   trainRound(job: RoundJob): Promise<RoundOutput> {
-    if (this.pending) return Promise.reject(new WorkerTrainingError("a round is already running in this worker", "Busy"));
+    if (this.pending)
+      return Promise.reject(new WorkerTrainingError("a round is already running in this worker", "Busy"));
     return new Promise((resolve, reject) => {
       this.pending = { resolve, reject };
       this.worker.postMessage(job);
@@ -79,7 +85,12 @@ export class WorkerTrainer implements RoundTrainer {
 export class InlineTrainer implements RoundTrainer {
   private constructor(private readonly inner: import("./local-trainer.js").LocalTrainer) {}
 
-  static async create(baseBytes: Uint8Array, lora: LoraConfig, data: ClientDataset, onStep?: (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => void): Promise<InlineTrainer> {
+  static async create(
+    baseBytes: Uint8Array,
+    lora: LoraConfig,
+    data: ClientDataset,
+    onStep?: (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => void,
+  ): Promise<InlineTrainer> {
     const { LocalTrainer } = await import("./local-trainer.js");
     return new InlineTrainer(await LocalTrainer.create(baseBytes, lora, data, onStep));
   }

@@ -16,7 +16,9 @@ const port = parentPort!;
 const init = workerData as Init;
 let trainer: LocalTrainer;
 try {
-  trainer = await LocalTrainer.create(init.baseBytes, init.lora, init.data, (s) => port.postMessage({ type: "step", step: s }));
+  trainer = await LocalTrainer.create(init.baseBytes, init.lora, init.data, (s) =>
+    port.postMessage({ type: "step", step: s }),
+  );
   port.postMessage({ type: "ready" });
 } catch (e) {
   port.postMessage({ type: "error", message: (e as Error).message, name: (e as Error).name });

@@ -74,7 +74,12 @@ export function peftConfig(lora: LoraConfig, baseModel = ""): Record<string, unk
 }
 
 /** Serializes adapter weights to PEFT safetensors bytes. */
-export function serializeAdapter(model: GPTConfig, lora: LoraConfig, weights: LoraWeights, meta: AdapterMetadata): Uint8Array {
+export function serializeAdapter(
+  model: GPTConfig,
+  lora: LoraConfig,
+  weights: LoraWeights,
+  meta: AdapterMetadata,
+): Uint8Array {
   const tensors = new Map<string, NamedTensor>();
   for (const m of loraLayout(model, lora)) {
     const w = weights.get(m.module);
@@ -82,7 +87,8 @@ export function serializeAdapter(model: GPTConfig, lora: LoraConfig, weights: Lo
     const fanIn = inWidth(model, m.module);
     const r = lora.r;
     const width = m.sections.length * m.sectionWidth;
-    if (w.A.length !== fanIn * r || w.B.length !== r * width) throw new AdapterMismatchError(m.module, "weights have the wrong size");
+    if (w.A.length !== fanIn * r || w.B.length !== r * width)
+      throw new AdapterMismatchError(m.module, "weights have the wrong size");
     // PEFT: lora_A.weight [r, in] = A^T; lora_B.weight [out, r] = B^T expanded with zero rows for untouched sections
     const A = new Float32Array(r * fanIn);
     for (let i = 0; i < fanIn; i++) for (let j = 0; j < r; j++) A[j * fanIn + i] = w.A[i * r + j]!;
@@ -134,10 +140,15 @@ export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: Lor
     throw new AdapterMismatchError("adapter_config", (e as Error).message);
   }
   if (expected) {
-    if (lora.r !== expected.r) throw new AdapterMismatchError("adapter_config", `r ${lora.r}, task expects ${expected.r}`);
-    if (lora.alpha !== expected.alpha) throw new AdapterMismatchError("adapter_config", `lora_alpha ${lora.alpha}, task expects ${expected.alpha}`);
+    if (lora.r !== expected.r)
+      throw new AdapterMismatchError("adapter_config", `r ${lora.r}, task expects ${expected.r}`);
+    if (lora.alpha !== expected.alpha)
+      throw new AdapterMismatchError("adapter_config", `lora_alpha ${lora.alpha}, task expects ${expected.alpha}`);
     if ([...lora.targetModules].sort().join() !== [...expected.targetModules].sort().join()) {
-      throw new AdapterMismatchError("adapter_config", `target_modules ${lora.targetModules}, task expects ${expected.targetModules}`);
+      throw new AdapterMismatchError(
+        "adapter_config",
+        `target_modules ${lora.targetModules}, task expects ${expected.targetModules}`,
+      );
     }
   }
   const layout = loraLayout(model, lora);
@@ -154,11 +165,16 @@ export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: Lor
     const b = file.tensors.get(bName);
     if (!a) throw new AdapterMismatchError(aName, "missing");
     if (!b) throw new AdapterMismatchError(bName, "missing");
-    for (const [n, t] of [[aName, a], [bName, b]] as const) {
+    for (const [n, t] of [
+      [aName, a],
+      [bName, b],
+    ] as const) {
       if (t.dtype && t.dtype !== "F32") throw new AdapterMismatchError(n, `dtype ${t.dtype}, expected F32`);
     }
-    if (a.shape.join() !== [r, fanIn].join()) throw new AdapterMismatchError(aName, `shape [${a.shape}], expected [${r},${fanIn}]`);
-    if (b.shape.join() !== [m.outWidth, r].join()) throw new AdapterMismatchError(bName, `shape [${b.shape}], expected [${m.outWidth},${r}]`);
+    if (a.shape.join() !== [r, fanIn].join())
+      throw new AdapterMismatchError(aName, `shape [${a.shape}], expected [${r},${fanIn}]`);
+    if (b.shape.join() !== [m.outWidth, r].join())
+      throw new AdapterMismatchError(bName, `shape [${b.shape}], expected [${m.outWidth},${r}]`);
     const A = new Float32Array(fanIn * r);
     for (let i = 0; i < fanIn; i++) for (let j = 0; j < r; j++) A[i * r + j] = a.data[j * fanIn + i]!;
     const B = new Float32Array(r * width);
@@ -168,13 +184,18 @@ export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: Lor
         for (let j = 0; j < r; j++) {
           const v = b.data[(s * m.sectionWidth + c) * r + j]!;
           if (k >= 0) B[j * width + k * m.sectionWidth + c] = v;
-          else if (v !== 0) throw new AdapterMismatchError(bName, `non-zero update in section ${"qkv"[s]}, which target_modules leave alone`);
+          else if (v !== 0)
+            throw new AdapterMismatchError(
+              bName,
+              `non-zero update in section ${"qkv"[s]}, which target_modules leave alone`,
+            );
         }
       }
     }
     weights.set(m.module, { A, B });
   }
-  for (const name of file.tensors.keys()) if (!expectedNames.has(name)) throw new AdapterMismatchError(name, "unexpected tensor");
+  for (const name of file.tensors.keys())
+    if (!expectedNames.has(name)) throw new AdapterMismatchError(name, "unexpected tensor");
   const md = file.metadata;
   const kind = md["fok.kind"];
   const num = (k: string) => (md[k] === undefined ? undefined : Number(md[k]));
@@ -198,5 +219,8 @@ export async function exportPeftFolder(dir: string, bytes: Uint8Array): Promise<
   const { metadata } = readSafetensors(bytes);
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, "adapter_model.safetensors"), bytes);
-  await writeFile(join(dir, "adapter_config.json"), JSON.stringify(JSON.parse(metadata.adapter_config ?? "{}"), null, 2) + "\n");
+  await writeFile(
+    join(dir, "adapter_config.json"),
+    JSON.stringify(JSON.parse(metadata.adapter_config ?? "{}"), null, 2) + "\n",
+  );
 }

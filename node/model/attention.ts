@@ -15,7 +15,8 @@ import { registerSlicedMatMul, SLICED_MATMUL } from "./kernels.js";
 
 /** [n, a, b]·[n, b, c] as n 2-D products on wasm (see kernels.ts), a batched product elsewhere. */
 function batchProduct(x: tf.Tensor3D, y: tf.Tensor3D): tf.Tensor3D {
-  if (tf.getBackend() === "wasm" && registerSlicedMatMul()) return tf.engine().runKernel(SLICED_MATMUL, { a: x, b: y }, {}) as tf.Tensor3D;
+  if (tf.getBackend() === "wasm" && registerSlicedMatMul())
+    return tf.engine().runKernel(SLICED_MATMUL, { a: x, b: y }, {}) as tf.Tensor3D;
   return tf.matMul(x, y);
 }
 

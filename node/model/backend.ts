@@ -24,7 +24,12 @@ export class BackendUnavailableError extends FokError {
 }
 
 const require = createRequire(import.meta.url);
-const VULKAN_PATHS = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/aarch64-linux-gnu/libvulkan.so.1", "/usr/lib64/libvulkan.so.1", "/usr/lib/libvulkan.so.1"];
+const VULKAN_PATHS = [
+  "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+  "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+  "/usr/lib64/libvulkan.so.1",
+  "/usr/lib/libvulkan.so.1",
+];
 let chosen: BackendName | null = null;
 
 async function tryBackend(name: BackendName): Promise<string | null> {
@@ -38,11 +43,14 @@ async function tryBackend(name: BackendName): Promise<string | null> {
         break;
       case "webgpu": {
         // Dawn needs Vulkan on Linux; without it, say so instead of letting Dawn print its own warning
-        if (process.platform === "linux" && !VULKAN_PATHS.some((p) => existsSync(p))) return "libvulkan.so.1 not found (apt-get install libvulkan1)";
+        if (process.platform === "linux" && !VULKAN_PATHS.some((p) => existsSync(p)))
+          return "libvulkan.so.1 not found (apt-get install libvulkan1)";
         const webgpu = require("webgpu");
         Object.assign(globalThis, webgpu.globals);
         // Node 21+ has a navigator without gpu: give it Dawn's
-        const nav = ((globalThis as { navigator?: object }).navigator ??= {}) as { gpu?: { requestAdapter(): Promise<unknown> } };
+        const nav = ((globalThis as { navigator?: object }).navigator ??= {}) as {
+          gpu?: { requestAdapter(): Promise<unknown> };
+        };
         if (!nav.gpu) Object.defineProperty(nav, "gpu", { value: webgpu.create([]), configurable: true });
         const adapter = await nav.gpu!.requestAdapter();
         if (!adapter) return "no GPU adapter";
@@ -65,7 +73,10 @@ async function tryBackend(name: BackendName): Promise<string | null> {
  * Initialises and returns the backend: `backend` or $FOK_BACKEND if given (an error if it cannot start), else the
  * first that works in BACKEND_PREFERENCE. Idempotent.
  */
-export async function initBackend(backend: string | undefined = process.env.FOK_BACKEND, quiet = false): Promise<BackendName> {
+export async function initBackend(
+  backend: string | undefined = process.env.FOK_BACKEND,
+  quiet = false,
+): Promise<BackendName> {
   if (chosen && (!backend || backend === chosen)) return chosen;
   const candidates = backend ? [backend as BackendName] : BACKEND_PREFERENCE;
   if (backend && !BACKEND_PREFERENCE.includes(backend as BackendName)) {

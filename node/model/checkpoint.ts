@@ -58,9 +58,14 @@ export function toHfConfig(c: GPTConfig, eosId: number): Record<string, unknown>
 export function fromHfConfig(json: unknown): GPTConfig {
   const j = json as Record<string, unknown>;
   if (!j || typeof j !== "object") throw new CheckpointError("config.json is not an object");
-  if (j.model_type !== undefined && j.model_type !== "gpt2") throw new CheckpointError(`model_type ${String(j.model_type)} is not gpt2`);
+  if (j.model_type !== undefined && j.model_type !== "gpt2")
+    throw new CheckpointError(`model_type ${String(j.model_type)} is not gpt2`);
   if (j.tie_word_embeddings === false) throw new CheckpointError("untied output heads are not supported");
-  if (j.activation_function !== undefined && j.activation_function !== "gelu_new" && j.activation_function !== "gelu_pytorch_tanh") {
+  if (
+    j.activation_function !== undefined &&
+    j.activation_function !== "gelu_new" &&
+    j.activation_function !== "gelu_pytorch_tanh"
+  ) {
     throw new CheckpointError(`activation ${String(j.activation_function)} is not supported (gelu_new only)`);
   }
   const num = (k: string, d?: number) => {
@@ -100,7 +105,10 @@ export async function saveBaseModel(dir: string, gpt: GPT, tokenizer: BPETokeniz
   await mkdir(dir, { recursive: true });
   const bytes = await serializeBaseModel(gpt, tokenizer);
   await writeFile(join(dir, "model.safetensors"), bytes);
-  await writeFile(join(dir, "config.json"), JSON.stringify(toHfConfig(gpt.config, tokenizer.endOfTextId), null, 2) + "\n");
+  await writeFile(
+    join(dir, "config.json"),
+    JSON.stringify(toHfConfig(gpt.config, tokenizer.endOfTextId), null, 2) + "\n",
+  );
   await writeFile(join(dir, "tokenizer.json"), tokenizer.json);
   return sha256Hex(bytes);
 }
@@ -110,8 +118,10 @@ export function parseBaseModel(bytes: Uint8Array, overrides: { config?: unknown;
   const file = readSafetensors(bytes);
   const cfgText = overrides.config ?? file.metadata["fok.config"];
   const tokText = overrides.tokenizer ?? file.metadata["fok.tokenizer"];
-  if (cfgText === undefined) throw new CheckpointError("no config: model.safetensors carries none and no config.json was given");
-  if (tokText === undefined) throw new CheckpointError("no tokenizer: model.safetensors carries none and no tokenizer.json was given");
+  if (cfgText === undefined)
+    throw new CheckpointError("no config: model.safetensors carries none and no config.json was given");
+  if (tokText === undefined)
+    throw new CheckpointError("no tokenizer: model.safetensors carries none and no tokenizer.json was given");
   let cfgJson: unknown;
   try {
     cfgJson = typeof cfgText === "string" ? JSON.parse(cfgText) : cfgText;
@@ -121,7 +131,9 @@ export function parseBaseModel(bytes: Uint8Array, overrides: { config?: unknown;
   const config = fromHfConfig(cfgJson);
   const tokenizer = BPETokenizer.fromJSON(tokText);
   if (tokenizer.vocabSize > config.vocabSize) {
-    throw new CheckpointError(`tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocab_size ${config.vocabSize}`);
+    throw new CheckpointError(
+      `tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocab_size ${config.vocabSize}`,
+    );
   }
   const weights = matchWeights(file.tensors, config);
   const gpt = new GPT(config, new Map([...weights].map(([k, t]) => [k, tf.tensor(t.data, t.shape)])));
@@ -150,11 +162,14 @@ function matchWeights(tensors: Map<string, NamedTensor>, config: GPTConfig): Map
   for (const [name, shape] of expected) {
     const t = byName.get(name);
     if (!t) throw new WeightMismatchError(name, "missing");
-    if (t.shape.join(",") !== shape.join(",")) throw new WeightMismatchError(name, `shape [${t.shape}], expected [${shape}]`);
-    if (t.dtype && !["F32", "F16", "BF16"].includes(t.dtype)) throw new WeightMismatchError(name, `dtype ${t.dtype}, expected a float type (F32, F16, BF16)`);
+    if (t.shape.join(",") !== shape.join(","))
+      throw new WeightMismatchError(name, `shape [${t.shape}], expected [${shape}]`);
+    if (t.dtype && !["F32", "F16", "BF16"].includes(t.dtype))
+      throw new WeightMismatchError(name, `dtype ${t.dtype}, expected a float type (F32, F16, BF16)`);
   }
   const known = new Set(expected.map(([n]) => n));
-  for (const name of byName.keys()) if (!known.has(name)) throw new WeightMismatchError(name, "unexpected for this config");
+  for (const name of byName.keys())
+    if (!known.has(name)) throw new WeightMismatchError(name, "unexpected for this config");
   return byName;
 }
 
@@ -165,6 +180,5 @@ async function readJsonFile(path: string): Promise<unknown> {
     throw new CheckpointError(`${path}: ${(e as Error).message}`);
   }
 }
-
 
 export { END_OF_TEXT };

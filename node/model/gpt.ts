@@ -69,7 +69,8 @@ export function parameterShapes(c: GPTConfig): [string, number[]][] {
 
 export function validateConfig(c: GPTConfig): void {
   for (const k of ["nLayer", "nEmbd", "nHead", "blockSize", "vocabSize"] as const) {
-    if (!Number.isInteger(c[k]) || c[k] < 1) throw new InvalidArgumentError(`model config ${k} must be a positive integer, got ${c[k]}`);
+    if (!Number.isInteger(c[k]) || c[k] < 1)
+      throw new InvalidArgumentError(`model config ${k} must be a positive integer, got ${c[k]}`);
   }
   if (c.nEmbd % c.nHead !== 0) throw new InvalidArgumentError(`nEmbd ${c.nEmbd} is not divisible by nHead ${c.nHead}`);
   if (!(c.dropout >= 0 && c.dropout < 1)) throw new InvalidArgumentError(`dropout must be in [0, 1), got ${c.dropout}`);
@@ -113,7 +114,8 @@ export class GPT {
     for (const [name, shape] of parameterShapes(config)) {
       const w = weights.get(name);
       if (!w) throw new InvalidArgumentError(`missing weight ${name}`);
-      if (w.shape.join(",") !== shape.join(",")) throw new InvalidArgumentError(`weight ${name} has shape [${w.shape}], expected [${shape}]`);
+      if (w.shape.join(",") !== shape.join(","))
+        throw new InvalidArgumentError(`weight ${name} has shape [${w.shape}], expected [${shape}]`);
       this.params.set(name, tf.variable(w, trainable, `gpt${id}/${name}`));
       w.dispose();
     }
@@ -147,9 +149,11 @@ export class GPT {
         const p = `h.${i}.`;
         // attention
         const h1 = this.layerNorm(x, p + "ln_1");
-        const heads = (t: tf.Tensor) => tf.reshape(tf.transpose(tf.reshape(t, [B, T, H, D]), [0, 2, 1, 3]), [B * H, T, D]);
+        const heads = (t: tf.Tensor) =>
+          tf.reshape(tf.transpose(tf.reshape(t, [B, T, H, D]), [0, 2, 1, 3]), [B * H, T, D]);
         const [q, k, v] = this.qkv(h1, p + "attn.c_attn", lora, training).map(heads) as tf.Tensor3D[]; // [B·H, T, D]
-        const y = training && c.dropout > 0 ? this.attentionWithDropout(q!, k!, v!, mask) : causalAttention(q!, k!, v!, mask);
+        const y =
+          training && c.dropout > 0 ? this.attentionWithDropout(q!, k!, v!, mask) : causalAttention(q!, k!, v!, mask);
         const yc = tf.reshape(tf.transpose(tf.reshape(y, [B, H, T, D]), [0, 2, 1, 3]), [N, C]) as tf.Tensor2D;
         x = tf.add(x, drop(this.linear(yc, p + "attn.c_proj", lora, training), c.dropout));
         // MLP
@@ -189,7 +193,13 @@ export class GPT {
    * Mean next-token cross-entropy (nats) of `targets` [B, T] given `idx` [B, T]; with `weights` [B, T], the
    * weighted mean Σ w·loss / Σ w.
    */
-  loss(idx: tf.Tensor2D, targets: tf.Tensor2D, lora: LoraAdapter | null = null, training = false, weights: tf.Tensor2D | null = null): tf.Scalar {
+  loss(
+    idx: tf.Tensor2D,
+    targets: tf.Tensor2D,
+    lora: LoraAdapter | null = null,
+    training = false,
+    weights: tf.Tensor2D | null = null,
+  ): tf.Scalar {
     return tf.tidy(() => {
       const per = tokenLoss(this.forward(idx, lora, training), targets);
       if (!weights) return per.mean() as tf.Scalar;
@@ -209,14 +219,20 @@ export class GPT {
     const deltas = lora ? lora.sectionDeltas(module, x, training) : null;
     return [0, 1, 2].map((s) => {
       const bs = this.derived(`${module}.bias/${s}`, b, () => tf.slice(b, [s * C], [C]));
-      const y = tf.add(this.product(x, `${module}.weight/${s}`, w, () => tf.slice(w, [0, s * C], [C, C])), bs) as tf.Tensor2D;
+      const y = tf.add(
+        this.product(x, `${module}.weight/${s}`, w, () => tf.slice(w, [0, s * C], [C, C])),
+        bs,
+      ) as tf.Tensor2D;
       const d = deltas?.[s];
       return d ? (tf.add(y, d) as tf.Tensor2D) : y;
     });
   }
 
   private linear(x: tf.Tensor2D, module: string, lora: LoraAdapter | null, training: boolean): tf.Tensor2D {
-    const y = tf.add(this.product(x, module + ".weight", this.p(module + ".weight")), this.p(module + ".bias")) as tf.Tensor2D;
+    const y = tf.add(
+      this.product(x, module + ".weight", this.p(module + ".weight")),
+      this.p(module + ".bias"),
+    ) as tf.Tensor2D;
     return lora ? lora.apply(module, x, y, training) : y;
   }
 
@@ -278,7 +294,8 @@ export function tokenLoss(logits: tf.Tensor2D, targets: tf.Tensor2D): tf.Tensor1
     return {
       value,
       // an int32 one-hot, cast by sub: wasm's OneHot writes int32 bits whatever dtype it is asked for (tfjs 4.22)
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(tf.sub(saved[0]!, tf.oneHot(saved[1] as tf.Tensor1D, V)), tf.reshape(dy, [N, 1])),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.mul(tf.sub(saved[0]!, tf.oneHot(saved[1] as tf.Tensor1D, V)), tf.reshape(dy, [N, 1])),
     };
   })(logits) as tf.Tensor1D;
   t.dispose();

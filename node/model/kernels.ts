@@ -65,7 +65,9 @@ export function registerFastGradients(): void {
       ...cast,
       kernelFunc: (args) => {
         const x = args.inputs.x as tf.TensorInfo;
-        return x.dtype === (args.attrs as { dtype: string }).dtype ? shareBuffer(x, args.backend) : cast.kernelFunc(args);
+        return x.dtype === (args.attrs as { dtype: string }).dtype
+          ? shareBuffer(x, args.backend)
+          : cast.kernelFunc(args);
       },
     });
   }
@@ -109,21 +111,43 @@ export function registerSlicedMatMul(): boolean {
   if (slicedRegistered !== null) return slicedRegistered;
   const backend = tf.findBackend("wasm") as unknown as WasmBackendInternals | null;
   slicedRegistered =
-    backend != null && typeof backend.wasm?.tfjs?.registerTensor === "function" && typeof backend.wasm.tfjs.disposeData === "function" &&
-    typeof backend.wasm.cwrap === "function" && typeof backend.dataIdNextNumber === "number" && backend.dataIdMap != null;
+    backend != null &&
+    typeof backend.wasm?.tfjs?.registerTensor === "function" &&
+    typeof backend.wasm.tfjs.disposeData === "function" &&
+    typeof backend.wasm.cwrap === "function" &&
+    typeof backend.dataIdNextNumber === "number" &&
+    backend.dataIdMap != null;
   if (!slicedRegistered) return false;
-  const matmul = backend!.wasm.cwrap(tf.BatchMatMul, null, ["number", "array", "number", "number", "array", "number", "number", "number", "number"]);
+  const matmul = backend!.wasm.cwrap(tf.BatchMatMul, null, [
+    "number",
+    "array",
+    "number",
+    "number",
+    "array",
+    "number",
+    "number",
+    "number",
+    "number",
+  ]);
   tf.registerKernel({
     kernelName: SLICED_MATMUL,
     backendName: "wasm",
     kernelFunc: ({ inputs, backend: b }) => {
       const be = b as unknown as WasmBackendInternals;
-      if (be !== backend) throw new Error(`${SLICED_MATMUL}: the wasm backend was re-created after the kernel was registered`);
+      if (be !== backend)
+        throw new Error(`${SLICED_MATMUL}: the wasm backend was re-created after the kernel was registered`);
       const a = inputs.a as tf.TensorInfo;
       const y = inputs.b as tf.TensorInfo;
       const [n, M, K] = a.shape as [number, number, number];
       const [n2, K2, N] = y.shape as [number, number, number];
-      if (a.dtype !== "float32" || y.dtype !== "float32" || a.shape.length !== 3 || y.shape.length !== 3 || n !== n2 || K !== K2) {
+      if (
+        a.dtype !== "float32" ||
+        y.dtype !== "float32" ||
+        a.shape.length !== 3 ||
+        y.shape.length !== 3 ||
+        n !== n2 ||
+        K !== K2
+      ) {
         throw new Error(`${SLICED_MATMUL}: need float32 [n, M, K] and [n, K, N], got [${a.shape}] and [${y.shape}]`);
       }
       const out = be.makeOutput([n, M, N], "float32");

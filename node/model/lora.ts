@@ -41,7 +41,13 @@ export interface LoraModule {
   outWidth: number;
 }
 
-const KIND_ALIASES: Record<string, string> = { o: "attn.c_proj", "attn.c_proj": "attn.c_proj", c_fc: "mlp.c_fc", "mlp.c_fc": "mlp.c_fc", "mlp.c_proj": "mlp.c_proj" };
+const KIND_ALIASES: Record<string, string> = {
+  o: "attn.c_proj",
+  "attn.c_proj": "attn.c_proj",
+  c_fc: "mlp.c_fc",
+  "mlp.c_fc": "mlp.c_fc",
+  "mlp.c_proj": "mlp.c_proj",
+};
 
 /** Resolves target names to per-layer module suffixes and c_attn sections; rejects unknown names. */
 export function resolveTargets(targets: string[]): { cAttnSections: number[]; others: string[] } {
@@ -51,16 +57,24 @@ export function resolveTargets(targets: string[]): { cAttnSections: number[]; ot
     if (t === "c_attn" || t === "attn.c_attn") [0, 1, 2].forEach((s) => sections.add(s));
     else if (t === "q" || t === "k" || t === "v") sections.add("qkv".indexOf(t));
     else if (KIND_ALIASES[t]) others.add(KIND_ALIASES[t]!);
-    else throw new InvalidArgumentError(`unknown LoRA target module ${JSON.stringify(t)}; use q, k, v, c_attn, attn.c_proj, c_fc, mlp.c_proj`);
+    else
+      throw new InvalidArgumentError(
+        `unknown LoRA target module ${JSON.stringify(t)}; use q, k, v, c_attn, attn.c_proj, c_fc, mlp.c_proj`,
+      );
   }
   if (sections.size === 0 && others.size === 0) throw new InvalidArgumentError("LoRA needs at least one target module");
-  return { cAttnSections: [...sections].sort(), others: ["attn.c_proj", "mlp.c_fc", "mlp.c_proj"].filter((o) => others.has(o)) };
+  return {
+    cAttnSections: [...sections].sort(),
+    others: ["attn.c_proj", "mlp.c_fc", "mlp.c_proj"].filter((o) => others.has(o)),
+  };
 }
 
 export function validateLoraConfig(c: LoraConfig): void {
-  if (!Number.isInteger(c.r) || c.r < 1) throw new InvalidArgumentError(`LoRA r must be a positive integer, got ${c.r}`);
+  if (!Number.isInteger(c.r) || c.r < 1)
+    throw new InvalidArgumentError(`LoRA r must be a positive integer, got ${c.r}`);
   if (!(c.alpha > 0)) throw new InvalidArgumentError(`LoRA alpha must be positive, got ${c.alpha}`);
-  if (!(c.dropout >= 0 && c.dropout < 1)) throw new InvalidArgumentError(`LoRA dropout must be in [0, 1), got ${c.dropout}`);
+  if (!(c.dropout >= 0 && c.dropout < 1))
+    throw new InvalidArgumentError(`LoRA dropout must be in [0, 1), got ${c.dropout}`);
   resolveTargets(c.targetModules);
 }
 
@@ -71,7 +85,8 @@ export function loraLayout(model: GPTConfig, lora: LoraConfig): Omit<LoraModule,
   const C = model.nEmbd;
   const out: Omit<LoraModule, "A" | "B">[] = [];
   for (let i = 0; i < model.nLayer; i++) {
-    if (cAttnSections.length > 0) out.push({ module: `h.${i}.attn.c_attn`, sections: cAttnSections, sectionWidth: C, outWidth: 3 * C });
+    if (cAttnSections.length > 0)
+      out.push({ module: `h.${i}.attn.c_attn`, sections: cAttnSections, sectionWidth: C, outWidth: 3 * C });
     for (const o of others) {
       const width = o === "mlp.c_fc" ? 4 * C : C;
       out.push({ module: `h.${i}.${o}`, sections: [0], sectionWidth: width, outWidth: width });
@@ -121,8 +136,10 @@ export class LoraAdapter {
       if (!w) throw new InvalidArgumentError(`LoRA weights for ${m.module} are missing`);
       const wantA = [inWidth(model, m.module), config.r];
       const wantB = [config.r, m.sections.length * m.sectionWidth];
-      if (w.A.shape.join() !== wantA.join()) throw new InvalidArgumentError(`LoRA A of ${m.module} has shape [${w.A.shape}], expected [${wantA}]`);
-      if (w.B.shape.join() !== wantB.join()) throw new InvalidArgumentError(`LoRA B of ${m.module} has shape [${w.B.shape}], expected [${wantB}]`);
+      if (w.A.shape.join() !== wantA.join())
+        throw new InvalidArgumentError(`LoRA A of ${m.module} has shape [${w.A.shape}], expected [${wantA}]`);
+      if (w.B.shape.join() !== wantB.join())
+        throw new InvalidArgumentError(`LoRA B of ${m.module} has shape [${w.B.shape}], expected [${wantB}]`);
       this.modules.set(m.module, {
         ...m,
         A: tf.variable(w.A, true, `lora${id}/${m.module}/A`),
@@ -158,7 +175,8 @@ export class LoraAdapter {
     const xa = tf.mul(tf.matMul(xin, m.A), this.scale) as tf.Tensor2D; // [N, r]
     const out: (tf.Tensor2D | undefined)[] = [];
     m.sections.forEach((s, k) => {
-      const Bs = m.sections.length === 1 ? m.B : tf.slice(m.B, [0, k * m.sectionWidth], [this.config.r, m.sectionWidth]);
+      const Bs =
+        m.sections.length === 1 ? m.B : tf.slice(m.B, [0, k * m.sectionWidth], [this.config.r, m.sectionWidth]);
       out[s] = tf.matMul(xa, Bs) as tf.Tensor2D;
     });
     return out;
@@ -204,7 +222,8 @@ export class LoraAdapter {
     for (const [module, m] of this.modules) {
       const w = weights.get(module);
       if (!w) throw new InvalidArgumentError(`LoRA weights for ${module} are missing`);
-      if (w.A.length !== m.A.size || w.B.length !== m.B.size) throw new InvalidArgumentError(`LoRA weights for ${module} have the wrong size`);
+      if (w.A.length !== m.A.size || w.B.length !== m.B.size)
+        throw new InvalidArgumentError(`LoRA weights for ${module} have the wrong size`);
       tf.tidy(() => {
         m.A.assign(tf.tensor2d(w.A, m.A.shape as [number, number]));
         m.B.assign(tf.tensor2d(w.B, m.B.shape as [number, number]));

@@ -50,7 +50,8 @@ export function writeSafetensors(tensors: Map<string, NamedTensor>, metadata: Re
   for (const name of names) {
     const t = tensors.get(name)!;
     const n = t.shape.reduce((a, b) => a * b, 1);
-    if (n !== t.data.length) throw new SafetensorsFormatError(`tensor ${name}: shape [${t.shape}] needs ${n} values, has ${t.data.length}`);
+    if (n !== t.data.length)
+      throw new SafetensorsFormatError(`tensor ${name}: shape [${t.shape}] needs ${n} values, has ${t.data.length}`);
     header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + n * 4] };
     offset += n * 4;
   }
@@ -73,10 +74,13 @@ export function writeSafetensors(tensors: Map<string, NamedTensor>, metadata: Re
 /** Parses and validates a safetensors file; every tensor comes back as float32. */
 export function readSafetensors(bytes: Uint8Array, options: { allowNonFinite?: boolean } = {}): SafetensorsFile {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buf.length < 8) throw new SafetensorsFormatError(`file is ${buf.length} bytes, shorter than the 8-byte header length`);
+  if (buf.length < 8)
+    throw new SafetensorsFormatError(`file is ${buf.length} bytes, shorter than the 8-byte header length`);
   const headerLen = Number(buf.readBigUInt64LE(0));
   if (headerLen > MAX_HEADER || 8 + headerLen > buf.length) {
-    throw new SafetensorsFormatError(`header length ${headerLen} runs past the end of a ${buf.length}-byte file (truncated?)`);
+    throw new SafetensorsFormatError(
+      `header length ${headerLen} runs past the end of a ${buf.length}-byte file (truncated?)`,
+    );
   }
   let header: Record<string, unknown>;
   try {
@@ -84,7 +88,8 @@ export function readSafetensors(bytes: Uint8Array, options: { allowNonFinite?: b
   } catch (e) {
     throw new SafetensorsFormatError(`header is not valid JSON: ${(e as Error).message}`);
   }
-  if (!header || typeof header !== "object" || Array.isArray(header)) throw new SafetensorsFormatError("header is not a JSON object");
+  if (!header || typeof header !== "object" || Array.isArray(header))
+    throw new SafetensorsFormatError("header is not a JSON object");
   const dataStart = 8 + headerLen;
   const dataLen = buf.length - dataStart;
   const metadata: Record<string, string> = {};
@@ -98,29 +103,44 @@ export function readSafetensors(bytes: Uint8Array, options: { allowNonFinite?: b
       continue;
     }
     const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof e?.dtype !== "string" || !(e.dtype in BYTES)) throw new SafetensorsFormatError(`tensor ${name}: unsupported dtype ${String(e?.dtype)}`);
+    if (typeof e?.dtype !== "string" || !(e.dtype in BYTES))
+      throw new SafetensorsFormatError(`tensor ${name}: unsupported dtype ${String(e?.dtype)}`);
     if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) {
       throw new SafetensorsFormatError(`tensor ${name}: bad shape ${JSON.stringify(e.shape)}`);
     }
     const off = e.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isInteger(o) && o >= 0) || off[0] > off[1]) {
+    if (
+      !Array.isArray(off) ||
+      off.length !== 2 ||
+      !off.every((o) => Number.isInteger(o) && o >= 0) ||
+      off[0] > off[1]
+    ) {
       throw new SafetensorsFormatError(`tensor ${name}: bad data_offsets ${JSON.stringify(off)}`);
     }
     const n = (e.shape as number[]).reduce((a, b) => a * b, 1);
-    if ((off[1] - off[0]) !== n * BYTES[e.dtype]!) {
-      throw new SafetensorsFormatError(`tensor ${name}: ${e.dtype} [${e.shape}] needs ${n * BYTES[e.dtype]!} bytes, offsets give ${off[1] - off[0]}`);
+    if (off[1] - off[0] !== n * BYTES[e.dtype]!) {
+      throw new SafetensorsFormatError(
+        `tensor ${name}: ${e.dtype} [${e.shape}] needs ${n * BYTES[e.dtype]!} bytes, offsets give ${off[1] - off[0]}`,
+      );
     }
-    if (off[1] > dataLen) throw new SafetensorsFormatError(`tensor ${name}: data_offsets end ${off[1]} past the ${dataLen} data bytes (truncated?)`);
+    if (off[1] > dataLen)
+      throw new SafetensorsFormatError(
+        `tensor ${name}: data_offsets end ${off[1]} past the ${dataLen} data bytes (truncated?)`,
+      );
     entries.push({ name, dtype: e.dtype, shape: e.shape as number[], begin: off[0], end: off[1] });
   }
   // offsets must tile the data section exactly: no overlap, no gap, nothing after
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let expect = 0;
   for (const e of entries) {
-    if (e.begin !== expect) throw new SafetensorsFormatError(`tensor ${e.name}: data starts at ${e.begin}, expected ${expect} (overlap or gap)`);
+    if (e.begin !== expect)
+      throw new SafetensorsFormatError(
+        `tensor ${e.name}: data starts at ${e.begin}, expected ${expect} (overlap or gap)`,
+      );
     expect = e.end;
   }
-  if (expect !== dataLen) throw new SafetensorsFormatError(`data section is ${dataLen} bytes but tensors cover ${expect}`);
+  if (expect !== dataLen)
+    throw new SafetensorsFormatError(`data section is ${dataLen} bytes but tensors cover ${expect}`);
 
   const tensors = new Map<string, NamedTensor>();
   for (const e of entries) {

@@ -23,7 +23,12 @@ export const END_OF_TEXT = "<|endoftext|>";
 /** A loaded tokenizer. Encoding is synchronous-looking through the binding's promise API. */
 export class BPETokenizer {
   private constructor(
-    private readonly inner: { encode(s: string, p: null, o: unknown): Promise<{ getIds(): number[] }>; decode(ids: number[], skip: boolean): Promise<string>; getVocabSize(added?: boolean): number; tokenToId(t: string): number | null },
+    private readonly inner: {
+      encode(s: string, p: null, o: unknown): Promise<{ getIds(): number[] }>;
+      decode(ids: number[], skip: boolean): Promise<string>;
+      getVocabSize(added?: boolean): number;
+      tokenToId(t: string): number | null;
+    },
     /** The exact tokenizer.json text (hashed into the base model's content hash). */
     readonly json: string,
   ) {}
@@ -39,7 +44,8 @@ export class BPETokenizer {
 
   /** Trains a byte-level BPE of `vocabSize` tokens (including 256 bytes and <|endoftext|>) on `texts`. */
   static async train(texts: Iterable<string>, vocabSize: number): Promise<BPETokenizer> {
-    if (!Number.isInteger(vocabSize) || vocabSize < 258) throw new InvalidArgumentError(`vocabSize must be an integer >= 258, got ${vocabSize}`);
+    if (!Number.isInteger(vocabSize) || vocabSize < 258)
+      throw new InvalidArgumentError(`vocabSize must be an integer >= 258, got ${vocabSize}`);
     const dir = await mkdtemp(join(tmpdir(), "fok-bpe-"));
     try {
       const file = join(dir, "corpus.txt");
@@ -50,7 +56,9 @@ export class BPETokenizer {
       const out = join(dir, "trained.json");
       t.save(out);
       const trained = JSON.parse(await (await import("node:fs/promises")).readFile(out, "utf8"));
-      const merges: [string, string][] = trained.model.merges.map((m: string | [string, string]) => (typeof m === "string" ? (m.split(" ") as [string, string]) : m));
+      const merges: [string, string][] = trained.model.merges.map((m: string | [string, string]) =>
+        typeof m === "string" ? (m.split(" ") as [string, string]) : m,
+      );
       return BPETokenizer.fromJSON(buildTokenizerJson(merges.slice(0, vocabSize - 257)));
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -82,7 +90,8 @@ export function buildTokenizerJson(merges: [string, string][]): string {
   let next = 0;
   for (const ch of alphabet) vocab[ch] = next++;
   for (const [a, b] of merges) {
-    if (!(a in vocab) || !(b in vocab)) throw new CheckpointError(`merge ${a} ${b} uses a token not yet in the vocabulary`);
+    if (!(a in vocab) || !(b in vocab))
+      throw new CheckpointError(`merge ${a} ${b} uses a token not yet in the vocabulary`);
     if (!(a + b in vocab)) vocab[a + b] = next++;
   }
   const eot = next;
@@ -91,7 +100,17 @@ export function buildTokenizerJson(merges: [string, string][]): string {
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: [{ id: eot, content: END_OF_TEXT, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
+    added_tokens: [
+      {
+        id: eot,
+        content: END_OF_TEXT,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: true,
+        special: true,
+      },
+    ],
     normalizer: null,
     pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },

@@ -9,7 +9,14 @@
  */
 import { sha256Hex } from "../digest.js";
 import { verifyTypedData } from "ethers";
-import { FederationLedger, IdentityStatus, UPDATE_TYPES, decodeStrategy, type RoundHistory, type TaskHistory } from "../chain/index.js";
+import {
+  FederationLedger,
+  IdentityStatus,
+  UPDATE_TYPES,
+  decodeStrategy,
+  type RoundHistory,
+  type TaskHistory,
+} from "../chain/index.js";
 import { parseAdapter, serializeAdapter, type LoraWeights, type ParsedAdapter } from "../model/adapter.js";
 import type { GPTConfig } from "../model/gpt.js";
 import type { LoraConfig } from "../model/lora.js";
@@ -57,18 +64,35 @@ export interface VerifyOptions {
   heldOut?: { loss: (weights: LoraWeights) => Promise<number> };
 }
 
-
-export async function verifyTask(ledger: FederationLedger, store: ByteSource, task: number, o: VerifyOptions): Promise<VerifyReport> {
+export async function verifyTask(
+  ledger: FederationLedger,
+  store: ByteSource,
+  task: number,
+  o: VerifyOptions,
+): Promise<VerifyReport> {
   const history = await ledger.readTaskHistory(task);
   const checks: Check[] = [];
   const contributions: ContributionFigure[] = [];
-  const add = (round: number | null, identity: number | null, check: string, ok: boolean, detail: string) => checks.push({ round, identity, check, ok, detail });
+  const add = (round: number | null, identity: number | null, check: string, ok: boolean, detail: string) =>
+    checks.push({ round, identity, check, ok, detail });
 
-  const fetchVerified = async (round: number | null, identity: number | null, what: string, cid: string, sha: string): Promise<Uint8Array | null> => {
+  const fetchVerified = async (
+    round: number | null,
+    identity: number | null,
+    what: string,
+    cid: string,
+    sha: string,
+  ): Promise<Uint8Array | null> => {
     try {
       const bytes = await store.get(cid);
       const got = sha256Hex(bytes);
-      add(round, identity, `${what} digest`, got === sha, got === sha ? `${cid} matches ${sha.slice(0, 12)}…` : `${cid} has sha256 ${got}, chain says ${sha}`);
+      add(
+        round,
+        identity,
+        `${what} digest`,
+        got === sha,
+        got === sha ? `${cid} matches ${sha.slice(0, 12)}…` : `${cid} has sha256 ${got}, chain says ${sha}`,
+      );
       return got === sha ? bytes : null;
     } catch (e) {
       add(round, identity, `${what} digest`, false, `${cid} could not be read: ${(e as Error).message}`);
@@ -93,15 +117,35 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
         try {
           startParsed = parseAdapter(start, o.model, o.lora);
           const zeroB = [...startParsed.weights.values()].every((w) => w.B.every((x) => x === 0));
-          const ok = startParsed.metadata.kind === "init" && startParsed.metadata.baseModelSha256 === history.baseModelSha256 && zeroB;
-          add(1, null, "lineage", ok, ok ? "round 1 starts from an initial adapter of the task's base model (B = 0)" : `round 1's start adapter is not an unchanged initialisation of base ${history.baseModelSha256} (kind ${startParsed.metadata.kind}, base ${startParsed.metadata.baseModelSha256}, B all zero: ${zeroB})`);
+          const ok =
+            startParsed.metadata.kind === "init" &&
+            startParsed.metadata.baseModelSha256 === history.baseModelSha256 &&
+            zeroB;
+          add(
+            1,
+            null,
+            "lineage",
+            ok,
+            ok
+              ? "round 1 starts from an initial adapter of the task's base model (B = 0)"
+              : `round 1's start adapter is not an unchanged initialisation of base ${history.baseModelSha256} (kind ${startParsed.metadata.kind}, base ${startParsed.metadata.baseModelSha256}, B all zero: ${zeroB})`,
+          );
         } catch (e) {
           add(1, null, "lineage", false, `start adapter does not parse: ${(e as Error).message}`);
         }
       }
     } else {
-      const ok = previousGlobal !== null && previousGlobal.cid === round.startCid && previousGlobal.sha === round.startSha256;
-      add(round.round, null, "lineage", ok, ok ? `starts from round ${round.round - 1}'s global adapter` : `starts from ${round.startCid}, not round ${round.round - 1}'s global ${previousGlobal?.cid ?? "(none)"}`);
+      const ok =
+        previousGlobal !== null && previousGlobal.cid === round.startCid && previousGlobal.sha === round.startSha256;
+      add(
+        round.round,
+        null,
+        "lineage",
+        ok,
+        ok
+          ? `starts from round ${round.round - 1}'s global adapter`
+          : `starts from ${round.startCid}, not round ${round.round - 1}'s global ${previousGlobal?.cid ?? "(none)"}`,
+      );
       if (start) startParsed = safeParse(start, o);
     }
 
@@ -110,7 +154,15 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
     for (const s of round.submissions) {
       const [tokenId, status] = await ledger.identity.identityOfSigner(s.signer, { blockTag: s.blockNumber - 1 });
       const active = Number(tokenId) === s.identity && Number(status) === IdentityStatus.Active;
-      add(round.round, s.identity, "identity active", active, active ? `${s.signer} held active identity ${s.identity} before block ${s.blockNumber}` : `${s.signer} held identity ${tokenId} with status ${IdentityStatus[Number(status)]} before block ${s.blockNumber}`);
+      add(
+        round.round,
+        s.identity,
+        "identity active",
+        active,
+        active
+          ? `${s.signer} held active identity ${s.identity} before block ${s.blockNumber}`
+          : `${s.signer} held identity ${tokenId} with status ${IdentityStatus[Number(status)]} before block ${s.blockNumber}`,
+      );
       if (s.relayer) {
         const ok = await checkRelayedSignature(ledger, s);
         add(round.round, s.identity, "relayed signature", ok.ok, ok.detail);
@@ -123,8 +175,19 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
         continue;
       }
       const metricsOk = parsed.metadata.metrics !== undefined && sha256Hex(parsed.metadata.metrics) === s.metricsDigest;
-      add(round.round, s.identity, "metrics digest", metricsOk, metricsOk ? "metrics in the adapter match the on-chain digest" : "metrics in the adapter do not match the on-chain digest");
-      updates.set(s.identity, { u: { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights }, parsed });
+      add(
+        round.round,
+        s.identity,
+        "metrics digest",
+        metricsOk,
+        metricsOk
+          ? "metrics in the adapter match the on-chain digest"
+          : "metrics in the adapter do not match the on-chain digest",
+      );
+      updates.set(s.identity, {
+        u: { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights },
+        parsed,
+      });
     }
 
     // aggregation
@@ -132,24 +195,62 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
     if (!fin) continue;
     const submitted = new Set(round.submissions.map((s) => s.identity));
     for (const id of fin.contributors) {
-      add(round.round, id, "contributor submitted", submitted.has(id), submitted.has(id) ? `identity ${id} submitted in round ${round.round}` : `identity ${id} is listed but did not submit in round ${round.round}`);
+      add(
+        round.round,
+        id,
+        "contributor submitted",
+        submitted.has(id),
+        submitted.has(id)
+          ? `identity ${id} submitted in round ${round.round}`
+          : `identity ${id} is listed but did not submit in round ${round.round}`,
+      );
     }
     const globalBytes = await fetchVerified(round.round, null, "global adapter", fin.globalCid, fin.globalSha256);
     previousGlobal = { cid: fin.globalCid, sha: fin.globalSha256 };
     const listed = fin.contributors.map((id) => updates.get(id)?.u).filter((u): u is ClientUpdate => Boolean(u));
     if (listed.length !== fin.contributors.length || !globalBytes) {
-      add(round.round, null, "aggregate", false, "cannot re-run the aggregation: an update or the global adapter is missing");
+      add(
+        round.round,
+        null,
+        "aggregate",
+        false,
+        "cannot re-run the aggregation: an update or the global adapter is missing",
+      );
       continue;
     }
     const strategyName = decodeStrategy(fin.strategyId);
-    const strategy = strategyName === "krum" || strategyName === "multi-krum" ? new FedAvg() : strategyFor(strategyName);
+    const strategy =
+      strategyName === "krum" || strategyName === "multi-krum" ? new FedAvg() : strategyFor(strategyName);
     const result = strategy.aggregate(listed, { scale: o.lora.alpha / o.lora.r, r: o.lora.r });
     const expectedWeights = unitsToWeights(result.units);
-    const weightsOk = expectedWeights.length === fin.weights.length && expectedWeights.every((w, i) => w === fin.weights[i]);
-    add(round.round, null, "weights", weightsOk, weightsOk ? `recorded weights are ${strategyName}'s` : `recorded weights ${fin.weights.join(",")} differ from ${strategyName}'s ${expectedWeights.join(",")}`);
-    const recomputed = serializeAdapter(o.model, o.lora, result.weights, { kind: "global", task: history.task, round: round.round, baseModelSha256: history.baseModelSha256, strategy: strategyName });
+    const weightsOk =
+      expectedWeights.length === fin.weights.length && expectedWeights.every((w, i) => w === fin.weights[i]);
+    add(
+      round.round,
+      null,
+      "weights",
+      weightsOk,
+      weightsOk
+        ? `recorded weights are ${strategyName}'s`
+        : `recorded weights ${fin.weights.join(",")} differ from ${strategyName}'s ${expectedWeights.join(",")}`,
+    );
+    const recomputed = serializeAdapter(o.model, o.lora, result.weights, {
+      kind: "global",
+      task: history.task,
+      round: round.round,
+      baseModelSha256: history.baseModelSha256,
+      strategy: strategyName,
+    });
     const same = sha256Hex(recomputed) === fin.globalSha256;
-    add(round.round, null, "aggregate", same, same ? `re-running ${strategyName} on [${fin.contributors.join(", ")}] gives the published bytes` : `re-running ${strategyName} on [${fin.contributors.join(", ")}] gives ${sha256Hex(recomputed)}, published ${fin.globalSha256}`);
+    add(
+      round.round,
+      null,
+      "aggregate",
+      same,
+      same
+        ? `re-running ${strategyName} on [${fin.contributors.join(", ")}] gives the published bytes`
+        : `re-running ${strategyName} on [${fin.contributors.join(", ")}] gives ${sha256Hex(recomputed)}, published ${fin.globalSha256}`,
+    );
 
     // contribution figures
     const globalParsed = safeParse(globalBytes, o);
@@ -167,7 +268,10 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
           cosineToAggregate: dot(d, g) / (Math.sqrt(dot(d, d) * dot(g, g)) || 1),
         };
         if (o.heldOut && fullLoss !== undefined && listed.length > 1) {
-          const without = strategy.aggregate(listed.filter((u) => u.identity !== id), { scale: o.lora.alpha / o.lora.r, r: o.lora.r });
+          const without = strategy.aggregate(
+            listed.filter((u) => u.identity !== id),
+            { scale: o.lora.alpha / o.lora.r, r: o.lora.r },
+          );
           figure.leaveOneOutDelta = fullLoss - (await o.heldOut.loss(without.weights));
         }
         contributions.push(figure);
@@ -177,15 +281,29 @@ export async function verifyTask(ledger: FederationLedger, store: ByteSource, ta
   return { task, checks, contributions, ok: checks.every((c) => c.ok) };
 }
 
-async function checkRelayedSignature(ledger: FederationLedger, s: RoundHistory["submissions"][number]): Promise<{ ok: boolean; detail: string }> {
+async function checkRelayedSignature(
+  ledger: FederationLedger,
+  s: RoundHistory["submissions"][number],
+): Promise<{ ok: boolean; detail: string }> {
   const tx = await ledger.runner.provider!.getTransaction(s.transactionHash);
   if (!tx) return { ok: false, detail: `transaction ${s.transactionHash} not found` };
   const parsed = ledger.federation.interface.parseTransaction({ data: tx.data });
-  if (!parsed || parsed.name !== "submitUpdateWithSignature") return { ok: false, detail: `transaction ${s.transactionHash} is not a direct submitUpdateWithSignature call` };
+  if (!parsed || parsed.name !== "submitUpdateWithSignature")
+    return { ok: false, detail: `transaction ${s.transactionHash} is not a direct submitUpdateWithSignature call` };
   const [task, round, cid, adapterSha256, numExamples, metricsDigest, signature] = parsed.args;
-  const recovered = verifyTypedData(ledger.eip712Domain(), UPDATE_TYPES, { task, round, cid, adapterSha256, numExamples, metricsDigest }, signature);
+  const recovered = verifyTypedData(
+    ledger.eip712Domain(),
+    UPDATE_TYPES,
+    { task, round, cid, adapterSha256, numExamples, metricsDigest },
+    signature,
+  );
   const ok = recovered === s.signer;
-  return { ok, detail: ok ? `signature by ${s.signer}, relayed by ${s.relayer}` : `signature recovers to ${recovered}, not ${s.signer}` };
+  return {
+    ok,
+    detail: ok
+      ? `signature by ${s.signer}, relayed by ${s.relayer}`
+      : `signature recovers to ${recovered}, not ${s.signer}`,
+  };
 }
 
 function safeParse(bytes: Uint8Array, o: VerifyOptions): ParsedAdapter | null {
@@ -201,14 +319,28 @@ const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, x, i) => s + x * 
 
 /** One line per check, then the verdict. */
 export function formatVerifyReport(r: VerifyReport): string {
-  const lines = r.checks.map((c) => `${c.ok ? "PASS" : "FAIL"}  ${c.round === null ? "task" : `round ${c.round}`}${c.identity === null ? "" : ` identity ${c.identity}`}  ${c.check}: ${c.detail}`);
+  const lines = r.checks.map(
+    (c) =>
+      `${c.ok ? "PASS" : "FAIL"}  ${c.round === null ? "task" : `round ${c.round}`}${c.identity === null ? "" : ` identity ${c.identity}`}  ${c.check}: ${c.detail}`,
+  );
   if (r.contributions.length) {
     const loo = r.contributions.some((c) => c.leaveOneOutDelta !== undefined);
-    lines.push("", `contributions (round, identity, weight share, update norm, cosine to aggregate${loo ? ", held-out loss with − without it" : ""}):`);
-    for (const c of r.contributions) lines.push(`  ${c.round}  ${c.identity}  ${(c.weightShare * 100).toFixed(2)}%  ${c.updateNorm.toFixed(4)}  ${c.cosineToAggregate.toFixed(3)}${c.leaveOneOutDelta === undefined ? "" : `  ${c.leaveOneOutDelta >= 0 ? "+" : ""}${c.leaveOneOutDelta.toFixed(4)}`}`);
+    lines.push(
+      "",
+      `contributions (round, identity, weight share, update norm, cosine to aggregate${loo ? ", held-out loss with − without it" : ""}):`,
+    );
+    for (const c of r.contributions)
+      lines.push(
+        `  ${c.round}  ${c.identity}  ${(c.weightShare * 100).toFixed(2)}%  ${c.updateNorm.toFixed(4)}  ${c.cosineToAggregate.toFixed(3)}${c.leaveOneOutDelta === undefined ? "" : `  ${c.leaveOneOutDelta >= 0 ? "+" : ""}${c.leaveOneOutDelta.toFixed(4)}`}`,
+      );
   }
   const failed = r.checks.filter((c) => !c.ok).length;
-  lines.push("", failed === 0 ? `VERIFIED: task ${r.task}, ${r.checks.length} checks passed` : `NOT VERIFIED: task ${r.task}, ${failed} of ${r.checks.length} checks failed`);
+  lines.push(
+    "",
+    failed === 0
+      ? `VERIFIED: task ${r.task}, ${r.checks.length} checks passed`
+      : `NOT VERIFIED: task ${r.task}, ${failed} of ${r.checks.length} checks failed`,
+  );
   return lines.join("\n");
 }
 

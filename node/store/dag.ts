@@ -112,15 +112,22 @@ export interface VerifiedNode {
 }
 
 /** Reads and verifies one block and decodes it as UnixFS. */
-export async function readNode(source: BlockSource, cid: CID, where: string, signal?: AbortSignal): Promise<VerifiedNode> {
+export async function readNode(
+  source: BlockSource,
+  cid: CID,
+  where: string,
+  signal?: AbortSignal,
+): Promise<VerifiedNode> {
   const bytes = await getBlock(source, cid, signal);
   verifyBlock(cid, bytes, where);
   if (cid.code === raw.code) return { cid, bytes, data: bytes, links: [], fileSize: bytes.length };
-  if (cid.code !== dagPb.code) throw new UnsupportedContentError(`${cid}: codec 0x${cid.code.toString(16)} is not raw or dag-pb`);
+  if (cid.code !== dagPb.code)
+    throw new UnsupportedContentError(`${cid}: codec 0x${cid.code.toString(16)} is not raw or dag-pb`);
   const node = dagPb.decode(bytes);
   if (!node.Data) throw new UnsupportedContentError(`${cid}: dag-pb node without UnixFS data`);
   const fs = UnixFS.unmarshal(node.Data);
-  if (fs.type !== "file" && fs.type !== "raw") throw new UnsupportedContentError(`${cid}: UnixFS ${fs.type}, not a file`);
+  if (fs.type !== "file" && fs.type !== "raw")
+    throw new UnsupportedContentError(`${cid}: UnixFS ${fs.type}, not a file`);
   return {
     cid,
     bytes,
@@ -134,13 +141,23 @@ export async function readNode(source: BlockSource, cid: CID, where: string, sig
 const PREFETCH = 8;
 
 /** Every block of the DAG under `root`, verified, depth-first in file order; siblings are fetched ahead. */
-export async function* walkDag(source: BlockSource, root: CID, where: string, signal?: AbortSignal): AsyncGenerator<VerifiedNode> {
+export async function* walkDag(
+  source: BlockSource,
+  root: CID,
+  where: string,
+  signal?: AbortSignal,
+): AsyncGenerator<VerifiedNode> {
   const node = await readNode(source, root, where, signal);
   yield node;
   yield* walkLinks(source, node.links, where, signal);
 }
 
-async function* walkLinks(source: BlockSource, links: CID[], where: string, signal?: AbortSignal): AsyncGenerator<VerifiedNode> {
+async function* walkLinks(
+  source: BlockSource,
+  links: CID[],
+  where: string,
+  signal?: AbortSignal,
+): AsyncGenerator<VerifiedNode> {
   const pending: Promise<VerifiedNode>[] = [];
   let next = 0;
   while (next < links.length || pending.length > 0) {

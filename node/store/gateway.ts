@@ -40,7 +40,13 @@ export async function serveGateway(store: AdapterStore, options: Partial<Gateway
         return;
       }
       const accept = req.headers.accept ?? "";
-      const format = url.searchParams.get("format") ?? (accept.includes("application/vnd.ipld.car") ? "car" : accept.includes("application/vnd.ipld.raw") ? "raw" : null);
+      const format =
+        url.searchParams.get("format") ??
+        (accept.includes("application/vnd.ipld.car")
+          ? "car"
+          : accept.includes("application/vnd.ipld.raw")
+            ? "raw"
+            : null);
       if (format !== "raw" && format !== "car") {
         res.writeHead(406, { "content-type": "text/plain" }).end("only ?format=raw and ?format=car are served\n");
         return;

@@ -168,7 +168,10 @@ class HeliaStore implements AdapterStore {
 
   async get(cidString: string, options: GetOptions = {}): Promise<Uint8Array> {
     const cid = parseCid(cidString);
-    const signal = AbortSignal.any([AbortSignal.timeout(this.opts.fetchTimeoutMs), ...(options.signal ? [options.signal] : [])]);
+    const signal = AbortSignal.any([
+      AbortSignal.timeout(this.opts.fetchTimeoutMs),
+      ...(options.signal ? [options.signal] : []),
+    ]);
     const local = await this.local.has(cid);
     const sources: string[] = [];
     if (!local) {
@@ -183,7 +186,8 @@ class HeliaStore implements AdapterStore {
           break;
         } catch (e) {
           if (e instanceof StoreError && !(e instanceof FetchTimeoutError)) throw e;
-          if (signal.aborted && !options.signal?.aborted) throw new FetchTimeoutError(cidString, sources, this.opts.fetchTimeoutMs);
+          if (signal.aborted && !options.signal?.aborted)
+            throw new FetchTimeoutError(cidString, sources, this.opts.fetchTimeoutMs);
         }
       }
     }
@@ -255,7 +259,8 @@ class HeliaStore implements AdapterStore {
       try {
         verifyBlock(b.cid, b.bytes, "CAR");
       } catch (e) {
-        if (e instanceof CidMismatchError) throw new InvalidCarError(`block ${b.cid} does not match its CID; nothing imported`);
+        if (e instanceof CidMismatchError)
+          throw new InvalidCarError(`block ${b.cid} does not match its CID; nothing imported`);
         throw e;
       }
       total += b.bytes.length;
@@ -265,7 +270,8 @@ class HeliaStore implements AdapterStore {
     const roots = await reader.getRoots();
     if (roots.length === 0) throw new InvalidCarError("CAR has no roots");
     const have = new Set(blocks.map((b) => b.cid.toString()));
-    for (const r of roots) if (!have.has(r.toString())) throw new InvalidCarError(`CAR root ${r} is not among its blocks`);
+    for (const r of roots)
+      if (!have.has(r.toString())) throw new InvalidCarError(`CAR root ${r} is not among its blocks`);
     for (const b of blocks) await this.local.put(b.cid, b.bytes);
     for (const r of roots) {
       // a root must be a complete DAG before it is pinned
@@ -297,7 +303,6 @@ class HeliaStore implements AdapterStore {
     await this.helia.stop();
   }
 }
-
 
 function checkSha256(cid: string, bytes: Uint8Array, expected: string): void {
   const want = (expected.startsWith("0x") ? expected : "0x" + expected).toLowerCase();

@@ -20,7 +20,12 @@ export interface EvalOptions {
 }
 
 /** Scores `tokens` in consecutive windows of seqLen (+1 for the target); every predicted token counted once. */
-export async function evaluateLoss(gpt: GPT, lora: LoraAdapter | null, tokens: Int32Array, o: EvalOptions): Promise<EvalResult> {
+export async function evaluateLoss(
+  gpt: GPT,
+  lora: LoraAdapter | null,
+  tokens: Int32Array,
+  o: EvalOptions,
+): Promise<EvalResult> {
   const T = Math.min(o.seqLen, gpt.config.blockSize, tokens.length - 1);
   const windows: number[] = [];
   for (let s = 0; s + T + 1 <= tokens.length; s += T) windows.push(s);

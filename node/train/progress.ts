@@ -1,7 +1,10 @@
 /** Progress for long work: a redrawn bar on a terminal, plain log lines (every `every` steps) otherwise. */
 import type { StepInfo } from "./train.js";
 
-export function progressPrinter(label: string, options: { stream?: NodeJS.WriteStream; every?: number } = {}): (s: StepInfo) => void {
+export function progressPrinter(
+  label: string,
+  options: { stream?: NodeJS.WriteStream; every?: number } = {},
+): (s: StepInfo) => void {
   const stream = options.stream ?? process.stderr;
   const tty = Boolean(stream.isTTY) && !process.env.CI;
   const every = options.every ?? 25;

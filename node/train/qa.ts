@@ -55,7 +55,14 @@ async function scoreSequences(gpt: GPT, lora: LoraAdapter | null, seqs: Scored[]
       });
       const picked = tf.tidy(() => {
         const logp = tf.logSoftmax(gpt.forward(tf.tensor2d(x, [batch.length, L], "int32"), lora), -1);
-        return tf.gatherND(logp, tf.tensor2d(rows.flatMap((r, j) => [r, cols[j]!]), [rows.length, 2], "int32"));
+        return tf.gatherND(
+          logp,
+          tf.tensor2d(
+            rows.flatMap((r, j) => [r, cols[j]!]),
+            [rows.length, 2],
+            "int32",
+          ),
+        );
       });
       const values = (await picked.data()) as Float32Array;
       picked.dispose();
@@ -71,11 +78,25 @@ async function scoreSequences(gpt: GPT, lora: LoraAdapter | null, seqs: Scored[]
 }
 
 /** Sum of log p(candidate tokens | prompt) for each candidate (the prompt cut from the left to fit the context). */
-export async function scoreCandidates(gpt: GPT, lora: LoraAdapter | null, prompt: number[], candidates: number[][]): Promise<number[]> {
-  return scoreSequences(gpt, lora, candidates.map((c) => sequenceFor(prompt, c, gpt.config.blockSize)));
+export async function scoreCandidates(
+  gpt: GPT,
+  lora: LoraAdapter | null,
+  prompt: number[],
+  candidates: number[][],
+): Promise<number[]> {
+  return scoreSequences(
+    gpt,
+    lora,
+    candidates.map((c) => sequenceFor(prompt, c, gpt.config.blockSize)),
+  );
 }
 
-export async function qaAccuracy(gpt: GPT, lora: LoraAdapter | null, tokenizer: BPETokenizer, items: readonly QAItem[]): Promise<QAResult> {
+export async function qaAccuracy(
+  gpt: GPT,
+  lora: LoraAdapter | null,
+  tokenizer: BPETokenizer,
+  items: readonly QAItem[],
+): Promise<QAResult> {
   const candidates = await Promise.all(DECISIONS.map((d) => tokenizer.encode(` ${d}`)));
   const seqs: Scored[] = [];
   for (const item of items) {

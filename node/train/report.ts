@@ -31,7 +31,13 @@ export interface EvalReport {
 }
 
 /** Scores one model (an adapter, or null for the base) on every client. */
-export async function evaluateClients(model: string, gpt: GPT, lora: LoraAdapter | null, tokenizer: BPETokenizer, clients: ClientEval[]): Promise<EvalReport> {
+export async function evaluateClients(
+  model: string,
+  gpt: GPT,
+  lora: LoraAdapter | null,
+  tokenizer: BPETokenizer,
+  clients: ClientEval[],
+): Promise<EvalReport> {
   const scores: ClientScore[] = [];
   for (const c of clients) {
     const r = await evaluateLoss(gpt, lora, c.heldOut, { seqLen: gpt.config.blockSize, batchSize: 16 });
@@ -54,19 +60,28 @@ export async function crossClientMatrix(gpt: GPT, adapters: LoraAdapter[], clien
   const out: number[][] = [];
   for (const a of adapters) {
     const row: number[] = [];
-    for (const c of clients) row.push((await evaluateLoss(gpt, a, c.heldOut, { seqLen: gpt.config.blockSize, batchSize: 16 })).perplexity);
+    for (const c of clients)
+      row.push((await evaluateLoss(gpt, a, c.heldOut, { seqLen: gpt.config.blockSize, batchSize: 16 })).perplexity);
     out.push(row);
   }
   return out;
 }
 
 export function formatEvalReport(r: EvalReport): string {
-  const lines = [`${r.model}:`, `  ${"client".padEnd(26)} ${"loss".padStart(7)} ${"ppl".padStart(9)} ${r.accuracy ? "accuracy".padStart(9) : ""}`];
+  const lines = [
+    `${r.model}:`,
+    `  ${"client".padEnd(26)} ${"loss".padStart(7)} ${"ppl".padStart(9)} ${r.accuracy ? "accuracy".padStart(9) : ""}`,
+  ];
   for (const s of r.clients) {
-    lines.push(`  ${s.client.padEnd(26)} ${s.meanLoss.toFixed(3).padStart(7)} ${s.perplexity.toFixed(1).padStart(9)} ${s.accuracy === undefined ? "" : (s.accuracy * 100).toFixed(1).padStart(8) + "%"}`);
+    lines.push(
+      `  ${s.client.padEnd(26)} ${s.meanLoss.toFixed(3).padStart(7)} ${s.perplexity.toFixed(1).padStart(9)} ${s.accuracy === undefined ? "" : (s.accuracy * 100).toFixed(1).padStart(8) + "%"}`,
+    );
   }
   lines.push(`  perplexity: worst ${r.perplexity.worst.toFixed(1)}, mean ${r.perplexity.mean.toFixed(1)}`);
-  if (r.accuracy) lines.push(`  accuracy: Min ${(r.accuracy.min * 100).toFixed(1)}%, mean ${(r.accuracy.mean * 100).toFixed(1)}%, H-mean ${(r.accuracy.hmean * 100).toFixed(1)}%`);
+  if (r.accuracy)
+    lines.push(
+      `  accuracy: Min ${(r.accuracy.min * 100).toFixed(1)}%, mean ${(r.accuracy.mean * 100).toFixed(1)}%, H-mean ${(r.accuracy.hmean * 100).toFixed(1)}%`,
+    );
   return lines.join("\n");
 }
 

@@ -89,7 +89,10 @@ export interface TrainResult {
 }
 
 /** Learning rate at `step` (0-based): linear warm-up, then cosine down to lr · minLrRatio. */
-export function learningRate(c: Pick<TrainConfig, "lr" | "warmupSteps" | "minLrRatio" | "steps">, step: number): number {
+export function learningRate(
+  c: Pick<TrainConfig, "lr" | "warmupSteps" | "minLrRatio" | "steps">,
+  step: number,
+): number {
   if (step < c.warmupSteps) return (c.lr * (step + 1)) / c.warmupSteps;
   const span = Math.max(1, c.steps - c.warmupSteps);
   const progress = Math.min(1, (step - c.warmupSteps) / span);
@@ -122,10 +125,13 @@ export interface TrainOptions {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const c: TrainConfig = { ...DEFAULT_TRAIN_CONFIG, ...options.config };
   const { gpt, lora, tokens } = options;
-  if (c.seqLen > gpt.config.blockSize) throw new InvalidArgumentError(`seqLen ${c.seqLen} exceeds the model context ${gpt.config.blockSize}`);
-  if (tokens.length < c.seqLen + 1) throw new InvalidArgumentError(`${tokens.length} training tokens are fewer than one sequence of ${c.seqLen + 1}`);
+  if (c.seqLen > gpt.config.blockSize)
+    throw new InvalidArgumentError(`seqLen ${c.seqLen} exceeds the model context ${gpt.config.blockSize}`);
+  if (tokens.length < c.seqLen + 1)
+    throw new InvalidArgumentError(`${tokens.length} training tokens are fewer than one sequence of ${c.seqLen + 1}`);
   for (const k of ["steps", "batchSize", "seqLen", "gradAccum"] as const) {
-    if (!Number.isInteger(c[k]) || c[k] < 1) throw new InvalidArgumentError(`train.${k} must be a positive integer, got ${c[k]}`);
+    if (!Number.isInteger(c[k]) || c[k] < 1)
+      throw new InvalidArgumentError(`train.${k} must be a positive integer, got ${c[k]}`);
   }
   if (!(c.lr > 0) || !Number.isFinite(c.lr)) throw new InvalidArgumentError(`train.lr must be positive, got ${c.lr}`);
   const starts = options.windowStarts;
@@ -133,7 +139,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (starts.length === 0) throw new InvalidArgumentError("windowStarts is empty: no training window to sample");
     const last = tokens.length - c.seqLen - 1;
     const bad = starts.findIndex((s) => s < 0 || s > last);
-    if (bad >= 0) throw new InvalidArgumentError(`windowStarts[${bad}] = ${starts[bad]} leaves fewer than seqLen + 1 = ${c.seqLen + 1} of the ${tokens.length} tokens`);
+    if (bad >= 0)
+      throw new InvalidArgumentError(
+        `windowStarts[${bad}] = ${starts[bad]} leaves fewer than seqLen + 1 = ${c.seqLen + 1} of the ${tokens.length} tokens`,
+      );
   }
 
   const vars = lora ? lora.variables() : [...gpt.params.values()];
@@ -147,9 +156,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const anchor = c.proxMu > 0 ? vars.map((v) => tf.clone(v)) : null;
   const weights = options.lossWeights;
   if (weights) {
-    if (weights.length !== tokens.length) throw new InvalidArgumentError(`lossWeights has ${weights.length} entries for ${tokens.length} tokens`);
+    if (weights.length !== tokens.length)
+      throw new InvalidArgumentError(`lossWeights has ${weights.length} entries for ${tokens.length} tokens`);
     const bad = weights.findIndex((w) => !(w >= 0) || !Number.isFinite(w));
-    if (bad >= 0) throw new InvalidArgumentError(`lossWeights[${bad}] = ${weights[bad]} is not a finite non-negative number`);
+    if (bad >= 0)
+      throw new InvalidArgumentError(`lossWeights[${bad}] = ${weights[bad]} is not a finite non-negative number`);
   }
   const rand = mulberry32(c.seed);
   const sample = (): [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D | null] => {
@@ -208,10 +219,21 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const lr = learningRate(c, step);
       const gradNorm = applyAdamW(vars, grads!, m, v2, c, lr, step + 1);
       losses.push(loss);
-      const info: StepInfo = { step: step + 1, steps: c.steps, loss, lr, gradNorm, tokensPerSec: (tokensPerStep / (performance.now() - t0)) * 1000 };
+      const info: StepInfo = {
+        step: step + 1,
+        steps: c.steps,
+        loss,
+        lr,
+        gradNorm,
+        tokensPerSec: (tokensPerStep / (performance.now() - t0)) * 1000,
+      };
       const last = step + 1 === c.steps;
       if (options.evalTokens && ((c.evalEvery > 0 && (step + 1) % c.evalEvery === 0) || last)) {
-        const result = await evaluateLoss(gpt, lora, options.evalTokens, { seqLen: c.seqLen, batchSize: c.batchSize, maxSequences: c.evalSequences });
+        const result = await evaluateLoss(gpt, lora, options.evalTokens, {
+          seqLen: c.seqLen,
+          batchSize: c.batchSize,
+          maxSequences: c.evalSequences,
+        });
         evals.push({ step: step + 1, result });
         info.eval = result;
         if (result.meanLoss < best - 1e-4) {
@@ -248,7 +270,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 }
 
 /** One AdamW step over `vars` with summed `grads` (disposed here); returns the pre-clip global gradient norm. */
-function applyAdamW(vars: tf.Variable[], grads: tf.Tensor[], m: tf.Tensor[], v: tf.Tensor[], c: TrainConfig, lr: number, t: number): number {
+function applyAdamW(
+  vars: tf.Variable[],
+  grads: tf.Tensor[],
+  m: tf.Tensor[],
+  v: tf.Tensor[],
+  c: TrainConfig,
+  lr: number,
+  t: number,
+): number {
   const scale = 1 / c.gradAccum;
   const norm = tf.tidy(() => Math.sqrt(tf.addN(grads.map((g) => tf.sum(tf.square(g)))).dataSync()[0]!) * scale);
   const clip = c.gradClip > 0 && norm > c.gradClip ? c.gradClip / norm : 1;

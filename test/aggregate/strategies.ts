@@ -15,7 +15,13 @@ import { mulberry32 } from "../../node/train/random.js";
 
 const ctx = { scale: 2, r: 2 };
 
-function update(identity: number, numExamples: number, A: number[], B: number[], module = "h.0.attn.c_attn"): ClientUpdate {
+function update(
+  identity: number,
+  numExamples: number,
+  A: number[],
+  B: number[],
+  module = "h.0.attn.c_attn",
+): ClientUpdate {
   return { identity, numExamples, weights: new Map([[module, { A: Float32Array.from(A), B: Float32Array.from(B) }]]) };
 }
 
@@ -25,7 +31,8 @@ function product(w: LoraWeights, module: string, r: number): Float64Array {
   const rows = A.length / r;
   const cols = B.length / r;
   const out = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let k = 0; k < r; k++) for (let j = 0; j < cols; j++) out[i * cols + j]! += A[i * r + k]! * B[k * cols + j]!;
+  for (let i = 0; i < rows; i++)
+    for (let k = 0; k < r; k++) for (let j = 0; j < cols; j++) out[i * cols + j]! += A[i * r + k]! * B[k * cols + j]!;
   return out;
 }
 
@@ -99,7 +106,14 @@ describe("node/aggregate strategies", function () {
 
   it("exact aggregation reports the truncation error it leaves when the mean product has rank > r", function () {
     const rand = mulberry32(9);
-    const updates = [1, 2, 3].map((id) => update(id, 10, Array.from({ length: 8 * 2 }, () => rand() - 0.5), Array.from({ length: 2 * 8 }, () => rand() - 0.5)));
+    const updates = [1, 2, 3].map((id) =>
+      update(
+        id,
+        10,
+        Array.from({ length: 8 * 2 }, () => rand() - 0.5),
+        Array.from({ length: 2 * 8 }, () => rand() - 0.5),
+      ),
+    );
     const r = new ExactLora().aggregate(updates, ctx);
     expect(r.diagnostics.factorError).to.be.above(0.1).and.below(1);
     expect(r.diagnostics.fedavgError).to.be.above(0);
@@ -121,7 +135,10 @@ describe("node/aggregate strategies", function () {
       const v = honestMean.map((x) => -x);
       return update(5, 100, v.slice(0, 8), v.slice(8));
     })();
-    for (const [attack, bad] of [["scaled by 100", scaled], ["sign-flipped", flipped]] as const) {
+    for (const [attack, bad] of [
+      ["scaled by 100", scaled],
+      ["sign-flipped", flipped],
+    ] as const) {
       it(`median, trimmed mean and Krum stay near the honest mean while FedAvg is pulled away (${attack})`, function () {
         const updates = [...base, bad];
         const fedavgDist = distance(flat(new FedAvg().aggregate(updates, ctx).weights), honestMean);
@@ -142,7 +159,10 @@ describe("node/aggregate strategies", function () {
     const cases: [ClientUpdate, string][] = [
       [update(2, 10, [1, 2, 3], [1, 2]), "update from identity 2: h.0.attn.c_attn.lora_A has 3 values, expected 4"],
       [update(2, 10, [1, 2, 3, 4], [1, 2], "h.0.mlp.c_fc"), "update from identity 2: unexpected module h.0.mlp.c_fc"],
-      [update(2, 10, [1, 2, NaN, 4], [1, 2]), "update from identity 2: h.0.attn.c_attn.lora_A holds a non-finite value at 2"],
+      [
+        update(2, 10, [1, 2, NaN, 4], [1, 2]),
+        "update from identity 2: h.0.attn.c_attn.lora_A holds a non-finite value at 2",
+      ],
       [update(2, 0, [1, 2, 3, 4], [1, 2]), "update from identity 2: numExamples 0 is not a positive integer"],
       [update(1, 10, [1, 2, 3, 4], [1, 2]), "update from identity 1: submitted twice"],
     ];
@@ -160,12 +180,24 @@ describe("node/aggregate strategies", function () {
 
   it("is deterministic whatever order updates arrive in", function () {
     const rand = mulberry32(3);
-    const ups = [3, 1, 2].map((id) => update(id, id * 7, Array.from({ length: 8 }, () => rand()), Array.from({ length: 4 }, () => rand())));
+    const ups = [3, 1, 2].map((id) =>
+      update(
+        id,
+        id * 7,
+        Array.from({ length: 8 }, () => rand()),
+        Array.from({ length: 4 }, () => rand()),
+      ),
+    );
     for (const id of ["fedavg", "exact-svd", "median", "trimmed-mean"]) {
       const s = strategyFor(id);
       const a = s.aggregate(ups, ctx);
       const b = s.aggregate([...ups].reverse(), ctx);
-      expect(Buffer.from(a.weights.get("h.0.attn.c_attn")!.A.buffer).equals(Buffer.from(b.weights.get("h.0.attn.c_attn")!.A.buffer)), id).to.equal(true);
+      expect(
+        Buffer.from(a.weights.get("h.0.attn.c_attn")!.A.buffer).equals(
+          Buffer.from(b.weights.get("h.0.attn.c_attn")!.A.buffer),
+        ),
+        id,
+      ).to.equal(true);
       expect(a.contributors, id).to.deep.equal([1, 2, 3]);
     }
   });

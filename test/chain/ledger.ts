@@ -1,8 +1,6 @@
 import { expect } from "chai";
 import { network } from "hardhat";
-import {
-  ChainRevertError,
-} from "../../node/errors.js";
+import { ChainRevertError } from "../../node/errors.js";
 import {
   FederationLedger,
   IdentityStatus,
@@ -78,7 +76,13 @@ describe("node/chain FederationLedger", function () {
     const asAgg = ledger.connect(aggregator);
     await asAgg.openFirstRound(task, "bafkreiinit", sha("init"));
 
-    const written: { round: number; updates: UpdateCommitment[]; relayed: boolean[]; global: string; weights: bigint[] }[] = [];
+    const written: {
+      round: number;
+      updates: UpdateCommitment[];
+      relayed: boolean[];
+      global: string;
+      weights: bigint[];
+    }[] = [];
     for (let round = 1; round <= 3; round++) {
       const updates: UpdateCommitment[] = [];
       const relayed: boolean[] = [];
@@ -104,7 +108,15 @@ describe("node/chain FederationLedger", function () {
       const total = updates.reduce((n, u) => n + BigInt(u.numExamples), 0n);
       const weights = updates.map((u) => (BigInt(u.numExamples) * WEIGHT_SCALE) / total);
       weights[2]! += WEIGHT_SCALE - weights.reduce((x, y) => x + y, 0n);
-      await asAgg.finalizeRound(task, round, `bafkrei-global-r${round}`, sha(`global ${round}`), ids, weights, "fedavg");
+      await asAgg.finalizeRound(
+        task,
+        round,
+        `bafkrei-global-r${round}`,
+        sha(`global ${round}`),
+        ids,
+        weights,
+        "fedavg",
+      );
       written.push({ round, updates, relayed, global: `bafkrei-global-r${round}`, weights });
     }
 
@@ -125,14 +137,16 @@ describe("node/chain FederationLedger", function () {
       const w = written[k]!;
       expect(r.startCid).to.equal(k === 0 ? "bafkreiinit" : written[k - 1]!.global);
       expect(r.startSha256).to.equal(k === 0 ? sha("init") : sha(`global ${k}`));
-      expect(r.submissions.map(({ task, round, cid, adapterSha256, numExamples, metricsDigest }) => ({
-        task,
-        round,
-        cid,
-        adapterSha256,
-        numExamples,
-        metricsDigest,
-      }))).to.deep.equal(w.updates);
+      expect(
+        r.submissions.map(({ task, round, cid, adapterSha256, numExamples, metricsDigest }) => ({
+          task,
+          round,
+          cid,
+          adapterSha256,
+          numExamples,
+          metricsDigest,
+        })),
+      ).to.deep.equal(w.updates);
       expect(r.submissions.map((s) => s.identity)).to.deep.equal(ids);
       expect(r.submissions.map((s) => s.signer)).to.deep.equal(clients.map((c) => c.address));
       expect(r.submissions.map((s) => s.relayer)).to.deep.equal([null, relayer.address, null]);

@@ -164,7 +164,10 @@ describe("Federation", function () {
       await expect(asAgg.openFirstRound(5n, INIT_CID, INIT_SHA))
         .to.be.revertedWithCustomError(federation, "FederationUnknownTask")
         .withArgs(5n);
-      await expect(asAgg.openFirstRound(1n, "", INIT_SHA)).to.be.revertedWithCustomError(federation, "FederationZeroCid");
+      await expect(asAgg.openFirstRound(1n, "", INIT_SHA)).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroCid",
+      );
       await expect(asAgg.openFirstRound(1n, INIT_CID, ethers.ZeroHash)).to.be.revertedWithCustomError(
         federation,
         "FederationZeroDigest",
@@ -245,10 +248,9 @@ describe("Federation", function () {
         federation,
         "FederationZeroCid",
       );
-      await expect(submit(asAlice, { ...commitment("alice"), adapterSha256: ethers.ZeroHash })).to.be.revertedWithCustomError(
-        federation,
-        "FederationZeroDigest",
-      );
+      await expect(
+        submit(asAlice, { ...commitment("alice"), adapterSha256: ethers.ZeroHash }),
+      ).to.be.revertedWithCustomError(federation, "FederationZeroDigest");
       await expect(submit(asAlice, { ...commitment("alice"), numExamples: 0n })).to.be.revertedWithCustomError(
         federation,
         "FederationZeroExamples",
@@ -345,7 +347,9 @@ describe("Federation", function () {
     it("publishes the global adapter with contributors and weights, then opens the next round from it", async function () {
       const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
       const gSha = ethers.id("global 1");
-      const tx = await federation.connect(aggregator).finalizeRound(1n, 1n, "bafkrei-global1", gSha, [1n, 2n], W, STRATEGY);
+      const tx = await federation
+        .connect(aggregator)
+        .finalizeRound(1n, 1n, "bafkrei-global1", gSha, [1n, 2n], W, STRATEGY);
       const deadline = BigInt(await networkHelpers.time.latest()) + DURATION;
       await expect(tx)
         .to.emit(federation, "RoundFinalized")
@@ -420,10 +424,9 @@ describe("Federation", function () {
         federation,
         "FederationZeroCid",
       );
-      await expect(asAgg.finalizeRound(1n, 1n, "c", ethers.ZeroHash, [1n, 2n], W, STRATEGY)).to.be.revertedWithCustomError(
-        federation,
-        "FederationZeroDigest",
-      );
+      await expect(
+        asAgg.finalizeRound(1n, 1n, "c", ethers.ZeroHash, [1n, 2n], W, STRATEGY),
+      ).to.be.revertedWithCustomError(federation, "FederationZeroDigest");
     });
 
     it("stays within 60,000 + 8,000 gas per contributor", async function () {

@@ -122,8 +122,12 @@ describe("LLMIdentity", function () {
     it("reverts locked and tokenURI for an id never minted", async function () {
       const { identity } = await networkHelpers.loadFixture(deployIdentity);
       await expect(identity.locked(7n)).to.be.revertedWithCustomError(identity, "ERC721NonexistentToken").withArgs(7n);
-      await expect(identity.tokenURI(7n)).to.be.revertedWithCustomError(identity, "ERC721NonexistentToken").withArgs(7n);
-      await expect(identity.identity(7n)).to.be.revertedWithCustomError(identity, "ERC721NonexistentToken").withArgs(7n);
+      await expect(identity.tokenURI(7n))
+        .to.be.revertedWithCustomError(identity, "ERC721NonexistentToken")
+        .withArgs(7n);
+      await expect(identity.identity(7n))
+        .to.be.revertedWithCustomError(identity, "ERC721NonexistentToken")
+        .withArgs(7n);
     });
   });
 

@@ -23,7 +23,12 @@ import type { QAItem } from "../../node/data/loaders.js";
 const PUBMEDQA = process.env.FOK_PUBMEDQA ?? join(import.meta.dirname, "../../../shared/data/pubmedqa/ori_pqal.json");
 const HAVE_PUBMEDQA = existsSync(PUBMEDQA);
 
-const words = (t: string) => t.toLowerCase().split(/\W+/).filter(Boolean).map((w) => [...w].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 65536, 7));
+const words = (t: string) =>
+  t
+    .toLowerCase()
+    .split(/\W+/)
+    .filter(Boolean)
+    .map((w) => [...w].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 65536, 7));
 
 describe("node/data", function () {
   this.timeout(60_000);
@@ -44,7 +49,9 @@ describe("node/data", function () {
       const count = (d: string) => items.filter((i) => i.decision === d).length;
       expect([count("yes"), count("no"), count("maybe")]).to.deep.equal([552, 338, 110]);
       const first = items.find((i) => i.id === "21645374")!;
-      expect(first.question).to.equal("Do mitochondria play a role in remodelling lace plant leaves during programmed cell death?");
+      expect(first.question).to.equal(
+        "Do mitochondria play a role in remodelling lace plant leaves during programmed cell death?",
+      );
       expect(qaPrompt(first).endsWith("\nAnswer:")).to.equal(true);
       const specialties = new Set(items.map((i) => i.specialty));
       expect([...specialties].sort()).to.deep.equal([...SPECIALTIES.map((s) => s.name), GENERAL_MEDICINE].sort());
@@ -61,26 +68,55 @@ describe("node/data", function () {
       const file = join(dir, "bad_pqal.json");
       await writeFile(
         file,
-        JSON.stringify({ "1": { QUESTION: "q?", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "yes" }, "2": { QUESTION: "q?", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "perhaps" }, "3": { QUESTION: "", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "no" } }, null, 1),
+        JSON.stringify(
+          {
+            "1": { QUESTION: "q?", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "yes" },
+            "2": { QUESTION: "q?", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "perhaps" },
+            "3": { QUESTION: "", CONTEXTS: ["c"], LONG_ANSWER: "a", final_decision: "no" },
+          },
+          null,
+          1,
+        ),
       );
       const err = await rejection(loadPubMedQA(file));
       expect(err).to.be.instanceOf(DataFormatError);
       expect(err.message).to.equal(`${file}:10: field "final_decision" is "perhaps", not yes/no/maybe`);
       const r = await loadPubMedQA(file, { skipMalformed: true });
       expect(r.items.map((i) => i.id)).to.deep.equal(["1"]);
-      expect(r.skipped.map((e) => [e.line, e.field])).to.deep.equal([[10, "final_decision"], [18, "QUESTION"]]);
+      expect(r.skipped.map((e) => [e.line, e.field])).to.deep.equal([
+        [10, "final_decision"],
+        [18, "QUESTION"],
+      ]);
       await writeFile(file, "{not json");
       expect((await rejection(loadPubMedQA(file))).message).to.match(/field "\(file\)" is not valid JSON/);
     });
 
     it("loads JSONL and reports every malformed line by file, line and field", async function () {
       const file = join(dir, "notes.jsonl");
-      await writeFile(file, ['{"text": "chest pain", "label": "cardio"}', "", "{broken", '{"label": "x"}', '{"text": "ok", "label": 3}', '["text"]', '{"text": "fine"}'].join("\n"));
+      await writeFile(
+        file,
+        [
+          '{"text": "chest pain", "label": "cardio"}',
+          "",
+          "{broken",
+          '{"label": "x"}',
+          '{"text": "ok", "label": 3}',
+          '["text"]',
+          '{"text": "fine"}',
+        ].join("\n"),
+      );
       const err = await rejection(loadJsonl(file));
-      expect(err.message).to.match(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}:3: field "\\(record\\)" is not valid JSON`));
+      expect(err.message).to.match(
+        new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}:3: field "\\(record\\)" is not valid JSON`),
+      );
       const r = await loadJsonl(file, { skipMalformed: true });
       expect(r.items.map((d) => d.text)).to.deep.equal(["chest pain", "fine"]);
-      expect(r.skipped.map((e) => [e.line, e.field])).to.deep.equal([[3, "(record)"], [4, "text"], [5, "label"], [6, "(record)"]]);
+      expect(r.skipped.map((e) => [e.line, e.field])).to.deep.equal([
+        [3, "(record)"],
+        [4, "text"],
+        [5, "label"],
+        [6, "(record)"],
+      ]);
     });
 
     it("loads a folder of text files, labelled by sub-folder; empty and non-UTF-8 files are malformed", async function () {
@@ -91,8 +127,14 @@ describe("node/data", function () {
       await writeFile(join(root, "empty.txt"), "   ");
       await writeFile(join(root, "latin1.txt"), Buffer.from([0x63, 0x61, 0x66, 0xe9]));
       const r = await loadTextFolder(root, { skipMalformed: true });
-      expect(r.items.map((d) => [d.id, d.label])).to.deep.equal([["b.txt", undefined], ["cardiology/a.txt", "cardiology"]]);
-      expect(r.skipped.map((e) => e.message.split(": field ")[1])).to.deep.equal(['"(file)" is empty', '"(file)" is not valid UTF-8']);
+      expect(r.items.map((d) => [d.id, d.label])).to.deep.equal([
+        ["b.txt", undefined],
+        ["cardiology/a.txt", "cardiology"],
+      ]);
+      expect(r.skipped.map((e) => e.message.split(": field ")[1])).to.deep.equal([
+        '"(file)" is empty',
+        '"(file)" is not valid UTF-8',
+      ]);
       expect(await rejection(loadTextFolder(root))).to.be.instanceOf(DataFormatError);
     });
 
@@ -100,8 +142,17 @@ describe("node/data", function () {
       const docs = await loadWordnetMedical();
       const counts: Record<string, number> = {};
       for (const d of docs) counts[d.label!] = (counts[d.label!] ?? 0) + 1;
-      expect(counts).to.deep.equal({ "body part": 1791, disease: 606, drug: 915, organism: 262, procedure: 165, symptom: 462 });
-      expect(docs.find((d) => d.id === "wordnet/00035498")!.text).to.equal("abdominoplasty, tummy tuck: cosmetic surgery of the abdomen to remove wrinkles and tighten the skin over the stomach");
+      expect(counts).to.deep.equal({
+        "body part": 1791,
+        disease: 606,
+        drug: 915,
+        organism: 262,
+        procedure: 165,
+        symptom: 462,
+      });
+      expect(docs.find((d) => d.id === "wordnet/00035498")!.text).to.equal(
+        "abdominoplasty, tummy tuck: cosmetic surgery of the abdomen to remove wrinkles and tighten the skin over the stomach",
+      );
     });
   });
 
@@ -113,7 +164,12 @@ describe("node/data", function () {
     });
 
     it("gives byte-identical partitions for the same seed, whatever the input order", function () {
-      for (const spec of [{ kind: "label" }, { kind: "iid", clients: 5 }, { kind: "quantity", clients: 5 }, { kind: "dirichlet", clients: 5, alpha: 0.5 }] as const) {
+      for (const spec of [
+        { kind: "label" },
+        { kind: "iid", clients: 5 },
+        { kind: "quantity", clients: 5 },
+        { kind: "dirichlet", clients: 5, alpha: 0.5 },
+      ] as const) {
         const a = JSON.stringify(splitClients(partition(docs, spec, 3), 0.2, 3));
         const b = JSON.stringify(splitClients(partition([...docs].reverse(), spec, 3), 0.2, 3));
         const c = JSON.stringify(splitClients(partition(docs, spec, 4), 0.2, 4));
@@ -161,18 +217,38 @@ describe("node/data", function () {
       expect(js[0]!).to.be.below(0.05);
       expect(js[1]!).to.be.above(js[0]! * 3);
       expect(js[2]!).to.be.above(js[1]!);
-      const iid = await summarizePartition(splitClients(partition(docs, { kind: "iid", clients: 5 }, 1), 0.2, 1), words);
+      const iid = await summarizePartition(
+        splitClients(partition(docs, { kind: "iid", clients: 5 }, 1), 0.2, 1),
+        words,
+      );
       expect(iid.labelJs).to.be.below(js[1]!);
     });
 
     it("computes Jensen–Shannon divergence in bits", function () {
       expect(jensenShannon(new Map([["a", 1]]), new Map([["b", 1]]))).to.equal(1);
-      expect(jensenShannon(new Map([["a", 2], ["b", 2]]), new Map([["a", 1], ["b", 1]]))).to.equal(0);
+      expect(
+        jensenShannon(
+          new Map([
+            ["a", 2],
+            ["b", 2],
+          ]),
+          new Map([
+            ["a", 1],
+            ["b", 1],
+          ]),
+        ),
+      ).to.equal(0);
     });
 
     it("refuses impossible requests with PartitionError", function () {
-      expect(() => partition(docs.slice(0, 3), { kind: "iid", clients: 5 }, 1)).to.throw(PartitionError, "5 clients but only 3 documents");
-      expect(() => partition(docs, { kind: "dirichlet", clients: 5, alpha: 0 }, 1)).to.throw(PartitionError, "Dirichlet alpha must be positive, got 0");
+      expect(() => partition(docs.slice(0, 3), { kind: "iid", clients: 5 }, 1)).to.throw(
+        PartitionError,
+        "5 clients but only 3 documents",
+      );
+      expect(() => partition(docs, { kind: "dirichlet", clients: 5, alpha: 0 }, 1)).to.throw(
+        PartitionError,
+        "Dirichlet alpha must be positive, got 0",
+      );
     });
   });
 
@@ -190,11 +266,11 @@ describe("node/data", function () {
       const tokens = Int32Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9]);
       const r = await evaluateLoss(gpt, null, tokens, { seqLen: 4, batchSize: 2 });
       expect(r.tokens).to.equal(8); // two windows of 4 predictions
-      expect(Math.abs(r.meanLoss - (Math.log(10)))).to.be.below(1e-6);
-      expect(Math.abs(r.perplexity - (10))).to.be.below(1e-5);
+      expect(Math.abs(r.meanLoss - Math.log(10))).to.be.below(1e-6);
+      expect(Math.abs(r.perplexity - 10)).to.be.below(1e-5);
       const scores = await scoreCandidates(gpt, null, [1, 2], [[3], [4, 5]]);
-      expect(Math.abs(scores[0] - (-Math.log(10)))).to.be.below(1e-6);
-      expect(Math.abs(scores[1] - (-2 * Math.log(10)))).to.be.below(1e-6);
+      expect(Math.abs(scores[0] - -Math.log(10))).to.be.below(1e-6);
+      expect(Math.abs(scores[1] - -2 * Math.log(10))).to.be.below(1e-6);
       gpt.dispose();
     });
 
@@ -206,7 +282,12 @@ describe("node/data", function () {
       const scores = await scoreCandidates(gpt, null, prompt, candidates);
       for (const [c, cand] of candidates.entries()) {
         const seq = [...prompt, ...cand].slice(-(cfg.blockSize + 1));
-        const logp = tf.tidy(() => tf.logSoftmax(gpt.forward(tf.tensor2d([seq.slice(0, -1)], [1, seq.length - 1], "int32")), -1).arraySync() as number[][]);
+        const logp = tf.tidy(
+          () =>
+            tf
+              .logSoftmax(gpt.forward(tf.tensor2d([seq.slice(0, -1)], [1, seq.length - 1], "int32")), -1)
+              .arraySync() as number[][],
+        );
         let expected = 0;
         for (let k = 0; k < cand.length; k++) expected += logp[seq.length - 1 - cand.length + k]![cand[k]!]!;
         expect(Math.abs(scores[c]! - expected), `candidate ${c}`).to.be.below(1e-5);
@@ -215,8 +296,20 @@ describe("node/data", function () {
     });
 
     it("builds supervised QA windows that end on the answer, weighted, and pools them with offsets", async function () {
-      const tokenizer = await BPETokenizer.train(["Question: is it safe? Context: a trial of aspirin. Answer: yes no maybe. ".repeat(30)], 300);
-      const item = (id: string, question: string, decision: QAItem["decision"]): QAItem => ({ id, question, contexts: ["a trial of aspirin in adults with chest pain"], longAnswer: "", decision, meshes: [], year: "2000", specialty: "cardiovascular" });
+      const tokenizer = await BPETokenizer.train(
+        ["Question: is it safe? Context: a trial of aspirin. Answer: yes no maybe. ".repeat(30)],
+        300,
+      );
+      const item = (id: string, question: string, decision: QAItem["decision"]): QAItem => ({
+        id,
+        question,
+        contexts: ["a trial of aspirin in adults with chest pain"],
+        longAnswer: "",
+        decision,
+        meshes: [],
+        year: "2000",
+        specialty: "cardiovascular",
+      });
       const items = [item("1", "is it safe?", "yes"), item("2", "does it work in children with fever?", "maybe")];
       const seqLen = 16;
       const w = await qaWindows(tokenizer, items, seqLen, 5);
@@ -227,8 +320,12 @@ describe("node/data", function () {
         const s = w.starts[i]!;
         // targets are tokens s+1 .. s+seqLen: the last answer.length of them are the answer, after the prompt's tail
         expect([...w.tokens.subarray(s + seqLen + 1 - answer.length, s + seqLen + 1)]).to.deep.equal(answer);
-        expect([...w.tokens.subarray(s + seqLen + 1 - answer.length - 4, s + seqLen + 1 - answer.length)]).to.deep.equal(prompt.slice(-4));
-        expect([...w.weights.subarray(s + seqLen + 1 - answer.length, s + seqLen + 1)]).to.deep.equal(answer.map(() => 5));
+        expect([
+          ...w.tokens.subarray(s + seqLen + 1 - answer.length - 4, s + seqLen + 1 - answer.length),
+        ]).to.deep.equal(prompt.slice(-4));
+        expect([...w.weights.subarray(s + seqLen + 1 - answer.length, s + seqLen + 1)]).to.deep.equal(
+          answer.map(() => 5),
+        );
         expect(w.weights[s + seqLen - answer.length]).to.equal(1);
       }
       expect(w.tokens[w.starts[1]! + seqLen + 1]).to.equal(tokenizer.endOfTextId);
@@ -241,8 +338,8 @@ describe("node/data", function () {
     it("reports Min, mean and harmonic mean of client accuracies", function () {
       const f = fairness([0.5, 0.25, 1]);
       expect(f.min).to.equal(0.25);
-      expect(Math.abs(f.mean - (0.5833333))).to.be.below(1e-6);
-      expect(Math.abs(f.hmean - (3 / (2 + 4 + 1)))).to.be.below(1e-12);
+      expect(Math.abs(f.mean - 0.5833333)).to.be.below(1e-6);
+      expect(Math.abs(f.hmean - 3 / (2 + 4 + 1))).to.be.below(1e-12);
       expect(fairness([0.5, 0]).hmean).to.equal(0);
     });
   });

@@ -3,7 +3,14 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_EXPERIMENT, METHODS, QUICK, runExperiment, validateExperimentConfig, type ExperimentConfig } from "../../node/experiment/run.js";
+import {
+  DEFAULT_EXPERIMENT,
+  METHODS,
+  QUICK,
+  runExperiment,
+  validateExperimentConfig,
+  type ExperimentConfig,
+} from "../../node/experiment/run.js";
 import { writeResults } from "../../node/experiment/report.js";
 
 const DATA = process.env.FOK_PUBMEDQA ?? join(import.meta.dirname, "../../../shared/data/pubmedqa/ori_pqal.json");
@@ -14,12 +21,17 @@ describe("experiment --quick", function () {
   this.timeout(600_000);
 
   it("refuses a config that would run something other than it says, naming the field", function () {
-    const bad = (o: Record<string, unknown>) => () => validateExperimentConfig({ ...DEFAULT_EXPERIMENT, ...o } as ExperimentConfig);
-    expect(bad({ trainOn: "answers" })).to.throw('experiment trainOn must be "qa" or "text", got "answers"').with.property("name", "InvalidArgumentError");
+    const bad = (o: Record<string, unknown>) => () =>
+      validateExperimentConfig({ ...DEFAULT_EXPERIMENT, ...o } as ExperimentConfig);
+    expect(bad({ trainOn: "answers" }))
+      .to.throw('experiment trainOn must be "qa" or "text", got "answers"')
+      .with.property("name", "InvalidArgumentError");
     expect(bad({ answerWeight: -1 })).to.throw("experiment answerWeight must be a finite non-negative number, got -1");
     expect(bad({ rounds: 0 })).to.throw("experiment rounds must be a positive integer, got 0");
     expect(bad({ seeds: [] })).to.throw("experiment seeds is empty");
-    expect(bad({ methods: ["fedavg", "fedsgd"] })).to.throw('unknown experiment methods ["fedsgd"]; choose from base, local, fedavg, exact-svd, fedprox, centralized');
+    expect(bad({ methods: ["fedavg", "fedsgd"] })).to.throw(
+      'unknown experiment methods ["fedsgd"]; choose from base, local, fedavg, exact-svd, fedprox, centralized',
+    );
     expect(bad({})).to.not.throw();
   });
 
@@ -27,10 +39,21 @@ describe("experiment --quick", function () {
     if (!existsSync(DATA)) this.skip(); // set FOK_PUBMEDQA to ori_pqal.json
     const out = await mkdtemp(join(tmpdir(), "fok-experiment-"));
     try {
-      const cfg: ExperimentConfig = { ...DEFAULT_EXPERIMENT, ...QUICK, data: DATA, baseDir: join(import.meta.dirname, "../../models/base") };
+      const cfg: ExperimentConfig = {
+        ...DEFAULT_EXPERIMENT,
+        ...QUICK,
+        data: DATA,
+        baseDir: join(import.meta.dirname, "../../models/base"),
+      };
       const runs = await runExperiment(cfg, () => undefined);
       const files = await writeResults(out, cfg, runs, 1);
-      expect(files.map((f) => f.slice(out.length + 1))).to.deep.equal(["results.json", "report.md", "convergence.svg", "min-vs-mean.svg", "partitions.svg"]);
+      expect(files.map((f) => f.slice(out.length + 1))).to.deep.equal([
+        "results.json",
+        "report.md",
+        "convergence.svg",
+        "min-vs-mean.svg",
+        "partitions.svg",
+      ]);
       const results = JSON.parse(await readFile(join(out, "results.json"), "utf8"));
       expect(results.runs.length).to.equal(1);
       const run = results.runs[0];
@@ -43,18 +66,27 @@ describe("experiment --quick", function () {
           expect(c.accuracy, `${m.method} ${c.client} accuracy`).to.be.within(0, 1);
         }
       }
-      for (const m of run.methods.filter((x: { method: string }) => ["fedavg", "exact-svd", "fedprox"].includes(x.method))) {
+      for (const m of run.methods.filter((x: { method: string }) =>
+        ["fedavg", "exact-svd", "fedprox"].includes(x.method),
+      )) {
         expect(m.curve.length, m.method).to.equal(QUICK.rounds);
         expect(m.roundsToConvergence, m.method).to.be.within(1, QUICK.rounds!);
       }
       expect(run.crossClient.perplexity.length).to.equal(7);
       expect(results.summary.length).to.equal(METHODS.length);
       const md = await readFile(join(out, "report.md"), "utf8");
-      expect(md).to.contain("| partition | method | worst ppl | mean ppl | Min-Acc % | mean Acc % | H-mean % | rounds to converge |");
+      expect(md).to.contain(
+        "| partition | method | worst ppl | mean ppl | Min-Acc % | mean Acc % | H-mean % | rounds to converge |",
+      );
       expect(md.split("\n").filter((l) => l.startsWith("| specialty |")).length).to.equal(METHODS.length);
       // under the local-only matrix, one row per shared adapter (every method but base and local), a column per hospital
       const shared = md.split("\n").filter((l) => / \(shared\)\* \|/.test(l));
-      expect(shared.map((l) => l.split("|")[1]!.trim())).to.deep.equal(["*fedavg (shared)*", "*exact-svd (shared)*", "*fedprox (shared)*", "*centralized (shared)*"]);
+      expect(shared.map((l) => l.split("|")[1]!.trim())).to.deep.equal([
+        "*fedavg (shared)*",
+        "*exact-svd (shared)*",
+        "*fedprox (shared)*",
+        "*centralized (shared)*",
+      ]);
       expect(shared.every((l) => l.split("|").length === 7 + 3)).to.equal(true);
       for (const svg of ["convergence.svg", "min-vs-mean.svg", "partitions.svg"]) {
         const text = await readFile(join(out, svg), "utf8");

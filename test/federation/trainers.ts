@@ -10,7 +10,15 @@ import { InlineTrainer, limitConcurrency, type RoundTrainer } from "../../node/f
 import type { RoundJob, RoundOutput } from "../../node/federation/local-trainer.js";
 import { rejection } from "../../node/testing/rejection.js";
 
-const TINY: GPTConfig = { nLayer: 1, nEmbd: 16, nHead: 2, blockSize: 8, vocabSize: 300, dropout: 0, layerNormEps: 1e-5 };
+const TINY: GPTConfig = {
+  nLayer: 1,
+  nEmbd: 16,
+  nHead: 2,
+  blockSize: 8,
+  vocabSize: 300,
+  dropout: 0,
+  layerNormEps: 1e-5,
+};
 const LORA: LoraConfig = { r: 2, alpha: 4, dropout: 0, targetModules: ["q", "v"] };
 
 describe("trainers", function () {
@@ -43,20 +51,46 @@ describe("trainers", function () {
     const gpt = GPT.init(TINY, 1);
     const baseBytes = await serializeBaseModel(gpt, tokenizer);
     const init = LoraAdapter.init(TINY, LORA, 1);
-    const startAdapter = serializeAdapter(TINY, LORA, await init.exportWeights(), { kind: "init", task: 1, round: 0, baseModelSha256: sha256Hex(baseBytes) });
+    const startAdapter = serializeAdapter(TINY, LORA, await init.exportWeights(), {
+      kind: "init",
+      task: 1,
+      round: 0,
+      baseModelSha256: sha256Hex(baseBytes),
+    });
     init.dispose();
     gpt.dispose();
     const tokens = Int32Array.from(await tokenizer.encode("the patient was admitted with chest pain. ".repeat(20)));
-    const job: RoundJob = { task: 1, round: 1, identity: 1, startAdapter, train: { steps: 2, batchSize: 2, seqLen: 8 } };
-    const bad = await InlineTrainer.create(baseBytes, LORA, { trainTokens: tokens, trainWindowStarts: Int32Array.from([tokens.length - 3]), numExamples: 1 });
+    const job: RoundJob = {
+      task: 1,
+      round: 1,
+      identity: 1,
+      startAdapter,
+      train: { steps: 2, batchSize: 2, seqLen: 8 },
+    };
+    const bad = await InlineTrainer.create(baseBytes, LORA, {
+      trainTokens: tokens,
+      trainWindowStarts: Int32Array.from([tokens.length - 3]),
+      numExamples: 1,
+    });
     const e = await rejection(bad.trainRound(job));
     expect(e.name).to.equal("InvalidArgumentError");
-    expect(e.message).to.equal(`windowStarts[0] = ${tokens.length - 3} leaves fewer than seqLen + 1 = 9 of the ${tokens.length} tokens`);
+    expect(e.message).to.equal(
+      `windowStarts[0] = ${tokens.length - 3} leaves fewer than seqLen + 1 = 9 of the ${tokens.length} tokens`,
+    );
     // all weight on one target of one window, or the same window with every target weighed: different updates
     const weights = new Float32Array(tokens.length);
     weights[8] = 1;
-    const one = await InlineTrainer.create(baseBytes, LORA, { trainTokens: tokens, trainWindowStarts: Int32Array.from([0]), trainLossWeights: weights, numExamples: 1 });
-    const all = await InlineTrainer.create(baseBytes, LORA, { trainTokens: tokens, trainWindowStarts: Int32Array.from([0]), numExamples: 1 });
+    const one = await InlineTrainer.create(baseBytes, LORA, {
+      trainTokens: tokens,
+      trainWindowStarts: Int32Array.from([0]),
+      trainLossWeights: weights,
+      numExamples: 1,
+    });
+    const all = await InlineTrainer.create(baseBytes, LORA, {
+      trainTokens: tokens,
+      trainWindowStarts: Int32Array.from([0]),
+      numExamples: 1,
+    });
     const [a, b] = [await one.trainRound(job), await all.trainRound(job)];
     expect(sha256Hex(a.adapter)).to.not.equal(sha256Hex(b.adapter));
     expect(a.metrics.trainLossEnd).to.not.equal(b.metrics.trainLossEnd);

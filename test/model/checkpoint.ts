@@ -6,13 +6,36 @@ import { initBackend, tf } from "../../node/model/backend.js";
 import { GPT, parameterShapes, type GPTConfig } from "../../node/model/gpt.js";
 import { LoraAdapter, type LoraConfig } from "../../node/model/lora.js";
 import { BPETokenizer } from "../../node/model/tokenizer.js";
-import { AdapterMismatchError, parseAdapter, serializeAdapter, type AdapterMetadata } from "../../node/model/adapter.js";
-import { WeightMismatchError, loadBaseModel, parseBaseModel, saveBaseModel, serializeBaseModel } from "../../node/model/checkpoint.js";
-import { NonFiniteTensorError, SafetensorsFormatError, readSafetensors, writeSafetensors, type NamedTensor } from "../../node/model/safetensors.js";
+import {
+  AdapterMismatchError,
+  parseAdapter,
+  serializeAdapter,
+  type AdapterMetadata,
+} from "../../node/model/adapter.js";
+import {
+  WeightMismatchError,
+  loadBaseModel,
+  parseBaseModel,
+  saveBaseModel,
+  serializeBaseModel,
+} from "../../node/model/checkpoint.js";
+import {
+  NonFiniteTensorError,
+  SafetensorsFormatError,
+  readSafetensors,
+  writeSafetensors,
+  type NamedTensor,
+} from "../../node/model/safetensors.js";
 
 const CFG: GPTConfig = { nLayer: 2, nEmbd: 16, nHead: 2, blockSize: 8, vocabSize: 300, dropout: 0, layerNormEps: 1e-5 };
 const QV: LoraConfig = { r: 4, alpha: 8, dropout: 0, targetModules: ["q", "v"] };
-const META: AdapterMetadata = { kind: "update", task: 3, round: 2, baseModelSha256: "0x" + "ab".repeat(32), identity: 7 };
+const META: AdapterMetadata = {
+  kind: "update",
+  task: 3,
+  round: 2,
+  baseModelSha256: "0x" + "ab".repeat(32),
+  identity: 7,
+};
 
 function thrown(fn: () => unknown): Error {
   try {
@@ -49,7 +72,10 @@ describe("node/model checkpoints and adapters", function () {
   let tokenizer: BPETokenizer;
   before(async function () {
     await initBackend("wasm", true);
-    tokenizer = await BPETokenizer.train(["the patient was admitted with chest pain and shortness of breath. ".repeat(50)], 300);
+    tokenizer = await BPETokenizer.train(
+      ["the patient was admitted with chest pain and shortness of breath. ".repeat(50)],
+      300,
+    );
   });
 
   describe("tokenizer", function () {
@@ -80,10 +106,20 @@ describe("node/model checkpoints and adapters", function () {
         "base_model.model.transformer.h.1.attn.c_attn.lora_A.weight",
         "base_model.model.transformer.h.1.attn.c_attn.lora_B.weight",
       ]);
-      expect(file.tensors.get("base_model.model.transformer.h.0.attn.c_attn.lora_A.weight")!.shape).to.deep.equal([4, 16]);
-      expect(file.tensors.get("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight")!.shape).to.deep.equal([48, 4]);
+      expect(file.tensors.get("base_model.model.transformer.h.0.attn.c_attn.lora_A.weight")!.shape).to.deep.equal([
+        4, 16,
+      ]);
+      expect(file.tensors.get("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight")!.shape).to.deep.equal([
+        48, 4,
+      ]);
       const cfg = JSON.parse(file.metadata.adapter_config!);
-      expect([cfg.r, cfg.lora_alpha, cfg.target_modules, cfg.fan_in_fan_out, cfg.peft_type]).to.deep.equal([4, 8, ["c_attn"], true, "LORA"]);
+      expect([cfg.r, cfg.lora_alpha, cfg.target_modules, cfg.fan_in_fan_out, cfg.peft_type]).to.deep.equal([
+        4,
+        8,
+        ["c_attn"],
+        true,
+        "LORA",
+      ]);
       const parsed = parseAdapter(bytes, CFG, QV);
       expect(parsed.metadata).to.deep.equal({ ...META, strategy: undefined, metrics: undefined });
       for (const [m, w] of weights) {
@@ -117,13 +153,35 @@ describe("node/model checkpoints and adapters", function () {
       };
       const A0 = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight";
       const B0 = "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight";
-      let err = thrown(() => parseAdapter(rebuild((t) => t.set(A0, { shape: [4, 8], data: new Float32Array(32) })), CFG, QV));
+      let err = thrown(() =>
+        parseAdapter(
+          rebuild((t) => t.set(A0, { shape: [4, 8], data: new Float32Array(32) })),
+          CFG,
+          QV,
+        ),
+      );
       expect(err).to.be.instanceOf(AdapterMismatchError);
       expect(err.message).to.equal(`adapter ${A0}: shape [4,8], expected [4,16]`);
-      err = thrown(() => parseAdapter(rebuild((t) => t.delete(B0)), CFG, QV));
+      err = thrown(() =>
+        parseAdapter(
+          rebuild((t) => t.delete(B0)),
+          CFG,
+          QV,
+        ),
+      );
       expect(err.message).to.equal(`adapter ${B0}: missing`);
-      err = thrown(() => parseAdapter(rebuild((t) => t.set("base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight", { shape: [1], data: new Float32Array(1) })), CFG, QV));
-      expect(err.message).to.equal("adapter base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight: unexpected tensor");
+      err = thrown(() =>
+        parseAdapter(
+          rebuild((t) =>
+            t.set("base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight", { shape: [1], data: new Float32Array(1) }),
+          ),
+          CFG,
+          QV,
+        ),
+      );
+      expect(err.message).to.equal(
+        "adapter base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight: unexpected tensor",
+      );
       err = thrown(() => parseAdapter(bytes, CFG, { ...QV, r: 8 }));
       expect(err.message).to.equal("adapter adapter_config: r 4, task expects 8");
       const kRow = rebuild((t) => {
@@ -139,7 +197,13 @@ describe("node/model checkpoints and adapters", function () {
   });
 
   describe("safetensors validation", function () {
-    const good = () => writeSafetensors(new Map([["a", { shape: [2, 2], data: Float32Array.from([1, 2, 3, 4]) }], ["b", { shape: [3], data: Float32Array.from([5, 6, 7]) }]]));
+    const good = () =>
+      writeSafetensors(
+        new Map([
+          ["a", { shape: [2, 2], data: Float32Array.from([1, 2, 3, 4]) }],
+          ["b", { shape: [3], data: Float32Array.from([5, 6, 7]) }],
+        ]),
+      );
 
     it("writes header and data as the format says (8-byte length, JSON header padded to 8, little-endian F32)", function () {
       const bytes = Buffer.from(good());
@@ -155,14 +219,63 @@ describe("node/model checkpoints and adapters", function () {
       const bytes = good();
       const cases: [string, Uint8Array, string, RegExp][] = [
         ["short", bytes.subarray(0, 5), "SafetensorsFormatError", /shorter than the 8-byte header length/],
-        ["truncated data", bytes.subarray(0, bytes.length - 4), "SafetensorsFormatError", /data_offsets end 28 past the 24 data bytes/],
-        ["header length past the end", (() => { const b = Buffer.from(bytes); b.writeBigUInt64LE(10_000n); return b; })(), "SafetensorsFormatError", /runs past the end/],
-        ["corrupt header", (() => { const b = Buffer.from(bytes); b[9] = 0x7b; b[10] = 0x7b; return b; })(), "SafetensorsFormatError", /header is not valid JSON/],
-        ["overlapping offsets", withHeader(bytes, (h) => (h.b.data_offsets = [12, 24])), "SafetensorsFormatError", /data starts at 12, expected 16/],
-        ["size disagrees with shape", withHeader(bytes, (h) => (h.b.shape = [4])), "SafetensorsFormatError", /F32 \[4\] needs 16 bytes, offsets give 12/],
-        ["unknown dtype", withHeader(bytes, (h) => (h.b.dtype = "F8_E4M3")), "SafetensorsFormatError", /unsupported dtype F8_E4M3/],
-        ["NaN", writeSafetensors(new Map([["w", { shape: [2], data: Float32Array.from([1, NaN]) }]])), "NonFiniteTensorError", /tensor w holds a non-finite value at flat index 1/],
-        ["Inf", writeSafetensors(new Map([["w", { shape: [1], data: Float32Array.from([Infinity]) }]])), "NonFiniteTensorError", /tensor w holds a non-finite value at flat index 0/],
+        [
+          "truncated data",
+          bytes.subarray(0, bytes.length - 4),
+          "SafetensorsFormatError",
+          /data_offsets end 28 past the 24 data bytes/,
+        ],
+        [
+          "header length past the end",
+          (() => {
+            const b = Buffer.from(bytes);
+            b.writeBigUInt64LE(10_000n);
+            return b;
+          })(),
+          "SafetensorsFormatError",
+          /runs past the end/,
+        ],
+        [
+          "corrupt header",
+          (() => {
+            const b = Buffer.from(bytes);
+            b[9] = 0x7b;
+            b[10] = 0x7b;
+            return b;
+          })(),
+          "SafetensorsFormatError",
+          /header is not valid JSON/,
+        ],
+        [
+          "overlapping offsets",
+          withHeader(bytes, (h) => (h.b.data_offsets = [12, 24])),
+          "SafetensorsFormatError",
+          /data starts at 12, expected 16/,
+        ],
+        [
+          "size disagrees with shape",
+          withHeader(bytes, (h) => (h.b.shape = [4])),
+          "SafetensorsFormatError",
+          /F32 \[4\] needs 16 bytes, offsets give 12/,
+        ],
+        [
+          "unknown dtype",
+          withHeader(bytes, (h) => (h.b.dtype = "F8_E4M3")),
+          "SafetensorsFormatError",
+          /unsupported dtype F8_E4M3/,
+        ],
+        [
+          "NaN",
+          writeSafetensors(new Map([["w", { shape: [2], data: Float32Array.from([1, NaN]) }]])),
+          "NonFiniteTensorError",
+          /tensor w holds a non-finite value at flat index 1/,
+        ],
+        [
+          "Inf",
+          writeSafetensors(new Map([["w", { shape: [1], data: Float32Array.from([Infinity]) }]])),
+          "NonFiniteTensorError",
+          /tensor w holds a non-finite value at flat index 0/,
+        ],
       ];
       for (const [what, input, name, message] of cases) {
         const err = thrown(() => readSafetensors(input));
@@ -170,7 +283,11 @@ describe("node/model checkpoints and adapters", function () {
         expect(err.message, what).to.match(message);
       }
       expect(thrown(() => readSafetensors(bytes.subarray(0, 5)))).to.be.instanceOf(SafetensorsFormatError);
-      expect(thrown(() => readSafetensors(writeSafetensors(new Map([["w", { shape: [1], data: Float32Array.from([NaN]) }]]))))).to.be.instanceOf(NonFiniteTensorError);
+      expect(
+        thrown(() =>
+          readSafetensors(writeSafetensors(new Map([["w", { shape: [1], data: Float32Array.from([NaN]) }]]))),
+        ),
+      ).to.be.instanceOf(NonFiniteTensorError);
     });
   });
 
@@ -181,9 +298,20 @@ describe("node/model checkpoints and adapters", function () {
       const sha = await saveBaseModel(dir, gpt, tokenizer);
       const loaded = await loadBaseModel(dir);
       expect(loaded.sha256).to.equal(sha);
-      expect(Buffer.from(await serializeBaseModel(loaded.gpt, loaded.tokenizer)).equals(Buffer.from(await readFile(join(dir, "model.safetensors"))))).to.equal(true);
+      expect(
+        Buffer.from(await serializeBaseModel(loaded.gpt, loaded.tokenizer)).equals(
+          Buffer.from(await readFile(join(dir, "model.safetensors"))),
+        ),
+      ).to.equal(true);
       const cfg = JSON.parse(await readFile(join(dir, "config.json"), "utf8"));
-      expect([cfg.model_type, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.vocab_size]).to.deep.equal(["gpt2", 2, 16, 2, 8, 300]);
+      expect([cfg.model_type, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.vocab_size]).to.deep.equal([
+        "gpt2",
+        2,
+        16,
+        2,
+        8,
+        300,
+      ]);
       gpt.dispose();
       loaded.gpt.dispose();
       await rm(dir, { recursive: true });
@@ -196,17 +324,38 @@ describe("node/model checkpoints and adapters", function () {
       let seed = 1;
       for (const [name, shape] of parameterShapes(CFG)) {
         const n = shape.reduce((a, b) => a * b, 1);
-        tensors.set(`transformer.${name}`, { shape, data: Float32Array.from({ length: n }, () => Math.sin(seed++) * 0.05) });
+        tensors.set(`transformer.${name}`, {
+          shape,
+          data: Float32Array.from({ length: n }, () => Math.sin(seed++) * 0.05),
+        });
       }
-      for (let i = 0; i < CFG.nLayer; i++) tensors.set(`transformer.h.${i}.attn.bias`, { shape: [1, 1, 8, 8], data: new Float32Array(64).fill(1) });
+      for (let i = 0; i < CFG.nLayer; i++)
+        tensors.set(`transformer.h.${i}.attn.bias`, { shape: [1, 1, 8, 8], data: new Float32Array(64).fill(1) });
       tensors.set("lm_head.weight", tensors.get("transformer.wte.weight")!);
       await writeFile(join(dir, "model.safetensors"), writeSafetensors(tensors, { format: "pt" }));
-      await writeFile(join(dir, "config.json"), JSON.stringify({ model_type: "gpt2", architectures: ["GPT2LMHeadModel"], n_layer: 2, n_embd: 16, n_head: 2, n_positions: 8, n_ctx: 8, vocab_size: 300, layer_norm_epsilon: 1e-5, activation_function: "gelu_new", tie_word_embeddings: true }));
+      await writeFile(
+        join(dir, "config.json"),
+        JSON.stringify({
+          model_type: "gpt2",
+          architectures: ["GPT2LMHeadModel"],
+          n_layer: 2,
+          n_embd: 16,
+          n_head: 2,
+          n_positions: 8,
+          n_ctx: 8,
+          vocab_size: 300,
+          layer_norm_epsilon: 1e-5,
+          activation_function: "gelu_new",
+          tie_word_embeddings: true,
+        }),
+      );
       await writeFile(join(dir, "tokenizer.json"), tokenizer.json);
       const base = await loadBaseModel(dir);
       expect(base.gpt.config).to.deep.equal(CFG);
       const wte = (await base.gpt.params.get("wte.weight")!.data()) as Float32Array;
-      expect(Buffer.from(wte.buffer).equals(Buffer.from(tensors.get("transformer.wte.weight")!.data.buffer))).to.equal(true);
+      expect(Buffer.from(wte.buffer).equals(Buffer.from(tensors.get("transformer.wte.weight")!.data.buffer))).to.equal(
+        true,
+      );
       // LoRA on the loaded base trains like on ours
       const lora = LoraAdapter.init(base.gpt.config, QV, 1);
       const logits = base.gpt.forward(tf.tensor2d([[1, 2, 3, 4]], [1, 4], "int32"), lora);
@@ -227,14 +376,18 @@ describe("node/model checkpoints and adapters", function () {
         edit(t);
         return writeSafetensors(t, file.metadata);
       };
-      let err = thrown(() => parseBaseModel(rebuild((t) => t.set("ln_f.bias", { shape: [15], data: new Float32Array(15) }))));
+      let err = thrown(() =>
+        parseBaseModel(rebuild((t) => t.set("ln_f.bias", { shape: [15], data: new Float32Array(15) }))),
+      );
       expect(err).to.be.instanceOf(WeightMismatchError);
       expect(err.message).to.equal("weight ln_f.bias: shape [15], expected [16]");
       err = thrown(() => parseBaseModel(rebuild((t) => t.delete("h.1.mlp.c_fc.weight"))));
       expect(err.message).to.equal("weight h.1.mlp.c_fc.weight: missing");
       err = thrown(() => parseBaseModel(withHeader(bytes, (h) => (h["ln_f.bias"].dtype = "I32"))));
       expect(err.message).to.equal("weight ln_f.bias: dtype I32, expected a float type (F32, F16, BF16)");
-      err = thrown(() => parseBaseModel(rebuild((t) => t.set("ln_f.bias", { shape: [16], data: new Float32Array(16).fill(NaN) }))));
+      err = thrown(() =>
+        parseBaseModel(rebuild((t) => t.set("ln_f.bias", { shape: [16], data: new Float32Array(16).fill(NaN) }))),
+      );
       expect(err).to.be.instanceOf(NonFiniteTensorError);
       expect(tf.memory().numTensors).to.equal(variablesBefore);
       gpt.dispose();

@@ -135,12 +135,17 @@ describe("node/store", function () {
       const big = new Uint8Array(8 * 1024 * 1024 + 1);
       const err = await rejection(store.add(big));
       expect(err).to.be.instanceOf(BlobTooLargeError);
-      expect([(err as BlobTooLargeError).size, (err as BlobTooLargeError).maxBytes]).to.deep.equal([8 * 1024 * 1024 + 1, 8 * 1024 * 1024]);
+      expect([(err as BlobTooLargeError).size, (err as BlobTooLargeError).maxBytes]).to.deep.equal([
+        8 * 1024 * 1024 + 1,
+        8 * 1024 * 1024,
+      ]);
       const roomy = await createStore({ maxBlobBytes: 1 << 30 });
-      const car = await collect((async function* () {
-        const cid = await roomy.add(big);
-        yield* roomy.exportCar(cid);
-      })());
+      const car = await collect(
+        (async function* () {
+          const cid = await roomy.add(big);
+          yield* roomy.exportCar(cid);
+        })(),
+      );
       await roomy.close();
       const small = await createStore({ maxBlobBytes: 1024 * 1024 });
       const err2 = await rejection(small.importCar(car));
@@ -195,9 +200,13 @@ describe("node/store", function () {
     let info: { cid: string; multiaddrs: string[]; gateway: string };
 
     before(async function () {
-      child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "../../node/testing/store-peer.ts"), String(SIZE)], {
-        stdio: ["pipe", "pipe", "inherit"],
-      });
+      child = spawn(
+        process.execPath,
+        ["--import", "tsx", join(import.meta.dirname, "../../node/testing/store-peer.ts"), String(SIZE)],
+        {
+          stdio: ["pipe", "pipe", "inherit"],
+        },
+      );
       const line: string = await new Promise((resolve, reject) => {
         createInterface({ input: child.stdout! }).once("line", resolve);
         child.once("exit", (code) => reject(new Error(`peer process exited with ${code}`)));
