@@ -3,4 +3,4 @@
 import { register } from "tsx/esm/api";
 
 register();
-await import("../node/cli/main.ts");
+await import("../node/cli/fok.ts");

@@ -16,13 +16,14 @@ contract Federation is AccessControl, EIP712, IFederation {
 
     /// @notice EIP-712 type of a relayed update: binds task, round and the whole commitment.
     bytes32 public constant UPDATE_TYPEHASH = keccak256(
-        "UpdateCommitment(uint256 task,uint256 round,string cid,bytes32 adapterSha256,uint64 numExamples,bytes32 metricsDigest)"
+        "UpdateCommitment(uint256 task,uint256 round,string cid,bytes32 adapterSha256,uint64 numExamples,"
+        "bytes32 metricsDigest)"
     );
 
     /// @notice Aggregation weights are fixed-point numbers that add up to this.
     uint256 public constant WEIGHT_SCALE = 1e18;
 
-    /// @notice The identity registry whose Active tokens may submit.
+    /// @inheritdoc IFederation
     ILLMIdentity public immutable identities;
 
     /// @dev One slot: everything submitUpdate needs to read.
@@ -32,7 +33,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         uint32 minUpdates;
         uint64 roundDuration;
         uint64 roundDeadline;
-        RoundStatus status;
+        TaskStatus status;
     }
 
     struct Task {
@@ -66,11 +67,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         _grantRole(TASK_ADMIN_ROLE, admin);
     }
 
-    /// @notice Creates a training task on base model `baseModelCid` / `baseModelSha256` with LoRA config hash
-    /// `loraConfigHash`, run by `aggregator` with strategy `strategyId`.
-    /// Requirements: caller has TASK_ADMIN_ROLE; `aggregator` non-zero; `baseModelCid` non-empty;
-    /// `baseModelSha256` non-zero; `minUpdates`, `roundDuration` and `maxRounds` each at least 1.
-    /// Emits {TaskCreated}.
+    /// @inheritdoc IFederation
     function createTask(
         string calldata baseModelCid,
         bytes32 baseModelSha256,
@@ -95,7 +92,7 @@ contract Federation is AccessControl, EIP712, IFederation {
             minUpdates: minUpdates,
             roundDuration: roundDuration,
             roundDeadline: 0,
-            status: RoundStatus.None
+            status: TaskStatus.None
         });
         t.aggregator = aggregator;
         t.baseModelSha256 = baseModelSha256;
@@ -114,10 +111,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         );
     }
 
-    /// @notice Opens round 1 of `taskId`, starting from the initial adapter `startCid` / `startSha256` (every client
-    /// starts from the same LoRA initialisation). Later rounds open by themselves when the previous one is finalized.
-    /// Requirements: caller is the task's aggregator; no round was opened yet; CID and digest non-zero.
-    /// Emits {RoundOpened}.
+    /// @inheritdoc IFederation
     function openFirstRound(uint256 taskId, string calldata startCid, bytes32 startSha256) external {
         Task storage t = _requireAggregator(taskId);
         if (t.schedule.currentRound != 0) revert FederationAlreadyStarted(taskId);
@@ -127,11 +121,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         _openRound(taskId, t, 1, startCid, startSha256);
     }
 
-    /// @notice Commits the caller's identity's update for `round` of `taskId`: adapter `cid` with sha256
-    /// `adapterSha256`, trained on `numExamples` examples, with client metrics digest `metricsDigest`.
-    /// Requirements: the caller holds an Active identity; `round` is open and its deadline not passed; the identity
-    /// has not submitted in this round; CID, digest and examples non-zero.
-    /// Emits {UpdateSubmitted}.
+    /// @inheritdoc IFederation
     function submitUpdate(
         uint256 taskId,
         uint256 round,
@@ -143,11 +133,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         _submit(taskId, round, cid, adapterSha256, numExamples, metricsDigest, msg.sender, address(0));
     }
 
-    /// @notice Same as {submitUpdate}, sent by anyone (a relayer pays the gas) with the identity's EIP-712
-    /// signature over `UpdateCommitment(task, round, cid, adapterSha256, numExamples, metricsDigest)`. The domain
-    /// binds chain id and this contract, so a signature is good for this one commitment only.
-    /// Requirements: the signature recovers to an Active identity's key; otherwise as {submitUpdate}.
-    /// Emits {UpdateSubmitted} with `relayer` set to the sender.
+    /// @inheritdoc IFederation
     function submitUpdateWithSignature(
         uint256 taskId,
         uint256 round,
@@ -164,13 +150,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         _submit(taskId, round, cid, adapterSha256, numExamples, metricsDigest, signer, msg.sender);
     }
 
-    /// @notice Publishes round `round`'s global adapter `globalCid` / `globalSha256`, made by the task's strategy
-    /// `strategyId` from the updates of `contributors` (identity ids, strictly increasing) with `weights` (adding up to
-    /// 1e18).
-    /// Then opens the next round from this adapter, or completes the task after its last round.
-    /// Requirements: caller is the task's aggregator; `round` is the open round; at least `minUpdates`
-    /// contributors, each of which submitted in this round; CID and digest non-zero.
-    /// Emits {RoundFinalized}, then {RoundOpened} or {TaskCompleted}.
+    /// @inheritdoc IFederation
     function finalizeRound(
         uint256 taskId,
         uint256 round,
@@ -182,7 +162,8 @@ contract Federation is AccessControl, EIP712, IFederation {
     ) external {
         Task storage t = _requireAggregator(taskId);
         Schedule memory s = t.schedule;
-        if (s.status != RoundStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        if (strategyId != t.strategyId) revert FederationWrongStrategy(taskId, t.strategyId, strategyId);
         if (bytes(globalCid).length == 0) revert FederationZeroCid();
         if (globalSha256 == bytes32(0)) revert FederationZeroDigest();
         uint256 n = contributors.length;
@@ -195,7 +176,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         emit RoundFinalized(taskId, round, strategyId, globalCid, globalSha256, contributors, weights);
 
         if (round == s.maxRounds) {
-            t.schedule.status = RoundStatus.Completed;
+            t.schedule.status = TaskStatus.Completed;
             emit TaskCompleted(taskId, round, globalCid, globalSha256);
         } else {
             _openRound(taskId, t, uint32(round + 1), globalCid, globalSha256);
@@ -242,7 +223,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         return _lastTaskId;
     }
 
-    /// @notice The EIP-712 domain separator (chain id and this contract).
+    /// @inheritdoc IFederation
     function domainSeparator() external view returns (bytes32) {
         return _domainSeparatorV4();
     }
@@ -258,7 +239,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         address relayer
     ) private {
         Schedule storage s = _requireTask(taskId).schedule;
-        if (s.status != RoundStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
         uint64 deadline = s.roundDeadline;
         if (block.timestamp > deadline) revert FederationDeadlinePassed(taskId, round, deadline);
         if (bytes(cid).length == 0) revert FederationZeroCid();
@@ -307,7 +288,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         uint64 deadline = uint64(block.timestamp) + t.schedule.roundDuration;
         t.schedule.currentRound = round;
         t.schedule.roundDeadline = deadline;
-        t.schedule.status = RoundStatus.Open;
+        t.schedule.status = TaskStatus.Open;
         emit RoundOpened(taskId, round, startCid, startSha256, deadline);
     }
 

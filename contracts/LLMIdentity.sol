@@ -39,10 +39,7 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
         _grantRole(REGISTRAR_ROLE, admin);
     }
 
-    /// @notice Mints a new identity to `signer`.
-    /// Requirements: caller has REGISTRAR_ROLE; `signer` is non-zero and holds no live identity; `metadataCid` is
-    /// not empty.
-    /// Emits {IdentityRegistered}, {Locked} and ERC-721 {Transfer}.
+    /// @inheritdoc ILLMIdentity
     function register(address signer, bytes32 institutionId, bytes32 modelFingerprint, string calldata metadataCid)
         external
         onlyRole(REGISTRAR_ROLE)
@@ -67,28 +64,21 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
         emit Locked(tokenId);
     }
 
-    /// @notice Suspends an active identity: it cannot submit updates until reinstated.
-    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active.
-    /// Emits {IdentitySuspended}.
+    /// @inheritdoc ILLMIdentity
     function suspend(uint256 tokenId) external onlyRole(REGISTRAR_ROLE) {
         _requireStatus(tokenId, Status.Active);
         _setStatus(tokenId, Status.Suspended);
         emit IdentitySuspended(tokenId);
     }
 
-    /// @notice Makes a suspended identity active again.
-    /// Requirements: caller has REGISTRAR_ROLE; the identity is Suspended.
-    /// Emits {IdentityReinstated}.
+    /// @inheritdoc ILLMIdentity
     function reinstate(uint256 tokenId) external onlyRole(REGISTRAR_ROLE) {
         _requireStatus(tokenId, Status.Suspended);
         _setStatus(tokenId, Status.Active);
         emit IdentityReinstated(tokenId);
     }
 
-    /// @notice Revokes an identity for good and releases its signing key, which may later hold a new identity.
-    /// The token stays (owned by its last key) so that history keeps pointing at it.
-    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active or Suspended.
-    /// Emits {IdentityRevoked}.
+    /// @inheritdoc ILLMIdentity
     function revoke(uint256 tokenId) external onlyRole(REGISTRAR_ROLE) {
         Status status = _identities[tokenId].status;
         if (status != Status.Active && status != Status.Suspended) {
@@ -100,10 +90,7 @@ contract LLMIdentity is ERC721, AccessControl, ILLMIdentity {
         emit IdentityRevoked(tokenId, signer);
     }
 
-    /// @notice Rebinds an identity to a new signing key (key rotation); the token moves to `newSigner`.
-    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active or Suspended; `newSigner` is non-zero and
-    /// holds no live identity.
-    /// Emits {IdentityKeyRotated} and ERC-721 {Transfer}.
+    /// @inheritdoc ILLMIdentity
     function rotateKey(uint256 tokenId, address newSigner) external onlyRole(REGISTRAR_ROLE) {
         Status status = _identities[tokenId].status;
         if (status != Status.Active && status != Status.Suspended) {

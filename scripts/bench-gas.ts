@@ -20,26 +20,24 @@ const record = (call: string, r: TransactionReceipt, budget: number | null = nul
   rows.push({ call, gas: Number(r.gasUsed), budget });
 
 // mint
-const mintTx = await ledger.identity.register(direct!.address, ethers.id("hospital"), sha("fp"), CID);
-record("register (mint)", (await mintTx.wait())!);
+const mint = await ledger.registerIdentityTx(direct!.address, ethers.id("hospital"), sha("fp"), CID);
+record("register (mint)", mint.receipt);
 
 const wallets = Array.from({ length: 100 }, () => Wallet.createRandom());
 for (const w of wallets) await ledger.registerIdentity(w.address, "h", sha("fp"), CID);
 
 const asAgg = ledger.connect(aggregator!);
 for (const n of [1, 10, 100]) {
-  const createTx = await ledger.federation.createTask(
-    CID,
-    sha("base"),
-    sha("lora"),
-    aggregator!.address,
-    ethers.encodeBytes32String("fedavg"),
-    1,
-    3600,
-    2,
-  );
-  const createReceipt = (await createTx.wait())!;
-  const task = Number(ledger.federation.interface.parseLog(createReceipt.logs[0]!)!.args.task);
+  const { task, receipt: createReceipt } = await ledger.createTaskTx({
+    baseModelCid: CID,
+    baseModelSha256: sha("base"),
+    loraConfigHash: sha("lora"),
+    aggregator: aggregator!.address,
+    strategy: "fedavg",
+    minUpdates: 1,
+    roundDuration: 3600,
+    maxRounds: 2,
+  });
   if (n === 1) record("createTask", createReceipt);
   const open = await asAgg.openFirstRound(task, CID, sha("init"));
   if (n === 1) record("openFirstRound", open);

@@ -11,12 +11,9 @@ import { readFile } from "node:fs/promises";
 import { initBackend } from "../node/model/backend.js";
 import { parseBaseModel } from "../node/model/checkpoint.js";
 import { DEFAULT_LORA_CONFIG } from "../node/model/lora.js";
-import { deployContracts } from "../node/chain/index.js";
-import { createStore, sha256Hex, type AdapterStore } from "../node/store/index.js";
-import { FederationClient } from "../node/federation/client.js";
-import { Aggregator } from "../node/federation/aggregator.js";
+import type { AdapterStore } from "../node/store/index.js";
+import { startLocalFederation } from "../node/federation/local.js";
 import { InlineTrainer, type RoundTrainer } from "../node/federation/trainer-pool.js";
-import { loraConfigHash, modelFingerprint } from "../node/federation/task-config.js";
 import { FedAvg, type ClientUpdate } from "../node/aggregate/index.js";
 
 const STEPS = Number(process.env.BENCH_ROUND_STEPS ?? 4);
@@ -29,67 +26,42 @@ const lora = DEFAULT_LORA_CONFIG;
 const rows: Record<string, number | string>[] = [];
 
 for (const n of [4, 16]) {
-  const ledger = await deployContracts(signers[0]!);
-  const store = await createStore();
-  const baseCid = await store.add(baseBytes);
-  const loraHash = loraConfigHash(lora);
-  for (let i = 0; i < n; i++)
-    await ledger.registerIdentity(
-      signers[2 + i]!.address,
-      `h${i}`,
-      modelFingerprint(base.sha256, loraHash),
-      "bafkreimeta",
-    );
-  const task = await ledger.createTask({
-    baseModelCid: baseCid,
-    baseModelSha256: base.sha256,
-    loraConfigHash: loraHash,
-    aggregator: signers[1]!.address,
-    strategy: "fedavg",
-    minUpdates: n,
-    roundDuration: 3600,
-    maxRounds: 1,
-  });
   const t = { train: 0, pin: 0, commit: 0 };
   const timed =
-    <T>(key: keyof typeof t, p: () => Promise<T>) =>
-    async () => {
+    <A extends unknown[], T>(key: keyof typeof t, fn: (...a: A) => Promise<T>) =>
+    async (...a: A) => {
       const t0 = performance.now();
-      const v = await p();
+      const v = await fn(...a);
       t[key] += performance.now() - t0;
       return v;
     };
   const tokens = Int32Array.from({ length: 20_000 }, (_, i) => (i * 7919) % base.gpt.config.vocabSize);
   const inline = await InlineTrainer.create(baseBytes, lora, { trainTokens: tokens, numExamples: 100 });
-  const clients = [];
-  for (let i = 0; i < n; i++) {
-    const signer = signers[2 + i]!;
-    const l = ledger.connect(signer);
-    const submit = l.submitUpdate.bind(l);
-    l.submitUpdate = (c) => timed("commit", () => submit(c))();
-    const s: AdapterStore = Object.create(store);
-    s.add = (b, o) => timed("pin", () => store.add(b, o))();
-    const trainer: RoundTrainer = {
-      trainRound: (job) => timed("train", () => inline.trainRound(job))(),
-      close: async () => {},
-    };
-    clients.push(
-      new FederationClient({ ledger: l, signer, store: s, task, trainer, train: { steps: STEPS, batchSize: 8 } }),
-    );
-  }
-  const aggregator = new Aggregator({
-    ledger: ledger.connect(signers[1]!),
-    store,
-    task,
+  const trainer: RoundTrainer = { trainRound: timed("train", (job) => inline.trainRound(job)), close: async () => {} };
+  const fed = await startLocalFederation({
+    signers,
+    baseBytes,
+    baseModelSha256: base.sha256,
     model: base.gpt.config,
     lora,
-    baseModelSha256: base.sha256,
-    expectedUpdates: n,
+    hospitals: Array.from({ length: n }, (_, i) => ({
+      name: `h${i}`,
+      institution: `h${i}`,
+      metadataCid: "bafkreimeta",
+      trainer,
+    })),
+    strategy: "fedavg",
+    rounds: 1,
+    train: { steps: STEPS, batchSize: 8 },
+    instrument: {
+      ledger: (l) => Object.assign(l, { submitUpdate: timed("commit", l.submitUpdate.bind(l)) }),
+      store: (s) => Object.assign(Object.create(s) as AdapterStore, { add: timed("pin", s.add.bind(s)) }),
+    },
   });
-  await aggregator.openFirstRound();
+  await fed.openFirstRound();
   const t0 = performance.now();
-  for (const c of clients) await c.participate(1); // one core: clients one after another
-  const report = (await aggregator.finalize(1))!;
+  for (const c of fed.clients) await c.participate(1); // one core: clients one after another
+  const report = (await fed.aggregator.finalize(1))!;
   const wall = performance.now() - t0;
   rows.push({
     clients: n,
@@ -102,7 +74,7 @@ for (const n of [4, 16]) {
     finalize: report.timings.finalizeMs,
     "round wall": wall,
   });
-  await store.close();
+  await fed.close();
 }
 
 // aggregation throughput: 16 × 8 MB adapters
@@ -124,7 +96,6 @@ const copyS = (performance.now() - copyStart) / 1000;
 const avgStart = performance.now();
 const out = new FedAvg().aggregate(updates);
 const avgS = (performance.now() - avgStart) / 1000;
-void sha256Hex;
 void out;
 
 if (process.argv.includes("--json") || process.env.FOK_BENCH_JSON) {

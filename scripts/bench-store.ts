@@ -9,7 +9,8 @@ import { createInterface } from "node:readline";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createStore, sha256Hex } from "../node/store/index.js";
+import { createStore } from "../node/store/index.js";
+import { sha256Hex } from "../node/digest.js";
 import { deterministicBytes } from "../node/testing/deterministic.js";
 
 const arg = (name: string) => {

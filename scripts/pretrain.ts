@@ -18,7 +18,7 @@ import { tokenizeDocuments, unigramPerplexity } from "../node/data/tokens.js";
 import { train, DEFAULT_TRAIN_CONFIG } from "../node/train/train.js";
 import { evaluateLoss } from "../node/train/evaluate.js";
 import { progressPrinter } from "../node/train/progress.js";
-import { mulberry32, shuffle } from "../node/train/random.js";
+import { mulberry32, shuffle } from "../node/random.js";
 import { cidOf } from "../node/store/index.js";
 
 const { values } = parseArgs({

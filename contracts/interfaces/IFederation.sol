@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.28;
 
+import {ILLMIdentity} from "./ILLMIdentity.sol";
+
 /// @title The round ledger of federated LoRA training
 /// @notice Tasks, rounds, one update commitment per identity per round, and each round's global adapter.
 /// Storage keeps digests and counters; CIDs, contributor lists and weights live in events, so the whole
 /// history can be rebuilt from logs alone.
 interface IFederation {
     /// @notice Where a task stands.
-    enum RoundStatus {
+    enum TaskStatus {
         None, // task unknown or no round opened yet
         Open, // the current round takes submissions until its deadline
         Completed // max rounds finalized; nothing more happens
@@ -21,7 +23,7 @@ interface IFederation {
         uint32 currentRound;
         uint64 roundDuration; // seconds
         uint64 roundDeadline; // unix time after which the current round takes no submissions
-        RoundStatus status;
+        TaskStatus status;
         bytes32 baseModelSha256;
         bytes32 loraConfigHash;
         bytes32 strategyId;
@@ -71,6 +73,8 @@ interface IFederation {
     error FederationNotSubmitter(uint256 task, uint256 round, uint256 identity);
     /// @notice Weights must add up to exactly 1e18.
     error FederationWeightsSum(uint256 sum);
+    /// @notice A round must be finalized under the task's own strategy.
+    error FederationWrongStrategy(uint256 task, bytes32 expected, bytes32 given);
 
     /// @notice A task was created.
     event TaskCreated(
@@ -85,7 +89,9 @@ interface IFederation {
         uint32 maxRounds
     );
     /// @notice A round opened, starting from the adapter `startCid` / `startSha256`.
-    event RoundOpened(uint256 indexed task, uint256 indexed round, string startCid, bytes32 startSha256, uint64 deadline);
+    event RoundOpened(
+        uint256 indexed task, uint256 indexed round, string startCid, bytes32 startSha256, uint64 deadline
+    );
     /// @notice Identity `identity` (key `signer`) committed an update; `relayer` is the sender when relayed, zero when
     /// the identity sent it itself.
     event UpdateSubmitted(
@@ -112,6 +118,79 @@ interface IFederation {
     );
     /// @notice The task finalized its last round.
     event TaskCompleted(uint256 indexed task, uint256 rounds, string finalCid, bytes32 finalSha256);
+
+    /// @notice Creates a training task on base model `baseModelCid` / `baseModelSha256` with LoRA config hash
+    /// `loraConfigHash`, run by `aggregator` with strategy `strategyId`.
+    /// Requirements: caller has TASK_ADMIN_ROLE; `aggregator` non-zero; `baseModelCid` non-empty;
+    /// `baseModelSha256` non-zero; `minUpdates`, `roundDuration` and `maxRounds` each at least 1.
+    /// Emits {TaskCreated}.
+    function createTask(
+        string calldata baseModelCid,
+        bytes32 baseModelSha256,
+        bytes32 loraConfigHash,
+        address aggregator,
+        bytes32 strategyId,
+        uint32 minUpdates,
+        uint64 roundDuration,
+        uint32 maxRounds
+    ) external returns (uint256 taskId);
+
+    /// @notice Opens round 1 of `taskId`, starting from the initial adapter `startCid` / `startSha256` (every client
+    /// starts from the same LoRA initialisation). Later rounds open by themselves when the previous one is finalized.
+    /// Requirements: caller is the task's aggregator; no round was opened yet; CID and digest non-zero.
+    /// Emits {RoundOpened}.
+    function openFirstRound(uint256 taskId, string calldata startCid, bytes32 startSha256) external;
+
+    /// @notice Commits the caller's identity's update for `round` of `taskId`: adapter `cid` with sha256
+    /// `adapterSha256`, trained on `numExamples` examples, with client metrics digest `metricsDigest`.
+    /// Requirements: the caller holds an Active identity; `round` is open and its deadline not passed; the identity
+    /// has not submitted in this round; CID, digest and examples non-zero.
+    /// Emits {UpdateSubmitted}.
+    function submitUpdate(
+        uint256 taskId,
+        uint256 round,
+        string calldata cid,
+        bytes32 adapterSha256,
+        uint64 numExamples,
+        bytes32 metricsDigest
+    ) external;
+
+    /// @notice Same as {submitUpdate}, sent by anyone (a relayer pays the gas) with the identity's EIP-712
+    /// signature over `UpdateCommitment(task, round, cid, adapterSha256, numExamples, metricsDigest)`. The domain
+    /// binds chain id and this contract, so a signature is good for this one commitment only.
+    /// Requirements: the signature recovers to an Active identity's key; otherwise as {submitUpdate}.
+    /// Emits {UpdateSubmitted} with `relayer` set to the sender.
+    function submitUpdateWithSignature(
+        uint256 taskId,
+        uint256 round,
+        string calldata cid,
+        bytes32 adapterSha256,
+        uint64 numExamples,
+        bytes32 metricsDigest,
+        bytes calldata signature
+    ) external;
+
+    /// @notice Publishes round `round`'s global adapter `globalCid` / `globalSha256`, made by the task's strategy
+    /// `strategyId` from the updates of `contributors` (identity ids, strictly increasing) with `weights` (adding up
+    /// to 1e18). Then opens the next round from this adapter, or completes the task after its last round.
+    /// Requirements: caller is the task's aggregator; `round` is the open round; `strategyId` is the task's; at
+    /// least `minUpdates` contributors, each of which submitted in this round; CID and digest non-zero.
+    /// Emits {RoundFinalized}, then {RoundOpened} or {TaskCompleted}.
+    function finalizeRound(
+        uint256 taskId,
+        uint256 round,
+        string calldata globalCid,
+        bytes32 globalSha256,
+        uint256[] calldata contributors,
+        uint96[] calldata weights,
+        bytes32 strategyId
+    ) external;
+
+    /// @notice The identity registry whose Active tokens may submit.
+    function identities() external view returns (ILLMIdentity);
+
+    /// @notice The EIP-712 domain separator (chain id and this contract).
+    function domainSeparator() external view returns (bytes32);
 
     /// @notice The task's settings and where it stands. Reverts for unknown tasks.
     function task(uint256 taskId) external view returns (TaskInfo memory);

@@ -52,6 +52,36 @@ interface ILLMIdentity is IERC5192 {
     /// @notice The identity was rebound from `oldSigner` to `newSigner` (key rotation).
     event IdentityKeyRotated(uint256 indexed tokenId, address indexed oldSigner, address indexed newSigner);
 
+    /// @notice Mints a new identity to `signer`.
+    /// Requirements: caller has REGISTRAR_ROLE; `signer` is non-zero and holds no live identity; `metadataCid` is
+    /// not empty.
+    /// Emits {IdentityRegistered}, {Locked} and ERC-721 {Transfer}.
+    function register(address signer, bytes32 institutionId, bytes32 modelFingerprint, string calldata metadataCid)
+        external
+        returns (uint256 tokenId);
+
+    /// @notice Suspends an active identity: it cannot submit updates until reinstated.
+    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active.
+    /// Emits {IdentitySuspended}.
+    function suspend(uint256 tokenId) external;
+
+    /// @notice Makes a suspended identity active again.
+    /// Requirements: caller has REGISTRAR_ROLE; the identity is Suspended.
+    /// Emits {IdentityReinstated}.
+    function reinstate(uint256 tokenId) external;
+
+    /// @notice Revokes an identity for good and releases its signing key, which may later hold a new identity.
+    /// The token stays (owned by its last key) so that history keeps pointing at it.
+    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active or Suspended.
+    /// Emits {IdentityRevoked}.
+    function revoke(uint256 tokenId) external;
+
+    /// @notice Rebinds an identity to a new signing key (key rotation); the token moves to `newSigner`.
+    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active or Suspended; `newSigner` is non-zero and
+    /// holds no live identity.
+    /// Emits {IdentityKeyRotated} and ERC-721 {Transfer}.
+    function rotateKey(uint256 tokenId, address newSigner) external;
+
     /// @notice The live identity bound to `signer` and its status; (0, None) when there is none.
     function identityOfSigner(address signer) external view returns (uint256 tokenId, Status status);
 

@@ -23,6 +23,11 @@ import type { LoraWeights } from "../model/adapter.js";
 export class ExactLora implements Strategy {
   readonly id = "exact-svd";
 
+  /** Uses every update it is given: verify re-runs the aggregation itself. */
+  replay(listed: ClientUpdate[], ctx: StrategyContext): AggregateResult {
+    return this.aggregate(listed, ctx);
+  }
+
   aggregate(updates: ClientUpdate[], ctx: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const shares = exampleShares(sorted);

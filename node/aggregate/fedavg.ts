@@ -1,8 +1,6 @@
 /** FedAvg (McMahan et al. 2017) on LoRA: A and B averaged separately, weighted by examples — what most systems do. */
 import {
-  averageWeights,
-  exampleShares,
-  prepare,
+  exampleWeightedMean,
   type AggregateResult,
   type ClientUpdate,
   type Strategy,
@@ -13,16 +11,11 @@ export class FedAvg implements Strategy {
   readonly id: string = "fedavg";
 
   aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
-    const sorted = prepare(updates);
-    const shares = exampleShares(sorted);
-    const weights = averageWeights(sorted, shares);
-    return {
-      weights,
-      contributors: sorted.map((u) => u.identity),
-      shares,
-      units: sorted.map((u) => u.numExamples),
-      diagnostics: {},
-    };
+    return exampleWeightedMean(updates);
+  }
+
+  replay(listed: ClientUpdate[], ctx: StrategyContext): AggregateResult {
+    return this.aggregate(listed, ctx);
   }
 }
 

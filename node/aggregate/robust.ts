@@ -6,8 +6,7 @@
  *    nearest others, keep the `m` best and average them by examples.
  */
 import {
-  averageWeights,
-  exampleShares,
+  exampleWeightedMean,
   flattenWeights,
   prepare,
   TooFewUpdatesError,
@@ -45,6 +44,11 @@ function coordinatewise(updates: ClientUpdate[], reduce: (values: Float64Array) 
 
 export class CoordinateMedian implements Strategy {
   readonly id = "median";
+  /** Uses every update it is given: verify re-runs the aggregation itself. */
+  replay(listed: ClientUpdate[], ctx: StrategyContext): AggregateResult {
+    return this.aggregate(listed, ctx);
+  }
+
   aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const n = sorted.length;
@@ -63,6 +67,11 @@ export class TrimmedMean implements Strategy {
   readonly id = "trimmed-mean";
   /** `trim`: values dropped at each end per coordinate (default: 20% of the updates, at least 1). */
   constructor(readonly trim?: number) {}
+  /** Uses every update it is given: verify re-runs the aggregation itself. */
+  replay(listed: ClientUpdate[], ctx: StrategyContext): AggregateResult {
+    return this.aggregate(listed, ctx);
+  }
+
   aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const n = sorted.length;
@@ -92,6 +101,11 @@ export class Krum implements Strategy {
   ) {
     this.id = m === 1 ? "krum" : "multi-krum";
   }
+  /** Selects, then averages by examples: verify combines the listed (selected) updates the same way. */
+  replay(listed: ClientUpdate[]): AggregateResult {
+    return exampleWeightedMean(listed);
+  }
+
   aggregate(updates: ClientUpdate[], _ctx?: StrategyContext): AggregateResult {
     const sorted = prepare(updates);
     const n = sorted.length;
@@ -116,15 +130,6 @@ export class Krum implements Strategy {
       .sort((x, y) => scores[x]! - scores[y]! || x - y)
       .slice(0, Math.min(this.m, n))
       .sort((x, y) => x - y);
-    const chosen = keep.map((i) => sorted[i]!);
-    const shares = exampleShares(chosen);
-    const weights = averageWeights(chosen, shares);
-    return {
-      weights,
-      contributors: chosen.map((u) => u.identity),
-      shares,
-      units: chosen.map((u) => u.numExamples),
-      diagnostics: { f },
-    };
+    return { ...exampleWeightedMean(keep.map((i) => sorted[i]!)), diagnostics: { f } };
   }
 }

@@ -5,6 +5,8 @@
 import { FokError } from "../errors.js";
 import type { LoraWeights } from "../model/adapter.js";
 
+export { unitsToWeights } from "../weights.js";
+
 export interface ClientUpdate {
   /** Identity token id (sort key). */
   identity: number;
@@ -34,6 +36,12 @@ export interface Strategy {
   /** Short id recorded on-chain (bytes32 text), e.g. `fedavg`. */
   readonly id: string;
   aggregate(updates: ClientUpdate[], ctx: StrategyContext): AggregateResult;
+  /**
+   * How `fok verify` re-computes a published round from the updates of the contributors the round lists. A
+   * strategy that uses every update it is given re-runs `aggregate`; one that selects (Krum) combines the listed,
+   * selected updates as it does after selecting (the selection itself is not re-checked from this alone).
+   */
+  replay(listed: ClientUpdate[], ctx: StrategyContext): AggregateResult;
 }
 
 /** An update does not have the tensors, shapes or values the task's adapter layout needs. */
@@ -116,20 +124,6 @@ export function exampleShares(updates: ClientUpdate[]): number[] {
   return updates.map((u) => u.numExamples / total);
 }
 
-/**
- * On-chain fixed-point weights from integer units (example counts, or 1 each): unitsᵢ·1e18/Σunits rounded down,
- * the remainder to the first of the largest, so they add up to exactly 1e18.
- */
-export function unitsToWeights(units: number[]): bigint[] {
-  const SCALE = 10n ** 18n;
-  const u = units.map((x) => BigInt(x));
-  const total = u.reduce((a, b) => a + b, 0n);
-  const w = u.map((x) => (x * SCALE) / total);
-  const rest = SCALE - w.reduce((a, b) => a + b, 0n);
-  w[units.indexOf(Math.max(...units))]! += rest;
-  return w;
-}
-
 /** Every A and B value of an adapter in module order, as one float64 vector. */
 export function flattenWeights(w: LoraWeights): Float64Array {
   const parts = [...w.values()].flatMap(({ A, B }) => [A, B]);
@@ -158,4 +152,17 @@ export function averageWeights(updates: ClientUpdate[], shares: number[]): LoraW
     });
   }
   return out;
+}
+
+/** Updates averaged with shares proportional to their examples: FedAvg's rule, and what Krum applies to its pick. */
+export function exampleWeightedMean(updates: ClientUpdate[]): AggregateResult {
+  const sorted = prepare(updates);
+  const shares = exampleShares(sorted);
+  return {
+    weights: averageWeights(sorted, shares),
+    contributors: sorted.map((u) => u.identity),
+    shares,
+    units: sorted.map((u) => u.numExamples),
+    diagnostics: {},
+  };
 }

@@ -5,6 +5,7 @@
  * on-chain digest). Every CID and transaction links to its details. The page polls, so it follows new blocks while
  * a federation runs.
  */
+import { weightShare } from "../weights.js";
 import { createServer, type Server } from "node:http";
 import { sha256Hex } from "../digest.js";
 import { createRequire } from "node:module";
@@ -35,14 +36,13 @@ const json = (x: unknown) => JSON.stringify(x, (_, v) => (typeof v === "bigint" 
 
 /** The whole state the page shows, rebuilt from events and adapter metadata. */
 export async function dashboardState(ledger: FederationLedger, store: AdapterStore) {
-  const provider = ledger.runner.provider!;
   const [identities, total, block] = await Promise.all([
     ledger.readIdentities(),
-    ledger.federation.totalTasks(),
-    provider.getBlockNumber(),
+    ledger.totalTasks(),
+    ledger.blockNumber(),
   ]);
   const tasks = [];
-  for (let t = 1; t <= Number(total); t++) {
+  for (let t = 1; t <= total; t++) {
     const h = await ledger.readTaskHistory(t);
     const rounds = [];
     for (const r of h.rounds) {
@@ -75,7 +75,7 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
           globalSha256: f.globalSha256,
           strategy: decodeStrategy(f.strategyId),
           contributors: f.contributors,
-          shares: f.weights.map((w) => Number((w * 1_000_000n) / 10n ** 18n) / 1_000_000),
+          shares: f.weights.map((w) => weightShare(w)),
           transactionHash: f.transactionHash,
           blockNumber: f.blockNumber,
         },
@@ -115,29 +115,9 @@ export async function serveDashboard(o: DashboardOptions): Promise<Dashboard> {
         res.writeHead(200, { "content-type": "application/json" }).end(json(await dashboardState(o.ledger, o.store)));
       } else if (url.pathname.startsWith("/api/tx/")) {
         const hash = url.pathname.slice("/api/tx/".length);
-        const provider = o.ledger.runner.provider!;
-        const [tx, receipt] = await Promise.all([provider.getTransaction(hash), provider.getTransactionReceipt(hash)]);
-        if (!tx) return void res.writeHead(404).end();
-        const call =
-          o.ledger.federation.interface.parseTransaction({ data: tx.data }) ??
-          o.ledger.identity.interface.parseTransaction({ data: tx.data });
-        const events = receipt?.logs
-          .map((l) => o.ledger.federation.interface.parseLog(l) ?? o.ledger.identity.interface.parseLog(l))
-          .filter(Boolean)
-          .map((e) => ({ name: e!.name, args: e!.args.toObject() }));
-        res
-          .writeHead(200, { "content-type": "application/json" })
-          .end(
-            json({
-              hash,
-              from: tx.from,
-              to: tx.to,
-              block: tx.blockNumber,
-              gasUsed: receipt?.gasUsed,
-              call: call && { name: call.name, args: call.args.toObject() },
-              events,
-            }),
-          );
+        const decoded = await o.ledger.describeTransaction(hash);
+        if (!decoded) return void res.writeHead(404).end();
+        res.writeHead(200, { "content-type": "application/json" }).end(json(decoded));
       } else if (url.pathname.startsWith("/api/cid/")) {
         const cid = url.pathname.slice("/api/cid/".length);
         const stat = await o.store.stat(cid);

@@ -7,7 +7,7 @@
  *  - IID: a shuffled round-robin, the control.
  * Then per client a train / held-out split by document: no document is in both.
  */
-import { mulberry32, shuffle } from "../train/random.js";
+import { mulberry32, shuffle } from "../random.js";
 import { PartitionError } from "./errors.js";
 import type { Document } from "./types.js";
 

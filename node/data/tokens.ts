@@ -1,7 +1,7 @@
 /** Turning documents into one token stream for training and evaluation. */
 import type { BPETokenizer } from "../model/tokenizer.js";
 import type { Document } from "./types.js";
-import { qaPrompt, type QAItem } from "./loaders.js";
+import { qaPrompt, type QAItem } from "./pubmedqa.js";
 import { InvalidArgumentError } from "../errors.js";
 
 /** The parts one after another in one Int32Array. */

@@ -14,17 +14,13 @@ import { LoraAdapter, DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora
 import { parseAdapter, serializeAdapter, type LoraWeights } from "../model/adapter.js";
 import { evaluateLoss } from "../train/evaluate.js";
 import { qaAccuracy, fairness } from "../train/qa.js";
-import { loadPubMedQA, qaDocuments, type QAItem } from "../data/loaders.js";
+import { loadPubMedQA, qaDocuments, type QAItem } from "../data/pubmedqa.js";
 import { partition, splitClients, type PartitionSpec } from "../data/partition.js";
 import { summarizePartition, type PartitionSummary } from "../data/summary.js";
 import { concatTokens, concatWindowed, qaWindows, tokenizeDocuments } from "../data/tokens.js";
-import { deployContracts } from "../chain/index.js";
-import { createStore, sha256Hex } from "../store/index.js";
-import { FederationClient } from "../federation/client.js";
-import { Aggregator } from "../federation/aggregator.js";
-import { WorkerTrainer, InlineTrainer, limitConcurrency, type RoundTrainer } from "../federation/trainer-pool.js";
-import { availableParallelism } from "node:os";
-import { loraConfigHash, modelFingerprint } from "../federation/task-config.js";
+import type { Signer } from "ethers";
+import { startLocalFederation } from "../federation/local.js";
+import { startTrainers } from "../federation/trainer-pool.js";
 import { InvalidArgumentError } from "../errors.js";
 
 export type Method = "base" | "local" | "fedavg" | "exact-svd" | "fedprox" | "centralized";
@@ -223,7 +219,7 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
           const datasets = method === "local" ? hospitals : [pool(hospitals)];
           const steps =
             method === "local" ? cfg.rounds * cfg.stepsPerRound : hospitals.length * cfg.rounds * cfg.stepsPerRound;
-          const trainers = await startTrainers(cfg, baseBytes, datasets);
+          const trainers = await startTrainers(baseBytes, cfg.lora, datasets.map(datasetOf), { workers: cfg.workers });
           const outs = await Promise.all(
             trainers.map((t) =>
               t.trainRound({ task: 0, round: 0, identity: 0, startAdapter: initBytes, train: { ...train, steps } }),
@@ -278,90 +274,59 @@ async function federate(
   baseBytes: Uint8Array,
   initBytes: Uint8Array,
   hospitals: Hospital[],
-  signers: { address: string; getAddress(): Promise<string> }[],
+  signers: Signer[],
   seed: number,
   baseScore: MethodResult,
 ): Promise<MethodResult> {
-  const ledger = await deployContracts(signers[0] as never);
-  const store = await createStore();
-  const trainers = await startTrainers(cfg, baseBytes, hospitals);
-  try {
-    const loraHash = loraConfigHash(cfg.lora);
-    const ids: number[] = [];
-    for (const [i, h] of hospitals.entries())
-      ids.push(
-        await ledger.registerIdentity(
-          signers[2 + i]!.address,
-          h.name,
-          modelFingerprint(base.sha256, loraHash),
-          "bafkreiexperiment",
-        ),
-      );
-    const task = await ledger.createTask({
-      baseModelCid: await store.add(baseBytes),
-      baseModelSha256: base.sha256,
-      loraConfigHash: loraHash,
-      aggregator: signers[1]!.address,
-      strategy: method,
-      minUpdates: hospitals.length,
-      roundDuration: 86_400,
-      maxRounds: cfg.rounds,
-    });
-    const clientCurves: number[][] = hospitals.map(() => []);
-    let lastGlobal: LoraWeights | null = null;
-    const aggregator = new Aggregator({
-      ledger: ledger.connect(signers[1] as never),
-      store,
-      task,
-      model: base.gpt.config,
-      lora: cfg.lora,
-      baseModelSha256: base.sha256,
-      expectedUpdates: hospitals.length,
-      pollMs: 50,
-      onGlobal: async (_round, bytes) => {
-        lastGlobal = parseAdapter(bytes, base.gpt.config, cfg.lora).weights;
-        const a = load(base, cfg.lora, lastGlobal);
-        for (const [i, h] of hospitals.entries())
-          clientCurves[i]!.push((await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
-        a.dispose();
-      },
-    });
-    // the initial adapter is the same for every method: store it and open round 1 from it
-    const initCid = await store.add(initBytes);
-    await ledger.connect(signers[1] as never).openFirstRound(task, initCid, sha256Hex(initBytes));
-    const train = {
+  const clientCurves: number[][] = hospitals.map(() => []);
+  let lastGlobal: LoraWeights | null = null;
+  const fed = await startLocalFederation({
+    signers,
+    baseBytes,
+    baseModelSha256: base.sha256,
+    model: base.gpt.config,
+    lora: cfg.lora,
+    hospitals: hospitals.map((h) => ({ name: h.name, metadataCid: "bafkreiexperiment", data: datasetOf(h) })),
+    strategy: method,
+    rounds: cfg.rounds,
+    roundDuration: 86_400,
+    train: {
       steps: cfg.stepsPerRound,
       batchSize: cfg.batchSize,
       lr: cfg.lr,
       warmupSteps: 2,
       seed,
       proxMu: method === "fedprox" ? cfg.proxMu : 0,
-    };
-    const clients = hospitals.map(
-      (_, i) =>
-        new FederationClient({
-          ledger: ledger.connect(signers[2 + i] as never),
-          signer: signers[2 + i] as never,
-          store,
-          task,
-          trainer: trainers[i]!,
-          train,
-          pollMs: 50,
-        }),
-    );
-    await Promise.all([aggregator.run(), ...clients.map((c) => c.run())]);
-    const curve = clientCurves[0]!.map((_, r) => clientCurves.reduce((s, c) => s + c[r]!, 0) / clientCurves.length);
-    const final = curve[curve.length - 1]!;
-    const start = baseScore.clients.reduce((s, c) => s + Math.log(c.perplexity), 0) / hospitals.length;
-    // rounds to convergence: first round that gets 90% of the way from the base's loss to the final loss
-    const target = start - 0.9 * (start - final);
-    const roundsToConvergence = curve.findIndex((l) => l <= target) + 1;
-    const result = await score(method, base, cfg, lastGlobal!, hospitals);
-    return { ...result, curve, clientCurves, roundsToConvergence: roundsToConvergence || cfg.rounds };
+    },
+    workers: cfg.workers,
+    pollMs: 50,
+    onGlobal: async (_round, bytes) => {
+      lastGlobal = parseAdapter(bytes, base.gpt.config, cfg.lora).weights;
+      const a = load(base, cfg.lora, lastGlobal);
+      for (const [i, h] of hospitals.entries()) {
+        clientCurves[i]!.push((await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
+      }
+      a.dispose();
+    },
+  });
+  try {
+    // the initial adapter is the same for every method: round 1 opens from it
+    await fed.openFirstRound({ initialAdapter: initBytes });
+    await fed.run();
   } finally {
-    await Promise.all(trainers.map((t) => t.close()));
-    await store.close();
+    await fed.close();
   }
+  const curve = clientCurves[0]!.map((_, r) => clientCurves.reduce((s, c) => s + c[r]!, 0) / clientCurves.length);
+  const result = await score(method, base, cfg, lastGlobal!, hospitals);
+  return { ...result, curve, clientCurves, roundsToConvergence: roundsToConvergence(curve, baseScore, cfg.rounds) };
+}
+
+/** First round that gets 90% of the way from the base's mean log-perplexity to the final loss (else all rounds). */
+function roundsToConvergence(curve: number[], baseScore: MethodResult, rounds: number): number {
+  const final = curve[curve.length - 1]!;
+  const start = baseScore.clients.reduce((s, c) => s + Math.log(c.perplexity), 0) / baseScore.clients.length;
+  const target = start - 0.9 * (start - final);
+  return curve.findIndex((l) => l <= target) + 1 || rounds;
 }
 
 async function score(
@@ -448,19 +413,11 @@ function pool(hospitals: Hospital[]): Hospital {
   };
 }
 
-async function startTrainers(cfg: ExperimentConfig, baseBytes: Uint8Array, ds: Hospital[]): Promise<RoundTrainer[]> {
-  const trainers = await Promise.all(
-    ds.map((h) => {
-      const data = {
-        trainTokens: h.train,
-        trainWindowStarts: h.trainStarts,
-        trainLossWeights: h.trainWeights,
-        numExamples: h.numExamples,
-      };
-      return cfg.workers
-        ? WorkerTrainer.start(baseBytes, cfg.lora, data)
-        : InlineTrainer.create(baseBytes, cfg.lora, data);
-    }),
-  );
-  return cfg.workers ? limitConcurrency(trainers, availableParallelism()) : trainers;
+function datasetOf(h: Hospital) {
+  return {
+    trainTokens: h.train,
+    trainWindowStarts: h.trainStarts,
+    trainLossWeights: h.trainWeights,
+    numExamples: h.numExamples,
+  };
 }

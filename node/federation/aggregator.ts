@@ -5,8 +5,8 @@
  * the rest with the task's strategy, pins the global adapter and finalizes the round on-chain. Aggregation is
  * deterministic, so a restart after a crash recomputes the same bytes and finalizes exactly once.
  */
-import { FederationLedger, IdentityStatus, TaskStatus, decodeStrategy, type RoundHistory } from "../chain/index.js";
-import { ChainRevertError, FokError } from "../errors.js";
+import { FederationLedger, IdentityStatus, Revert, TaskStatus, isRevert, type RoundHistory } from "../chain/index.js";
+import { FokError } from "../errors.js";
 import { LoraAdapter, type LoraConfig } from "../model/lora.js";
 import type { GPTConfig } from "../model/gpt.js";
 import { parseAdapter, serializeAdapter } from "../model/adapter.js";
@@ -69,6 +69,11 @@ export class Aggregator {
       baseModelSha256: this.o.baseModelSha256,
     });
     init.dispose();
+    return this.openFirstRoundFrom(bytes);
+  }
+
+  /** Pins `bytes` (an initial adapter made elsewhere, e.g. shared by several runs) and opens round 1 from it. */
+  async openFirstRoundFrom(bytes: Uint8Array): Promise<string> {
     const cid = await this.o.store.add(bytes);
     await this.o.ledger.openFirstRound(this.o.task, cid, sha256Hex(bytes));
     this.log(`round 1 opened from initial adapter ${cid}`);
@@ -77,8 +82,7 @@ export class Aggregator {
 
   private async strategy(): Promise<Strategy> {
     if (this.o.strategy) return this.o.strategy;
-    const info = await this.o.ledger.federation.task(this.o.task);
-    return strategyFor(decodeStrategy(info.strategyId));
+    return strategyFor((await this.o.ledger.taskInfo(this.o.task)).strategy);
   }
 
   /** Fetches, verifies and parses the round's updates; each failure is a reason, not an exception. */
@@ -87,9 +91,8 @@ export class Aggregator {
     const excluded: RoundReport["excluded"] = [];
     for (const s of round.submissions) {
       try {
-        const rec = await this.o.ledger.identity.identity(s.identity);
-        if (Number(rec.status) !== IdentityStatus.Active)
-          throw new FokError(`identity is ${IdentityStatus[Number(rec.status)]}`);
+        const { status } = await this.o.ledger.identityRecord(s.identity);
+        if (status !== IdentityStatus.Active) throw new FokError(`identity is ${IdentityStatus[status]}`);
         const bytes = await this.o.store.get(s.cid, { expectedSha256: s.adapterSha256 });
         const parsed = parseAdapter(bytes, this.o.model, this.o.lora);
         if (parsed.metadata.baseModelSha256 !== this.o.baseModelSha256)
@@ -106,24 +109,18 @@ export class Aggregator {
   /** Waits for the round's updates, aggregates and finalizes it; returns null if it was already finalized. */
   async finalize(roundNumber: number, signal?: AbortSignal): Promise<RoundReport | null> {
     const { ledger, task } = this.o;
-    let { history, round } = await waitForRound(ledger, task, roundNumber, this.o.pollMs ?? 500, signal);
-    if (round.finalized) return null;
-    // wait for the expected updates or the deadline
-    for (;;) {
-      const expected = this.o.expectedUpdates ?? Infinity;
-      const now = Math.max(Date.now() / 1000, (await ledger.runner.provider!.getBlock("latest"))!.timestamp);
-      if (round.submissions.length >= expected || now > round.deadline || signal?.aborted) break;
-      await sleep(this.o.pollMs ?? 500, signal);
-      history = await ledger.readTaskHistory(task);
-      round = history.rounds.find((r) => r.round === roundNumber)!;
-    }
+    const round = await this.awaitSubmissions(roundNumber, signal);
+    if (!round) return null;
     const t0 = performance.now();
     const { updates, excluded } = await this.collect(round);
     const t1 = performance.now();
-    if (updates.length < history.minUpdates) {
+    const { minUpdates } = await ledger.taskInfo(task);
+    if (updates.length < minUpdates) {
       throw new AggregationError(
-        `round ${roundNumber}: ${updates.length} usable updates, the task needs ${history.minUpdates}`,
-        { cause: new TooFewUpdatesError(updates.length, history.minUpdates) },
+        `round ${roundNumber}: ${updates.length} usable updates, the task needs ${minUpdates}`,
+        {
+          cause: new TooFewUpdatesError(updates.length, minUpdates),
+        },
       );
     }
     const strategy = await this.strategy();
@@ -143,7 +140,7 @@ export class Aggregator {
     try {
       await ledger.finalizeRound(task, roundNumber, cid, digest, result.contributors, weights, strategy.id);
     } catch (e) {
-      if (e instanceof ChainRevertError && e.errorName === "FederationRoundNotOpen") return null; // finalized meanwhile
+      if (isRevert(e, Revert.RoundNotOpen)) return null; // finalized meanwhile
       throw e;
     }
     const t4 = performance.now();
@@ -161,15 +158,31 @@ export class Aggregator {
     };
   }
 
+  /**
+   * The round once the expected updates are in or its deadline has passed on the chain's clock (or `signal`
+   * aborts); null when it is already finalized. Polls the round's own events only.
+   */
+  private async awaitSubmissions(roundNumber: number, signal?: AbortSignal): Promise<RoundHistory | null> {
+    const { ledger, task } = this.o;
+    let round = await waitForRound(ledger, task, roundNumber, this.o.pollMs ?? 500, signal);
+    const expected = this.o.expectedUpdates ?? Infinity;
+    while (!round.finalized && round.submissions.length < expected && !signal?.aborted) {
+      if ((await ledger.chainTime()) > round.deadline) break;
+      await sleep(this.o.pollMs ?? 500, signal);
+      round = (await ledger.readRound(task, roundNumber)) ?? round;
+    }
+    return round.finalized ? null : round;
+  }
+
   /** Finalizes rounds as they come until the task completes. */
   async run(signal?: AbortSignal): Promise<RoundReport[]> {
     const reports: RoundReport[] = [];
     for (;;) {
       if (signal?.aborted) return reports;
-      const info = await this.o.ledger.federation.task(this.o.task);
-      if (Number(info.status) === TaskStatus.Completed) return reports;
-      if (Number(info.status) === TaskStatus.Open) {
-        const r = await this.finalize(Number(info.currentRound), signal);
+      const info = await this.o.ledger.taskInfo(this.o.task);
+      if (info.status === TaskStatus.Completed) return reports;
+      if (info.status === TaskStatus.Open) {
+        const r = await this.finalize(info.currentRound, signal);
         if (r) reports.push(r);
       } else await sleep(this.o.pollMs ?? 500, signal);
     }

@@ -8,8 +8,15 @@ import { sha256Hex } from "../digest.js";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Signer } from "ethers";
-import { FederationLedger, IdentityStatus, TaskStatus, type UpdateCommitment } from "../chain/index.js";
-import { ChainRevertError, FokError } from "../errors.js";
+import {
+  FederationLedger,
+  IdentityStatus,
+  Revert,
+  TaskStatus,
+  isRevert,
+  type UpdateCommitment,
+} from "../chain/index.js";
+import { FokError } from "../errors.js";
 import type { AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import type { RoundTrainer } from "./trainer-pool.js";
@@ -75,33 +82,11 @@ export class FederationClient {
   async participate(round: number): Promise<RoundOutcome> {
     const { ledger, task } = this.o;
     const identity = await this.identity();
-    const info = await ledger.federation.task(task);
-    if (Number(info.status) !== TaskStatus.Open || Number(info.currentRound) !== round) return "not-open";
-    const existing = await ledger.federation.submission(task, round, identity);
-    if (existing.numExamples > 0n) return "already-submitted";
-    if (Date.now() / 1000 > Number(info.roundDeadline)) return "deadline-passed";
-
-    let state = await this.loadState(round);
-    if (state && !(await this.o.store.has(state.cid))) state = null;
-    if (!state) {
-      const { round: opened } = await waitForRound(ledger, task, round, this.o.pollMs ?? 500);
-      const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256 });
-      this.log(`round ${round}: training from ${opened.startCid}`);
-      const out = await this.o.trainer.trainRound({ task, round, identity, startAdapter: start, train: this.o.train });
-      const cid = await this.o.store.add(out.adapter);
-      const metricsJson = canonicalJson(out.metrics);
-      state = {
-        cid,
-        adapterSha256: sha256Hex(out.adapter),
-        numExamples: out.metrics.numExamples,
-        metricsDigest: sha256Hex(Buffer.from(metricsJson)),
-        metrics: out.metrics,
-      };
-      await this.saveState(round, state); // before submitting: a crash from here on resubmits these same bytes
-      this.log(
-        `round ${round}: trained (${out.tokensPerSec} tok/s, held-out loss ${fmt(out.metrics.heldOutLossBefore)} → ${fmt(out.metrics.heldOutLossAfter)}), pinned ${cid}`,
-      );
-    }
+    const info = await ledger.taskInfo(task);
+    if (info.status !== TaskStatus.Open || info.currentRound !== round) return "not-open";
+    if ((await ledger.submission(task, round, identity)).numExamples > 0) return "already-submitted";
+    if ((await ledger.chainTime()) > info.roundDeadline) return "deadline-passed";
+    const state = await this.trainedUpdate(round, identity);
     const c: UpdateCommitment = {
       task,
       round,
@@ -114,12 +99,35 @@ export class FederationClient {
       if (this.o.relay) await ledger.submitSignedUpdate(c, await ledger.signUpdate(this.o.signer, c));
       else await ledger.submitUpdate(c);
     } catch (e) {
-      if (e instanceof ChainRevertError && e.errorName === "FederationAlreadySubmitted") return "already-submitted";
-      if (e instanceof ChainRevertError && e.errorName === "FederationDeadlinePassed") return "deadline-passed";
+      if (isRevert(e, Revert.AlreadySubmitted)) return "already-submitted";
+      if (isRevert(e, Revert.DeadlinePassed)) return "deadline-passed";
       throw e;
     }
     this.log(`round ${round}: submitted ${state.cid}`);
     return "submitted";
+  }
+
+  /** This round's update: the one pinned before a crash, if its bytes are still here; else trained and pinned now. */
+  private async trainedUpdate(round: number, identity: number): Promise<RoundState> {
+    const { ledger, task } = this.o;
+    const saved = await this.loadState(round);
+    if (saved && (await this.o.store.has(saved.cid))) return saved;
+    const opened = await waitForRound(ledger, task, round, this.o.pollMs ?? 500);
+    const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256 });
+    this.log(`round ${round}: training from ${opened.startCid}`);
+    const out = await this.o.trainer.trainRound({ task, round, identity, startAdapter: start, train: this.o.train });
+    const cid = await this.o.store.add(out.adapter);
+    const state: RoundState = {
+      cid,
+      adapterSha256: sha256Hex(out.adapter),
+      numExamples: out.metrics.numExamples,
+      metricsDigest: sha256Hex(Buffer.from(canonicalJson(out.metrics))),
+      metrics: out.metrics,
+    };
+    await this.saveState(round, state); // before submitting: a crash from here on resubmits these same bytes
+    const loss = `${fmt(out.metrics.heldOutLossBefore)} → ${fmt(out.metrics.heldOutLossAfter)}`;
+    this.log(`round ${round}: trained (${out.tokensPerSec} tok/s, held-out loss ${loss}), pinned ${cid}`);
+    return state;
   }
 
   /** Participates in every round until the task completes (or `signal` aborts). */
@@ -128,13 +136,13 @@ export class FederationClient {
     let lastRound = 0;
     for (;;) {
       if (signal?.aborted) return;
-      const info = await ledger.federation.task(task);
-      if (Number(info.status) === TaskStatus.Completed) {
+      const info = await ledger.taskInfo(task);
+      if (info.status === TaskStatus.Completed) {
         this.log(`task ${task} completed`);
         return;
       }
-      const round = Number(info.currentRound);
-      if (Number(info.status) === TaskStatus.Open && round !== lastRound) {
+      const round = info.currentRound;
+      if (info.status === TaskStatus.Open && round !== lastRound) {
         const outcome = await this.participate(round);
         if (outcome !== "not-open") lastRound = round;
         if (outcome === "deadline-passed") this.log(`round ${round}: deadline passed, skipped`);

@@ -1,13 +1,13 @@
 /** Waiting on the chain, shared by clients and the aggregator. */
-import type { FederationLedger } from "../chain/index.js";
+import type { FederationLedger, RoundHistory } from "../chain/index.js";
 import { FokError } from "../errors.js";
 
 /** A round cannot go on (it never opened, or too few usable updates by the deadline). */
 export class AggregationError extends FokError {}
 
 /**
- * The task history once it shows round `round` opened. A JSON-RPC provider can answer log queries from a block
- * number a little behind the transaction that just opened the round, so this polls for up to `timeoutMs`.
+ * Round `round` once it shows opened, read from its own indexed events. A JSON-RPC provider can answer log queries
+ * from a block a little behind the transaction that just opened the round, so this polls for up to `timeoutMs`.
  */
 export async function waitForRound(
   ledger: FederationLedger,
@@ -16,14 +16,14 @@ export async function waitForRound(
   pollMs: number,
   signal?: AbortSignal,
   timeoutMs = 60_000,
-) {
+): Promise<RoundHistory> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const history = await ledger.readTaskHistory(task);
-    const r = history.rounds.find((x) => x.round === round);
-    if (r) return { history, round: r };
-    if (Date.now() > until || signal?.aborted)
+    const r = await ledger.readRound(task, round);
+    if (r) return r;
+    if (Date.now() > until || signal?.aborted) {
       throw new AggregationError(`round ${round} of task ${task} has not opened`);
+    }
     await sleep(pollMs, signal);
   }
 }

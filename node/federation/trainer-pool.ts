@@ -1,4 +1,5 @@
 /** Runs a LocalTrainer in a worker thread, behind the same trainRound call as the in-thread one. */
+import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { FokError } from "../errors.js";
 import type { ClientDataset, RoundJob, RoundOutput } from "./local-trainer.js";
@@ -128,4 +129,33 @@ export function limitConcurrency(trainers: RoundTrainer[], slots: number): Round
     },
     close: () => t.close(),
   }));
+}
+
+/** What a training step reports (for progress lines). */
+export type StepReport = { step: number; steps: number; loss: number; tokensPerSec: number };
+
+export interface TrainerOptions {
+  /** Train in worker threads, at most one training per core at a time (default); else in this thread. */
+  workers: boolean;
+  /** Progress of dataset `i`'s training. */
+  onStep?: (i: number, s: StepReport) => void;
+}
+
+/** One trainer per dataset: worker threads sharing the machine's cores, or inline trainers. */
+export async function startTrainers(
+  baseBytes: Uint8Array,
+  lora: LoraConfig,
+  datasets: readonly ClientDataset[],
+  o: TrainerOptions,
+): Promise<RoundTrainer[]> {
+  const trainers = await Promise.all(
+    datasets.map((d, i) => {
+      const onStep = o.onStep && ((s: StepReport) => o.onStep!(i, s));
+      return o.workers
+        ? WorkerTrainer.start(baseBytes, lora, d, onStep)
+        : InlineTrainer.create(baseBytes, lora, d, onStep);
+    }),
+  );
+  // every trainer shares this one machine: train at most one per core at a time (faster than all at once)
+  return o.workers ? limitConcurrency(trainers, availableParallelism()) : trainers;
 }

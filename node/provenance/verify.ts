@@ -1,26 +1,27 @@
 /**
  * `fok verify`: checks a task's whole provenance trusting nothing but the chain and the bytes. It re-reads every
  * event, fetches every adapter by CID and checks its sha256 against the chain, checks each submitter was an active
- * identity when it submitted and each relayed signature, re-runs each round's aggregation on the listed
- * contributors' updates with the recorded weights and compares the result byte for byte with the published global
- * adapter, and checks the lineage (round 1 starts from an initial adapter of the task's base model that changes
- * nothing, every later round from the previous global adapter). One result per check; any failure names round,
- * identity and check.
+ * identity when it submitted and each relayed signature, checks each round was finalized under the task's strategy,
+ * re-runs each round's aggregation as the strategy declares (`Strategy.replay`) on the listed contributors' updates
+ * with the recorded weights and compares the result byte for byte with the published global adapter, and checks the
+ * lineage (round 1 starts from an initial adapter of the task's base model that changes nothing, every later round
+ * from the previous global adapter). One result per check; any failure names round, identity and check.
  */
 import { sha256Hex } from "../digest.js";
-import { verifyTypedData } from "ethers";
+import { weightShare } from "../weights.js";
 import {
   FederationLedger,
   IdentityStatus,
-  UPDATE_TYPES,
   decodeStrategy,
+  type FinalizedRound,
   type RoundHistory,
+  type SubmittedUpdate,
   type TaskHistory,
 } from "../chain/index.js";
 import { parseAdapter, serializeAdapter, type LoraWeights, type ParsedAdapter } from "../model/adapter.js";
 import type { GPTConfig } from "../model/gpt.js";
 import type { LoraConfig } from "../model/lora.js";
-import { FedAvg, flattenWeights, strategyFor, unitsToWeights, type ClientUpdate } from "../aggregate/index.js";
+import { flattenWeights, strategyFor, unitsToWeights, type ClientUpdate, type Strategy } from "../aggregate/index.js";
 
 export interface Check {
   round: number | null;
@@ -64,246 +65,303 @@ export interface VerifyOptions {
   heldOut?: { loss: (weights: LoraWeights) => Promise<number> };
 }
 
+/** A published adapter: its CID and digest. */
+type Published = { cid: string; sha: string };
+
 export async function verifyTask(
   ledger: FederationLedger,
   store: ByteSource,
   task: number,
   o: VerifyOptions,
 ): Promise<VerifyReport> {
-  const history = await ledger.readTaskHistory(task);
-  const checks: Check[] = [];
-  const contributions: ContributionFigure[] = [];
-  const add = (round: number | null, identity: number | null, check: string, ok: boolean, detail: string) =>
-    checks.push({ round, identity, check, ok, detail });
+  const v = new Verification(ledger, store, await ledger.readTaskHistory(task), o);
+  await v.fetchVerified(null, null, "base model", v.history.baseModelCid, v.history.baseModelSha256);
+  let previousGlobal: Published | null = null;
+  for (const round of v.history.rounds) {
+    if (o.round === undefined || round.round === o.round) await v.round(round, previousGlobal);
+    if (round.finalized) previousGlobal = { cid: round.finalized.globalCid, sha: round.finalized.globalSha256 };
+  }
+  return { task, checks: v.checks, contributions: v.contributions, ok: v.checks.every((c) => c.ok) };
+}
 
-  const fetchVerified = async (
-    round: number | null,
-    identity: number | null,
-    what: string,
-    cid: string,
-    sha: string,
-  ): Promise<Uint8Array | null> => {
+/** The checks of one task, gathered step by step. */
+class Verification {
+  readonly checks: Check[] = [];
+  readonly contributions: ContributionFigure[] = [];
+
+  constructor(
+    private readonly ledger: FederationLedger,
+    private readonly store: ByteSource,
+    readonly history: TaskHistory,
+    private readonly o: VerifyOptions,
+  ) {}
+
+  private add(round: number | null, identity: number | null, check: string, ok: boolean, detail: string) {
+    this.checks.push({ round, identity, check, ok, detail });
+  }
+
+  /** The bytes of `cid` if they hash to `sha` (a check either way); null when they do not or cannot be read. */
+  async fetchVerified(round: number | null, identity: number | null, what: string, cid: string, sha: string) {
     try {
-      const bytes = await store.get(cid);
+      const bytes = await this.store.get(cid);
       const got = sha256Hex(bytes);
-      add(
+      const ok = got === sha;
+      this.add(
         round,
         identity,
         `${what} digest`,
-        got === sha,
-        got === sha ? `${cid} matches ${sha.slice(0, 12)}…` : `${cid} has sha256 ${got}, chain says ${sha}`,
+        ok,
+        ok ? `${cid} matches ${sha.slice(0, 12)}…` : `${cid} has sha256 ${got}, chain says ${sha}`,
       );
-      return got === sha ? bytes : null;
+      return ok ? bytes : null;
     } catch (e) {
-      add(round, identity, `${what} digest`, false, `${cid} could not be read: ${(e as Error).message}`);
+      this.add(round, identity, `${what} digest`, false, `${cid} could not be read: ${(e as Error).message}`);
       return null;
     }
-  };
+  }
 
-  const base = await fetchVerified(null, null, "base model", history.baseModelCid, history.baseModelSha256);
-  void base;
-
-  let previousGlobal: { cid: string; sha: string } | null = null;
-  for (const round of history.rounds) {
-    if (o.round !== undefined && round.round !== o.round) {
-      if (round.finalized) previousGlobal = { cid: round.finalized.globalCid, sha: round.finalized.globalSha256 };
-      continue;
-    }
-    // lineage
-    const start = await fetchVerified(round.round, null, "start adapter", round.startCid, round.startSha256);
-    let startParsed: ParsedAdapter | null = null;
-    if (round.round === 1) {
-      if (start) {
-        try {
-          startParsed = parseAdapter(start, o.model, o.lora);
-          const zeroB = [...startParsed.weights.values()].every((w) => w.B.every((x) => x === 0));
-          const ok =
-            startParsed.metadata.kind === "init" &&
-            startParsed.metadata.baseModelSha256 === history.baseModelSha256 &&
-            zeroB;
-          add(
-            1,
-            null,
-            "lineage",
-            ok,
-            ok
-              ? "round 1 starts from an initial adapter of the task's base model (B = 0)"
-              : `round 1's start adapter is not an unchanged initialisation of base ${history.baseModelSha256} (kind ${startParsed.metadata.kind}, base ${startParsed.metadata.baseModelSha256}, B all zero: ${zeroB})`,
-          );
-        } catch (e) {
-          add(1, null, "lineage", false, `start adapter does not parse: ${(e as Error).message}`);
-        }
-      }
-    } else {
-      const ok =
-        previousGlobal !== null && previousGlobal.cid === round.startCid && previousGlobal.sha === round.startSha256;
-      add(
-        round.round,
-        null,
-        "lineage",
-        ok,
-        ok
-          ? `starts from round ${round.round - 1}'s global adapter`
-          : `starts from ${round.startCid}, not round ${round.round - 1}'s global ${previousGlobal?.cid ?? "(none)"}`,
-      );
-      if (start) startParsed = safeParse(start, o);
-    }
-
-    // submissions
-    const updates = new Map<number, { u: ClientUpdate; parsed: ParsedAdapter }>();
-    for (const s of round.submissions) {
-      const [tokenId, status] = await ledger.identity.identityOfSigner(s.signer, { blockTag: s.blockNumber - 1 });
-      const active = Number(tokenId) === s.identity && Number(status) === IdentityStatus.Active;
-      add(
-        round.round,
-        s.identity,
-        "identity active",
-        active,
-        active
-          ? `${s.signer} held active identity ${s.identity} before block ${s.blockNumber}`
-          : `${s.signer} held identity ${tokenId} with status ${IdentityStatus[Number(status)]} before block ${s.blockNumber}`,
-      );
-      if (s.relayer) {
-        const ok = await checkRelayedSignature(ledger, s);
-        add(round.round, s.identity, "relayed signature", ok.ok, ok.detail);
-      }
-      const bytes = await fetchVerified(round.round, s.identity, "update", s.cid, s.adapterSha256);
-      if (!bytes) continue;
-      const parsed = safeParse(bytes, o);
-      if (!parsed) {
-        add(round.round, s.identity, "update format", false, "adapter does not parse as the task's LoRA layout");
-        continue;
-      }
-      const metricsOk = parsed.metadata.metrics !== undefined && sha256Hex(parsed.metadata.metrics) === s.metricsDigest;
-      add(
-        round.round,
-        s.identity,
-        "metrics digest",
-        metricsOk,
-        metricsOk
-          ? "metrics in the adapter match the on-chain digest"
-          : "metrics in the adapter do not match the on-chain digest",
-      );
-      updates.set(s.identity, {
-        u: { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights },
-        parsed,
-      });
-    }
-
-    // aggregation
+  /** Lineage, every submission, then (once finalized) strategy, contributors, aggregate and contribution figures. */
+  async round(round: RoundHistory, previousGlobal: Published | null): Promise<void> {
+    const start = await this.lineage(round, previousGlobal);
+    const updates = await this.submissions(round);
     const fin = round.finalized;
-    if (!fin) continue;
-    const submitted = new Set(round.submissions.map((s) => s.identity));
-    for (const id of fin.contributors) {
-      add(
-        round.round,
-        id,
-        "contributor submitted",
-        submitted.has(id),
-        submitted.has(id)
-          ? `identity ${id} submitted in round ${round.round}`
-          : `identity ${id} is listed but did not submit in round ${round.round}`,
-      );
-    }
-    const globalBytes = await fetchVerified(round.round, null, "global adapter", fin.globalCid, fin.globalSha256);
-    previousGlobal = { cid: fin.globalCid, sha: fin.globalSha256 };
-    const listed = fin.contributors.map((id) => updates.get(id)?.u).filter((u): u is ClientUpdate => Boolean(u));
+    if (!fin) return;
+    this.strategyOfRound(round.round, fin);
+    this.contributorsSubmitted(round, fin);
+    const globalBytes = await this.fetchVerified(round.round, null, "global adapter", fin.globalCid, fin.globalSha256);
+    const listed = fin.contributors.map((id) => updates.get(id)).filter((u): u is ClientUpdate => Boolean(u));
     if (listed.length !== fin.contributors.length || !globalBytes) {
-      add(
+      this.add(
         round.round,
         null,
         "aggregate",
         false,
         "cannot re-run the aggregation: an update or the global adapter is missing",
       );
-      continue;
+      return;
     }
-    const strategyName = decodeStrategy(fin.strategyId);
-    const strategy =
-      strategyName === "krum" || strategyName === "multi-krum" ? new FedAvg() : strategyFor(strategyName);
-    const result = strategy.aggregate(listed, { scale: o.lora.alpha / o.lora.r, r: o.lora.r });
-    const expectedWeights = unitsToWeights(result.units);
-    const weightsOk =
-      expectedWeights.length === fin.weights.length && expectedWeights.every((w, i) => w === fin.weights[i]);
-    add(
-      round.round,
+    const strategy = this.replayAggregate(round.round, fin, listed);
+    const global = safeParse(globalBytes, this.o);
+    if (strategy && start && global) await this.contributionFigures(round.round, fin, start, global, listed, strategy);
+  }
+
+  /** Round 1 starts from an unchanged initialisation of the base; later rounds from the previous global adapter. */
+  private async lineage(round: RoundHistory, previousGlobal: Published | null): Promise<ParsedAdapter | null> {
+    const r = round.round;
+    const start = await this.fetchVerified(r, null, "start adapter", round.startCid, round.startSha256);
+    if (r !== 1) {
+      const ok =
+        previousGlobal !== null && previousGlobal.cid === round.startCid && previousGlobal.sha === round.startSha256;
+      this.add(
+        r,
+        null,
+        "lineage",
+        ok,
+        ok
+          ? `starts from round ${r - 1}'s global adapter`
+          : `starts from ${round.startCid}, not round ${r - 1}'s global ${previousGlobal?.cid ?? "(none)"}`,
+      );
+      return start && safeParse(start, this.o);
+    }
+    if (!start) return null;
+    try {
+      const parsed = parseAdapter(start, this.o.model, this.o.lora);
+      const base = this.history.baseModelSha256;
+      const zeroB = [...parsed.weights.values()].every((w) => w.B.every((x) => x === 0));
+      const ok = parsed.metadata.kind === "init" && parsed.metadata.baseModelSha256 === base && zeroB;
+      this.add(
+        1,
+        null,
+        "lineage",
+        ok,
+        ok
+          ? "round 1 starts from an initial adapter of the task's base model (B = 0)"
+          : `round 1's start adapter is not an unchanged initialisation of base ${base} ` +
+              `(kind ${parsed.metadata.kind}, base ${parsed.metadata.baseModelSha256}, B all zero: ${zeroB})`,
+      );
+      return parsed;
+    } catch (e) {
+      this.add(1, null, "lineage", false, `start adapter does not parse: ${(e as Error).message}`);
+      return null;
+    }
+  }
+
+  /** Each submitter's identity, relayed signature, bytes, format and metrics; the parsed updates by identity. */
+  private async submissions(round: RoundHistory): Promise<Map<number, ClientUpdate>> {
+    const updates = new Map<number, ClientUpdate>();
+    for (const s of round.submissions) {
+      await this.submitterWasActive(s);
+      if (s.relayer) await this.relayedSignature(s);
+      const bytes = await this.fetchVerified(round.round, s.identity, "update", s.cid, s.adapterSha256);
+      if (!bytes) continue;
+      const parsed = safeParse(bytes, this.o);
+      if (!parsed) {
+        this.add(round.round, s.identity, "update format", false, "adapter does not parse as the task's LoRA layout");
+        continue;
+      }
+      const metrics = parsed.metadata.metrics;
+      const ok = metrics !== undefined && sha256Hex(metrics) === s.metricsDigest;
+      this.add(
+        round.round,
+        s.identity,
+        "metrics digest",
+        ok,
+        ok
+          ? "metrics in the adapter match the on-chain digest"
+          : "metrics in the adapter do not match the on-chain digest",
+      );
+      updates.set(s.identity, { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights });
+    }
+    return updates;
+  }
+
+  private async submitterWasActive(s: SubmittedUpdate): Promise<void> {
+    const { tokenId, status } = await this.ledger.identityOfSigner(s.signer, s.blockNumber - 1);
+    const ok = tokenId === s.identity && status === IdentityStatus.Active;
+    this.add(
+      s.round,
+      s.identity,
+      "identity active",
+      ok,
+      ok
+        ? `${s.signer} held active identity ${s.identity} before block ${s.blockNumber}`
+        : `${s.signer} held identity ${tokenId} with status ${IdentityStatus[status]} before block ${s.blockNumber}`,
+    );
+  }
+
+  private async relayedSignature(s: SubmittedUpdate): Promise<void> {
+    const call = await this.ledger.relayedCall(s.transactionHash);
+    if (!call) {
+      this.add(
+        s.round,
+        s.identity,
+        "relayed signature",
+        false,
+        `transaction ${s.transactionHash} is not a direct submitUpdateWithSignature call`,
+      );
+      return;
+    }
+    const recovered = this.ledger.recoverUpdateSigner(call.commitment, call.signature);
+    const ok = recovered === s.signer;
+    this.add(
+      s.round,
+      s.identity,
+      "relayed signature",
+      ok,
+      ok ? `signature by ${s.signer}, relayed by ${s.relayer}` : `signature recovers to ${recovered}, not ${s.signer}`,
+    );
+  }
+
+  /** The round was finalized under the task's own strategy (the contract refuses any other since this check). */
+  private strategyOfRound(round: number, fin: FinalizedRound): void {
+    const ok = fin.strategyId === this.history.strategyId;
+    const task = this.history.strategy;
+    this.add(
+      round,
+      null,
+      "strategy",
+      ok,
+      ok
+        ? `finalized under the task's strategy ${task}`
+        : `finalized as ${decodeStrategy(fin.strategyId)}, the task's strategy is ${task}`,
+    );
+  }
+
+  private contributorsSubmitted(round: RoundHistory, fin: FinalizedRound): void {
+    const submitted = new Set(round.submissions.map((s) => s.identity));
+    for (const id of fin.contributors) {
+      const ok = submitted.has(id);
+      this.add(
+        round.round,
+        id,
+        "contributor submitted",
+        ok,
+        ok
+          ? `identity ${id} submitted in round ${round.round}`
+          : `identity ${id} is listed but did not submit in round ${round.round}`,
+      );
+    }
+  }
+
+  /** Weights and bytes of the task's strategy replayed on the listed updates; the strategy, or null if unknown. */
+  private replayAggregate(round: number, fin: FinalizedRound, listed: ClientUpdate[]): Strategy | null {
+    const name = this.history.strategy;
+    let strategy: Strategy;
+    try {
+      strategy = strategyFor(name);
+    } catch (e) {
+      this.add(round, null, "aggregate", false, `cannot re-run the aggregation: ${(e as Error).message}`);
+      return null;
+    }
+    const result = strategy.replay(listed, this.context());
+    const expected = unitsToWeights(result.units);
+    const weightsOk = expected.length === fin.weights.length && expected.every((w, i) => w === fin.weights[i]);
+    this.add(
+      round,
       null,
       "weights",
       weightsOk,
       weightsOk
-        ? `recorded weights are ${strategyName}'s`
-        : `recorded weights ${fin.weights.join(",")} differ from ${strategyName}'s ${expectedWeights.join(",")}`,
+        ? `recorded weights are ${name}'s`
+        : `recorded weights ${fin.weights.join(",")} differ from ${name}'s ${expected.join(",")}`,
     );
-    const recomputed = serializeAdapter(o.model, o.lora, result.weights, {
-      kind: "global",
-      task: history.task,
-      round: round.round,
-      baseModelSha256: history.baseModelSha256,
-      strategy: strategyName,
-    });
-    const same = sha256Hex(recomputed) === fin.globalSha256;
-    add(
-      round.round,
+    const meta = {
+      kind: "global" as const,
+      task: this.history.task,
+      round,
+      baseModelSha256: this.history.baseModelSha256,
+      strategy: name,
+    };
+    const got = sha256Hex(serializeAdapter(this.o.model, this.o.lora, result.weights, meta));
+    const who = `re-running ${name} on [${fin.contributors.join(", ")}]`;
+    this.add(
+      round,
       null,
       "aggregate",
-      same,
-      same
-        ? `re-running ${strategyName} on [${fin.contributors.join(", ")}] gives the published bytes`
-        : `re-running ${strategyName} on [${fin.contributors.join(", ")}] gives ${sha256Hex(recomputed)}, published ${fin.globalSha256}`,
+      got === fin.globalSha256,
+      got === fin.globalSha256
+        ? `${who} gives the published bytes`
+        : `${who} gives ${got}, published ${fin.globalSha256}`,
     );
+    return strategy;
+  }
 
-    // contribution figures
-    const globalParsed = safeParse(globalBytes, o);
-    if (startParsed && globalParsed) {
-      const s0 = flattenWeights(startParsed.weights);
-      const g = sub(flattenWeights(globalParsed.weights), s0);
-      const fullLoss = o.heldOut ? await o.heldOut.loss(globalParsed.weights) : undefined;
-      for (const [i, id] of fin.contributors.entries()) {
-        const d = sub(flattenWeights(updates.get(id)!.u.weights), s0);
-        const figure: ContributionFigure = {
-          round: round.round,
-          identity: id,
-          weightShare: Number((fin.weights[i]! * 1_000_000n) / 10n ** 18n) / 1_000_000,
-          updateNorm: Math.sqrt(dot(d, d)),
-          cosineToAggregate: dot(d, g) / (Math.sqrt(dot(d, d) * dot(g, g)) || 1),
-        };
-        if (o.heldOut && fullLoss !== undefined && listed.length > 1) {
-          const without = strategy.aggregate(
-            listed.filter((u) => u.identity !== id),
-            { scale: o.lora.alpha / o.lora.r, r: o.lora.r },
-          );
-          figure.leaveOneOutDelta = fullLoss - (await o.heldOut.loss(without.weights));
-        }
-        contributions.push(figure);
+  /** Per contributor: weight share, update norm, cosine to the aggregate and (with held-out data) leave-one-out. */
+  private async contributionFigures(
+    round: number,
+    fin: FinalizedRound,
+    start: ParsedAdapter,
+    global: ParsedAdapter,
+    listed: ClientUpdate[],
+    strategy: Strategy,
+  ): Promise<void> {
+    const s0 = flattenWeights(start.weights);
+    const g = sub(flattenWeights(global.weights), s0);
+    const heldOut = this.o.heldOut;
+    const fullLoss = heldOut ? await heldOut.loss(global.weights) : undefined;
+    for (const [i, u] of listed.entries()) {
+      const d = sub(flattenWeights(u.weights), s0);
+      const figure: ContributionFigure = {
+        round,
+        identity: u.identity,
+        weightShare: weightShare(fin.weights[i]!),
+        updateNorm: Math.sqrt(dot(d, d)),
+        cosineToAggregate: dot(d, g) / (Math.sqrt(dot(d, d) * dot(g, g)) || 1),
+      };
+      if (heldOut && fullLoss !== undefined && listed.length > 1) {
+        const without = strategy.replay(
+          listed.filter((x) => x.identity !== u.identity),
+          this.context(),
+        );
+        figure.leaveOneOutDelta = fullLoss - (await heldOut.loss(without.weights));
       }
+      this.contributions.push(figure);
     }
   }
-  return { task, checks, contributions, ok: checks.every((c) => c.ok) };
-}
 
-async function checkRelayedSignature(
-  ledger: FederationLedger,
-  s: RoundHistory["submissions"][number],
-): Promise<{ ok: boolean; detail: string }> {
-  const tx = await ledger.runner.provider!.getTransaction(s.transactionHash);
-  if (!tx) return { ok: false, detail: `transaction ${s.transactionHash} not found` };
-  const parsed = ledger.federation.interface.parseTransaction({ data: tx.data });
-  if (!parsed || parsed.name !== "submitUpdateWithSignature")
-    return { ok: false, detail: `transaction ${s.transactionHash} is not a direct submitUpdateWithSignature call` };
-  const [task, round, cid, adapterSha256, numExamples, metricsDigest, signature] = parsed.args;
-  const recovered = verifyTypedData(
-    ledger.eip712Domain(),
-    UPDATE_TYPES,
-    { task, round, cid, adapterSha256, numExamples, metricsDigest },
-    signature,
-  );
-  const ok = recovered === s.signer;
-  return {
-    ok,
-    detail: ok
-      ? `signature by ${s.signer}, relayed by ${s.relayer}`
-      : `signature recovers to ${recovered}, not ${s.signer}`,
-  };
+  private context() {
+    return { scale: this.o.lora.alpha / this.o.lora.r, r: this.o.lora.r };
+  }
 }
 
 function safeParse(bytes: Uint8Array, o: VerifyOptions): ParsedAdapter | null {
@@ -319,20 +377,22 @@ const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, x, i) => s + x * 
 
 /** One line per check, then the verdict. */
 export function formatVerifyReport(r: VerifyReport): string {
-  const lines = r.checks.map(
-    (c) =>
-      `${c.ok ? "PASS" : "FAIL"}  ${c.round === null ? "task" : `round ${c.round}`}${c.identity === null ? "" : ` identity ${c.identity}`}  ${c.check}: ${c.detail}`,
-  );
+  const lines = r.checks.map((c) => {
+    const round = c.round === null ? "task" : `round ${c.round}`;
+    const where = c.identity === null ? round : `${round} identity ${c.identity}`;
+    return `${c.ok ? "PASS" : "FAIL"}  ${where}  ${c.check}: ${c.detail}`;
+  });
   if (r.contributions.length) {
     const loo = r.contributions.some((c) => c.leaveOneOutDelta !== undefined);
-    lines.push(
-      "",
-      `contributions (round, identity, weight share, update norm, cosine to aggregate${loo ? ", held-out loss with − without it" : ""}):`,
-    );
-    for (const c of r.contributions)
-      lines.push(
-        `  ${c.round}  ${c.identity}  ${(c.weightShare * 100).toFixed(2)}%  ${c.updateNorm.toFixed(4)}  ${c.cosineToAggregate.toFixed(3)}${c.leaveOneOutDelta === undefined ? "" : `  ${c.leaveOneOutDelta >= 0 ? "+" : ""}${c.leaveOneOutDelta.toFixed(4)}`}`,
-      );
+    const looColumn = loo ? ", held-out loss with − without it" : "";
+    const columns = `round, identity, weight share, update norm, cosine to aggregate${looColumn}`;
+    lines.push("", `contributions (${columns}):`);
+    for (const c of r.contributions) {
+      const delta = c.leaveOneOutDelta;
+      const looText = delta === undefined ? "" : `  ${delta >= 0 ? "+" : ""}${delta.toFixed(4)}`;
+      const figures = `${(c.weightShare * 100).toFixed(2)}%  ${c.updateNorm.toFixed(4)}  ${c.cosineToAggregate.toFixed(3)}`;
+      lines.push(`  ${c.round}  ${c.identity}  ${figures}${looText}`);
+    }
   }
   const failed = r.checks.filter((c) => !c.ok).length;
   lines.push(

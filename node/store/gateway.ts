@@ -1,11 +1,10 @@
 /**
- * An HTTP trustless gateway (https://specs.ipfs.tech/http-gateways/trustless-gateway/) over a store, and a client
- * that fetches a CAR from one. The server binds 127.0.0.1 unless told otherwise; clients verify every block.
+ * An HTTP trustless gateway (https://specs.ipfs.tech/http-gateways/trustless-gateway/) over a store. It binds
+ * 127.0.0.1 unless told otherwise. The client that fetches from one is gateway-client.ts.
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { AdapterStore } from "./index.js";
-import { BlobTooLargeError, StoreError } from "./errors.js";
 import { parseCid } from "./dag.js";
 
 export interface GatewayOptions {
@@ -94,36 +93,4 @@ export async function serveGateway(store: AdapterStore, options: Partial<Gateway
         server.close((e) => (e ? reject(e) : resolve()));
       }),
   };
-}
-
-/** GETs `<gateway>/ipfs/<cid>?format=car`; the caller verifies the blocks (importCar does). */
-export async function fetchCarFromGateway(
-  gateway: string,
-  cid: string,
-  maxBytes: number,
-  signal?: AbortSignal,
-): Promise<Uint8Array> {
-  const url = `${gateway.replace(/\/$/, "")}/ipfs/${cid}?format=car&dag-scope=all`;
-  const res = await fetch(url, { signal, headers: { accept: "application/vnd.ipld.car" } });
-  if (!res.ok) throw new GatewayResponseError(gateway, cid, res.status);
-  const limit = Math.floor(maxBytes * 1.1) + 1_048_576; // blocks plus DAG and CAR overhead
-  const parts: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    total += chunk.length;
-    if (total > limit) throw new BlobTooLargeError(total, maxBytes, cid);
-    parts.push(chunk);
-  }
-  return Buffer.concat(parts);
-}
-
-/** A gateway answered with an HTTP error. */
-export class GatewayResponseError extends StoreError {
-  constructor(
-    readonly gateway: string,
-    readonly cid: string,
-    readonly status: number,
-  ) {
-    super(`gateway ${gateway} answered ${status} for ${cid}`);
-  }
 }

@@ -24,7 +24,7 @@ import { MemoryDatastore } from "datastore-core";
 import { CarReader, CarWriter } from "@ipld/car";
 import type { CID } from "multiformats/cid";
 import { getBlock, importBytes, parseCid, readFile, verifyBlock, walkDag, type BlockSource } from "./dag.js";
-import { fetchCarFromGateway } from "./gateway.js";
+import { fetchCarFromGateway } from "./gateway-client.js";
 import {
   BlobTooLargeError,
   CidMismatchError,
@@ -37,7 +37,6 @@ import {
 
 export * from "./errors.js";
 export { cidOf, KUBO_CIDV1, UNIXFS_V1_2025 } from "./dag.js";
-export { sha256Hex };
 
 export interface AbortOptions {
   signal?: AbortSignal;

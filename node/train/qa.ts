@@ -6,7 +6,7 @@ import { tf } from "../model/backend.js";
 import type { GPT } from "../model/gpt.js";
 import type { LoraAdapter } from "../model/lora.js";
 import type { BPETokenizer } from "../model/tokenizer.js";
-import { DECISIONS, qaPrompt, type Decision, type QAItem } from "../data/loaders.js";
+import { DECISIONS, qaPrompt, type Decision, type QAItem } from "../data/pubmedqa.js";
 
 export interface QAResult {
   accuracy: number;

@@ -9,7 +9,7 @@ import type { GPT } from "../model/gpt.js";
 import type { LoraAdapter } from "../model/lora.js";
 import { InvalidArgumentError } from "../errors.js";
 import { evaluateLoss, type EvalResult } from "./evaluate.js";
-import { mulberry32 } from "./random.js";
+import { mulberry32 } from "../random.js";
 
 export interface TrainConfig {
   /** Optimizer steps (each over gradAccum micro-batches). */

@@ -11,7 +11,7 @@ import {
   type ClientUpdate,
 } from "../../node/aggregate/index.js";
 import type { LoraWeights } from "../../node/model/adapter.js";
-import { mulberry32 } from "../../node/train/random.js";
+import { mulberry32 } from "../../node/random.js";
 
 const ctx = { scale: 2, r: 2 };
 

@@ -6,9 +6,14 @@ import {
   IdentityStatus,
   WEIGHT_SCALE,
   deployContracts,
+  Revert,
+  TaskStatus,
+  isRevert,
   strategyId,
   type UpdateCommitment,
 } from "../../node/chain/index.js";
+import { Federation__factory, LLMIdentity__factory } from "../../types/ethers-contracts/index.js";
+import { rejection } from "../../node/testing/rejection.js";
 
 const { ethers, networkHelpers } = await network.create();
 
@@ -23,9 +28,8 @@ async function deployed() {
 describe("node/chain FederationLedger", function () {
   it("deploys both contracts wired together, with the admin holding every role", async function () {
     const { ledger, admin } = await networkHelpers.loadFixture(deployed);
-    expect(await ledger.federation.identities()).to.equal(ledger.deployment.identity);
-    expect(await ledger.identity.hasRole(await ledger.identity.REGISTRAR_ROLE(), admin.address)).to.equal(true);
-    expect(await ledger.federation.hasRole(await ledger.federation.TASK_ADMIN_ROLE(), admin.address)).to.equal(true);
+    expect(await ledger.identityRegistry()).to.equal(ledger.deployment.identity);
+    expect(await ledger.roles(admin.address)).to.deep.equal({ admin: true, registrar: true, taskAdmin: true });
     expect(ledger.deployment.chainId).to.equal(31337);
   });
 
@@ -158,15 +162,46 @@ describe("node/chain FederationLedger", function () {
       expect(r.finalized!.strategyId).to.equal(strategyId("fedavg"));
     }
     // storage agrees with the events
-    const info = await reader.federation.task(task);
+    const info = await reader.taskInfo(task);
     expect(info.headSha256).to.equal(sha("global 3"));
-    const sub = await reader.federation.submission(task, 2, 3);
+    expect([info.status, info.currentRound, info.maxRounds, info.strategy]).to.deep.equal([
+      TaskStatus.Completed,
+      3,
+      3,
+      "fedavg",
+    ]);
+    const sub = await reader.submission(task, 2, 3);
     expect([sub.adapterSha256, sub.numExamples, sub.aggregated, sub.weight]).to.deep.equal([
       sha("c2 r2"),
-      32n,
+      32,
       true,
       written[1]!.weights[2],
     ]);
+    // one round read from its own indexed events is the same round the whole history holds
+    for (const r of h.rounds) expect(await reader.readRound(task, r.round)).to.deep.equal(r);
+    expect(await reader.readRound(task, 4)).to.equal(null);
+    expect(await reader.finalizations(task, 2)).to.deep.equal([h.rounds[1]!.finalized]);
+    expect(await reader.submissionEvents(task, 2, 3)).to.deep.equal([h.rounds[1]!.submissions[2]]);
+  });
+
+  it("names every custom error of both contracts in Revert, and matches reverts by those names", async function () {
+    const { ledger, clients } = await networkHelpers.loadFixture(deployed);
+    const abiErrors = [...Federation__factory.abi, ...LLMIdentity__factory.abi]
+      .filter((f) => f.type === "error")
+      .map((f) => f.name);
+    expect([...new Set(Object.values(Revert))].sort()).to.deep.equal([...new Set(abiErrors)].sort());
+    const err = await rejection(ledger.connect(clients[0]!).openFirstRound(9, "bafkreistart", sha("s")));
+    expect(isRevert(err, Revert.UnknownTask)).to.equal(true);
+    expect(isRevert(err, Revert.RoundNotOpen)).to.equal(false);
+  });
+
+  it("reads time from the chain's clock: the pending block's timestamp, moved by the node's time", async function () {
+    const { ledger } = await networkHelpers.loadFixture(deployed);
+    const before = await ledger.chainTime();
+    const latest = (await ethers.provider.getBlock("latest"))!.timestamp;
+    expect(before).to.be.greaterThan(latest);
+    await networkHelpers.time.increase(3600);
+    expect(await ledger.chainTime()).to.be.at.least(before + 3600);
   });
 
   it("reads identities with their status and key history from events", async function () {

@@ -389,6 +389,14 @@ describe("Federation", function () {
         .withArgs(1n, admin.address);
     });
 
+    it("rejects a strategy other than the task's, naming both", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
+      const krum = ethers.encodeBytes32String("krum");
+      await expect(federation.connect(aggregator).finalizeRound(1n, 1n, "bafkrei-g", ethers.id("g"), [1n, 2n], W, krum))
+        .to.be.revertedWithCustomError(federation, "FederationWrongStrategy")
+        .withArgs(1n, STRATEGY, krum);
+    });
+
     it("rejects listing an identity that did not submit in the round", async function () {
       const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
       await expect(

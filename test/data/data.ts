@@ -5,7 +5,8 @@ import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DataFormatError, PartitionError } from "../../node/data/errors.js";
-import { loadJsonl, loadPubMedQA, loadTextFolder, qaDocuments, qaPrompt } from "../../node/data/loaders.js";
+import { loadJsonl, loadTextFolder } from "../../node/data/loaders.js";
+import { loadPubMedQA, qaDocuments, qaPrompt } from "../../node/data/pubmedqa.js";
 import { loadWordnetMedical } from "../../node/data/corpora.js";
 import { GENERAL_MEDICINE, SPECIALTIES, specialtyOf } from "../../node/data/specialties.js";
 import { apportion, partition, splitClients } from "../../node/data/partition.js";
@@ -17,7 +18,7 @@ import { evaluateLoss } from "../../node/train/evaluate.js";
 import { fairness, scoreCandidates } from "../../node/train/qa.js";
 import { concatWindowed, qaWindows } from "../../node/data/tokens.js";
 import { BPETokenizer } from "../../node/model/tokenizer.js";
-import type { QAItem } from "../../node/data/loaders.js";
+import type { QAItem } from "../../node/data/pubmedqa.js";
 
 // PubMedQA PQA-L from the PubMedQA project (MIT); on the project's machines it sits in ../shared/data
 const PUBMEDQA = process.env.FOK_PUBMEDQA ?? join(import.meta.dirname, "../../../shared/data/pubmedqa/ori_pqal.json");

@@ -17,9 +17,9 @@ import {
   UNIXFS_V1_2025,
   cidOf,
   createStore,
-  sha256Hex,
   type AdapterStore,
 } from "../../node/store/index.js";
+import { sha256Hex } from "../../node/digest.js";
 import { serveGateway } from "../../node/store/gateway.js";
 import { deterministicBytes } from "../../node/testing/deterministic.js";
 

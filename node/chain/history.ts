@@ -1,0 +1,217 @@
+/**
+ * A task's and the registry's history rebuilt from events alone. Rounds are read with indexed queries (task and
+ * round are indexed topics), so a poll for one round costs three log queries however long the history is.
+ */
+import type { Federation, LLMIdentity } from "../../types/ethers-contracts/index.js";
+import { ChainDataError } from "../errors.js";
+import {
+  IdentityStatus,
+  decodeStrategy,
+  type EventSource,
+  type FinalizedRound,
+  type IdentityEvent,
+  type IdentityHistory,
+  type RoundHistory,
+  type SubmittedUpdate,
+  type TaskHistory,
+} from "./types.js";
+
+const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000";
+
+type Log<A> = { args: A; blockNumber: number; transactionHash: string; index: number };
+type OpenedArgs = { round: bigint; startCid: string; startSha256: string; deadline: bigint };
+type SubmittedArgs = {
+  task: bigint;
+  round: bigint;
+  identity: bigint;
+  signer: string;
+  relayer: string;
+  cid: string;
+  adapterSha256: string;
+  numExamples: bigint;
+  metricsDigest: string;
+};
+type FinalizedArgs = {
+  globalCid: string;
+  globalSha256: string;
+  strategyId: string;
+  contributors: bigint[];
+  weights: bigint[];
+};
+
+/** Rebuilds a task's whole history from events alone. */
+export async function readTaskHistory(f: Federation, from: number, task: number): Promise<TaskHistory> {
+  const [created, opened, submitted, finalized, completed] = await Promise.all([
+    f.queryFilter(f.filters.TaskCreated(task), from),
+    f.queryFilter(f.filters.RoundOpened(task), from),
+    f.queryFilter(f.filters.UpdateSubmitted(task), from),
+    f.queryFilter(f.filters.RoundFinalized(task), from),
+    f.queryFilter(f.filters.TaskCompleted(task), from),
+  ]);
+  if (created.length !== 1) {
+    throw new ChainDataError(`task ${task}: expected one TaskCreated event, found ${created.length}`);
+  }
+  const rounds = new Map<number, RoundHistory>();
+  for (const e of opened) rounds.set(Number(e.args.round), openedRound(e));
+  const roundOf = (round: number) => {
+    const r = rounds.get(round);
+    if (!r) throw new ChainDataError(`task ${task}: event for round ${round}, which never opened`);
+    return r;
+  };
+  for (const e of sortBySource(submitted)) roundOf(Number(e.args.round)).submissions.push(submittedUpdate(e));
+  for (const e of finalized) roundOf(Number(e.args.round)).finalized = finalizedRound(e);
+  const c = created[0]!.args;
+  return {
+    task,
+    baseModelCid: c.baseModelCid,
+    baseModelSha256: c.baseModelSha256,
+    loraConfigHash: c.loraConfigHash,
+    aggregator: c.aggregator,
+    strategy: decodeStrategy(c.strategyId),
+    strategyId: c.strategyId,
+    minUpdates: Number(c.minUpdates),
+    roundDuration: Number(c.roundDuration),
+    maxRounds: Number(c.maxRounds),
+    ...source(created[0]!),
+    rounds: [...rounds.values()].sort((a, b) => a.round - b.round),
+    completed: completed.length > 0,
+  };
+}
+
+/** One round from its own indexed events; null while it has not opened. */
+export async function readRound(
+  f: Federation,
+  from: number,
+  task: number,
+  round: number,
+): Promise<RoundHistory | null> {
+  const [opened, submitted, finalized] = await Promise.all([
+    f.queryFilter(f.filters.RoundOpened(task, round), from),
+    f.queryFilter(f.filters.UpdateSubmitted(task, round), from),
+    f.queryFilter(f.filters.RoundFinalized(task, round), from),
+  ]);
+  if (opened.length === 0) return null;
+  if (opened.length > 1 || finalized.length > 1) {
+    throw new ChainDataError(
+      `task ${task} round ${round}: ${opened.length} RoundOpened and ${finalized.length} RoundFinalized events`,
+    );
+  }
+  const r = openedRound(opened[0]!);
+  r.submissions = sortBySource(submitted).map(submittedUpdate);
+  r.finalized = finalized.length ? finalizedRound(finalized[0]!) : null;
+  return r;
+}
+
+/** Every RoundFinalized event of one round (the contract allows one; this shows whether more were ever emitted). */
+export async function readFinalizations(f: Federation, from: number, task: number, round: number) {
+  return (await f.queryFilter(f.filters.RoundFinalized(task, round), from)).map(finalizedRound);
+}
+
+/** Every UpdateSubmitted event of one identity in one round. */
+export async function readSubmissions(f: Federation, from: number, task: number, round: number, identity: number) {
+  return sortBySource(await f.queryFilter(f.filters.UpdateSubmitted(task, round, identity), from)).map(submittedUpdate);
+}
+
+/** Every identity with its key history, rebuilt from events alone. */
+export async function readIdentities(id: LLMIdentity, from: number): Promise<IdentityHistory[]> {
+  const [registered, suspended, reinstated, revoked, rotated] = await Promise.all([
+    id.queryFilter(id.filters.IdentityRegistered(), from),
+    id.queryFilter(id.filters.IdentitySuspended(), from),
+    id.queryFilter(id.filters.IdentityReinstated(), from),
+    id.queryFilter(id.filters.IdentityRevoked(), from),
+    id.queryFilter(id.filters.IdentityKeyRotated(), from),
+  ]);
+  const byId = new Map<number, IdentityHistory>();
+  for (const e of registered) {
+    const tokenId = Number(e.args.tokenId);
+    byId.set(tokenId, {
+      tokenId,
+      institutionId: e.args.institutionId,
+      modelFingerprint: e.args.modelFingerprint,
+      metadataCid: e.args.metadataCid,
+      status: IdentityStatus.Active,
+      signer: e.args.signer,
+      events: [{ kind: "registered", signer: e.args.signer, ...source(e) }],
+    });
+  }
+  const change = (kind: IdentityEvent["kind"]) => (e: Log<{ tokenId: bigint; newSigner?: string }>) => ({
+    tokenId: Number(e.args.tokenId),
+    kind,
+    signer: e.args.newSigner,
+    src: source(e),
+  });
+  const changes = [
+    ...suspended.map(change("suspended")),
+    ...reinstated.map(change("reinstated")),
+    ...revoked.map(change("revoked")),
+    ...rotated.map(change("keyRotated")),
+  ].sort((a, b) => compareSource(a.src, b.src));
+  for (const ch of changes) {
+    const h = byId.get(ch.tokenId);
+    if (!h) throw new ChainDataError(`identity ${ch.tokenId}: ${ch.kind} event before it was registered`);
+    if (ch.kind === "keyRotated") h.signer = ch.signer!;
+    else h.status = STATUS_AFTER[ch.kind];
+    h.events.push({ kind: ch.kind, signer: h.signer, ...ch.src });
+  }
+  return [...byId.values()].sort((a, b) => a.tokenId - b.tokenId);
+}
+
+const STATUS_AFTER: Record<IdentityEvent["kind"], IdentityStatus> = {
+  registered: IdentityStatus.Active,
+  keyRotated: IdentityStatus.Active,
+  suspended: IdentityStatus.Suspended,
+  reinstated: IdentityStatus.Active,
+  revoked: IdentityStatus.Revoked,
+};
+
+function openedRound(e: Log<OpenedArgs>): RoundHistory {
+  return {
+    round: Number(e.args.round),
+    startCid: e.args.startCid,
+    startSha256: e.args.startSha256,
+    deadline: Number(e.args.deadline),
+    opened: source(e),
+    submissions: [],
+    finalized: null,
+  };
+}
+
+function submittedUpdate(e: Log<SubmittedArgs>): SubmittedUpdate {
+  const a = e.args;
+  return {
+    task: Number(a.task),
+    round: Number(a.round),
+    identity: Number(a.identity),
+    signer: a.signer,
+    relayer: a.relayer === ZERO_ADDRESS ? null : a.relayer,
+    cid: a.cid,
+    adapterSha256: a.adapterSha256,
+    numExamples: Number(a.numExamples),
+    metricsDigest: a.metricsDigest,
+    ...source(e),
+  };
+}
+
+function finalizedRound(e: Log<FinalizedArgs>): FinalizedRound {
+  const a = e.args;
+  return {
+    globalCid: a.globalCid,
+    globalSha256: a.globalSha256,
+    strategyId: a.strategyId,
+    contributors: a.contributors.map(Number),
+    weights: [...a.weights],
+    ...source(e),
+  };
+}
+
+function source(e: { blockNumber: number; transactionHash: string; index: number }): EventSource {
+  return { blockNumber: e.blockNumber, transactionHash: e.transactionHash, logIndex: e.index };
+}
+
+function compareSource(a: EventSource, b: EventSource): number {
+  return a.blockNumber - b.blockNumber || a.logIndex - b.logIndex;
+}
+
+function sortBySource<T extends { blockNumber: number; index: number }>(events: T[]): T[] {
+  return [...events].sort((a, b) => a.blockNumber - b.blockNumber || a.index - b.index);
+}

@@ -1,0 +1,405 @@
+/**
+ * One federation deployment seen through one account (or a read-only provider): the protocol's writes, each waiting
+ * for its receipt, and its reads as typed values. The contract objects are private to node/chain; everyone else
+ * calls these methods.
+ */
+import {
+  type BlockTag,
+  type ContractRunner,
+  type Provider,
+  type Signer,
+  type TransactionReceipt,
+  verifyTypedData,
+} from "ethers";
+import {
+  Federation__factory,
+  LLMIdentity__factory,
+  type Federation,
+  type LLMIdentity,
+} from "../../types/ethers-contracts/index.js";
+import { ChainDataError } from "../errors.js";
+import { readFinalizations, readIdentities, readRound, readSubmissions, readTaskHistory } from "./history.js";
+import { send } from "./reverts.js";
+import {
+  bytes32Id,
+  decodeStrategy,
+  strategyId,
+  type DecodedTransaction,
+  type Deployment,
+  type IdentityRecord,
+  type IdentityStatus,
+  type RelayedCall,
+  type Roles,
+  type SubmissionInfo,
+  type TaskInfo,
+  type TaskParams,
+  type TaskStatus,
+  type UpdateCommitment,
+} from "./types.js";
+
+/** The EIP-712 type of a relayed update, as Federation.sol's UPDATE_TYPEHASH spells it. */
+export const UPDATE_TYPES = {
+  UpdateCommitment: [
+    { name: "task", type: "uint256" },
+    { name: "round", type: "uint256" },
+    { name: "cid", type: "string" },
+    { name: "adapterSha256", type: "bytes32" },
+    { name: "numExamples", type: "uint64" },
+    { name: "metricsDigest", type: "bytes32" },
+  ],
+};
+
+/** Deploys LLMIdentity and Federation wired together; `admin` gets every role. */
+export async function deployContracts(admin: Signer): Promise<FederationLedger> {
+  const adminAddress = await admin.getAddress();
+  const identity = await new LLMIdentity__factory(admin).deploy(adminAddress);
+  await identity.waitForDeployment();
+  const federation = await new Federation__factory(admin).deploy(await identity.getAddress(), adminAddress);
+  const receipt = await federation.deploymentTransaction()!.wait();
+  const network = await admin.provider!.getNetwork();
+  const deployment: Deployment = {
+    chainId: Number(network.chainId),
+    identity: await identity.getAddress(),
+    federation: await federation.getAddress(),
+    deployBlock: receipt!.blockNumber,
+  };
+  return new FederationLedger(deployment, admin);
+}
+
+export class FederationLedger {
+  readonly #identity: LLMIdentity;
+  readonly #federation: Federation;
+
+  constructor(
+    readonly deployment: Deployment,
+    readonly runner: ContractRunner,
+  ) {
+    this.#identity = LLMIdentity__factory.connect(deployment.identity, runner);
+    this.#federation = Federation__factory.connect(deployment.federation, runner);
+  }
+
+  /** The same deployment through another account. */
+  connect(runner: ContractRunner): FederationLedger {
+    return new FederationLedger(this.deployment, runner);
+  }
+
+  // ---- identities: writes ----------------------------------------------------------------------------------
+
+  /** Mints an identity to `signer`; returns its token id. */
+  async registerIdentity(signer: string, institution: string, fingerprint: string, metadataCid: string) {
+    return (await this.registerIdentityTx(signer, institution, fingerprint, metadataCid)).tokenId;
+  }
+
+  /** {@link registerIdentity}, with the receipt. */
+  async registerIdentityTx(signer: string, institution: string, fingerprint: string, metadataCid: string) {
+    const receipt = await send("register", () =>
+      this.#identity.register(signer, bytes32Id(institution), bytes32Id(fingerprint), metadataCid),
+    );
+    const ev = findEvent(receipt, this.#identity.interface, "IdentityRegistered");
+    return { tokenId: Number(ev.args.tokenId), receipt };
+  }
+
+  async suspend(tokenId: number): Promise<TransactionReceipt> {
+    return send("suspend", () => this.#identity.suspend(tokenId));
+  }
+
+  async reinstate(tokenId: number): Promise<TransactionReceipt> {
+    return send("reinstate", () => this.#identity.reinstate(tokenId));
+  }
+
+  async revoke(tokenId: number): Promise<TransactionReceipt> {
+    return send("revoke", () => this.#identity.revoke(tokenId));
+  }
+
+  async rotateKey(tokenId: number, newSigner: string): Promise<TransactionReceipt> {
+    return send("rotateKey", () => this.#identity.rotateKey(tokenId, newSigner));
+  }
+
+  // ---- identities: reads -----------------------------------------------------------------------------------
+
+  /** The live identity of `signer` (token id 0 when none), at `blockTag` (default latest). */
+  async identityOfSigner(signer: string, blockTag?: BlockTag): Promise<{ tokenId: number; status: IdentityStatus }> {
+    const [tokenId, status] = await this.#identity.identityOfSigner(signer, { blockTag });
+    return { tokenId: Number(tokenId), status: Number(status) as IdentityStatus };
+  }
+
+  /** One identity as the registry stores it now. */
+  async identityRecord(tokenId: number): Promise<IdentityRecord> {
+    const r = await this.#identity.identity(tokenId);
+    return {
+      tokenId,
+      signer: r.signer,
+      status: Number(r.status) as IdentityStatus,
+      registeredAt: Number(r.registeredAt),
+      institutionId: r.institutionId,
+      modelFingerprint: r.modelFingerprint,
+      metadataCid: r.metadataCid,
+    };
+  }
+
+  /** Every identity with its key history, rebuilt from events alone. */
+  async readIdentities() {
+    return readIdentities(this.#identity, this.deployment.deployBlock);
+  }
+
+  /** The roles `account` holds in the two contracts. */
+  async roles(account: string): Promise<Roles> {
+    const [admin, registrar, taskAdmin] = await Promise.all([
+      this.#federation.hasRole(await this.#federation.DEFAULT_ADMIN_ROLE(), account),
+      this.#identity.hasRole(await this.#identity.REGISTRAR_ROLE(), account),
+      this.#federation.hasRole(await this.#federation.TASK_ADMIN_ROLE(), account),
+    ]);
+    return { admin, registrar, taskAdmin };
+  }
+
+  /** The identity registry the Federation contract reads (its `identities()`). */
+  async identityRegistry(): Promise<string> {
+    return this.#federation.identities();
+  }
+
+  // ---- tasks and rounds: writes ----------------------------------------------------------------------------
+
+  /** Creates a task; returns its id. */
+  async createTask(p: TaskParams): Promise<number> {
+    return (await this.createTaskTx(p)).task;
+  }
+
+  /** {@link createTask}, with the receipt. */
+  async createTaskTx(p: TaskParams) {
+    const receipt = await send("createTask", () =>
+      this.#federation.createTask(
+        p.baseModelCid,
+        p.baseModelSha256,
+        p.loraConfigHash,
+        p.aggregator,
+        strategyId(p.strategy),
+        p.minUpdates,
+        p.roundDuration,
+        p.maxRounds,
+      ),
+    );
+    return { task: Number(findEvent(receipt, this.#federation.interface, "TaskCreated").args.task), receipt };
+  }
+
+  async openFirstRound(task: number, startCid: string, startSha256: string): Promise<TransactionReceipt> {
+    return send("openFirstRound", () => this.#federation.openFirstRound(task, startCid, startSha256));
+  }
+
+  /** Submits `c` from the connected account, which must hold an Active identity. */
+  async submitUpdate(c: UpdateCommitment): Promise<TransactionReceipt> {
+    return send("submitUpdate", () =>
+      this.#federation.submitUpdate(c.task, c.round, c.cid, c.adapterSha256, c.numExamples, c.metricsDigest),
+    );
+  }
+
+  /** The EIP-712 signature by `signer` (an identity's key) that lets anyone relay `c`. */
+  async signUpdate(signer: Signer, c: UpdateCommitment): Promise<string> {
+    return signer.signTypedData(this.eip712Domain(), UPDATE_TYPES, toTypedMessage(c));
+  }
+
+  /** The address whose key signed `c` with `signature` for this deployment. */
+  recoverUpdateSigner(c: UpdateCommitment, signature: string): string {
+    return verifyTypedData(this.eip712Domain(), UPDATE_TYPES, toTypedMessage(c), signature);
+  }
+
+  /** Relays `c` with the identity's signature; the connected account pays the gas. */
+  async submitSignedUpdate(c: UpdateCommitment, signature: string): Promise<TransactionReceipt> {
+    return send("submitUpdateWithSignature", () =>
+      this.#federation.submitUpdateWithSignature(
+        c.task,
+        c.round,
+        c.cid,
+        c.adapterSha256,
+        c.numExamples,
+        c.metricsDigest,
+        signature,
+      ),
+    );
+  }
+
+  /**
+   * Publishes a round's global adapter made by `strategy` (which must be the task's); contributors in increasing
+   * id order, weights adding up to 1e18.
+   */
+  async finalizeRound(
+    task: number,
+    round: number,
+    globalCid: string,
+    globalSha256: string,
+    contributors: readonly number[],
+    weights: readonly bigint[],
+    strategy: string,
+  ): Promise<TransactionReceipt> {
+    return send("finalizeRound", () =>
+      this.#federation.finalizeRound(
+        task,
+        round,
+        globalCid,
+        globalSha256,
+        [...contributors],
+        [...weights],
+        strategyId(strategy),
+      ),
+    );
+  }
+
+  eip712Domain() {
+    return {
+      name: "FlowOfKnowledgeFederation",
+      version: "1",
+      chainId: this.deployment.chainId,
+      verifyingContract: this.deployment.federation,
+    };
+  }
+
+  // ---- tasks and rounds: reads -----------------------------------------------------------------------------
+
+  /** Number of tasks created; ids run from 1 to this number. */
+  async totalTasks(): Promise<number> {
+    return Number(await this.#federation.totalTasks());
+  }
+
+  /** A task's settings and where it stands now. */
+  async taskInfo(task: number): Promise<TaskInfo> {
+    const t = await this.#federation.task(task);
+    return {
+      aggregator: t.aggregator,
+      minUpdates: Number(t.minUpdates),
+      maxRounds: Number(t.maxRounds),
+      currentRound: Number(t.currentRound),
+      roundDuration: Number(t.roundDuration),
+      roundDeadline: Number(t.roundDeadline),
+      status: Number(t.status) as TaskStatus,
+      baseModelSha256: t.baseModelSha256,
+      loraConfigHash: t.loraConfigHash,
+      strategyId: t.strategyId,
+      strategy: decodeStrategy(t.strategyId),
+      headSha256: t.headSha256,
+    };
+  }
+
+  /** What `identity` submitted in `round` of `task`, from storage (zeros when nothing). */
+  async submission(task: number, round: number, identity: number): Promise<SubmissionInfo> {
+    const s = await this.#federation.submission(task, round, identity);
+    return {
+      adapterSha256: s.adapterSha256,
+      numExamples: Number(s.numExamples),
+      submittedAt: Number(s.submittedAt),
+      aggregated: s.aggregated,
+      weight: s.weight,
+    };
+  }
+
+  /** Rebuilds a task's whole history from events alone. */
+  async readTaskHistory(task: number) {
+    return readTaskHistory(this.#federation, this.deployment.deployBlock, task);
+  }
+
+  /** One round from its own indexed events (three log queries); null while it has not opened. */
+  async readRound(task: number, round: number) {
+    return readRound(this.#federation, this.deployment.deployBlock, task, round);
+  }
+
+  /** Every RoundFinalized event of one round. */
+  async finalizations(task: number, round: number) {
+    return readFinalizations(this.#federation, this.deployment.deployBlock, task, round);
+  }
+
+  /** Every UpdateSubmitted event of `identity` in one round. */
+  async submissionEvents(task: number, round: number, identity: number) {
+    return readSubmissions(this.#federation, this.deployment.deployBlock, task, round, identity);
+  }
+
+  /** The commitment and signature a relayed submission's transaction carried; null when it is no such call. */
+  async relayedCall(transactionHash: string): Promise<RelayedCall | null> {
+    const tx = await this.provider().getTransaction(transactionHash);
+    if (!tx) return null;
+    const parsed = this.#federation.interface.parseTransaction({ data: tx.data });
+    if (!parsed || parsed.name !== "submitUpdateWithSignature") return null;
+    const [task, round, cid, adapterSha256, numExamples, metricsDigest, signature] = parsed.args;
+    const commitment = {
+      task: Number(task),
+      round: Number(round),
+      cid,
+      adapterSha256,
+      numExamples: Number(numExamples),
+      metricsDigest,
+    };
+    return { commitment, signature };
+  }
+
+  /** A transaction decoded against both contracts: the call and every event of ours it emitted. */
+  async describeTransaction(hash: string): Promise<DecodedTransaction | null> {
+    const provider = this.provider();
+    const [tx, receipt] = await Promise.all([provider.getTransaction(hash), provider.getTransactionReceipt(hash)]);
+    if (!tx) return null;
+    const call =
+      this.#federation.interface.parseTransaction({ data: tx.data }) ??
+      this.#identity.interface.parseTransaction({ data: tx.data });
+    const events = (receipt?.logs ?? [])
+      .map((l) => this.#federation.interface.parseLog(l) ?? this.#identity.interface.parseLog(l))
+      .filter((e) => e !== null)
+      .map((e) => ({ name: e.name, args: e.args.toObject() }));
+    return {
+      hash,
+      from: tx.from,
+      to: tx.to,
+      block: tx.blockNumber,
+      gasUsed: receipt?.gasUsed,
+      call: call && { name: call.name, args: call.args.toObject() },
+      events,
+    };
+  }
+
+  // ---- the chain ---------------------------------------------------------------------------------------------
+
+  /** The latest block number. */
+  async blockNumber(): Promise<number> {
+    return this.provider().getBlockNumber();
+  }
+
+  /**
+   * The chain's clock: the timestamp the next block would carry (the pending block's; the latest block's where a
+   * node does not serve a pending block). Clients and the aggregator both judge deadlines by it.
+   */
+  async chainTime(): Promise<number> {
+    const provider = this.provider() as Provider & { send?: (method: string, params: unknown[]) => Promise<unknown> };
+    // raw JSON-RPC: ethers' block formatter refuses a pending block without a number (as Hardhat's EDR serves it)
+    const pending = (await provider.send?.("eth_getBlockByNumber", ["pending", false]).catch(() => null)) as {
+      timestamp?: string;
+    } | null;
+    if (pending?.timestamp) return Number(pending.timestamp);
+    const latest = await provider.getBlock("latest");
+    if (!latest) throw new ChainDataError("the node returned no block");
+    return latest.timestamp;
+  }
+
+  private provider(): Provider {
+    const provider = this.runner.provider;
+    if (!provider) throw new ChainDataError("the ledger's runner has no provider");
+    return provider;
+  }
+}
+
+function toTypedMessage(c: UpdateCommitment) {
+  return {
+    task: c.task,
+    round: c.round,
+    cid: c.cid,
+    adapterSha256: c.adapterSha256,
+    numExamples: c.numExamples,
+    metricsDigest: c.metricsDigest,
+  };
+}
+
+function findEvent(
+  receipt: TransactionReceipt,
+  iface: Federation["interface"] | LLMIdentity["interface"],
+  name: string,
+) {
+  for (const log of receipt.logs) {
+    const parsed = iface.parseLog(log);
+    if (parsed?.name === name) return parsed;
+  }
+  throw new ChainDataError(`transaction ${receipt.hash} emitted no ${name}`);
+}

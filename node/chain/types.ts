@@ -1,0 +1,200 @@
+/** The protocol's on-chain records as plain TypeScript values, and the encodings of ids and names. */
+import { encodeBytes32String, isHexString, keccak256, toUtf8Bytes } from "ethers";
+import { InvalidArgumentError } from "../errors.js";
+
+/** Identity status, as LLMIdentity.Status numbers it. */
+export enum IdentityStatus {
+  None = 0,
+  Active = 1,
+  Suspended = 2,
+  Revoked = 3,
+}
+
+/** Task status, as IFederation.TaskStatus numbers it. */
+export enum TaskStatus {
+  None = 0,
+  Open = 1,
+  Completed = 2,
+}
+
+/** Where a federation lives on a chain: enough to attach to it again. */
+export interface Deployment {
+  chainId: number;
+  identity: string;
+  federation: string;
+  /** Block of the deployment; history is read from here. */
+  deployBlock: number;
+}
+
+/** What a client commits for one round. */
+export interface UpdateCommitment {
+  task: number;
+  round: number;
+  /** CID of the adapter bytes in IPFS. */
+  cid: string;
+  /** 0x-prefixed sha256 of the exact adapter bytes. */
+  adapterSha256: string;
+  numExamples: number;
+  /** 0x-prefixed 32-byte digest of the client's metrics document (zero when none). */
+  metricsDigest: string;
+}
+
+export interface TaskParams {
+  baseModelCid: string;
+  baseModelSha256: string;
+  loraConfigHash: string;
+  aggregator: string;
+  /** Strategy name (e.g. `fedavg`), stored as bytes32 text; or a 0x-prefixed 32-byte id. */
+  strategy: string;
+  minUpdates: number;
+  /** Seconds each round takes submissions. */
+  roundDuration: number;
+  maxRounds: number;
+}
+
+/** A task's settings and where it stands now (the contract's `task` view). */
+export interface TaskInfo {
+  aggregator: string;
+  minUpdates: number;
+  maxRounds: number;
+  /** 0 until the first round opens. */
+  currentRound: number;
+  roundDuration: number;
+  /** Unix time (chain clock) after which the current round takes no submissions. */
+  roundDeadline: number;
+  status: TaskStatus;
+  baseModelSha256: string;
+  loraConfigHash: string;
+  strategyId: string;
+  /** The strategy id decoded to its name where it is short text. */
+  strategy: string;
+  /** The adapter the open round starts from; after completion, the final global adapter. */
+  headSha256: string;
+}
+
+/** One identity's submission in one round, from storage (zeros when it did not submit). */
+export interface SubmissionInfo {
+  adapterSha256: string;
+  numExamples: number;
+  submittedAt: number;
+  aggregated: boolean;
+  weight: bigint;
+}
+
+/** One identity as the registry stores it now. */
+export interface IdentityRecord {
+  tokenId: number;
+  signer: string;
+  status: IdentityStatus;
+  registeredAt: number;
+  institutionId: string;
+  modelFingerprint: string;
+  metadataCid: string;
+}
+
+/** The roles an account holds. */
+export interface Roles {
+  /** May grant and revoke every role. */
+  admin: boolean;
+  /** May register, suspend, reinstate, revoke identities and rotate their keys. */
+  registrar: boolean;
+  /** May create tasks. */
+  taskAdmin: boolean;
+}
+
+/** Where an event came from. */
+export interface EventSource {
+  blockNumber: number;
+  transactionHash: string;
+  logIndex: number;
+}
+
+export interface SubmittedUpdate extends UpdateCommitment, EventSource {
+  identity: number;
+  signer: string;
+  /** The sender when relayed with a signature; null when the identity sent it itself. */
+  relayer: string | null;
+}
+
+export interface FinalizedRound extends EventSource {
+  globalCid: string;
+  globalSha256: string;
+  strategyId: string;
+  contributors: number[];
+  weights: bigint[];
+}
+
+export interface RoundHistory {
+  round: number;
+  startCid: string;
+  startSha256: string;
+  deadline: number;
+  opened: EventSource;
+  /** In the order they were mined. */
+  submissions: SubmittedUpdate[];
+  finalized: FinalizedRound | null;
+}
+
+export interface TaskHistory extends TaskParams, EventSource {
+  task: number;
+  strategyId: string;
+  rounds: RoundHistory[];
+  completed: boolean;
+}
+
+export interface IdentityEvent extends EventSource {
+  kind: "registered" | "suspended" | "reinstated" | "revoked" | "keyRotated";
+  /** The signing key after the event. */
+  signer: string;
+}
+
+export interface IdentityHistory {
+  tokenId: number;
+  institutionId: string;
+  modelFingerprint: string;
+  metadataCid: string;
+  status: IdentityStatus;
+  signer: string;
+  events: IdentityEvent[];
+}
+
+/** A relayed submission as its transaction carried it: the commitment and the identity's signature. */
+export interface RelayedCall {
+  commitment: UpdateCommitment;
+  signature: string;
+}
+
+/** A transaction of ours, decoded: the call and the events it emitted. */
+export interface DecodedTransaction {
+  hash: string;
+  from: string;
+  to: string | null;
+  block: number | null;
+  gasUsed: bigint | undefined;
+  call: { name: string; args: Record<string, unknown> } | null;
+  events: { name: string; args: Record<string, unknown> }[];
+}
+
+/** Turns a strategy name into its bytes32 id (`fedavg` → text bytes, right-padded), or keeps a 32-byte hex id. */
+export function strategyId(strategy: string): string {
+  if (isHexString(strategy, 32)) return strategy;
+  if (toUtf8Bytes(strategy).length > 31) throw new InvalidArgumentError(`strategy name too long: ${strategy}`);
+  return encodeBytes32String(strategy);
+}
+
+/** A bytes32 id for free text such as an institution name (keccak256 of its UTF-8), or a 32-byte hex as is. */
+export function bytes32Id(text: string): string {
+  return isHexString(text, 32) ? text : keccak256(toUtf8Bytes(text));
+}
+
+/** The decoded text of a strategy id when it is short printable text, else the hex id. */
+export function decodeStrategy(id: string): string {
+  const bytes = Buffer.from(id.slice(2), "hex");
+  const end = bytes.indexOf(0);
+  const text = bytes.subarray(0, end < 0 ? bytes.length : end);
+  const printable =
+    text.length > 0 &&
+    bytes.subarray(text.length).every((b) => b === 0) &&
+    /^[\x20-\x7e]+$/.test(text.toString("latin1"));
+  return printable ? text.toString("latin1") : id;
+}

@@ -1,0 +1,78 @@
+/** `fok client run`: one hospital's client against any chain, on its own data. */
+import { join } from "node:path";
+import type { Signer } from "ethers";
+import { InvalidArgumentError } from "../errors.js";
+import { initBackend } from "../model/backend.js";
+import { loadJsonl, loadTextFolder } from "../data/loaders.js";
+import { loadWordnetMedical } from "../data/corpora.js";
+import { splitClients } from "../data/partition.js";
+import { tokenizeDocuments } from "../data/tokens.js";
+import type { Document } from "../data/types.js";
+import { FederationClient } from "../federation/client.js";
+import { InlineTrainer } from "../federation/trainer-pool.js";
+import { ledgerFrom, loraFrom, parse, signerFrom, taskModel, withStore, type CliIO, type Values } from "./options.js";
+
+export async function clientCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
+  if (sub !== "run") throw new InvalidArgumentError(`unknown: fok client ${sub ?? ""}`);
+  const { values: v } = parse(rest);
+  const signer = await signerFrom(v);
+  // --relayer-key: the identity only signs; this other account sends (and pays for) the transactions
+  const relayer = v["relayer-key"] as string | undefined;
+  const sender = relayer ? await signerFrom({ ...v, "private-key": relayer, keystore: undefined }) : signer;
+  const ledger = await ledgerFrom(v, sender);
+  const lora = loraFrom(v);
+  await withStore(v, async (store) => {
+    await initBackend();
+    const { task, base, bytes } = await taskModel(v, ledger, store, lora);
+    const docs = await clientDocuments(v, io);
+    const [split] = splitClients([{ name: "local", docs }], 0.1, 1);
+    const data = {
+      trainTokens: await tokenizeDocuments(base.tokenizer, split!.train),
+      heldOutTokens: await tokenizeDocuments(base.tokenizer, split!.heldOut),
+      numExamples: split!.train.length,
+    };
+    base.gpt.dispose();
+    const held = split!.heldOut.length;
+    io.log(`client: ${split!.train.length} training documents (${data.trainTokens.length} tokens), ${held} held out`);
+    const trainer = await InlineTrainer.create(bytes, lora, data, (s) => {
+      if (s.step % 10 === 0 || s.step === s.steps) {
+        io.log(`  step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSec)} tok/s`);
+      }
+    });
+    const client = new FederationClient({
+      ledger,
+      signer,
+      relay: Boolean(v.relay) || Boolean(relayer),
+      store,
+      task,
+      trainer,
+      train: { steps: Number(v.steps), batchSize: Number(v["batch-size"]), lr: Number(v.lr), warmupSteps: 5 },
+      stateDir: join(v["store-dir"] as string, "..", "client-state", String(await (signer as Signer).getAddress())),
+      log: io.log,
+    });
+    io.log(`client: identity ${await client.identity()}, task ${task}`);
+    await client.run();
+  });
+}
+
+/** The hospital's documents: --data FILE.jsonl, --text-dir DIR or --wordnet-category NAME. */
+async function clientDocuments(v: Values, io: CliIO): Promise<Document[]> {
+  let docs: Document[];
+  if (v.data) {
+    const r = await loadJsonl(v.data as string, { skipMalformed: true });
+    if (r.skipped.length) io.log(`skipped ${r.skipped.length} malformed records, first: ${r.skipped[0]!.message}`);
+    docs = r.items;
+  } else if (v["text-dir"]) {
+    const r = await loadTextFolder(v["text-dir"] as string, { skipMalformed: true });
+    if (r.skipped.length) io.log(`skipped ${r.skipped.length} malformed files, first: ${r.skipped[0]!.message}`);
+    docs = r.items;
+  } else if (v["wordnet-category"]) {
+    docs = (await loadWordnetMedical()).filter((d) => d.label === v["wordnet-category"]);
+  } else {
+    throw new InvalidArgumentError(
+      "give the client's data: --data FILE.jsonl, --text-dir DIR or --wordnet-category NAME",
+    );
+  }
+  if (docs.length < 2) throw new InvalidArgumentError(`only ${docs.length} documents; a client needs at least 2`);
+  return docs;
+}

@@ -1,0 +1,87 @@
+/** `fok inspect`: the identities and every task's rounds, or one identity's whole contribution history. */
+import { formatWeight } from "../weights.js";
+import { InvalidArgumentError } from "../errors.js";
+import {
+  IdentityStatus,
+  decodeStrategy,
+  type FederationLedger,
+  type IdentityHistory,
+  type TaskHistory,
+} from "../chain/index.js";
+import { int, ledgerFrom, parse, toJson, type CliIO, type Values } from "./options.js";
+
+export async function inspectCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
+  const { values: v } = parse(args);
+  const ledger = await ledgerFrom(v);
+  const identities = await ledger.readIdentities();
+  const tasks = await readTasks(ledger, v.task === undefined ? undefined : Number(v.task));
+  if (v.id !== undefined) return inspectIdentity(int(v, "id"), identities, tasks, v, io);
+  if (v.json) return io.out(toJson({ identities, tasks }));
+  io.out("identities:");
+  for (const i of identities) io.out(`  ${i.tokenId}  ${IdentityStatus[i.status]}  ${i.signer}`);
+  for (const t of tasks) printTask(t, io);
+}
+
+async function readTasks(ledger: FederationLedger, only: number | undefined): Promise<TaskHistory[]> {
+  const total = await ledger.totalTasks();
+  const tasks = [];
+  for (let t = 1; t <= total; t++) if (!only || only === t) tasks.push(await ledger.readTaskHistory(t));
+  return tasks;
+}
+
+function printTask(t: TaskHistory, io: CliIO): void {
+  const done = t.completed ? ", completed" : "";
+  io.out(
+    `task ${t.task}: strategy ${t.strategy}, ${t.rounds.length}/${t.maxRounds} rounds, base ${t.baseModelCid}${done}`,
+  );
+  for (const r of t.rounds) {
+    io.out(`  round ${r.round} from ${r.startCid}`);
+    for (const s of r.submissions) {
+      const relayed = s.relayer ? `, relayed by ${s.relayer}` : "";
+      io.out(`    identity ${s.identity} submitted ${s.cid} (${s.numExamples} examples${relayed})`);
+    }
+    const f = r.finalized;
+    if (f) {
+      const shares = f.contributors.map((c, i) => `${c}: ${formatWeight(f.weights[i]!)}`).join(", ");
+      io.out(`    → global ${f.globalCid} by ${decodeStrategy(f.strategyId)} from [${shares}]`);
+    }
+  }
+}
+
+/** Every submission of identity `id` across the tasks, with its weight where it was aggregated. */
+function contributionsOf(id: number, tasks: TaskHistory[]) {
+  return tasks.flatMap((t) =>
+    t.rounds.flatMap((r) =>
+      r.submissions
+        .filter((s) => s.identity === id)
+        .map((s) => {
+          const k = r.finalized?.contributors.indexOf(id) ?? -1;
+          return {
+            task: t.task,
+            round: r.round,
+            cid: s.cid,
+            adapterSha256: s.adapterSha256,
+            numExamples: s.numExamples,
+            transactionHash: s.transactionHash,
+            aggregated: k >= 0,
+            weight: k >= 0 ? r.finalized!.weights[k]! : 0n,
+            globalCid: r.finalized?.globalCid ?? null,
+          };
+        }),
+    ),
+  );
+}
+
+function inspectIdentity(id: number, identities: IdentityHistory[], tasks: TaskHistory[], v: Values, io: CliIO) {
+  const who = identities.find((i) => i.tokenId === id);
+  if (!who) throw new InvalidArgumentError(`no identity ${id}`);
+  const history = contributionsOf(id, tasks);
+  if (v.json) return io.out(toJson({ identity: who, contributions: history }));
+  io.out(`identity ${id}: ${IdentityStatus[who.status]}, signer ${who.signer}, institution ${who.institutionId}`);
+  for (const e of who.events)
+    io.out(`  ${e.kind} (key ${e.signer}) in block ${e.blockNumber}, tx ${e.transactionHash}`);
+  for (const c of history) {
+    const share = c.aggregated ? `${formatWeight(c.weight)} of ${c.globalCid}` : "not aggregated";
+    io.out(`  task ${c.task} round ${c.round}: ${c.cid} (${c.numExamples} examples) → ${share}`);
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * What every `fok` command shares: the flags, their parsing, the output streams, and the chain, store and model
+ * each command builds from its flags.
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { JsonRpcProvider, NonceManager, Wallet, type Signer } from "ethers";
+import { InvalidArgumentError } from "../errors.js";
+import { FederationLedger, type Deployment } from "../chain/index.js";
+import { createStore, type AdapterStore } from "../store/index.js";
+import { DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora.js";
+import { parseBaseModel } from "../model/checkpoint.js";
+import { loraConfigHash } from "../federation/task-config.js";
+import { DEFAULT_DEMO } from "../federation/demo.js";
+
+/** Where a command writes, and what stops a command that serves until told to stop. */
+export interface CliIO {
+  /** One line of the command's output (stdout). */
+  out(line: string): void;
+  /** Raw bytes to stdout (`store get`, `store export` without --out). */
+  outBytes(bytes: Uint8Array): void;
+  /** Progress and logs (stderr). */
+  log(line: string): void;
+  /** Resolves when a serving command (dashboard, store serve) should stop: Ctrl-C at the terminal. */
+  stopped: Promise<void>;
+  /** Set to non-zero for a command that ran but failed its purpose (verify found a failure). */
+  exitCode: number;
+}
+
+export const OPTIONS: ParseArgsConfig["options"] = {
+  rpc: { type: "string" },
+  "private-key": { type: "string" },
+  keystore: { type: "string" },
+  deployment: { type: "string", default: ".fok/deployment.json" },
+  "store-dir": { type: "string", default: ".fok/store" },
+  peer: { type: "string", multiple: true },
+  gateway: { type: "string", multiple: true },
+  listen: { type: "string", multiple: true },
+  base: { type: "string", default: "models/base" },
+  "lora-r": { type: "string", default: String(DEFAULT_LORA_CONFIG.r) },
+  "lora-alpha": { type: "string", default: String(DEFAULT_LORA_CONFIG.alpha) },
+  "lora-targets": { type: "string", default: DEFAULT_LORA_CONFIG.targetModules.join(",") },
+  json: { type: "boolean", default: false },
+  out: { type: "string" },
+  id: { type: "string" },
+  address: { type: "string" },
+  institution: { type: "string" },
+  "metadata-cid": { type: "string" },
+  task: { type: "string" },
+  aggregator: { type: "string" },
+  strategy: { type: "string", default: "fedavg" },
+  rounds: { type: "string", default: "3" },
+  round: { type: "string" },
+  "held-out": { type: "string" },
+  "min-updates": { type: "string", default: "2" },
+  duration: { type: "string", default: "3600" },
+  data: { type: "string" },
+  "text-dir": { type: "string" },
+  "wordnet-category": { type: "string" },
+  steps: { type: "string", default: "40" },
+  "batch-size": { type: "string", default: "8" },
+  lr: { type: "string", default: "5e-3" },
+  relay: { type: "boolean", default: false },
+  "relayer-key": { type: "string" },
+  expected: { type: "string" },
+  clients: { type: "string", default: String(DEFAULT_DEMO.clients) },
+  "no-workers": { type: "boolean", default: false },
+  "local-only": { type: "boolean", default: false },
+  "gateway-port": { type: "string", default: "8080" },
+  "gateway-host": { type: "string", default: "127.0.0.1" },
+  port: { type: "string", default: "8090" },
+  host: { type: "string", default: "127.0.0.1" },
+};
+
+export type Values = Record<string, string | boolean | string[] | undefined>;
+
+/** Parses a command's flags (unknown flags are an error); positionals are returned apart. */
+export function parse(args: readonly (string | undefined)[]): { values: Values; positionals: string[] } {
+  const present = args.filter((x): x is string => x !== undefined);
+  return parseArgs({ args: present, options: OPTIONS, allowPositionals: true, strict: true }) as {
+    values: Values;
+    positionals: string[];
+  };
+}
+
+/** A non-negative integer flag. */
+export function int(v: Values, k: string): number {
+  const n = Number(v[k]);
+  if (!Number.isInteger(n) || n < 0)
+    throw new InvalidArgumentError(`--${k} must be a non-negative integer, got ${v[k]}`);
+  return n;
+}
+
+/** A required string flag. */
+export function str(v: Values, k: string): string {
+  const s = v[k];
+  if (typeof s !== "string" || s === "") throw new InvalidArgumentError(`--${k} is required`);
+  return s;
+}
+
+export function loraFrom(v: Values): LoraConfig {
+  const targetModules = String(v["lora-targets"]).split(",").filter(Boolean);
+  return { r: int(v, "lora-r"), alpha: Number(v["lora-alpha"]), dropout: 0, targetModules };
+}
+
+/** The account a command acts as: --keystore, --private-key / $FOK_PRIVATE_KEY, or a dev node's first account. */
+export async function signerFrom(v: Values): Promise<Signer> {
+  const provider = new JsonRpcProvider((v.rpc as string) ?? process.env.FOK_RPC_URL ?? "http://127.0.0.1:8545");
+  const pk = (v["private-key"] as string) ?? process.env.FOK_PRIVATE_KEY;
+  if (v.keystore) {
+    const password = process.env.FOK_KEYSTORE_PASSWORD;
+    if (password === undefined) {
+      throw new InvalidArgumentError("--keystore needs the password in $FOK_KEYSTORE_PASSWORD");
+    }
+    const wallet = await Wallet.fromEncryptedJson(await readFile(v.keystore as string, "utf8"), password);
+    return new NonceManager(wallet.connect(provider));
+  }
+  // NonceManager: back-to-back transactions from one key must not reuse a nonce the node has not reported yet
+  if (pk) return new NonceManager(new Wallet(pk, provider));
+  // a local development node (npx hardhat node) unlocks its accounts
+  return provider.getSigner(0);
+}
+
+/** The deployment named by --deployment, seen through `signer` (default: the command's account). */
+export async function ledgerFrom(v: Values, signer?: Signer): Promise<FederationLedger> {
+  let deployment: Deployment;
+  try {
+    deployment = JSON.parse(await readFile(v.deployment as string, "utf8"));
+  } catch {
+    throw new InvalidArgumentError(
+      `no deployment at ${v.deployment}; run \`fok chain deploy\` first or pass --deployment`,
+    );
+  }
+  return new FederationLedger(deployment, signer ?? (await signerFrom(v)));
+}
+
+export async function storeFrom(v: Values): Promise<AdapterStore> {
+  return createStore({
+    dir: v["store-dir"] as string,
+    peers: (v.peer as string[] | undefined) ?? [],
+    gateways: (v.gateway as string[] | undefined) ?? [],
+    listen: (v.listen as string[] | undefined) ?? [],
+  });
+}
+
+/** Runs `fn` with the store of --store-dir, closing it afterwards. */
+export async function withStore<T>(v: Values, fn: (store: AdapterStore) => Promise<T>): Promise<T> {
+  const store = await storeFrom(v);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+/** JSON with bigints as decimal strings. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_, x) => (typeof x === "bigint" ? x.toString() : x), 2);
+}
+
+/** The task's base model, from --base or the store, checked against the task's on-chain digest and LoRA hash. */
+export async function taskModel(v: Values, ledger: FederationLedger, store: AdapterStore, lora: LoraConfig) {
+  const task = Number(v.task);
+  if (!Number.isInteger(task) || task < 1) throw new InvalidArgumentError("--task is required");
+  const history = await ledger.readTaskHistory(task);
+  if (loraConfigHash(lora) !== history.loraConfigHash) {
+    throw new InvalidArgumentError(
+      `LoRA config ${JSON.stringify(lora)} does not match task ${task}'s hash ${history.loraConfigHash}`,
+    );
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(join(v.base as string, "model.safetensors"));
+  } catch {
+    bytes = await store.get(history.baseModelCid, { expectedSha256: history.baseModelSha256 });
+  }
+  const base = parseBaseModel(bytes);
+  if (base.sha256 !== history.baseModelSha256) {
+    throw new InvalidArgumentError(`base model ${base.sha256} is not task ${task}'s ${history.baseModelSha256}`);
+  }
+  return { task, history, base, bytes };
+}

@@ -1,0 +1,28 @@
+/** `fok task create`: pins the base model and creates a training task on-chain. */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { sha256Hex } from "../digest.js";
+import { InvalidArgumentError } from "../errors.js";
+import { loraConfigHash } from "../federation/task-config.js";
+import { int, ledgerFrom, loraFrom, parse, str, withStore, type CliIO } from "./options.js";
+
+export async function taskCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
+  if (sub !== "create") throw new InvalidArgumentError(`unknown: fok task ${sub ?? ""}`);
+  const { values: v } = parse(rest);
+  const ledger = await ledgerFrom(v);
+  await withStore(v, async (store) => {
+    const bytes = await readFile(join(v.base as string, "model.safetensors"));
+    const cid = await store.add(bytes);
+    const task = await ledger.createTask({
+      baseModelCid: cid,
+      baseModelSha256: sha256Hex(bytes),
+      loraConfigHash: loraConfigHash(loraFrom(v)),
+      aggregator: str(v, "aggregator"),
+      strategy: v.strategy as string,
+      minUpdates: int(v, "min-updates"),
+      roundDuration: int(v, "duration"),
+      maxRounds: int(v, "rounds"),
+    });
+    io.out(`task ${task} created (base model ${cid})`);
+  });
+}

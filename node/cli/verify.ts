@@ -1,0 +1,52 @@
+/** `fok verify`: re-checks a task from the chain and the bytes alone; exit 1 when any check fails. */
+import { InvalidArgumentError } from "../errors.js";
+import type { AdapterStore } from "../store/index.js";
+import { initBackend } from "../model/backend.js";
+import { loadBaseModel, parseBaseModel, type BaseModel } from "../model/checkpoint.js";
+import { LoraAdapter, type LoraConfig } from "../model/lora.js";
+import type { LoraWeights } from "../model/adapter.js";
+import { loadJsonl } from "../data/loaders.js";
+import { tokenizeDocuments } from "../data/tokens.js";
+import { evaluateLoss } from "../train/evaluate.js";
+import { formatVerifyReport, verifyTask, type VerifyOptions } from "../provenance/verify.js";
+import { int, ledgerFrom, loraFrom, parse, withStore, type CliIO } from "./options.js";
+
+export async function verifyCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
+  const { values: v } = parse(args);
+  const ledger = await ledgerFrom(v);
+  const lora = loraFrom(v);
+  const task = int(v, "task");
+  if (task < 1) throw new InvalidArgumentError("--task must be a task id (1 or more)");
+  await withStore(v, async (store) => {
+    await initBackend(undefined, true);
+    const history = await ledger.readTaskHistory(task);
+    const base = await taskBase(store, history.baseModelCid, history.baseModelSha256, v.base as string);
+    const heldOut = v["held-out"] ? await heldOutLoss(v["held-out"] as string, base, lora) : undefined;
+    const round = v.round === undefined ? undefined : Number(v.round);
+    const report = await verifyTask(ledger, store, history.task, { model: base.gpt.config, lora, round, heldOut });
+    io.out(v.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
+    if (!report.ok) io.exitCode = 1;
+  });
+}
+
+/** The model layout comes from the task's own base model, fetched and checked against the chain (else --base). */
+async function taskBase(store: AdapterStore, cid: string, sha256: string, baseDir: string): Promise<BaseModel> {
+  const bytes = await store
+    .get(cid, { expectedSha256: sha256 })
+    .catch(async () => (await loadBaseModel(baseDir)).bytes);
+  return parseBaseModel(bytes);
+}
+
+/** Leave-one-out effects on this held-out text (JSONL), scored with the task's base model. */
+async function heldOutLoss(path: string, base: BaseModel, lora: LoraConfig): Promise<VerifyOptions["heldOut"]> {
+  const tokens = await tokenizeDocuments(base.tokenizer, (await loadJsonl(path)).items);
+  return {
+    loss: async (w: LoraWeights) => {
+      const a = LoraAdapter.init(base.gpt.config, lora);
+      a.assign(w);
+      const r = await evaluateLoss(base.gpt, a, tokens, { seqLen: base.gpt.config.blockSize, batchSize: 16 });
+      a.dispose();
+      return r.meanLoss;
+    },
+  };
+}

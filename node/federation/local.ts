@@ -1,0 +1,185 @@
+/**
+ * The one local-federation starter: deploy the contracts (or attach to a deployment), register one identity per
+ * hospital, create the task, start the trainers, the aggregator and the clients; run the rounds; stop everything.
+ * The demo, the experiment, the round benchmark and the end-to-end tests all build their federation here.
+ */
+import type { Signer } from "ethers";
+import { deployContracts, type FederationLedger } from "../chain/index.js";
+import type { GPTConfig } from "../model/gpt.js";
+import type { LoraConfig } from "../model/lora.js";
+import { createStore, type AdapterStore } from "../store/index.js";
+import type { TrainConfig } from "../train/train.js";
+import { Aggregator, type AggregatorOptions, type RoundReport } from "./aggregator.js";
+import { FederationClient } from "./client.js";
+import type { ClientDataset } from "./local-trainer.js";
+import { loraConfigHash, modelFingerprint } from "./task-config.js";
+import { startTrainers, type RoundTrainer, type StepReport } from "./trainer-pool.js";
+
+export interface LocalHospital {
+  /** Shown in logs. */
+  name: string;
+  /** The institution registered on-chain (hashed to bytes32). Default: `name`. */
+  institution?: string;
+  /** The identity's metadata CID. Default `bafkreimeta<i>`. */
+  metadataCid?: string;
+  /** Its own training data (a trainer is started for it), or a trainer of the caller's (not closed here). */
+  data?: ClientDataset;
+  trainer?: RoundTrainer;
+  /** Where its client keeps per-round state (resume after a crash). Default: in memory. */
+  stateDir?: string;
+}
+
+export interface LocalFederationOptions {
+  /** Accounts: the admin, the aggregator, then one per hospital. */
+  signers: Signer[];
+  /** Attach to this deployment (seen through the admin) instead of deploying a new one. */
+  ledger?: FederationLedger;
+  /** The adapter store everyone shares. Default: a new in-memory store, closed by `close()`. */
+  store?: AdapterStore;
+  baseBytes: Uint8Array;
+  baseModelSha256: string;
+  model: GPTConfig;
+  lora: LoraConfig;
+  hospitals: LocalHospital[];
+  strategy: string;
+  rounds: number;
+  /** Default: every hospital. */
+  minUpdates?: number;
+  /** Seconds. Default 3600. */
+  roundDuration?: number;
+  /** The aggregator finalizes once this many updates are in. Default: every hospital. */
+  expectedUpdates?: number;
+  train: Partial<TrainConfig>;
+  /** Trainers started here: worker threads (default true) and their progress. */
+  workers?: boolean;
+  onStep?: (hospital: number, s: StepReport) => void;
+  /** Chain poll interval, ms. Default 100. */
+  pollMs?: number;
+  log?: (line: string) => void;
+  onGlobal?: AggregatorOptions["onGlobal"];
+  /** Wraps each client's ledger and store (benchmarks time their calls). */
+  instrument?: { ledger?(l: FederationLedger): FederationLedger; store?(s: AdapterStore): AdapterStore };
+}
+
+export interface LocalFederation {
+  /** The deployment seen through the admin. */
+  ledger: FederationLedger;
+  store: AdapterStore;
+  task: number;
+  /** The base model's CID in the store (the task's `baseModelCid`). */
+  baseModelCid: string;
+  /** Identity token id of each hospital, in order. */
+  identities: number[];
+  aggregator: Aggregator;
+  clients: FederationClient[];
+  trainers: RoundTrainer[];
+  /** Opens round 1 from a seeded initial adapter, or from `initialAdapter`'s bytes. */
+  openFirstRound(init?: { seed?: number; initialAdapter?: Uint8Array }): Promise<string>;
+  /** The aggregator and every client until the task completes (round 1 must be open). */
+  run(): Promise<RoundReport[]>;
+  /** Stops the trainers started here and the store made here. */
+  close(): Promise<void>;
+}
+
+export async function startLocalFederation(o: LocalFederationOptions): Promise<LocalFederation> {
+  const [admin, aggregatorAccount] = o.signers;
+  const hospitalSigners = o.signers.slice(2, 2 + o.hospitals.length);
+  if (!admin || !aggregatorAccount || hospitalSigners.length < o.hospitals.length) {
+    throw new RangeError(`${o.hospitals.length} hospitals need ${o.hospitals.length + 2} accounts`);
+  }
+  const ledger = o.ledger ?? (await deployContracts(admin));
+  const store = o.store ?? (await createStore());
+  const started: RoundTrainer[] = [];
+  try {
+    const baseModelCid = await store.add(o.baseBytes);
+    const task = await createTask(o, ledger, baseModelCid, await aggregatorAccount.getAddress());
+    const identities = await registerHospitals(o, ledger, hospitalSigners);
+    started.push(...(await startMissingTrainers(o)));
+    let next = 0;
+    const trainers = o.hospitals.map((h) => h.trainer ?? started[next++]!);
+    const aggregator = new Aggregator({
+      ledger: ledger.connect(aggregatorAccount),
+      store,
+      task,
+      model: o.model,
+      lora: o.lora,
+      baseModelSha256: o.baseModelSha256,
+      expectedUpdates: o.expectedUpdates ?? o.hospitals.length,
+      pollMs: o.pollMs ?? 100,
+      log: o.log && ((l) => o.log!(`[aggregator] ${l}`)),
+      onGlobal: o.onGlobal,
+    });
+    const clients = o.hospitals.map((h, i) => {
+      const signer = hospitalSigners[i]!;
+      return new FederationClient({
+        ledger: o.instrument?.ledger?.(ledger.connect(signer)) ?? ledger.connect(signer),
+        signer,
+        store: o.instrument?.store?.(store) ?? store,
+        task,
+        trainer: trainers[i]!,
+        train: o.train,
+        stateDir: h.stateDir,
+        pollMs: o.pollMs ?? 100,
+        log: o.log && ((l) => o.log!(`[client ${h.name}] ${l}`)),
+      });
+    });
+    return {
+      ledger,
+      store,
+      task,
+      baseModelCid,
+      identities,
+      aggregator,
+      clients,
+      trainers,
+      openFirstRound: (init = {}) =>
+        init.initialAdapter ? aggregator.openFirstRoundFrom(init.initialAdapter) : aggregator.openFirstRound(init.seed),
+      run: async () => (await Promise.all([aggregator.run(), ...clients.map((c) => c.run())]))[0],
+      close: async () => {
+        await Promise.all(started.map((t) => t.close()));
+        if (!o.store) await store.close();
+      },
+    };
+  } catch (e) {
+    await Promise.all(started.map((t) => t.close()));
+    if (!o.store) await store.close();
+    throw e;
+  }
+}
+
+async function createTask(o: LocalFederationOptions, ledger: FederationLedger, baseCid: string, aggregator: string) {
+  return ledger.createTask({
+    baseModelCid: baseCid,
+    baseModelSha256: o.baseModelSha256,
+    loraConfigHash: loraConfigHash(o.lora),
+    aggregator,
+    strategy: o.strategy,
+    minUpdates: o.minUpdates ?? o.hospitals.length,
+    roundDuration: o.roundDuration ?? 3600,
+    maxRounds: o.rounds,
+  });
+}
+
+async function registerHospitals(o: LocalFederationOptions, ledger: FederationLedger, signers: Signer[]) {
+  const fingerprint = modelFingerprint(o.baseModelSha256, loraConfigHash(o.lora));
+  const identities: number[] = [];
+  for (const [i, h] of o.hospitals.entries()) {
+    const address = await signers[i]!.getAddress();
+    const metadata = h.metadataCid ?? `bafkreimeta${i}`;
+    identities.push(await ledger.registerIdentity(address, h.institution ?? h.name, fingerprint, metadata));
+  }
+  return identities;
+}
+
+/** Trainers for the hospitals that brought data rather than a trainer, in hospital order. */
+async function startMissingTrainers(o: LocalFederationOptions): Promise<RoundTrainer[]> {
+  const missing = o.hospitals.map((h, i) => ({ h, i })).filter(({ h }) => !h.trainer);
+  for (const { h } of missing) if (!h.data) throw new RangeError(`hospital ${h.name} has neither data nor a trainer`);
+  const onStep = o.onStep && ((k: number, s: StepReport) => o.onStep!(missing[k]!.i, s));
+  return startTrainers(
+    o.baseBytes,
+    o.lora,
+    missing.map(({ h }) => h.data!),
+    { workers: o.workers ?? true, onStep },
+  );
+}
