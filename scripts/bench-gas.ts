@@ -79,9 +79,8 @@ if (process.argv.includes("--json") || process.env.FOK_BENCH_JSON) {
 } else {
   console.log("| call | gas | budget | within |\n| --- | ---: | ---: | --- |");
   for (const r of rows) {
-    console.log(
-      `| ${r.call} | ${r.gas.toLocaleString("en")} | ${r.budget?.toLocaleString("en") ?? "-"} | ${r.budget === null ? "-" : r.gas <= r.budget ? "yes" : "NO"} |`,
-    );
+    const within = r.budget === null ? "-" : r.gas <= r.budget ? "yes" : "NO";
+    console.log(`| ${r.call} | ${r.gas.toLocaleString("en")} | ${r.budget?.toLocaleString("en") ?? "-"} | ${within} |`);
   }
 }
 if (rows.some((r) => r.budget !== null && r.gas > r.budget)) process.exitCode = 1;

@@ -122,7 +122,8 @@ for (const r of rows)
       .join(" | ")} |`,
   );
 console.log(
-  `(LoRA r 8 on q,v of the committed base model; ${STEPS} local steps of 8 × 64 tokens per client; clients trained one after another on one core)`,
+  `(LoRA r 8 on q,v of the committed base model; ${STEPS} local steps of 8 × 64 tokens per client; ` +
+    "clients trained one after another on one core)",
 );
 console.log("");
 console.log(`aggregation of ${N} × 8 MB adapters (${(bytes / 1e9).toFixed(3)} GB in):`);

@@ -32,14 +32,17 @@ async function measure(backend: string): Promise<{ tokensPerSec: number; msPerSt
   return { tokensPerSec: r.tokensPerSec, msPerStep: (r.seconds * 1000) / r.steps };
 }
 
+/** A module of node/ as a quoted file URL, for code run in a worker from a string. */
+const moduleUrl = (path: string) => JSON.stringify(new URL(`../node/${path}`, import.meta.url).href);
+
 /** Two workers training at once: aggregate tokens/s over both. */
 async function twoClients(): Promise<number> {
   const code = `
     import { parentPort } from "node:worker_threads";
-    const { initBackend } = await import(${JSON.stringify(new URL("../node/model/backend.ts", import.meta.url).href)});
-    const { GPT, DEFAULT_GPT_CONFIG } = await import(${JSON.stringify(new URL("../node/model/gpt.ts", import.meta.url).href)});
-    const { LoraAdapter, DEFAULT_LORA_CONFIG } = await import(${JSON.stringify(new URL("../node/model/lora.ts", import.meta.url).href)});
-    const { train } = await import(${JSON.stringify(new URL("../node/train/train.ts", import.meta.url).href)});
+    const { initBackend } = await import(${moduleUrl("model/backend.ts")});
+    const { GPT, DEFAULT_GPT_CONFIG } = await import(${moduleUrl("model/gpt.ts")});
+    const { LoraAdapter, DEFAULT_LORA_CONFIG } = await import(${moduleUrl("model/lora.ts")});
+    const { train } = await import(${moduleUrl("train/train.ts")});
     await initBackend("wasm", true);
     const gpt = GPT.init(DEFAULT_GPT_CONFIG, 1);
     const lora = LoraAdapter.init(DEFAULT_GPT_CONFIG, DEFAULT_LORA_CONFIG, 2);
@@ -116,7 +119,8 @@ if (process.argv.includes("--json"))
   console.log(JSON.stringify({ rows, wasmOverTorch: wasm && torch1 ? wasm / torch1 : null }, null, 2));
 else {
   console.log(
-    `reference config: ${cfg.nLayer} layers, d ${cfg.nEmbd}, ${cfg.nHead} heads, context ${T}, batch ${B}, vocab ${cfg.vocabSize}, LoRA r 8 on q,v; ${steps} timed steps`,
+    `reference config: ${cfg.nLayer} layers, d ${cfg.nEmbd}, ${cfg.nHead} heads, context ${T}, batch ${B}, ` +
+      `vocab ${cfg.vocabSize}, LoRA r 8 on q,v; ${steps} timed steps`,
   );
   console.log("| runtime | threads | tokens/s | ms/step | peak RSS MB |\n| --- | ---: | ---: | ---: | ---: |");
   for (const r of rows) {

@@ -91,7 +91,8 @@ function markdown(v: unknown): string[] {
 const md: string[] = [
   `# Benchmarks`,
   "",
-  `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, Node ${machine.node}, tfjs backend ${machine.backend}, ${machine.date}`,
+  `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, Node ${machine.node}, ` +
+    `tfjs backend ${machine.backend}, ${machine.date}`,
   "",
 ];
 /** Runs one benchmark script; its JSON output (or the JSON-looking lines of it), exit code and last stderr line. */
@@ -107,7 +108,7 @@ function runBenchmark(name: string, cmd: string[]): BenchResult {
     .split("\n")
     .filter((l) => l.startsWith("{") || l.startsWith("["))
     .join("\n");
-  let parsed: unknown = null;
+  let parsed: unknown;
   try {
     parsed = JSON.parse(r.stdout.slice(r.stdout.search(/^[[{]/m)));
   } catch {

@@ -69,7 +69,9 @@ if (!steps) {
   const budget = Number(values.minutes) * 60 - (performance.now() - t0) / 1000 - 40; // leave time for eval + save
   steps = Math.max(10, Math.floor(budget / secondsPerStep));
   log(
-    `${(1 / secondsPerStep).toFixed(2)} steps/s (${Math.round((trainCfg.batchSize * trainCfg.seqLen) / secondsPerStep)} tokens/s) on ${backend}: ${steps} steps fit the budget`,
+    `${(1 / secondsPerStep).toFixed(2)} steps/s ` +
+      `(${Math.round((trainCfg.batchSize * trainCfg.seqLen) / secondsPerStep)} tokens/s) on ${backend}: ` +
+      `${steps} steps fit the budget`,
   );
 }
 const result = await train({
@@ -102,6 +104,7 @@ const report = {
 await writeFile(join(values.out!, "pretrain-report.json"), JSON.stringify(report, null, 2) + "\n");
 console.log(JSON.stringify(report, null, 2));
 log(
-  `held-out perplexity ${report.heldOutPerplexity} vs unigram ${report.unigramPerplexity}; base model sha256 ${sha256}, CID ${cid}`,
+  `held-out perplexity ${report.heldOutPerplexity} vs unigram ${report.unigramPerplexity}; ` +
+    `base model sha256 ${sha256}, CID ${cid}`,
 );
 tf.disposeVariables();

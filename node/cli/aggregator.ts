@@ -7,7 +7,7 @@ import { ledgerFrom, loraFrom, parse, taskModel, withStore, type CliIO } from ".
 export async function aggregatorCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   if (sub !== "run") throw new InvalidArgumentError(`unknown: fok aggregator ${sub ?? ""}`);
   const { values: v } = parse(rest);
-  const ledger = await ledgerFrom(v);
+  const ledger = await ledgerFrom(v, io);
   const lora = loraFrom(v);
   await withStore(v, async (store) => {
     await initBackend();

@@ -8,12 +8,12 @@ import { parse, signerFrom, type CliIO } from "./options.js";
 export async function chainCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   if (sub !== "deploy") throw new InvalidArgumentError(`unknown: fok chain ${sub ?? ""}`);
   const { values: v } = parse(rest);
-  const ledger = await deployContracts(await signerFrom(v));
+  const ledger = await deployContracts(await signerFrom(v, io));
   const out = (v.out as string) ?? (v.deployment as string);
   await mkdir(dirname(out), { recursive: true });
   await writeFile(out, JSON.stringify(ledger.deployment, null, 2) + "\n");
   const d = ledger.deployment;
-  io.out(
-    `LLMIdentity ${d.identity}\nFederation  ${d.federation}\nchain ${d.chainId}, block ${d.deployBlock}; written to ${out}`,
-  );
+  io.out(`LLMIdentity ${d.identity}`);
+  io.out(`Federation  ${d.federation}`);
+  io.out(`chain ${d.chainId}, block ${d.deployBlock}; written to ${out}`);
 }

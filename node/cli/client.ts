@@ -15,11 +15,11 @@ import { ledgerFrom, loraFrom, parse, signerFrom, taskModel, withStore, type Cli
 export async function clientCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   if (sub !== "run") throw new InvalidArgumentError(`unknown: fok client ${sub ?? ""}`);
   const { values: v } = parse(rest);
-  const signer = await signerFrom(v);
+  const signer = await signerFrom(v, io);
   // --relayer-key: the identity only signs; this other account sends (and pays for) the transactions
   const relayer = v["relayer-key"] as string | undefined;
-  const sender = relayer ? await signerFrom({ ...v, "private-key": relayer, keystore: undefined }) : signer;
-  const ledger = await ledgerFrom(v, sender);
+  const sender = relayer ? await signerFrom({ ...v, "private-key": relayer, keystore: undefined }, io) : signer;
+  const ledger = await ledgerFrom(v, io, sender);
   const lora = loraFrom(v);
   await withStore(v, async (store) => {
     await initBackend();

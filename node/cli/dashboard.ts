@@ -4,7 +4,7 @@ import { ledgerFrom, parse, withStore, type CliIO } from "./options.js";
 
 export async function dashboardCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
   const { values: v } = parse(args);
-  const ledger = await ledgerFrom(v);
+  const ledger = await ledgerFrom(v, io);
   await withStore(v, async (store) => {
     const dash = await serveDashboard({ ledger, store, host: v.host as string, port: Number(v.port) });
     io.out(`dashboard ${dash.url} (Ctrl-C to stop)`);

@@ -32,8 +32,8 @@ function perplexityTable(r: DemoReport): string[] {
   const roundHeads = Array.from({ length: rounds }, (_, i) => `round ${i + 1}`.padStart(8)).join("  ");
   const lines = [
     `Held-out perplexity per hospital (lower is better), task ${r.task}, strategy ${r.strategy}:`,
-    `  ${"hospital".padEnd(12)} ${"id".padStart(3)} ${"docs".padStart(5)}  ${"base".padStart(8)}  ${roundHeads}  change` +
-      (local ? "   local-only" : ""),
+    `  ${"hospital".padEnd(12)} ${"id".padStart(3)} ${"docs".padStart(5)}  ${"base".padStart(8)}  ` +
+      `${roundHeads}  change${local ? "   local-only" : ""}`,
   ];
   for (const row of r.rows) {
     const change = ((row.finalPerplexity / row.basePerplexity - 1) * 100).toFixed(1) + "%";

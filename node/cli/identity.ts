@@ -6,12 +6,14 @@ import { IdentityStatus, bytes32Id } from "../chain/index.js";
 import { loraConfigHash, modelFingerprint } from "../federation/task-config.js";
 import { int, ledgerFrom, loraFrom, parse, str, type CliIO } from "./options.js";
 
+const PAST = { suspend: "suspended", reinstate: "reinstated", revoke: "revoked" } as const;
+
 /** The metadata CID registered when none is given (an empty JSON object's). */
 const DEFAULT_METADATA_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
 
 export async function identityCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   const { values: v } = parse(rest);
-  const ledger = await ledgerFrom(v);
+  const ledger = await ledgerFrom(v, io);
   if (sub === "register") {
     const report = await readFile(join(v.base as string, "pretrain-report.json"), "utf8").catch(() => "{}");
     const base = JSON.parse(report);
@@ -27,13 +29,12 @@ export async function identityCommand(sub: string | undefined, rest: string[], i
     for (const i of ids) {
       const keys = i.events.filter((e) => e.kind === "keyRotated").length + 1;
       const institution = `${i.institutionId.slice(0, 12)}…`;
-      io.out(
-        `${String(i.tokenId).padStart(4)}  ${IdentityStatus[i.status].padEnd(9)} ${i.signer}  institution ${institution}  keys: ${keys}`,
-      );
+      const status = IdentityStatus[i.status].padEnd(9);
+      io.out(`${String(i.tokenId).padStart(4)}  ${status} ${i.signer}  institution ${institution}  keys: ${keys}`);
     }
   } else if (sub === "suspend" || sub === "reinstate" || sub === "revoke") {
     const id = int(v, "id");
     await ledger[sub](id);
-    io.out(`identity ${id}: ${sub}d`);
+    io.out(`identity ${id}: ${PAST[sub]}`);
   } else throw new InvalidArgumentError(`unknown: fok identity ${sub ?? ""}`);
 }

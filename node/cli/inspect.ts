@@ -12,7 +12,7 @@ import { int, ledgerFrom, parse, toJson, type CliIO, type Values } from "./optio
 
 export async function inspectCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
   const { values: v } = parse(args);
-  const ledger = await ledgerFrom(v);
+  const ledger = await ledgerFrom(v, io);
   const identities = await ledger.readIdentities();
   const tasks = await readTasks(ledger, v.task === undefined ? undefined : Number(v.task));
   if (v.id !== undefined) return inspectIdentity(int(v, "id"), identities, tasks, v, io);

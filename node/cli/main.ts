@@ -74,6 +74,8 @@ export async function runCli(argv: string[], io: CliIO): Promise<number> {
   } catch (e) {
     io.log(`fok: ${errorLine(e)}`);
     return 1;
+  } finally {
+    for (const close of io.cleanup.splice(0)) close();
   }
 }
 
@@ -95,5 +97,6 @@ export function processIO(): CliIO {
     log: (line) => process.stderr.write(line + "\n"),
     stopped: new Promise<void>((resolve) => process.once("SIGINT", () => resolve())),
     exitCode: 0,
+    cleanup: [],
   };
 }

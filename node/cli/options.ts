@@ -26,6 +26,8 @@ export interface CliIO {
   stopped: Promise<void>;
   /** Set to non-zero for a command that ran but failed its purpose (verify found a failure). */
   exitCode: number;
+  /** Run when the command ends, whichever way (closes the RPC connections it opened). */
+  cleanup: (() => void)[];
 }
 
 export const OPTIONS: ParseArgsConfig["options"] = {
@@ -105,8 +107,9 @@ export function loraFrom(v: Values): LoraConfig {
 }
 
 /** The account a command acts as: --keystore, --private-key / $FOK_PRIVATE_KEY, or a dev node's first account. */
-export async function signerFrom(v: Values): Promise<Signer> {
+export async function signerFrom(v: Values, io: CliIO): Promise<Signer> {
   const provider = new JsonRpcProvider((v.rpc as string) ?? process.env.FOK_RPC_URL ?? "http://127.0.0.1:8545");
+  io.cleanup.push(() => provider.destroy());
   const pk = (v["private-key"] as string) ?? process.env.FOK_PRIVATE_KEY;
   if (v.keystore) {
     const password = process.env.FOK_KEYSTORE_PASSWORD;
@@ -123,7 +126,7 @@ export async function signerFrom(v: Values): Promise<Signer> {
 }
 
 /** The deployment named by --deployment, seen through `signer` (default: the command's account). */
-export async function ledgerFrom(v: Values, signer?: Signer): Promise<FederationLedger> {
+export async function ledgerFrom(v: Values, io: CliIO, signer?: Signer): Promise<FederationLedger> {
   let deployment: Deployment;
   try {
     deployment = JSON.parse(await readFile(v.deployment as string, "utf8"));
@@ -132,7 +135,7 @@ export async function ledgerFrom(v: Values, signer?: Signer): Promise<Federation
       `no deployment at ${v.deployment}; run \`fok chain deploy\` first or pass --deployment`,
     );
   }
-  return new FederationLedger(deployment, signer ?? (await signerFrom(v)));
+  return new FederationLedger(deployment, signer ?? (await signerFrom(v, io)));
 }
 
 export async function storeFrom(v: Values): Promise<AdapterStore> {

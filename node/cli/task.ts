@@ -9,7 +9,7 @@ import { int, ledgerFrom, loraFrom, parse, str, withStore, type CliIO } from "./
 export async function taskCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   if (sub !== "create") throw new InvalidArgumentError(`unknown: fok task ${sub ?? ""}`);
   const { values: v } = parse(rest);
-  const ledger = await ledgerFrom(v);
+  const ledger = await ledgerFrom(v, io);
   await withStore(v, async (store) => {
     const bytes = await readFile(join(v.base as string, "model.safetensors"));
     const cid = await store.add(bytes);

@@ -13,7 +13,7 @@ import { int, ledgerFrom, loraFrom, parse, withStore, type CliIO } from "./optio
 
 export async function verifyCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
   const { values: v } = parse(args);
-  const ledger = await ledgerFrom(v);
+  const ledger = await ledgerFrom(v, io);
   const lora = loraFrom(v);
   const task = int(v, "task");
   if (task < 1) throw new InvalidArgumentError("--task must be a task id (1 or more)");

@@ -79,7 +79,7 @@ export async function loadPubMedQA(path: string, options: LoadOptions = {}): Pro
 
 /** The text a language model trains on for one QA item: question, context, decision and long answer. */
 export function qaText(item: QAItem): string {
-  return `Question: ${item.question}\nContext: ${item.contexts.join(" ")}\nAnswer: ${item.decision}. ${item.longAnswer}`;
+  return `${qaPrompt(item)} ${item.decision}. ${item.longAnswer}`;
 }
 
 /** The prompt the decision is scored after (qaText up to "Answer:"). */

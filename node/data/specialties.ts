@@ -3,16 +3,25 @@
  * goes to the specialty with the most matching headings (ties: the earlier row). Records matching none are
  * "general medicine". Age-group headings (Child, Adolescent) are too common to mark paediatrics alone.
  */
+/** One pattern matching any of the alternatives (each a `|`-separated list). */
+function anyOf(...alternatives: string[]): RegExp {
+  return new RegExp(alternatives.join("|"));
+}
+
 export const SPECIALTIES: readonly { name: string; pattern: RegExp }[] = [
   {
     name: "oncology",
-    pattern:
-      /Neoplasm|Cancer|Carcinoma|Tumor|Lymphoma|Leukemia|Melanoma|Sarcoma|Radiotherapy|Antineoplastic|Mastectomy|Metasta|Oncolog/,
+    pattern: anyOf(
+      "Neoplasm|Cancer|Carcinoma|Tumor|Lymphoma|Leukemia|Melanoma|Sarcoma",
+      "Radiotherapy|Antineoplastic|Mastectomy|Metasta|Oncolog",
+    ),
   },
   {
     name: "cardiovascular",
-    pattern:
-      /Heart|Cardi|Coronary|Myocard|Hypertension|Vascular|Aort|Arter|Atrial|Blood Pressure|Angioplasty|Thromb|Venous|Vein|Embolism/,
+    pattern: anyOf(
+      "Heart|Cardi|Coronary|Myocard|Hypertension|Vascular|Aort|Arter|Atrial",
+      "Blood Pressure|Angioplasty|Thromb|Venous|Vein|Embolism",
+    ),
   },
   {
     name: "obstetrics & paediatrics",
@@ -21,18 +30,24 @@ export const SPECIALTIES: readonly { name: string; pattern: RegExp }[] = [
   },
   {
     name: "surgery",
-    pattern:
-      /Surg|Laparoscop|Postoperative|Preoperative|Intraoperative|Anastomo|Transplant|Resection|Suture|Hernia|Arthroplasty|ectomy|Fracture/,
+    pattern: anyOf(
+      "Surg|Laparoscop|Postoperative|Preoperative|Intraoperative|Anastomo|Transplant",
+      "Resection|Suture|Hernia|Arthroplasty|ectomy|Fracture",
+    ),
   },
   {
     name: "infectious disease",
-    pattern:
-      /Infect|Bacteri|Virus|Viral|HIV|Hepatitis|Tubercul|Antibiot|Anti-Bacterial|Sepsis|Pneumonia|Vaccin|Influenza|Malaria|Antiviral/,
+    pattern: anyOf(
+      "Infect|Bacteri|Virus|Viral|HIV|Hepatitis|Tubercul|Antibiot|Anti-Bacterial",
+      "Sepsis|Pneumonia|Vaccin|Influenza|Malaria|Antiviral",
+    ),
   },
   {
     name: "neurology & psychiatry",
-    pattern:
-      /Brain|Neur|Cerebr|Stroke|Epilep|Dementia|Alzheimer|Depress|Anxiety|Schizo|Mental|Psych|Cognit|Spinal|Parkinson|Autis|Substance|Alcohol/,
+    pattern: anyOf(
+      "Brain|Neur|Cerebr|Stroke|Epilep|Dementia|Alzheimer|Depress|Anxiety|Schizo",
+      "Mental|Psych|Cognit|Spinal|Parkinson|Autis|Substance|Alcohol",
+    ),
   },
 ];
 

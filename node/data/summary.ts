@@ -94,12 +94,12 @@ export function formatPartitionSummary(s: PartitionSummary): string {
     const labels = Object.entries(c.labels)
       .map(([k, v]) => `${k}:${v}`)
       .join(" ");
-    lines.push(
-      `${c.name.padEnd(26)} ${String(c.trainDocs).padStart(10)} ${String(c.heldOutDocs).padStart(9)} ${String(c.trainTokens).padStart(13)}  ${labels}`,
-    );
+    const counts = `${String(c.trainDocs).padStart(10)} ${String(c.heldOutDocs).padStart(9)}`;
+    lines.push(`${c.name.padEnd(26)} ${counts} ${String(c.trainTokens).padStart(13)}  ${labels}`);
   }
   lines.push(
-    `label JS divergence (mean pairwise, bits): ${s.labelJs.toFixed(3)}; token-unigram JS: ${s.unigramJs.toFixed(3)}; skipped records: ${s.skippedRecords}`,
+    `label JS divergence (mean pairwise, bits): ${s.labelJs.toFixed(3)}; ` +
+      `token-unigram JS: ${s.unigramJs.toFixed(3)}; skipped records: ${s.skippedRecords}`,
   );
   return lines.join("\n");
 }

@@ -60,15 +60,22 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
   const lines = [
     "# Federated LoRA under non-IID hospitals: results",
     "",
-    `PubMedQA PQA-L (${cfg.data}), base model \`${cfg.baseDir}\`, LoRA r ${cfg.lora.r} on ${cfg.lora.targetModules.join(",")}; ${cfg.rounds} rounds × ${cfg.stepsPerRound} local steps of ${cfg.batchSize} × 64 tokens per hospital (local-only: the same budget alone; centralized: the sum, pooled); seeds ${cfg.seeds.join(", ")}; ${seconds.toFixed(0)} s in all.`,
+    `PubMedQA PQA-L (${cfg.data}), base model \`${cfg.baseDir}\`, ` +
+      `LoRA r ${cfg.lora.r} on ${cfg.lora.targetModules.join(",")}; ` +
+      `${cfg.rounds} rounds × ${cfg.stepsPerRound} local steps of ${cfg.batchSize} × 64 tokens per hospital ` +
+      `(local-only: the same budget alone; centralized: the sum, pooled); ` +
+      `seeds ${cfg.seeds.join(", ")}; ${seconds.toFixed(0)} s in all.`,
     "",
-    "Accuracy is yes/no/maybe by answer log-likelihood on each hospital's held-out questions; Min is the worst hospital, H-mean the harmonic mean. Values are mean ± std over seeds.",
+    "Accuracy is yes/no/maybe by answer log-likelihood on each hospital's held-out questions; " +
+      "Min is the worst hospital, H-mean the harmonic mean. Values are mean ± std over seeds.",
     "",
     "| partition | method | worst ppl | mean ppl | Min-Acc % | mean Acc % | H-mean % | rounds to converge |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...rows.map(
       (r) =>
-        `| ${r.partition} | ${r.method} | ${pm(r.worstPerplexity, 1)} | ${pm(r.meanPerplexity, 1)} | ${pm(r.minAccuracy, 1, 100)} | ${pm(r.meanAccuracy, 1, 100)} | ${pm(r.hmeanAccuracy, 1, 100)} | ${r.roundsToConvergence ? pm(r.roundsToConvergence, 1) : "-"} |`,
+        `| ${r.partition} | ${r.method} | ${pm(r.worstPerplexity, 1)} | ${pm(r.meanPerplexity, 1)} | ` +
+        `${pm(r.minAccuracy, 1, 100)} | ${pm(r.meanAccuracy, 1, 100)} | ${pm(r.hmeanAccuracy, 1, 100)} | ` +
+        `${r.roundsToConvergence ? pm(r.roundsToConvergence, 1) : "-"} |`,
     ),
     "",
     "## Partitions",
@@ -76,7 +83,8 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
   ];
   for (const run of runs.filter((r) => r.seed === cfg.seeds[0])) {
     lines.push(
-      `### ${run.partition} (seed ${run.seed}): label JS ${run.summary.labelJs.toFixed(3)} bits, token-unigram JS ${run.summary.unigramJs.toFixed(3)} bits`,
+      `### ${run.partition} (seed ${run.seed}): label JS ${run.summary.labelJs.toFixed(3)} bits, ` +
+        `token-unigram JS ${run.summary.unigramJs.toFixed(3)} bits`,
       "",
       "| hospital | train docs | held-out docs | train tokens |",
       "| --- | ---: | ---: | ---: |",
@@ -86,7 +94,8 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
     if (run.crossClient) {
       lines.push(
         "",
-        "Local-only adapters across hospitals (perplexity; row: trained at, column: evaluated on), then the shared adapters of the other methods on the same held-out sets:",
+        "Local-only adapters across hospitals (perplexity; row: trained at, column: evaluated on), " +
+          "then the shared adapters of the other methods on the same held-out sets:",
         "",
         `| | ${run.crossClient.clients.join(" | ")} |`,
         `| --- | ${run.crossClient.clients.map(() => "---:").join(" | ")} |`,
@@ -97,15 +106,16 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
       // the shared adapters on the same held-out sets, for comparison with every column
       for (const m of run.methods.filter((m) => m.method !== "local" && m.method !== "base")) {
         const by = new Map(m.clients.map((c) => [c.client, c.perplexity]));
-        lines.push(
-          `| *${m.method} (shared)* | ${run.crossClient.clients.map((c) => by.get(c)?.toFixed(1) ?? "-").join(" | ")} |`,
-        );
+        const cells = run.crossClient.clients.map((c) => by.get(c)?.toFixed(1) ?? "-");
+        lines.push(`| *${m.method} (shared)* | ${cells.join(" | ")} |`);
       }
     }
     lines.push("");
   }
   lines.push(
-    "Plots: `convergence.svg` (per-hospital held-out loss after each round), `min-vs-mean.svg` (Min-Acc vs mean accuracy per method), `partitions.svg` (documents per hospital and specialty).",
+    "Plots: `convergence.svg` (per-hospital held-out loss after each round), " +
+      "`min-vs-mean.svg` (Min-Acc vs mean accuracy per method), " +
+      "`partitions.svg` (documents per hospital and specialty).",
     "",
   );
   return lines.join("\n");
@@ -132,6 +142,14 @@ export async function writeResults(
   await write("results.json", JSON.stringify({ config: cfg, seconds, summary: rows, runs }, null, 2) + "\n");
   await write("report.md", markdownReport(cfg, runs, rows, seconds));
   const first = runs.filter((r) => r.seed === cfg.seeds[0]);
+  await write("convergence.svg", await toSvg(convergencePlot(first)));
+  await write("min-vs-mean.svg", await toSvg(minVsMeanPlot(rows)));
+  await write("partitions.svg", await toSvg(partitionsPlot(first)));
+  return files;
+}
+
+/** Per-hospital held-out loss after each round, a panel per partition and method (the first seed's runs). */
+function convergencePlot(first: RunResult[]): TopLevelSpec {
   const curves = first.flatMap((r) =>
     r.methods
       .filter((m) => m.clientCurves)
@@ -147,70 +165,68 @@ export async function writeResults(
         ),
       ),
   );
-  await write(
-    "convergence.svg",
-    await toSvg({
-      data: { values: curves },
-      facet: { row: { field: "partition" }, column: { field: "method" } },
-      spec: {
-        width: 180,
-        height: 120,
-        mark: { type: "line", point: true },
-        encoding: {
-          x: { field: "round", type: "ordinal" },
-          y: { field: "loss", type: "quantitative", scale: { zero: false }, title: "held-out loss" },
-          color: { field: "hospital" },
-        },
+  return {
+    data: { values: curves },
+    facet: { row: { field: "partition" }, column: { field: "method" } },
+    spec: {
+      width: 180,
+      height: 120,
+      mark: { type: "line", point: true },
+      encoding: {
+        x: { field: "round", type: "ordinal" },
+        y: { field: "loss", type: "quantitative", scale: { zero: false }, title: "held-out loss" },
+        color: { field: "hospital" },
       },
-    }),
-  );
-  await write(
-    "min-vs-mean.svg",
-    await toSvg({
-      data: {
-        values: rows.map((r) => ({
-          partition: r.partition,
-          method: r.method,
-          minAcc: r.minAccuracy.mean * 100,
-          meanAcc: r.meanAccuracy.mean * 100,
-        })),
+    },
+  };
+}
+
+/** Min-Acc against mean accuracy per method, a panel per partition. */
+function minVsMeanPlot(rows: ReturnType<typeof summarizeRuns>): TopLevelSpec {
+  return {
+    data: {
+      values: rows.map((r) => ({
+        partition: r.partition,
+        method: r.method,
+        minAcc: r.minAccuracy.mean * 100,
+        meanAcc: r.meanAccuracy.mean * 100,
+      })),
+    },
+    facet: { column: { field: "partition" } },
+    spec: {
+      width: 220,
+      height: 200,
+      mark: { type: "point", filled: true, size: 80 },
+      encoding: {
+        x: { field: "meanAcc", type: "quantitative", title: "mean accuracy %", scale: { zero: false } },
+        y: { field: "minAcc", type: "quantitative", title: "Min-Acc %", scale: { zero: false } },
+        color: { field: "method" },
+        shape: { field: "method" },
       },
-      facet: { column: { field: "partition" } },
-      spec: {
-        width: 220,
-        height: 200,
-        mark: { type: "point", filled: true, size: 80 },
-        encoding: {
-          x: { field: "meanAcc", type: "quantitative", title: "mean accuracy %", scale: { zero: false } },
-          y: { field: "minAcc", type: "quantitative", title: "Min-Acc %", scale: { zero: false } },
-          color: { field: "method" },
-          shape: { field: "method" },
-        },
-      },
-    }),
-  );
+    },
+  };
+}
+
+/** Training documents per hospital and specialty, a panel per partition (the first seed's runs). */
+function partitionsPlot(first: RunResult[]): TopLevelSpec {
   const hist = first.flatMap((r) =>
     r.summary.clients.flatMap((c) =>
       Object.entries(c.labels).map(([label, n]) => ({ partition: r.partition, hospital: c.name, label, n })),
     ),
   );
-  await write(
-    "partitions.svg",
-    await toSvg({
-      data: { values: hist },
-      facet: { row: { field: "partition" } },
-      resolve: { scale: { x: "independent" } },
-      spec: {
-        width: 420,
-        height: 140,
-        mark: "bar",
-        encoding: {
-          x: { field: "hospital", type: "nominal" },
-          y: { field: "n", type: "quantitative", title: "train documents" },
-          color: { field: "label", title: "specialty" },
-        },
+  return {
+    data: { values: hist },
+    facet: { row: { field: "partition" } },
+    resolve: { scale: { x: "independent" } },
+    spec: {
+      width: 420,
+      height: 140,
+      mark: "bar",
+      encoding: {
+        x: { field: "hospital", type: "nominal" },
+        y: { field: "n", type: "quantitative", title: "train documents" },
+        color: { field: "label", title: "specialty" },
       },
-    }),
-  );
-  return files;
+    },
+  };
 }

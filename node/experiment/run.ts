@@ -16,6 +16,7 @@ import { evaluateLoss } from "../train/evaluate.js";
 import { qaAccuracy, fairness } from "../train/qa.js";
 import { loadPubMedQA, qaDocuments, type QAItem } from "../data/pubmedqa.js";
 import { partition, splitClients, type PartitionSpec } from "../data/partition.js";
+import type { Document } from "../data/types.js";
 import { summarizePartition, type PartitionSummary } from "../data/summary.js";
 import { concatTokens, concatWindowed, qaWindows, tokenizeDocuments } from "../data/tokens.js";
 import type { Signer } from "ethers";
@@ -166,105 +167,125 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
   const baseBytes = await readFile(`${cfg.baseDir}/model.safetensors`);
   const base = parseBaseModel(baseBytes);
   const { items } = await loadPubMedQA(cfg.data);
-  const byId = new Map(items.map((q) => [`pubmedqa/${q.id}`, q]));
-  const docs = qaDocuments(items);
   const hre = await import("hardhat");
   const { ethers } = await hre.network.create();
-  const signers = await ethers.getSigners();
+  const x: Context = {
+    cfg,
+    base,
+    baseBytes,
+    byId: new Map(items.map((q) => [`pubmedqa/${q.id}`, q])),
+    docs: qaDocuments(items),
+    signers: await ethers.getSigners(),
+    log,
+  };
   const results: RunResult[] = [];
-  for (const spec of cfg.partitions) {
-    for (const seed of cfg.seeds) {
-      const split = splitClients(partition(docs, spec, seed), cfg.heldOutFraction, seed);
-      const summary = await summarizePartition(split, (t) => base.tokenizer.encode(t));
-      const hospitals: Hospital[] = [];
-      for (const c of split) {
-        const qa = c.heldOut.map((d) => byId.get(d.id)!).slice(0, cfg.qaPerClient || undefined);
-        const heldOut = await tokenizeDocuments(base.tokenizer, c.heldOut);
-        if (cfg.trainOn === "qa") {
-          const w = await qaWindows(
-            base.tokenizer,
-            c.train.map((d) => byId.get(d.id)!),
-            base.gpt.config.blockSize,
-            cfg.answerWeight,
-          );
-          hospitals.push({
-            name: c.name,
-            train: w.tokens,
-            trainStarts: w.starts,
-            trainWeights: w.weights,
-            heldOut,
-            qa,
-            numExamples: c.train.length,
-          });
-        } else
-          hospitals.push({
-            name: c.name,
-            train: await tokenizeDocuments(base.tokenizer, c.train),
-            heldOut,
-            qa,
-            numExamples: c.train.length,
-          });
-      }
-      const name = partitionName(spec);
-      log(`[experiment] ${name}, seed ${seed}: ${hospitals.map((h) => `${h.name} ${h.numExamples}`).join(", ")}`);
-      const run: RunResult = { partition: name, seed, summary, methods: [] };
-      const initBytes = await initAdapter(base, cfg.lora, seed);
-      const train = { batchSize: cfg.batchSize, lr: cfg.lr, warmupSteps: 2, seed };
-      let baseScore: MethodResult | undefined; // the federated methods' convergence starts from the base's loss
-      for (const method of cfg.methods) {
-        const t0 = performance.now();
-        if (method === "base") {
-          run.methods.push(await score(method, base, cfg, null, hospitals));
-        } else if (method === "local" || method === "centralized") {
-          const datasets = method === "local" ? hospitals : [pool(hospitals)];
-          const steps =
-            method === "local" ? cfg.rounds * cfg.stepsPerRound : hospitals.length * cfg.rounds * cfg.stepsPerRound;
-          const trainers = await startTrainers(baseBytes, cfg.lora, datasets.map(datasetOf), { workers: cfg.workers });
-          const outs = await Promise.all(
-            trainers.map((t) =>
-              t.trainRound({ task: 0, round: 0, identity: 0, startAdapter: initBytes, train: { ...train, steps } }),
-            ),
-          );
-          await Promise.all(trainers.map((t) => t.close()));
-          const adapters = outs.map((o) => parseAdapter(o.adapter, base.gpt.config, cfg.lora).weights);
-          if (method === "centralized") run.methods.push(await score(method, base, cfg, adapters[0]!, hospitals));
-          else {
-            // each hospital's own adapter on its own held-out set; and the cross-hospital matrix
-            const per = [];
-            const matrix: number[][] = [];
-            for (const [i, h] of hospitals.entries()) {
-              const a = load(base, cfg.lora, adapters[i]!);
-              per.push({
-                client: h.name,
-                perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).perplexity,
-                accuracy: (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy,
-              });
-              const row: number[] = [];
-              for (const other of hospitals)
-                row.push((await evaluateLoss(base.gpt, a, other.heldOut, evalOpts(base, cfg))).perplexity);
-              matrix.push(row);
-              a.dispose();
-            }
-            run.methods.push(summarize(method, per));
-            run.crossClient = { clients: hospitals.map((h) => h.name), perplexity: matrix };
-          }
-        } else {
-          baseScore ??=
-            run.methods.find((m) => m.method === "base") ?? (await score("base", base, cfg, null, hospitals, false));
-          run.methods.push(
-            await federate(method, cfg, base, baseBytes, initBytes, hospitals, signers, seed, baseScore),
-          );
-        }
-        const m = run.methods[run.methods.length - 1]!;
-        log(
-          `[experiment]   ${method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, mean acc ${(m.meanAccuracy * 100).toFixed(1)}% (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
-        );
-      }
-      results.push(run);
-    }
-  }
+  for (const spec of cfg.partitions) for (const seed of cfg.seeds) results.push(await runPartition(x, spec, seed));
   base.gpt.dispose();
   return results;
+}
+
+/** What every run of one experiment shares. */
+interface Context {
+  cfg: ExperimentConfig;
+  base: BaseModel;
+  baseBytes: Uint8Array;
+  byId: Map<string, QAItem>;
+  docs: Document[];
+  signers: Signer[];
+  log: (l: string) => void;
+}
+
+/** Every method on one partition and seed. */
+async function runPartition(x: Context, spec: PartitionSpec, seed: number): Promise<RunResult> {
+  const { cfg, base, log } = x;
+  const split = splitClients(partition(x.docs, spec, seed), cfg.heldOutFraction, seed);
+  const summary = await summarizePartition(split, (t) => base.tokenizer.encode(t));
+  const hospitals = await hospitalsOf(x, split);
+  const name = partitionName(spec);
+  log(`[experiment] ${name}, seed ${seed}: ${hospitals.map((h) => `${h.name} ${h.numExamples}`).join(", ")}`);
+  const run: RunResult = { partition: name, seed, summary, methods: [] };
+  const initBytes = await initAdapter(base, cfg.lora, seed);
+  let baseScore: MethodResult | undefined; // the federated methods' convergence starts from the base's loss
+  for (const method of cfg.methods) {
+    const t0 = performance.now();
+    if (method === "base") {
+      run.methods.push(await score(method, base, cfg, null, hospitals));
+    } else if (method === "local" || method === "centralized") {
+      run.methods.push(await trainAlone(x, method, hospitals, initBytes, seed, run));
+    } else {
+      baseScore ??=
+        run.methods.find((m) => m.method === "base") ?? (await score("base", base, cfg, null, hospitals, false));
+      const { baseBytes, signers } = x;
+      run.methods.push(await federate(method, cfg, base, baseBytes, initBytes, hospitals, signers, seed, baseScore));
+    }
+    const m = run.methods[run.methods.length - 1]!;
+    log(
+      `[experiment]   ${method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, ` +
+        `mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, ` +
+        `mean acc ${(m.meanAccuracy * 100).toFixed(1)}% (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+    );
+  }
+  return run;
+}
+
+/** Each hospital's training data (text windows, or supervised QA windows), held-out tokens and QA items. */
+async function hospitalsOf(x: Context, split: ReturnType<typeof splitClients>): Promise<Hospital[]> {
+  const { cfg, base } = x;
+  const hospitals: Hospital[] = [];
+  for (const c of split) {
+    const qa = c.heldOut.map((d) => x.byId.get(d.id)!).slice(0, cfg.qaPerClient || undefined);
+    const heldOut = await tokenizeDocuments(base.tokenizer, c.heldOut);
+    const common = { name: c.name, heldOut, qa, numExamples: c.train.length };
+    if (cfg.trainOn === "qa") {
+      const items = c.train.map((d) => x.byId.get(d.id)!);
+      const w = await qaWindows(base.tokenizer, items, base.gpt.config.blockSize, cfg.answerWeight);
+      hospitals.push({ ...common, train: w.tokens, trainStarts: w.starts, trainWeights: w.weights });
+    } else hospitals.push({ ...common, train: await tokenizeDocuments(base.tokenizer, c.train) });
+  }
+  return hospitals;
+}
+
+/**
+ * Local-only (each hospital alone; also fills the run's cross-hospital matrix) or centralized (the pooled data),
+ * on the same token budget per hospital as the federated methods.
+ */
+async function trainAlone(
+  x: Context,
+  method: "local" | "centralized",
+  hospitals: Hospital[],
+  initBytes: Uint8Array,
+  seed: number,
+  run: RunResult,
+): Promise<MethodResult> {
+  const { cfg, base } = x;
+  const datasets = method === "local" ? hospitals : [pool(hospitals)];
+  const budget = cfg.rounds * cfg.stepsPerRound;
+  const steps = method === "local" ? budget : hospitals.length * budget;
+  const train = { batchSize: cfg.batchSize, lr: cfg.lr, warmupSteps: 2, seed, steps };
+  const trainers = await startTrainers(x.baseBytes, cfg.lora, datasets.map(datasetOf), { workers: cfg.workers });
+  const job = { task: 0, round: 0, identity: 0, startAdapter: initBytes, train };
+  const outs = await Promise.all(trainers.map((t) => t.trainRound(job)));
+  await Promise.all(trainers.map((t) => t.close()));
+  const adapters = outs.map((o) => parseAdapter(o.adapter, base.gpt.config, cfg.lora).weights);
+  if (method === "centralized") return score(method, base, cfg, adapters[0]!, hospitals);
+  // each hospital's own adapter on its own held-out set; and the cross-hospital matrix
+  const per = [];
+  const matrix: number[][] = [];
+  for (const [i, h] of hospitals.entries()) {
+    const a = load(base, cfg.lora, adapters[i]!);
+    per.push({
+      client: h.name,
+      perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).perplexity,
+      accuracy: (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy,
+    });
+    const row: number[] = [];
+    for (const other of hospitals)
+      row.push((await evaluateLoss(base.gpt, a, other.heldOut, evalOpts(base, cfg))).perplexity);
+    matrix.push(row);
+    a.dispose();
+  }
+  run.crossClient = { clients: hospitals.map((h) => h.name), perplexity: matrix };
+  return summarize(method, per);
 }
 
 async function federate(

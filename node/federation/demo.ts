@@ -123,9 +123,8 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
       workers: o.workers,
       onStep: (i, s) => {
         if (s.step === s.steps || s.step % 20 === 0) {
-          o.log(
-            `[client ${hospitals[i]!.name}] step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSec)} tok/s`,
-          );
+          const speed = `${Math.round(s.tokensPerSec)} tok/s`;
+          o.log(`[client ${hospitals[i]!.name}] step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${speed}`);
         }
       },
       log: o.log,

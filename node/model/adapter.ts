@@ -121,9 +121,25 @@ export function serializeAdapter(
  */
 export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: LoraConfig): ParsedAdapter {
   const file = readSafetensors(bytes);
+  const lora = adapterConfig(file.metadata, expected);
+  const expectedNames = new Set<string>();
+  const weights: LoraWeights = new Map();
+  for (const m of loraLayout(model, lora)) {
+    const aName = `${PREFIX}${m.module}.lora_A.weight`;
+    const bName = `${PREFIX}${m.module}.lora_B.weight`;
+    expectedNames.add(aName).add(bName);
+    weights.set(m.module, moduleWeights(file.tensors, model, lora, m, aName, bName));
+  }
+  for (const name of file.tensors.keys())
+    if (!expectedNames.has(name)) throw new AdapterMismatchError(name, "unexpected tensor");
+  return { weights, config: lora, metadata: adapterMetadata(file.metadata) };
+}
+
+/** The LoRA config in the header, valid and (when given) the task's. */
+function adapterConfig(metadata: Record<string, string>, expected?: LoraConfig): LoraConfig {
   let cfg: Record<string, unknown>;
   try {
-    cfg = JSON.parse(file.metadata.adapter_config ?? "null");
+    cfg = JSON.parse(metadata.adapter_config ?? "null");
   } catch {
     throw new AdapterMismatchError("adapter_config", "metadata is not valid JSON");
   }
@@ -151,66 +167,66 @@ export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: Lor
       );
     }
   }
-  const layout = loraLayout(model, lora);
-  const expectedNames = new Set<string>();
-  const weights: LoraWeights = new Map();
-  for (const m of layout) {
-    const fanIn = inWidth(model, m.module);
-    const r = lora.r;
-    const width = m.sections.length * m.sectionWidth;
-    const aName = `${PREFIX}${m.module}.lora_A.weight`;
-    const bName = `${PREFIX}${m.module}.lora_B.weight`;
-    expectedNames.add(aName).add(bName);
-    const a = file.tensors.get(aName);
-    const b = file.tensors.get(bName);
-    if (!a) throw new AdapterMismatchError(aName, "missing");
-    if (!b) throw new AdapterMismatchError(bName, "missing");
-    for (const [n, t] of [
-      [aName, a],
-      [bName, b],
-    ] as const) {
-      if (t.dtype && t.dtype !== "F32") throw new AdapterMismatchError(n, `dtype ${t.dtype}, expected F32`);
-    }
-    if (a.shape.join() !== [r, fanIn].join())
-      throw new AdapterMismatchError(aName, `shape [${a.shape}], expected [${r},${fanIn}]`);
-    if (b.shape.join() !== [m.outWidth, r].join())
-      throw new AdapterMismatchError(bName, `shape [${b.shape}], expected [${m.outWidth},${r}]`);
-    const A = new Float32Array(fanIn * r);
-    for (let i = 0; i < fanIn; i++) for (let j = 0; j < r; j++) A[i * r + j] = a.data[j * fanIn + i]!;
-    const B = new Float32Array(r * width);
-    for (let s = 0; s < m.outWidth / m.sectionWidth; s++) {
-      const k = m.sections.indexOf(s);
-      for (let c = 0; c < m.sectionWidth; c++) {
-        for (let j = 0; j < r; j++) {
-          const v = b.data[(s * m.sectionWidth + c) * r + j]!;
-          if (k >= 0) B[j * width + k * m.sectionWidth + c] = v;
-          else if (v !== 0)
-            throw new AdapterMismatchError(
-              bName,
-              `non-zero update in section ${"qkv"[s]}, which target_modules leave alone`,
-            );
-        }
+  return lora;
+}
+
+/** One module's A [in, r] and B [r, width] from PEFT's lora_A [r, in] and lora_B [out, r], checked. */
+function moduleWeights(
+  tensors: ReturnType<typeof readSafetensors>["tensors"],
+  model: GPTConfig,
+  lora: LoraConfig,
+  m: ReturnType<typeof loraLayout>[number],
+  aName: string,
+  bName: string,
+): { A: Float32Array; B: Float32Array } {
+  const fanIn = inWidth(model, m.module);
+  const r = lora.r;
+  const width = m.sections.length * m.sectionWidth;
+  const a = tensors.get(aName);
+  const b = tensors.get(bName);
+  if (!a) throw new AdapterMismatchError(aName, "missing");
+  if (!b) throw new AdapterMismatchError(bName, "missing");
+  for (const [n, t] of [
+    [aName, a],
+    [bName, b],
+  ] as const) {
+    if (t.dtype && t.dtype !== "F32") throw new AdapterMismatchError(n, `dtype ${t.dtype}, expected F32`);
+  }
+  if (a.shape.join() !== [r, fanIn].join())
+    throw new AdapterMismatchError(aName, `shape [${a.shape}], expected [${r},${fanIn}]`);
+  if (b.shape.join() !== [m.outWidth, r].join())
+    throw new AdapterMismatchError(bName, `shape [${b.shape}], expected [${m.outWidth},${r}]`);
+  const A = new Float32Array(fanIn * r);
+  for (let i = 0; i < fanIn; i++) for (let j = 0; j < r; j++) A[i * r + j] = a.data[j * fanIn + i]!;
+  const B = new Float32Array(r * width);
+  for (let s = 0; s < m.outWidth / m.sectionWidth; s++) {
+    const k = m.sections.indexOf(s);
+    for (let c = 0; c < m.sectionWidth; c++) {
+      for (let j = 0; j < r; j++) {
+        const v = b.data[(s * m.sectionWidth + c) * r + j]!;
+        if (k >= 0) B[j * width + k * m.sectionWidth + c] = v;
+        else if (v !== 0)
+          throw new AdapterMismatchError(
+            bName,
+            `non-zero update in section ${"qkv"[s]}, which target_modules leave alone`,
+          );
       }
     }
-    weights.set(m.module, { A, B });
   }
-  for (const name of file.tensors.keys())
-    if (!expectedNames.has(name)) throw new AdapterMismatchError(name, "unexpected tensor");
-  const md = file.metadata;
+  return { A, B };
+}
+
+function adapterMetadata(md: Record<string, string>): ParsedAdapter["metadata"] {
   const kind = md["fok.kind"];
   const num = (k: string) => (md[k] === undefined ? undefined : Number(md[k]));
   return {
-    weights,
-    config: lora,
-    metadata: {
-      kind: kind === "init" || kind === "global" ? kind : "update",
-      baseModelSha256: md["fok.base_model_sha256"] ?? "",
-      task: num("fok.task"),
-      round: num("fok.round"),
-      identity: num("fok.identity"),
-      strategy: md["fok.strategy"],
-      metrics: md["fok.metrics"],
-    },
+    kind: kind === "init" || kind === "global" ? kind : "update",
+    baseModelSha256: md["fok.base_model_sha256"] ?? "",
+    task: num("fok.task"),
+    round: num("fok.round"),
+    identity: num("fok.identity"),
+    strategy: md["fok.strategy"],
+    metrics: md["fok.metrics"],
   };
 }
 

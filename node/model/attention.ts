@@ -24,7 +24,10 @@ function swapLast(t: tf.Tensor3D): tf.Tensor3D {
   return tf.transpose(t, [0, 2, 1]);
 }
 
-/** softmax(q·kᵀ·scale + mask)·v for q, k, v [n, T, D] and an additive mask [T, T] (0 where attended, −1e9 where not). */
+/**
+ * softmax(q·kᵀ·scale + mask)·v for q, k, v [n, T, D] and an additive mask [T, T] (0 where attended, −1e9 where
+ * not).
+ */
 export function causalAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor3D {
   const scale = 1 / Math.sqrt(q.shape[2]);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {

@@ -69,14 +69,23 @@ async function tryBackend(name: BackendName): Promise<string | null> {
   }
 }
 
+let initializing: Promise<unknown> = Promise.resolve();
+
 /**
  * Initialises and returns the backend: `backend` or $FOK_BACKEND if given (an error if it cannot start), else the
- * first that works in BACKEND_PREFERENCE. Idempotent.
+ * first that works in BACKEND_PREFERENCE. Idempotent; concurrent calls run one after another (two racing
+ * `tf.setBackend` calls would leave the second on a fallback).
  */
-export async function initBackend(
+export function initBackend(
   backend: string | undefined = process.env.FOK_BACKEND,
   quiet = false,
 ): Promise<BackendName> {
+  const run = initializing.then(() => initBackendNow(backend, quiet));
+  initializing = run.catch(() => undefined);
+  return run;
+}
+
+async function initBackendNow(backend: string | undefined, quiet: boolean): Promise<BackendName> {
   if (chosen && (!backend || backend === chosen)) return chosen;
   const candidates = backend ? [backend as BackendName] : BACKEND_PREFERENCE;
   if (backend && !BACKEND_PREFERENCE.includes(backend as BackendName)) {

@@ -149,7 +149,10 @@ export async function loadBaseModel(dir: string): Promise<BaseModel> {
   return parseBaseModel(bytes, { config, tokenizer });
 }
 
-/** Checkpoint tensors keyed as our parameters: `transformer.` prefixes stripped, GPT-2's buffers and tied head dropped. */
+/**
+ * Checkpoint tensors keyed as our parameters: `transformer.` prefixes stripped, GPT-2's buffers and tied head
+ * dropped.
+ */
 function matchWeights(tensors: Map<string, NamedTensor>, config: GPTConfig): Map<string, NamedTensor> {
   const byName = new Map<string, NamedTensor>();
   for (const [raw, t] of tensors) {

@@ -102,10 +102,10 @@ let slicedRegistered: boolean | null = null;
 /**
  * A kernel for [n, M, K]·[n, K, N] on wasm that runs n 2-D products through the backend's own BatchMatMul entry
  * point, each on a view into the operands' memory (a tensor id registered at an offset inside the buffer and
- * dropped right after). wasm runs a 2-D product with XNNPACK, a batched one with a generic loop about 5x slower; slicing
- * with tf.unstack would copy every slice through the slow Slice kernel instead. No gradient: it is used only inside
- * ops that define their own (attention.ts). Returns false when the backend's internals are not what this was
- * written against, and callers fall back to tf.matMul.
+ * dropped right after). wasm runs a 2-D product with XNNPACK, a batched one with a generic loop about 5x slower;
+ * slicing with tf.unstack would copy every slice through the slow Slice kernel instead. No gradient: it is used
+ * only inside ops that define their own (attention.ts). Returns false when the backend's internals are not what
+ * this was written against, and callers fall back to tf.matMul.
  */
 export function registerSlicedMatMul(): boolean {
   if (slicedRegistered !== null) return slicedRegistered;
@@ -164,7 +164,8 @@ export function registerSlicedMatMul(): boolean {
         try {
           matmul(ids[0], sa, 3, ids[1], sb, 3, 0, 0, ids[2]);
         } finally {
-          ids.forEach((id) => be.wasm.tfjs.disposeData(id)); // forgets the views (and their cached XNNPACK operators); frees nothing
+          // forgets the views (and their cached XNNPACK operators); frees nothing
+          ids.forEach((id) => be.wasm.tfjs.disposeData(id));
         }
       }
       return out;

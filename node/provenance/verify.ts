@@ -390,7 +390,8 @@ export function formatVerifyReport(r: VerifyReport): string {
     for (const c of r.contributions) {
       const delta = c.leaveOneOutDelta;
       const looText = delta === undefined ? "" : `  ${delta >= 0 ? "+" : ""}${delta.toFixed(4)}`;
-      const figures = `${(c.weightShare * 100).toFixed(2)}%  ${c.updateNorm.toFixed(4)}  ${c.cosineToAggregate.toFixed(3)}`;
+      const share = `${(c.weightShare * 100).toFixed(2)}%`;
+      const figures = `${share}  ${c.updateNorm.toFixed(4)}  ${c.cosineToAggregate.toFixed(3)}`;
       lines.push(`  ${c.round}  ${c.identity}  ${figures}${looText}`);
     }
   }

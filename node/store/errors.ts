@@ -42,9 +42,8 @@ export class FetchTimeoutError extends StoreError {
     readonly sources: string[],
     readonly timeoutMs: number,
   ) {
-    super(
-      `could not fetch ${cid} within ${timeoutMs} ms from ${sources.length ? sources.join(", ") : "no peers or gateways"}`,
-    );
+    const from = sources.length ? sources.join(", ") : "no peers or gateways";
+    super(`could not fetch ${cid} within ${timeoutMs} ms from ${from}`);
   }
 }
 

@@ -1,6 +1,6 @@
 /**
- * A second store process for tests and benchmarks: adds `size` deterministic bytes, serves them over libp2p (bitswap) and
- * a trustless gateway on 127.0.0.1, prints one JSON line, and exits when its stdin closes.
+ * A second store process for tests and benchmarks: adds `size` deterministic bytes, serves them over libp2p
+ * (bitswap) and a trustless gateway on 127.0.0.1, prints one JSON line, and exits when its stdin closes.
  */
 import { createStore } from "../store/index.js";
 import { serveGateway } from "../store/gateway.js";

@@ -10,7 +10,8 @@ export function progressPrinter(
   const every = options.every ?? 25;
   return (s) => {
     const evalText = s.eval ? ` | held-out loss ${s.eval.meanLoss.toFixed(3)} ppl ${s.eval.perplexity.toFixed(1)}` : "";
-    const core = `step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} lr ${s.lr.toExponential(2)} ${Math.round(s.tokensPerSec)} tok/s${evalText}`;
+    const speed = `${Math.round(s.tokensPerSec)} tok/s`;
+    const core = `step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} lr ${s.lr.toExponential(2)} ${speed}${evalText}`;
     if (tty) {
       const width = 24;
       const filled = Math.round((width * s.step) / s.steps);

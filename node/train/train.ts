@@ -124,7 +124,59 @@ export interface TrainOptions {
 
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const c: TrainConfig = { ...DEFAULT_TRAIN_CONFIG, ...options.config };
-  const { gpt, lora, tokens } = options;
+  validate(options, c);
+  const { gpt, lora } = options;
+  const trainable = trainOnly(gpt, lora);
+  const vars = trainable.vars;
+  const m = vars.map((v) => tf.zerosLike(v));
+  const v2 = vars.map((v) => tf.zerosLike(v));
+  const anchor = c.proxMu > 0 ? vars.map((v) => tf.clone(v)) : null;
+  const sample = windowSampler(options, c);
+  const evaluation = new EvalSchedule(options, c);
+  const losses: number[] = [];
+  const started = performance.now();
+  const tokensPerStep = c.gradAccum * c.batchSize * c.seqLen;
+  let step = 0;
+  try {
+    for (; step < c.steps; step++) {
+      if (options.signal?.aborted) throw options.signal.reason ?? new Error("aborted");
+      const t0 = performance.now();
+      const { loss, grads } = await accumulateGradients(options, c, vars, anchor, sample);
+      if (!Number.isFinite(loss)) throw new TrainingDivergedError(step, loss);
+      const lr = learningRate(c, step);
+      const gradNorm = applyAdamW(vars, grads, m, v2, c, lr, step + 1);
+      losses.push(loss);
+      const tokensPerSec = (tokensPerStep / (performance.now() - t0)) * 1000;
+      const info: StepInfo = { step: step + 1, steps: c.steps, loss, lr, gradNorm, tokensPerSec };
+      const evaluated = await evaluation.after(step + 1);
+      if (evaluated) info.eval = evaluated;
+      options.onStep?.(info);
+      if (evaluation.stoppedEarly) {
+        step++;
+        break;
+      }
+    }
+  } finally {
+    tf.dispose([...m, ...v2, ...(anchor ?? [])]);
+    trainable.restore();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const tail = losses.slice(-Math.max(1, Math.floor(losses.length / 10)));
+  return {
+    steps: step,
+    finalLoss: losses[losses.length - 1] ?? NaN,
+    tailLoss: tail.reduce((a, b) => a + b, 0) / tail.length,
+    evals: evaluation.evals,
+    stoppedEarly: evaluation.stoppedEarly,
+    seconds,
+    tokens: step * tokensPerStep,
+    tokensPerSec: (step * tokensPerStep) / seconds,
+  };
+}
+
+/** Refuses a configuration or data that would train something other than asked, before anything is allocated. */
+function validate(options: TrainOptions, c: TrainConfig): void {
+  const { gpt, tokens } = options;
   if (c.seqLen > gpt.config.blockSize)
     throw new InvalidArgumentError(`seqLen ${c.seqLen} exceeds the model context ${gpt.config.blockSize}`);
   if (tokens.length < c.seqLen + 1)
@@ -141,19 +193,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const bad = starts.findIndex((s) => s < 0 || s > last);
     if (bad >= 0)
       throw new InvalidArgumentError(
-        `windowStarts[${bad}] = ${starts[bad]} leaves fewer than seqLen + 1 = ${c.seqLen + 1} of the ${tokens.length} tokens`,
+        `windowStarts[${bad}] = ${starts[bad]} leaves fewer than seqLen + 1 = ${c.seqLen + 1} ` +
+          `of the ${tokens.length} tokens`,
       );
   }
-
-  const vars = lora ? lora.variables() : [...gpt.params.values()];
-  // only `vars` train: with LoRA the base is frozen for the duration (GPT keeps derived tensors of frozen weights)
-  const touched = lora ? [...gpt.params.values(), ...vars] : vars;
-  const wasTrainable = touched.map((v) => v.trainable);
-  if (lora) gpt.params.forEach((v) => (v.trainable = false));
-  vars.forEach((v) => (v.trainable = true));
-  const m = vars.map((v) => tf.zerosLike(v));
-  const v2 = vars.map((v) => tf.zerosLike(v));
-  const anchor = c.proxMu > 0 ? vars.map((v) => tf.clone(v)) : null;
   const weights = options.lossWeights;
   if (weights) {
     if (weights.length !== tokens.length)
@@ -162,8 +205,28 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (bad >= 0)
       throw new InvalidArgumentError(`lossWeights[${bad}] = ${weights[bad]} is not a finite non-negative number`);
   }
+}
+
+/**
+ * Makes only the trained variables trainable: with LoRA the base is frozen for the duration (GPT keeps derived
+ * tensors of frozen weights); `restore` puts every flag back.
+ */
+function trainOnly(gpt: GPT, lora: LoraAdapter | null) {
+  const vars = lora ? lora.variables() : [...gpt.params.values()];
+  const touched = lora ? [...gpt.params.values(), ...vars] : vars;
+  const wasTrainable = touched.map((v) => v.trainable);
+  if (lora) gpt.params.forEach((v) => (v.trainable = false));
+  vars.forEach((v) => (v.trainable = true));
+  return { vars, restore: () => touched.forEach((v, i) => (v.trainable = wasTrainable[i]!)) };
+}
+
+type Batch = [x: tf.Tensor2D, y: tf.Tensor2D, weights: tf.Tensor2D | null];
+
+/** Draws a batch of training windows (seeded): inputs, targets and, with loss weights, the targets' weights. */
+function windowSampler(options: TrainOptions, c: TrainConfig): () => Batch {
+  const { tokens, windowStarts: starts, lossWeights: weights } = options;
   const rand = mulberry32(c.seed);
-  const sample = (): [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D | null] => {
+  return () => {
     const B = c.batchSize;
     const T = c.seqLen;
     const x = new Int32Array(B * T);
@@ -179,94 +242,73 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (w && !w.some((v) => v > 0)) w.fill(1);
     return [tf.tensor2d(x, [B, T], "int32"), tf.tensor2d(y, [B, T], "int32"), w ? tf.tensor2d(w, [B, T]) : null];
   };
+}
 
-  const evals: TrainResult["evals"] = [];
-  let best = Infinity;
-  let sinceBest = 0;
-  let stoppedEarly = false;
-  const losses: number[] = [];
-  const started = performance.now();
-  const tokensPerStep = c.gradAccum * c.batchSize * c.seqLen;
-  let step = 0;
-  try {
-    for (; step < c.steps; step++) {
-      if (options.signal?.aborted) throw options.signal.reason ?? new Error("aborted");
-      const t0 = performance.now();
-      let lossSum = 0;
-      let grads: tf.Tensor[] | null = null;
-      for (let a = 0; a < c.gradAccum; a++) {
-        const [x, y, w] = sample();
-        const { value, grads: g } = tf.variableGrads(() => {
-          const loss = gpt.loss(x, y, lora, true, w);
-          if (!anchor) return loss;
-          const prox = tf.addN(vars.map((w, i) => tf.sum(tf.square(tf.sub(w, anchor[i]!)))));
-          return tf.add(loss, tf.mul(c.proxMu / 2, prox)) as tf.Scalar;
-        }, vars);
-        lossSum += (await value.data())[0]!;
-        value.dispose();
-        tf.dispose([x, y, ...(w ? [w] : [])]);
-        const list = vars.map((w) => g[w.name]!);
-        if (!grads) grads = list;
-        else {
-          const prev: tf.Tensor[] = grads;
-          grads = prev.map((p, i) => tf.add(p, list[i]!));
-          prev.forEach((t) => t.dispose());
-          list.forEach((t) => t.dispose());
-        }
-      }
-      const loss = lossSum / c.gradAccum;
-      if (!Number.isFinite(loss)) throw new TrainingDivergedError(step, loss);
-      const lr = learningRate(c, step);
-      const gradNorm = applyAdamW(vars, grads!, m, v2, c, lr, step + 1);
-      losses.push(loss);
-      const info: StepInfo = {
-        step: step + 1,
-        steps: c.steps,
-        loss,
-        lr,
-        gradNorm,
-        tokensPerSec: (tokensPerStep / (performance.now() - t0)) * 1000,
-      };
-      const last = step + 1 === c.steps;
-      if (options.evalTokens && ((c.evalEvery > 0 && (step + 1) % c.evalEvery === 0) || last)) {
-        const result = await evaluateLoss(gpt, lora, options.evalTokens, {
-          seqLen: c.seqLen,
-          batchSize: c.batchSize,
-          maxSequences: c.evalSequences,
-        });
-        evals.push({ step: step + 1, result });
-        info.eval = result;
-        if (result.meanLoss < best - 1e-4) {
-          best = result.meanLoss;
-          sinceBest = 0;
-        } else if (c.earlyStopPatience > 0 && ++sinceBest >= c.earlyStopPatience) {
-          stoppedEarly = true;
-        }
-      }
-      options.onStep?.(info);
-      if (stoppedEarly) {
-        step++;
-        break;
-      }
+/** `gradAccum` micro-batches: their mean loss and summed gradients (FedProx's proximal term added when set). */
+async function accumulateGradients(
+  options: TrainOptions,
+  c: TrainConfig,
+  vars: tf.Variable[],
+  anchor: tf.Tensor[] | null,
+  sample: () => Batch,
+): Promise<{ loss: number; grads: tf.Tensor[] }> {
+  const { gpt, lora } = options;
+  let lossSum = 0;
+  let grads: tf.Tensor[] | null = null;
+  for (let a = 0; a < c.gradAccum; a++) {
+    const [x, y, w] = sample();
+    const { value, grads: g } = tf.variableGrads(() => {
+      const loss = gpt.loss(x, y, lora, true, w);
+      if (!anchor) return loss;
+      const prox = tf.addN(vars.map((w, i) => tf.sum(tf.square(tf.sub(w, anchor[i]!)))));
+      return tf.add(loss, tf.mul(c.proxMu / 2, prox)) as tf.Scalar;
+    }, vars);
+    lossSum += (await value.data())[0]!;
+    value.dispose();
+    tf.dispose([x, y, ...(w ? [w] : [])]);
+    const list = vars.map((w) => g[w.name]!);
+    if (!grads) grads = list;
+    else {
+      const prev: tf.Tensor[] = grads;
+      grads = prev.map((p, i) => tf.add(p, list[i]!));
+      prev.forEach((t) => t.dispose());
+      list.forEach((t) => t.dispose());
     }
-  } finally {
-    m.forEach((t) => t.dispose());
-    v2.forEach((t) => t.dispose());
-    anchor?.forEach((t) => t.dispose());
-    touched.forEach((v, i) => (v.trainable = wasTrainable[i]!));
   }
-  const seconds = (performance.now() - started) / 1000;
-  const tail = losses.slice(-Math.max(1, Math.floor(losses.length / 10)));
-  return {
-    steps: step,
-    finalLoss: losses[losses.length - 1] ?? NaN,
-    tailLoss: tail.reduce((a, b) => a + b, 0) / tail.length,
-    evals,
-    stoppedEarly,
-    seconds,
-    tokens: step * tokensPerStep,
-    tokensPerSec: (step * tokensPerStep) / seconds,
-  };
+  return { loss: lossSum / c.gradAccum, grads: grads! };
+}
+
+/** Held-out evaluation every `evalEvery` steps and at the last, with early stop after `earlyStopPatience` evals. */
+class EvalSchedule {
+  readonly evals: TrainResult["evals"] = [];
+  stoppedEarly = false;
+  private best = Infinity;
+  private sinceBest = 0;
+
+  constructor(
+    private readonly options: TrainOptions,
+    private readonly c: TrainConfig,
+  ) {}
+
+  /** The evaluation after `step` (1-based) when one is due, else undefined. */
+  async after(step: number): Promise<EvalResult | undefined> {
+    const { c, options } = this;
+    const due = (c.evalEvery > 0 && step % c.evalEvery === 0) || step === c.steps;
+    if (!options.evalTokens || !due) return undefined;
+    const result = await evaluateLoss(options.gpt, options.lora, options.evalTokens, {
+      seqLen: c.seqLen,
+      batchSize: c.batchSize,
+      maxSequences: c.evalSequences,
+    });
+    this.evals.push({ step, result });
+    if (result.meanLoss < this.best - 1e-4) {
+      this.best = result.meanLoss;
+      this.sinceBest = 0;
+    } else if (c.earlyStopPatience > 0 && ++this.sinceBest >= c.earlyStopPatience) {
+      this.stoppedEarly = true;
+    }
+    return result;
+  }
 }
 
 /** One AdamW step over `vars` with summed `grads` (disposed here); returns the pre-clip global gradient norm. */

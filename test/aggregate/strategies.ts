@@ -139,7 +139,7 @@ describe("node/aggregate strategies", function () {
       ["scaled by 100", scaled],
       ["sign-flipped", flipped],
     ] as const) {
-      it(`median, trimmed mean and Krum stay near the honest mean while FedAvg is pulled away (${attack})`, function () {
+      it(`median, trimmed mean and Krum stay near the honest mean; FedAvg is pulled away (${attack})`, function () {
         const updates = [...base, bad];
         const fedavgDist = distance(flat(new FedAvg().aggregate(updates, ctx).weights), honestMean);
         for (const s of [new CoordinateMedian(), new TrimmedMean(1), new Krum(1), new Krum(1, 3)]) {

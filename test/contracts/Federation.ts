@@ -281,7 +281,7 @@ describe("Federation", function () {
         .withArgs(1n, 1n, 1n);
     });
 
-    it("rejects a signature made for another round, task, contract or chain id, or over other fields", async function () {
+    it("rejects a signature for another round, task, contract or chain, or over other fields", async function () {
       const f = await networkHelpers.loadFixture(withRoundOpen);
       const { federation, identity, alice, relayer, admin, aggregator } = f;
       const c = commitment("alice");
@@ -344,7 +344,7 @@ describe("Federation", function () {
   describe("finalizeRound", function () {
     const W = [E18 / 4n, (3n * E18) / 4n];
 
-    it("publishes the global adapter with contributors and weights, then opens the next round from it", async function () {
+    it("publishes the global adapter, contributors and weights, then opens the next round", async function () {
       const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
       const gSha = ethers.id("global 1");
       const tx = await federation
@@ -406,7 +406,7 @@ describe("Federation", function () {
         .withArgs(1n, 1n, 3n);
     });
 
-    it("rejects unsorted or repeated contributors, mismatched lengths, too few updates, bad weights, wrong round", async function () {
+    it("rejects unsorted or repeated contributors, bad lengths, too few, bad weights, wrong round", async function () {
       const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
       const asAgg = federation.connect(aggregator);
       const g = ethers.id("g");

@@ -29,7 +29,7 @@ async function withAliceRegistered() {
 
 describe("LLMIdentity", function () {
   describe("register", function () {
-    it("mints token 1 to the signer with its record, and emits IdentityRegistered, Locked and Transfer", async function () {
+    it("mints token 1 to the signer with its record; emits IdentityRegistered, Locked, Transfer", async function () {
       const { identity, alice } = await networkHelpers.loadFixture(deployIdentity);
       const tx = identity.register(alice.address, INSTITUTION, FINGERPRINT, CID);
       await expect(tx)

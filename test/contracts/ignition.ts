@@ -5,7 +5,7 @@ import FlowOfKnowledge from "../../ignition/modules/FlowOfKnowledge.js";
 const { ethers, ignition } = await network.create();
 
 describe("ignition FlowOfKnowledge module", function () {
-  it("deploys LLMIdentity and Federation wired together, deployer as admin, registrar and task admin", async function () {
+  it("deploys both contracts wired together, deployer as admin, registrar and task admin", async function () {
     const [deployer] = await ethers.getSigners();
     const { identity, federation } = await ignition.deploy(FlowOfKnowledge);
     expect(await federation.identities()).to.equal(await identity.getAddress());

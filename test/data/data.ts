@@ -120,7 +120,7 @@ describe("node/data", function () {
       ]);
     });
 
-    it("loads a folder of text files, labelled by sub-folder; empty and non-UTF-8 files are malformed", async function () {
+    it("loads text files labelled by sub-folder; empty and non-UTF-8 files are malformed", async function () {
       const root = join(dir, "notes");
       await mkdir(join(root, "cardiology"), { recursive: true });
       await writeFile(join(root, "cardiology", "a.txt"), "stent placed");
@@ -152,7 +152,8 @@ describe("node/data", function () {
         symptom: 462,
       });
       expect(docs.find((d) => d.id === "wordnet/00035498")!.text).to.equal(
-        "abdominoplasty, tummy tuck: cosmetic surgery of the abdomen to remove wrinkles and tighten the skin over the stomach",
+        "abdominoplasty, tummy tuck: cosmetic surgery of the abdomen to remove wrinkles and tighten the skin " +
+          "over the stomach",
       );
     });
   });
@@ -275,7 +276,7 @@ describe("node/data", function () {
       gpt.dispose();
     });
 
-    it("scores candidates in batches exactly as one forward pass per candidate would, prompts longer than the context cut from the left", async function () {
+    it("scores candidates in batches as one pass each would, long prompts cut from the left", async function () {
       const cfg = { nLayer: 1, nEmbd: 8, nHead: 2, blockSize: 6, vocabSize: 12, dropout: 0, layerNormEps: 1e-5 };
       const gpt = GPT.init(cfg, 3);
       const prompt = [1, 2, 3, 4, 5, 6, 7, 8];

@@ -35,7 +35,7 @@ describe("experiment --quick", function () {
     expect(bad({})).to.not.throw();
   });
 
-  it("writes results.json, report.md and three SVG plots, with every method scored for every hospital", async function () {
+  it("writes results.json, report.md and three SVG plots, every method scored for every hospital", async function () {
     if (!existsSync(DATA)) this.skip(); // set FOK_PUBMEDQA to ori_pqal.json
     const out = await mkdtemp(join(tmpdir(), "fok-experiment-"));
     try {
@@ -79,7 +79,8 @@ describe("experiment --quick", function () {
         "| partition | method | worst ppl | mean ppl | Min-Acc % | mean Acc % | H-mean % | rounds to converge |",
       );
       expect(md.split("\n").filter((l) => l.startsWith("| specialty |")).length).to.equal(METHODS.length);
-      // under the local-only matrix, one row per shared adapter (every method but base and local), a column per hospital
+      // under the local-only matrix, one row per shared adapter (every method but base and local),
+      // a column per hospital
       const shared = md.split("\n").filter((l) => / \(shared\)\* \|/.test(l));
       expect(shared.map((l) => l.split("|")[1]!.trim())).to.deep.equal([
         "*fedavg (shared)*",

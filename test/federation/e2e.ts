@@ -15,7 +15,7 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
   const setup = async (options: { stateDirs?: string[]; maxRounds?: number } = {}) =>
     tinyFederation(await ethers.getSigners(), options);
 
-  it("runs 3 clients × 2 rounds: every commitment on-chain, every CID verified, round 2's global = FedAvg of round 2", async function () {
+  it("3 clients × 2 rounds: every commitment on-chain, every CID verified, global = FedAvg", async function () {
     const s = await setup();
     await s.aggregator.openFirstRound();
     for (const round of [1, 2]) {

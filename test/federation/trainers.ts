@@ -45,7 +45,7 @@ describe("trainers", function () {
     expect(() => limitConcurrency([], 0)).to.throw(RangeError, "slots must be a positive integer, got 0");
   });
 
-  it("a client's supervised windows and loss weights reach its training (a bad window start is refused)", async function () {
+  it("a client's supervised windows and loss weights reach its training (bad starts refused)", async function () {
     await initBackend("wasm", true);
     const tokenizer = await BPETokenizer.train(["the patient was admitted with chest pain. ".repeat(40)], 300);
     const gpt = GPT.init(TINY, 1);

@@ -63,7 +63,7 @@ describe("node/provenance verify (fok verify)", function () {
     await s.store.close();
   });
 
-  it("fails naming round 2, identity 2 and the digest check when that update's stored bytes are altered", async function () {
+  it("fails naming round 2, identity 2 and the digest check when that update's bytes change", async function () {
     const s = await honestRun();
     const h = await s.ledger.readTaskHistory(s.task);
     const target = h.rounds[1]!.submissions.find((x) => x.identity === 2)!.cid;
@@ -91,7 +91,7 @@ describe("node/provenance verify (fok verify)", function () {
         new Map([...w].map(([m, x]) => [m, { A: x.A.map((v) => v + 1e-3), B: x.B }])),
     ],
   ] as const) {
-    it(`fails naming round 1 and the aggregate check when the global adapter is not the aggregation (${what})`, async function () {
+    it(`fails naming round 1 and the aggregate check when the global is not it (${what})`, async function () {
       const s = await setup({ maxRounds: 1 });
       await s.aggregator.openFirstRound();
       await Promise.all(s.clients.map((c) => c.participate(1)));
@@ -103,7 +103,8 @@ describe("node/provenance verify (fok verify)", function () {
           numExamples: sub.numExamples,
           weights: parseAdapter(await s.store.get(sub.cid), TINY, LORA).weights,
         });
-      const used = what.startsWith("a contributor") ? updates.slice(0, 2) : updates; // identity 3's update silently left out
+      // identity 3's update silently left out
+      const used = what.startsWith("a contributor") ? updates.slice(0, 2) : updates;
       const bytes = serializeAdapter(TINY, LORA, tamper(new FedAvg().aggregate(used).weights), {
         kind: "global",
         task: s.task,
@@ -151,7 +152,7 @@ describe("node/provenance verify (fok verify)", function () {
     await s.store.close();
   });
 
-  it("fails the lineage check when round 1 does not start from an unchanged initialisation of the base", async function () {
+  it("fails the lineage check when round 1 does not start from an unchanged initialisation", async function () {
     const s = await setup({ maxRounds: 1 });
     const a = LoraAdapter.init(TINY, LORA, 1);
     const w = await a.exportWeights();

@@ -46,7 +46,7 @@ describe("node/store", function () {
       );
     });
 
-    it("matches Kubo's 256 KiB / 174-link tree at 174 chunks and one chunk over (second tree level)", async function () {
+    it("matches Kubo's 256 KiB / 174-link tree at 174 chunks and one over (second level)", async function () {
       // kubo test/cli/cid_profiles_test.go, profile unixfs-v0-2015: the same chunker and balanced layout as ours,
       // with CIDv0 dag-pb leaves; the tree shape is what these two vectors pin down.
       const v0 = { ...(await import("../../node/store/dag.js")).KUBO_CIDV1, cidVersion: 0 as const, rawLeaves: false };

@@ -1,0 +1,262 @@
+/**
+ * Every `fok` command run as a user runs it: against a `hardhat node` on 127.0.0.1 started here, with the
+ * committed base model, a store folder and a deployment file of its own. Each command runs in-process through
+ * `runCli` with its output captured; the process entry point (node/cli/fok.ts) is run once as a child process.
+ */
+import { expect } from "chai";
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { HELP, runCli } from "../../node/cli/main.js";
+import type { CliIO } from "../../node/cli/options.js";
+import { sha256Hex } from "../../node/digest.js";
+
+// Hardhat's public development accounts (the README's consortium walkthrough uses the same)
+const KEYS = [
+  "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80", // admin / registrar / task admin
+  "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d", // aggregator
+  "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a", // hospital A
+  "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6", // hospital B
+  "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a", // relayer
+];
+const ADDRESSES = [
+  "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+  "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+  "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+  "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+];
+
+/** A captured run: stdout lines, stderr lines, exit code. */
+interface Run {
+  code: number;
+  out: string[];
+  err: string[];
+  bytes: Uint8Array[];
+}
+
+function captured(stop: Promise<void> = new Promise(() => {})): CliIO & { run: Omit<Run, "code"> } {
+  const run = { out: [] as string[], err: [] as string[], bytes: [] as Uint8Array[] };
+  return {
+    run,
+    out: (l) => run.out.push(...l.split("\n")),
+    outBytes: (b) => run.bytes.push(b),
+    log: (l) => run.err.push(l),
+    stopped: stop,
+    exitCode: 0,
+    cleanup: [],
+  };
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+describe("node/cli (every fok command against a hardhat node)", function () {
+  this.timeout(600_000);
+  let node: ChildProcess;
+  let rpc: string;
+  let dir: string;
+  /** Flags every chain command takes here. */
+  let chain: (key: number) => string[];
+
+  async function fok(args: string[], stop?: Promise<void>): Promise<Run> {
+    const io = captured(stop);
+    const code = await runCli(args, io);
+    return { code, ...io.run };
+  }
+
+  before(async function () {
+    dir = await mkdtemp(join(tmpdir(), "fok-cli-"));
+    const port = await freePort();
+    rpc = `http://127.0.0.1:${port}`;
+    node = spawn("npx", ["hardhat", "node", "--hostname", "127.0.0.1", "--port", String(port)], {
+      env: { ...process.env, CI: "true", HARDHAT_DISABLE_TELEMETRY: "true" },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true, // its own process group: npx and the node it starts stop together
+    });
+    await new Promise<void>((resolve, reject) => {
+      let seen = "";
+      node.stdout!.on("data", (d) => {
+        seen += d;
+        if (seen.includes("Started HTTP")) resolve();
+      });
+      node.once("exit", (c) => reject(new Error(`hardhat node exited ${c}: ${seen}`)));
+    });
+    const store = join(dir, "store");
+    const deployment = join(dir, "deployment.json");
+    chain = (key) => ["--rpc", rpc, "--private-key", KEYS[key]!, "--deployment", deployment, "--store-dir", store];
+  });
+
+  after(async function () {
+    if (node?.pid) process.kill(-node.pid);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("help prints the usage; an unknown command is one line on stderr and exit 1", async function () {
+    expect(await fok(["help"])).to.deep.equal({ code: 0, out: HELP.split("\n"), err: [], bytes: [] });
+    const bad = await fok(["frobnicate"]);
+    expect([bad.code, bad.err]).to.deep.equal([
+      1,
+      ["fok: InvalidArgumentError: unknown command frobnicate; see `fok help`"],
+    ]);
+    const flag = await fok(["inspect", "--no-such-flag"]);
+    expect(flag.code).to.equal(1);
+    expect(flag.err).to.have.length(1);
+    expect(flag.err[0]).to.match(/^fok: TypeError: Unknown option '--no-such-flag'/);
+  });
+
+  it("chain deploy writes the deployment file", async function () {
+    const r = await fok(["chain", "deploy", ...chain(0)]);
+    expect(r.code).to.equal(0);
+    const d = JSON.parse(await readFile(join(dir, "deployment.json"), "utf8"));
+    expect(d.chainId).to.equal(31337);
+    expect(r.out).to.deep.equal([
+      `LLMIdentity ${d.identity}`,
+      `Federation  ${d.federation}`,
+      `chain 31337, block ${d.deployBlock}; written to ${join(dir, "deployment.json")}`,
+    ]);
+  });
+
+  it("identity register, list, suspend and reinstate", async function () {
+    for (const [i, name] of [
+      [2, "St. Mary"],
+      [3, "General"],
+    ] as const) {
+      const r = await fok(["identity", "register", "--address", ADDRESSES[i]!, "--institution", name, ...chain(0)]);
+      expect(r.out).to.deep.equal([`identity ${i - 1} registered to ${ADDRESSES[i]}`]);
+    }
+    expect((await fok(["identity", "suspend", "--id", "2", ...chain(0)])).out).to.deep.equal(["identity 2: suspended"]);
+    const list = await fok(["identity", "list", ...chain(0)]);
+    expect(list.out.map((l) => l.split(/\s+/).slice(1, 4))).to.deep.equal([
+      ["1", "Active", ADDRESSES[2]],
+      ["2", "Suspended", ADDRESSES[3]],
+    ]);
+    expect((await fok(["identity", "reinstate", "--id", "2", ...chain(0)])).out).to.deep.equal([
+      "identity 2: reinstated",
+    ]);
+    const json = JSON.parse((await fok(["identity", "list", "--json", ...chain(0)])).out.join("\n"));
+    expect(json.map((i: { tokenId: number; status: number }) => [i.tokenId, i.status])).to.deep.equal([
+      [1, 1],
+      [2, 1],
+    ]);
+  });
+
+  it("task create pins the base model and creates task 1", async function () {
+    const r = await fok(["task", "create", "--aggregator", ADDRESSES[1]!, "--rounds", "1", ...chain(0)]);
+    const cid = r.out[0]!.match(/^task 1 created \(base model (\S+)\)$/)?.[1];
+    expect(cid).to.be.a("string");
+    const stored = await fok(["store", "get", cid!, "--store-dir", join(dir, "store")]);
+    expect(sha256Hex(Buffer.concat(stored.bytes))).to.equal(sha256Hex(await readFile("models/base/model.safetensors")));
+  });
+
+  it("aggregator run and two client runs (one relayed) complete the task", async function () {
+    const common = ["--task", "1", "--steps", "2", "--batch-size", "2"];
+    const [agg, a, b] = await Promise.all([
+      fok(["aggregator", "run", "--task", "1", "--expected", "2", ...chain(1)]),
+      fok(["client", "run", ...common, "--wordnet-category", "disease", ...chain(2)]),
+      fok(["client", "run", ...common, "--wordnet-category", "drug", "--relayer-key", KEYS[4]!, ...chain(3)]),
+    ]);
+    expect([agg.code, a.code, b.code]).to.deep.equal([0, 0, 0]);
+    expect(agg.err.at(-1)).to.equal("aggregator: task 1 done, 1 rounds finalized by this run");
+    expect(a.err).to.include("task 1 completed");
+    expect(b.err.some((l) => /^round 1: submitted bafk/.test(l))).to.equal(true);
+  });
+
+  it("inspect shows the identities and the task's rounds, as text, JSON and for one identity", async function () {
+    const r = await fok(["inspect", ...chain(0)]);
+    expect(r.out.slice(0, 3)).to.deep.equal([
+      "identities:",
+      `  1  Active  ${ADDRESSES[2]}`,
+      `  2  Active  ${ADDRESSES[3]}`,
+    ]);
+    expect(r.out[3]).to.match(/^task 1: strategy fedavg, 1\/1 rounds, base baf[a-z2-7]+, completed$/);
+    expect(r.out.filter((l) => l.includes("relayed by")).length).to.equal(1);
+    expect(r.out.at(-1)).to.match(/^ {4}→ global bafk\S+ by fedavg from \[1: \d+\.\d\d%, 2: \d+\.\d\d%\]$/);
+    const json = JSON.parse((await fok(["inspect", "--json", ...chain(0)])).out.join("\n"));
+    expect(json.tasks[0].rounds[0].finalized.contributors).to.deep.equal([1, 2]);
+    const one = await fok(["inspect", "--id", "2", ...chain(0)]);
+    expect(one.out[0]).to.equal(
+      `identity 2: Active, signer ${ADDRESSES[3]}, institution ${json.identities[1].institutionId}`,
+    );
+    expect(one.out.at(-1)).to.match(/^ {2}task 1 round 1: bafk\S+ \(\d+ examples\) → \d+\.\d\d% of bafk\S+$/);
+  });
+
+  it("verify passes from the chain and the store alone, and fails (exit 1) when the store lies", async function () {
+    const r = await fok(["verify", "--task", "1", ...chain(0)]);
+    expect(r.code).to.equal(0);
+    expect(r.out.filter((l) => l.startsWith("FAIL"))).to.deep.equal([]);
+    expect(r.out.at(-1)).to.match(/^VERIFIED: task 1, \d+ checks passed$/);
+    const json = JSON.parse((await fok(["verify", "--task", "1", "--json", ...chain(0)])).out.join("\n"));
+    expect(json.ok).to.equal(true);
+    // an empty store holds none of the adapters: every digest check fails and the exit code says so
+    const empty = await fok(["verify", "--task", "1", ...chain(0), "--store-dir", join(dir, "empty-store")]);
+    expect(empty.code).to.equal(1);
+    expect(empty.out.at(-1)).to.match(/^NOT VERIFIED: task 1, \d+ of \d+ checks failed$/);
+  });
+
+  it("dashboard serves the page and the state until stopped", async function () {
+    let stop!: () => void;
+    const stopped = new Promise<void>((r) => (stop = r));
+    const io = captured(stopped);
+    const running = runCli(["dashboard", "--port", "0", ...chain(0)], io);
+    while (io.run.out.length === 0) await new Promise((r) => setTimeout(r, 50));
+    const url = io.run.out[0]!.match(/^dashboard (http:\/\/127\.0\.0\.1:\d+) \(Ctrl-C to stop\)$/)![1]!;
+    const state = (await (await fetch(`${url}/api/state`)).json()) as { tasks: { task: number; completed: boolean }[] };
+    expect(state.tasks.map((t: { task: number; completed: boolean }) => [t.task, t.completed])).to.deep.equal([
+      [1, true],
+    ]);
+    stop();
+    expect(await running).to.equal(0);
+  });
+
+  it("store add, get, export, import and serve", async function () {
+    const s = ["--store-dir", join(dir, "store2")];
+    const file = join(dir, "blob.bin");
+    await writeFile(file, "hello world");
+    const added = await fok(["store", "add", file, ...s]);
+    expect(added.out).to.deep.equal(["bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"]);
+    const cid = added.out[0]!;
+    await fok(["store", "get", cid, "--out", join(dir, "got.bin"), ...s]);
+    expect(await readFile(join(dir, "got.bin"), "utf8")).to.equal("hello world");
+    await fok(["store", "export", cid, "--out", join(dir, "x.car"), ...s]);
+    const imported = await fok(["store", "import", join(dir, "x.car"), "--store-dir", join(dir, "store3")]);
+    expect(imported.out).to.deep.equal([cid]);
+    let stop!: () => void;
+    const io = captured(new Promise<void>((r) => (stop = r)));
+    const serving = runCli(["store", "serve", "--gateway-port", "0", ...s], io);
+    while (io.run.out.length === 0) await new Promise((r) => setTimeout(r, 50));
+    const gateway = io.run.out[0]!.match(/^gateway (http:\/\/127\.0\.0\.1:\d+)$/)![1]!;
+    expect(await (await fetch(`${gateway}/ipfs/${cid}?format=raw`)).text()).to.equal("hello world");
+    stop();
+    expect(await serving).to.equal(0);
+  });
+
+  it("demo runs a whole federation in one process and reports it as JSON", async function () {
+    const r = await fok(["demo", "--clients", "2", "--rounds", "1", "--steps", "2", "--no-workers", "--json"]);
+    expect(r.code).to.equal(0);
+    const report = JSON.parse(r.out.join("\n"));
+    expect(report.rows.map((x: { identity: number }) => x.identity)).to.deep.equal([1, 2]);
+    expect(report.history.rounds[0].finalized.contributors).to.deep.equal([1, 2]);
+    expect(r.err.some((l) => l.startsWith("[demo] base model 0x"))).to.equal(true);
+  });
+
+  it("the fok process entry point runs a command and exits with its code", async function () {
+    const run = promisify(execFile);
+    const { stdout } = await run("npx", ["tsx", "node/cli/fok.ts", "help"]);
+    expect(stdout.trimEnd()).to.equal(HELP);
+    const failed = await run("npx", ["tsx", "node/cli/fok.ts", "nope"]).catch((e) => e);
+    expect([failed.code, failed.stderr]).to.deep.equal([
+      1,
+      "fok: InvalidArgumentError: unknown command nope; see `fok help`\n",
+    ]);
+    expect(existsSync("bin/fok.mjs")).to.equal(true);
+  });
+});
