@@ -1,16 +1,9 @@
 import { expect } from "chai";
 import { initBackend, tf } from "../../node/model/backend.js";
-import { GPT, tokenLoss, type GPTConfig } from "../../node/model/gpt.js";
+import { GPT, tokenLoss } from "../../node/model/gpt.js";
 import { causalAttention } from "../../node/model/attention.js";
-import { LoraAdapter, type LoraConfig } from "../../node/model/lora.js";
-
-const TINY: GPTConfig = { nLayer: 2, nEmbd: 16, nHead: 2, blockSize: 8, vocabSize: 24, dropout: 0, layerNormEps: 1e-5 };
-const ALL_TARGETS: LoraConfig = {
-  r: 2,
-  alpha: 4,
-  dropout: 0,
-  targetModules: ["q", "v", "attn.c_proj", "c_fc", "mlp.c_proj"],
-};
+import { LoraAdapter } from "../../node/model/lora.js";
+import { ALL_TARGETS, TINY } from "../fixtures/tiny-gpt.js";
 
 function tokens2d(rows: number[][]): tf.Tensor2D {
   return tf.tensor2d(rows, [rows.length, rows[0]!.length], "int32");

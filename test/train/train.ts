@@ -1,24 +1,17 @@
 import { expect } from "chai";
 import { initBackend, tf } from "../../node/model/backend.js";
-import { GPT, tokenLoss, type GPTConfig } from "../../node/model/gpt.js";
-import { LoraAdapter, type LoraConfig } from "../../node/model/lora.js";
+import { GPT, tokenLoss } from "../../node/model/gpt.js";
+import { LoraAdapter } from "../../node/model/lora.js";
 import { train } from "../../node/train/train.js";
 import { evaluateLoss } from "../../node/train/evaluate.js";
 import { rejection } from "../../node/testing/rejection.js";
+import { ALL_TARGETS, TINY } from "../fixtures/tiny-gpt.js";
 
 async function expectRejection(p: Promise<unknown>, name: string, message: string): Promise<void> {
   const e = await rejection(p);
   expect(e.name).to.equal(name);
   expect(e.message).to.equal(message);
 }
-
-const TINY: GPTConfig = { nLayer: 2, nEmbd: 16, nHead: 2, blockSize: 8, vocabSize: 24, dropout: 0, layerNormEps: 1e-5 };
-const ALL_TARGETS: LoraConfig = {
-  r: 2,
-  alpha: 4,
-  dropout: 0,
-  targetModules: ["q", "v", "attn.c_proj", "c_fc", "mlp.c_proj"],
-};
 
 describe("node/train train()", function () {
   this.timeout(120_000);
