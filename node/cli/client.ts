@@ -17,7 +17,7 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
   const { values: v } = parse(rest);
   const signer = await signerFrom(v, io);
   // --relayer-key: the identity only signs; this other account sends (and pays for) the transactions
-  const relayer = v["relayer-key"] as string | undefined;
+  const relayer = (v["relayer-key"] as string | undefined) ?? process.env.FOK_RELAYER_KEY;
   const sender = relayer ? await signerFrom({ ...v, "private-key": relayer, keystore: undefined }, io) : signer;
   const ledger = await ledgerFrom(v, io, sender);
   const lora = loraFrom(v);

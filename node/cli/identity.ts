@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import { IdentityStatus, bytes32Id } from "../chain/index.js";
 import { loraConfigHash, modelFingerprint } from "../federation/task-config.js";
-import { int, ledgerFrom, loraFrom, parse, str, type CliIO } from "./options.js";
+import { address, id, ledgerFrom, loraFrom, parse, readerFrom, str, type CliIO } from "./options.js";
 
 const PAST = { suspend: "suspended", reinstate: "reinstated", revoke: "revoked" } as const;
 
@@ -13,18 +13,20 @@ const DEFAULT_METADATA_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevt
 
 export async function identityCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   const { values: v } = parse(rest);
-  const ledger = await ledgerFrom(v, io);
   if (sub === "register") {
+    const signer = address(v, "address");
+    const institution = str(v, "institution");
+    const ledger = await ledgerFrom(v, io);
     const report = await readFile(join(v.base as string, "pretrain-report.json"), "utf8").catch(() => "{}");
     const base = JSON.parse(report);
     const fingerprint = base.sha256
       ? modelFingerprint(base.sha256, loraConfigHash(loraFrom(v)))
       : bytes32Id("unspecified");
     const metadataCid = (v["metadata-cid"] as string) ?? DEFAULT_METADATA_CID;
-    const id = await ledger.registerIdentity(str(v, "address"), str(v, "institution"), fingerprint, metadataCid);
-    io.out(`identity ${id} registered to ${v.address}`);
+    const tokenId = await ledger.registerIdentity(signer, institution, fingerprint, metadataCid);
+    io.out(`identity ${tokenId} registered to ${signer}`);
   } else if (sub === "list") {
-    const ids = await ledger.readIdentities();
+    const ids = await (await readerFrom(v, io)).readIdentities();
     if (v.json) return io.out(JSON.stringify(ids, null, 2));
     for (const i of ids) {
       const keys = i.events.filter((e) => e.kind === "keyRotated").length + 1;
@@ -33,8 +35,8 @@ export async function identityCommand(sub: string | undefined, rest: string[], i
       io.out(`${String(i.tokenId).padStart(4)}  ${status} ${i.signer}  institution ${institution}  keys: ${keys}`);
     }
   } else if (sub === "suspend" || sub === "reinstate" || sub === "revoke") {
-    const id = int(v, "id");
-    await ledger[sub](id);
-    io.out(`identity ${id}: ${PAST[sub]}`);
+    const tokenId = id(v, "id");
+    await (await ledgerFrom(v, io))[sub](tokenId);
+    io.out(`identity ${tokenId}: ${PAST[sub]}`);
   } else throw new InvalidArgumentError(`unknown: fok identity ${sub ?? ""}`);
 }

@@ -8,14 +8,17 @@ import {
   type IdentityHistory,
   type TaskHistory,
 } from "../chain/index.js";
-import { int, ledgerFrom, parse, toJson, type CliIO, type Values } from "./options.js";
+import { id, readerFrom, parse, toJson, type CliIO, type Values } from "./options.js";
 
 export async function inspectCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
   const { values: v } = parse(args);
-  const ledger = await ledgerFrom(v, io);
+  const only = v.task === undefined ? undefined : id(v, "task");
+  const identity = v.id === undefined ? undefined : id(v, "id");
+  const ledger = await readerFrom(v, io);
   const identities = await ledger.readIdentities();
-  const tasks = await readTasks(ledger, v.task === undefined ? undefined : Number(v.task));
-  if (v.id !== undefined) return inspectIdentity(int(v, "id"), identities, tasks, v, io);
+  const tasks = await readTasks(ledger, only);
+  if (only !== undefined && tasks.length === 0) throw new InvalidArgumentError(`no task ${only}`);
+  if (identity !== undefined) return inspectIdentity(identity, identities, tasks, v, io);
   if (v.json) return io.out(toJson({ identities, tasks }));
   io.out("identities:");
   for (const i of identities) io.out(`  ${i.tokenId}  ${IdentityStatus[i.status]}  ${i.signer}`);

@@ -79,14 +79,25 @@ export async function runCli(argv: string[], io: CliIO): Promise<number> {
   }
 }
 
-/** One line for any error: ours by name, a flag error, an ethers error by its short message, else the stack. */
+/**
+ * One line for any error, never a stack trace: ours and flag errors by name, an operating-system error by its code
+ * and path, an ethers error by its short message (ethers errors carry whole transactions), anything else by its
+ * name and first line ($FOK_DEBUG=1 adds the stack).
+ */
 export function errorLine(e: unknown): string {
-  const err = e as Error & { shortMessage?: string; code?: string };
-  if (err instanceof FokError || (err.name === "TypeError" && /Unknown option|Unexpected argument/.test(err.message))) {
-    return `${err.name}: ${err.message}`;
-  }
-  if (err.shortMessage) return `${err.code}: ${err.shortMessage}`; // ethers errors carry whole transactions
-  return err.stack ?? err.message;
+  const err = (e instanceof Error ? e : new Error(String(e))) as Error & {
+    shortMessage?: string;
+    code?: string;
+    syscall?: string;
+    path?: string;
+  };
+  // one line, and no terminal escape sequences from strings that came from a node or a file
+  const firstLine = (s: string) => [...s.split("\n")[0]!].map((c) => (c < " " || c === "\x7f" ? "?" : c)).join("");
+  if (process.env.FOK_DEBUG) return err.stack ?? err.message;
+  if (err instanceof FokError || err.name === "TypeError") return `${err.name}: ${firstLine(err.message)}`;
+  if (err.syscall) return `${err.code}: cannot ${err.syscall} ${err.path ?? ""}`.trimEnd();
+  if (err.shortMessage) return `${err.code}: ${firstLine(err.shortMessage)}`;
+  return `${err.name}: ${firstLine(err.message)}`;
 }
 
 /** The process's streams, and Ctrl-C as the stop of a serving command. */

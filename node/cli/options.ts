@@ -5,11 +5,11 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { JsonRpcProvider, NonceManager, Wallet, type Signer } from "ethers";
-import { InvalidArgumentError } from "../errors.js";
+import { JsonRpcProvider, Network, NonceManager, Wallet, isAddress, type Signer } from "ethers";
+import { FokError, InvalidArgumentError } from "../errors.js";
 import { FederationLedger, type Deployment } from "../chain/index.js";
 import { createStore, type AdapterStore } from "../store/index.js";
-import { DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora.js";
+import { DEFAULT_LORA_CONFIG, validateLoraConfig, type LoraConfig } from "../model/lora.js";
 import { parseBaseModel } from "../model/checkpoint.js";
 import { loraConfigHash } from "../federation/task-config.js";
 import { DEFAULT_DEMO } from "../federation/demo.js";
@@ -88,6 +88,7 @@ export function parse(args: readonly (string | undefined)[]): { values: Values; 
 
 /** A non-negative integer flag. */
 export function int(v: Values, k: string): number {
+  if (v[k] === undefined) throw new InvalidArgumentError(`--${k} is required`);
   const n = Number(v[k]);
   if (!Number.isInteger(n) || n < 0)
     throw new InvalidArgumentError(`--${k} must be a non-negative integer, got ${v[k]}`);
@@ -103,13 +104,57 @@ export function str(v: Values, k: string): string {
 
 export function loraFrom(v: Values): LoraConfig {
   const targetModules = String(v["lora-targets"]).split(",").filter(Boolean);
-  return { r: int(v, "lora-r"), alpha: Number(v["lora-alpha"]), dropout: 0, targetModules };
+  const lora = { r: int(v, "lora-r"), alpha: Number(v["lora-alpha"]), dropout: 0, targetModules };
+  try {
+    validateLoraConfig(lora);
+  } catch (e) {
+    throw new InvalidArgumentError(`LoRA flags: ${(e as Error).message}`);
+  }
+  return lora;
+}
+
+/** The chain endpoint did not answer a JSON-RPC request. */
+export class RpcUnavailableError extends FokError {
+  constructor(
+    readonly url: string,
+    reason: string,
+  ) {
+    super(`cannot reach the chain at ${url}: ${reason}`);
+  }
+}
+
+/** How long the first request to the chain may take before the command gives up, ms. */
+const RPC_PROBE_TIMEOUT_MS = 10_000;
+
+/**
+ * A provider for --rpc ($FOK_RPC_URL, default http://127.0.0.1:8545), after one `eth_chainId` answered: ethers
+ * would otherwise retry an unreachable endpoint forever, printing to stdout. Closed when the command ends.
+ */
+export async function providerFrom(v: Values, io: CliIO): Promise<JsonRpcProvider> {
+  const url = (v.rpc as string) ?? process.env.FOK_RPC_URL ?? "http://127.0.0.1:8545";
+  let chainId: bigint;
+  try {
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_chainId", params: [] }),
+      signal: AbortSignal.timeout(RPC_PROBE_TIMEOUT_MS),
+    });
+    const body = (await res.json()) as { result?: string; error?: { message?: string } };
+    if (typeof body.result !== "string") throw new Error(body.error?.message ?? `HTTP ${res.status}, no chain id`);
+    chainId = BigInt(body.result);
+  } catch (e) {
+    const err = e as Error & { cause?: { code?: string; message?: string } };
+    throw new RpcUnavailableError(url, err.cause?.code ?? err.cause?.message ?? err.message.split("\n")[0]!);
+  }
+  const provider = new JsonRpcProvider(url, Network.from(chainId), { staticNetwork: true });
+  io.cleanup.push(() => provider.destroy());
+  return provider;
 }
 
 /** The account a command acts as: --keystore, --private-key / $FOK_PRIVATE_KEY, or a dev node's first account. */
 export async function signerFrom(v: Values, io: CliIO): Promise<Signer> {
-  const provider = new JsonRpcProvider((v.rpc as string) ?? process.env.FOK_RPC_URL ?? "http://127.0.0.1:8545");
-  io.cleanup.push(() => provider.destroy());
+  const provider = await providerFrom(v, io);
   const pk = (v["private-key"] as string) ?? process.env.FOK_PRIVATE_KEY;
   if (v.keystore) {
     const password = process.env.FOK_KEYSTORE_PASSWORD;
@@ -127,6 +172,17 @@ export async function signerFrom(v: Values, io: CliIO): Promise<Signer> {
 
 /** The deployment named by --deployment, seen through `signer` (default: the command's account). */
 export async function ledgerFrom(v: Values, io: CliIO, signer?: Signer): Promise<FederationLedger> {
+  const deployment = await deploymentFrom(v);
+  return new FederationLedger(deployment, signer ?? (await signerFrom(v, io)));
+}
+
+/** The deployment seen through the RPC endpoint alone: for commands that only read, no key needed. */
+export async function readerFrom(v: Values, io: CliIO): Promise<FederationLedger> {
+  const deployment = await deploymentFrom(v);
+  return new FederationLedger(deployment, await providerFrom(v, io));
+}
+
+async function deploymentFrom(v: Values): Promise<Deployment> {
   let deployment: Deployment;
   try {
     deployment = JSON.parse(await readFile(v.deployment as string, "utf8"));
@@ -135,7 +191,24 @@ export async function ledgerFrom(v: Values, io: CliIO, signer?: Signer): Promise
       `no deployment at ${v.deployment}; run \`fok chain deploy\` first or pass --deployment`,
     );
   }
-  return new FederationLedger(deployment, signer ?? (await signerFrom(v, io)));
+  for (const k of ["identity", "federation"] as const) {
+    if (!isAddress(deployment?.[k])) throw new InvalidArgumentError(`${v.deployment}: ${k} is not an address`);
+  }
+  return deployment;
+}
+
+/** A required address flag, checked (ethers would take any other string for an ENS name). */
+export function address(v: Values, k: string): string {
+  const a = str(v, k);
+  if (!isAddress(a)) throw new InvalidArgumentError(`--${k} must be a 0x-prefixed 20-byte address, got ${a}`);
+  return a;
+}
+
+/** A required task or identity id flag: a positive integer. */
+export function id(v: Values, k: string): number {
+  const n = int(v, k);
+  if (n < 1) throw new InvalidArgumentError(`--${k} must be 1 or more, got ${v[k]}`);
+  return n;
 }
 
 export async function storeFrom(v: Values): Promise<AdapterStore> {
@@ -164,8 +237,7 @@ export function toJson(value: unknown): string {
 
 /** The task's base model, from --base or the store, checked against the task's on-chain digest and LoRA hash. */
 export async function taskModel(v: Values, ledger: FederationLedger, store: AdapterStore, lora: LoraConfig) {
-  const task = Number(v.task);
-  if (!Number.isInteger(task) || task < 1) throw new InvalidArgumentError("--task is required");
+  const task = id(v, "task");
   const history = await ledger.readTaskHistory(task);
   if (loraConfigHash(lora) !== history.loraConfigHash) {
     throw new InvalidArgumentError(

@@ -9,20 +9,20 @@ import { loadJsonl } from "../data/loaders.js";
 import { tokenizeDocuments } from "../data/tokens.js";
 import { evaluateLoss } from "../train/evaluate.js";
 import { formatVerifyReport, verifyTask, type VerifyOptions } from "../provenance/verify.js";
-import { int, ledgerFrom, loraFrom, parse, withStore, type CliIO } from "./options.js";
+import { id, loraFrom, parse, readerFrom, withStore, type CliIO } from "./options.js";
 
 export async function verifyCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
   const { values: v } = parse(args);
-  const ledger = await ledgerFrom(v, io);
   const lora = loraFrom(v);
-  const task = int(v, "task");
-  if (task < 1) throw new InvalidArgumentError("--task must be a task id (1 or more)");
+  const task = id(v, "task");
+  const round = v.round === undefined ? undefined : id(v, "round");
+  const ledger = await readerFrom(v, io);
+  if (task > (await ledger.totalTasks())) throw new InvalidArgumentError(`no task ${task}`);
   await withStore(v, async (store) => {
     await initBackend(undefined, true);
     const history = await ledger.readTaskHistory(task);
     const base = await taskBase(store, history.baseModelCid, history.baseModelSha256, v.base as string);
     const heldOut = v["held-out"] ? await heldOutLoss(v["held-out"] as string, base, lora) : undefined;
-    const round = v.round === undefined ? undefined : Number(v.round);
     const report = await verifyTask(ledger, store, history.task, { model: base.gpt.config, lora, round, heldOut });
     io.out(v.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
     if (!report.ok) io.exitCode = 1;

@@ -6,7 +6,7 @@
 import { expect } from "chai";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -187,6 +187,135 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       `identity 2: Active, signer ${ADDRESSES[3]}, institution ${json.identities[1].institutionId}`,
     );
     expect(one.out.at(-1)).to.match(/^ {2}task 1 round 1: bafk\S+ \(\d+ examples\) → \d+\.\d\d% of bafk\S+$/);
+  });
+
+  it("refuses 43 wrong invocations, each with one line on stderr naming the problem and exit 1", async function () {
+    const truncated = join(dir, "truncated-base");
+    await mkdir(truncated, { recursive: true });
+    await writeFile(
+      join(truncated, "model.safetensors"),
+      (await readFile("models/base/model.safetensors")).subarray(0, 999),
+    );
+    const s = ["--store-dir", join(dir, "store4")];
+    const closed = `http://127.0.0.1:${await freePort()}`; // nothing listens there
+    const agg = ["--aggregator", ADDRESSES[1]!];
+    const cases: [string[], string][] = [
+      [["frobnicate"], "InvalidArgumentError: unknown command frobnicate"],
+      [["chain"], "InvalidArgumentError: unknown: fok chain"],
+      [["chain", "launch", ...chain(0)], "InvalidArgumentError: unknown: fok chain launch"],
+      [["identity", "destroy", ...chain(0)], "InvalidArgumentError: unknown: fok identity destroy"],
+      [["identity", "register", ...chain(0)], "InvalidArgumentError: --address is required"],
+      [
+        ["identity", "register", "--address", "hospital-7", "--institution", "X", ...chain(0)],
+        "--address must be a 0x-prefixed 20-byte address, got hospital-7",
+      ],
+      [
+        ["identity", "register", "--address", ADDRESSES[3]!, ...chain(0)],
+        "InvalidArgumentError: --institution is required",
+      ],
+      [["identity", "suspend", "--id", "abc", ...chain(0)], "--id must be a non-negative integer, got abc"],
+      [["identity", "suspend", "--id", "0", ...chain(0)], "--id must be 1 or more, got 0"],
+      [
+        ["identity", "suspend", "--id", "99", ...chain(0)],
+        "ChainRevertError: suspend reverted: LLMIdentityInvalidStatus(99, 0)",
+      ],
+      [
+        ["identity", "suspend", "--id", "1", ...chain(3)],
+        "ChainRevertError: suspend reverted: AccessControlUnauthorizedAccount",
+      ],
+      [
+        ["identity", "list", ...chain(0), "--deployment", join(dir, "none.json")],
+        "InvalidArgumentError: no deployment at",
+      ],
+      [
+        ["identity", "list", ...chain(0), "--rpc", closed],
+        `RpcUnavailableError: cannot reach the chain at ${closed}: ECONNREFUSED`,
+      ],
+      [
+        ["identity", "list", ...chain(0), "--rpc", "not-a-url"],
+        "RpcUnavailableError: cannot reach the chain at not-a-url",
+      ],
+      [["task", "frob", ...chain(0)], "InvalidArgumentError: unknown: fok task frob"],
+      [["task", "create", ...chain(0)], "InvalidArgumentError: --aggregator is required"],
+      [
+        ["task", "create", "--aggregator", "bob", ...chain(0)],
+        "--aggregator must be a 0x-prefixed 20-byte address, got bob",
+      ],
+      [
+        ["task", "create", ...agg, "--base", join(dir, "nowhere"), ...chain(0)],
+        `ENOENT: cannot open ${join(dir, "nowhere", "model.safetensors")}`,
+      ],
+      [
+        ["task", "create", ...agg, "--base", truncated, ...chain(0)],
+        "SafetensorsFormatError: header length 113256 runs past the end of a 999-byte file",
+      ],
+      [
+        ["task", "create", ...agg, "--rounds", "0", ...chain(0)],
+        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(2, 3600, 0)",
+      ],
+      [
+        ["task", "create", ...agg, "--lora-r", "0", ...chain(0)],
+        "InvalidArgumentError: LoRA flags: LoRA r must be a positive integer, got 0",
+      ],
+      [
+        ["task", "create", ...agg, "--lora-alpha", "x", ...chain(0)],
+        "InvalidArgumentError: LoRA flags: LoRA alpha must be positive, got NaN",
+      ],
+      [
+        ["task", "create", ...agg, "--strategy", "x".repeat(40), ...chain(0)],
+        "InvalidArgumentError: strategy name too long",
+      ],
+      [["client", "run", ...chain(2)], "InvalidArgumentError: --task is required"],
+      [["client", "run", "--task", "1", ...chain(2)], "InvalidArgumentError: give the client's data"],
+      [
+        ["client", "run", "--task", "1", "--data", join(dir, "none.jsonl"), ...chain(2)],
+        `ENOENT: cannot open ${join(dir, "none.jsonl")}`,
+      ],
+      [
+        ["client", "run", "--task", "1", "--text-dir", join(dir, "no-dir"), ...chain(2)],
+        `ENOENT: cannot scandir ${join(dir, "no-dir")}`,
+      ],
+      [
+        ["client", "run", "--task", "1", "--lora-r", "4", "--wordnet-category", "drug", ...chain(2)],
+        "does not match task 1's hash",
+      ],
+      [
+        ["client", "run", "--task", "7", "--wordnet-category", "drug", ...chain(2)],
+        "ChainDataError: task 7: expected one TaskCreated event, found 0",
+      ],
+      [["client", "walk", ...chain(2)], "InvalidArgumentError: unknown: fok client walk"],
+      [["aggregator", "run", ...chain(1)], "InvalidArgumentError: --task is required"],
+      [["aggregator", "go", ...chain(1)], "InvalidArgumentError: unknown: fok aggregator go"],
+      [["inspect", "--task", "abc", ...chain(0)], "--task must be a non-negative integer, got abc"],
+      [["inspect", "--task", "9", ...chain(0)], "InvalidArgumentError: no task 9"],
+      [["inspect", "--id", "9", ...chain(0)], "InvalidArgumentError: no identity 9"],
+      [["verify", ...chain(0)], "InvalidArgumentError: --task is required"],
+      [["verify", "--task", "9", ...chain(0)], "InvalidArgumentError: no task 9"],
+      [["dashboard", "--port", "http", ...chain(0)], "--port must be a non-negative integer, got http"],
+      [["store", "add", join(dir, "none.bin"), ...s], `ENOENT: cannot open ${join(dir, "none.bin")}`],
+      [["store", "get", ...s], "InvalidArgumentError: give a CID"],
+      [["store", "import", join(dir, "none.car"), ...s], `ENOENT: cannot open ${join(dir, "none.car")}`],
+      [["store", "frob", ...s], "InvalidArgumentError: unknown: fok store frob"],
+      [["demo", "--clients", "many"], "--clients must be a non-negative integer, got many"],
+    ];
+    const wrong: string[] = [];
+    for (const [args, expected] of cases) {
+      const r = await fok(args);
+      const ok = r.code === 1 && r.err.length === 1 && r.err[0]!.startsWith("fok: ") && r.err[0]!.includes(expected);
+      if (!ok || r.out.length > 0) wrong.push(`${args.slice(0, 3).join(" ")} → ${r.code} ${JSON.stringify(r.err)}`);
+    }
+    expect(wrong).to.deep.equal([]);
+    expect(cases.length).to.be.at.least(30);
+  });
+
+  it("read-only commands need no key: inspect, identity list and verify never read one", async function () {
+    const noKey = chain(0).map((x, i, all) => (all[i - 1] === "--private-key" ? "not-a-key" : x));
+    expect((await fok(["inspect", ...noKey])).code).to.equal(0);
+    expect((await fok(["identity", "list", ...noKey])).code).to.equal(0);
+    expect((await fok(["verify", "--task", "1", ...noKey])).code).to.equal(0);
+    // a command that writes does read it, and says what is wrong with it in one line
+    const write = await fok(["identity", "suspend", "--id", "1", ...noKey]);
+    expect([write.code, write.err.length]).to.deep.equal([1, 1]);
   });
 
   it("verify passes from the chain and the store alone, and fails (exit 1) when the store lies", async function () {
