@@ -4,6 +4,8 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { serveDashboard } from "../../node/dashboard/server.js";
+import { WEIGHT_SCALE, deployContracts } from "../../node/chain/index.js";
+import { createStore } from "../../node/store/index.js";
 import { runAllRounds, tinyFederation } from "../fixtures/tiny-federation.js";
 
 const { ethers } = await network.create();
@@ -11,6 +13,12 @@ const { ethers } = await network.create();
 describe("node/dashboard (fok dashboard)", function () {
   this.timeout(300_000);
   const CHROMIUM = process.env.FOK_CHROMIUM ?? "/usr/bin/chromium";
+  const launch = async () => {
+    const { chromium } = await import("playwright-core");
+    const args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"];
+    args.push("--disable-background-networking", "--disable-component-update", "--disable-sync");
+    return chromium.launch({ executablePath: CHROMIUM, args });
+  };
 
   it("shows the identities, the rounds and a chart of a finished run in headless Chromium", async function () {
     if (!existsSync(CHROMIUM)) this.skip(); // .ci/run installs Debian's chromium
@@ -18,20 +26,7 @@ describe("node/dashboard (fok dashboard)", function () {
     await runAllRounds(s);
     const dash = await serveDashboard({ ledger: s.ledger, store: s.store });
     expect(dash.url).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
-    const { chromium } = await import("playwright-core");
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const browser = await launch();
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
       await page.goto(dash.url);
@@ -69,6 +64,59 @@ describe("node/dashboard (fok dashboard)", function () {
       await browser.close();
       await dash.close();
       await s.store.close();
+    }
+  });
+
+  it("renders HTML and script payloads in CIDs and strategy names as text, and runs none", async function () {
+    if (!existsSync(CHROMIUM)) this.skip(); // .ci/run installs Debian's chromium
+    const [admin, aggregator, hospital] = await ethers.getSigners();
+    const ledger = await deployContracts(admin!);
+    const store = await createStore();
+    // any submitter chooses its CID string, the task admin the strategy name: the contract checks neither's form
+    const strategy = "<img src=x onerror=xss(1)>";
+    const startCid = "<script>xss(2)</script>";
+    const updateCid = '"><img src=x onerror=xss(3)>';
+    const globalCid = "<svg onload=xss(4)>";
+    await ledger.registerIdentity(hospital!.address, "<b>bold</b>", ethers.id("fp"), "<iframe src=javascript:xss(5)>");
+    const sha = (t: string) => ethers.sha256(ethers.toUtf8Bytes(t));
+    const task = await ledger.createTask({
+      baseModelCid: "<script>xss(6)</script>",
+      baseModelSha256: sha("base"),
+      loraConfigHash: sha("lora"),
+      aggregator: aggregator!.address,
+      strategy,
+      minUpdates: 1,
+      roundDuration: 3600,
+      maxRounds: 1,
+    });
+    await ledger.connect(aggregator!).openFirstRound(task, startCid, sha("start"));
+    const c = { task, round: 1, cid: updateCid, adapterSha256: sha("u"), numExamples: 5, metricsDigest: sha("m") };
+    await ledger.connect(hospital!).submitUpdate(c);
+    await ledger.connect(aggregator!).finalizeRound(task, 1, globalCid, sha("g"), [1], [WEIGHT_SCALE], strategy);
+    const dash = await serveDashboard({ ledger, store });
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      const ran: string[] = [];
+      await page.exposeFunction("xss", (n: number) => ran.push(String(n)));
+      const response = await page.goto(dash.url);
+      const headers = response!.headers();
+      expect(headers["content-security-policy"]).to.contain("script-src 'self'");
+      expect(headers["content-security-policy"]).to.contain("frame-ancestors 'none'");
+      expect([headers["x-content-type-options"], headers["x-frame-options"]]).to.deep.equal(["nosniff", "DENY"]);
+      await page.waitForSelector("tr.round");
+      const lineage = await page.locator("#lineage").innerText();
+      expect(lineage).to.contain(`task 1 — ${strategy}, 1/1 rounds, completed`);
+      // the long payloads are shortened for display, as every CID is; their first 12 characters show as text
+      for (const p of [startCid, updateCid, globalCid]) expect(lineage).to.contain(p.length > 20 ? p.slice(0, 12) : p);
+      expect(await page.locator(`a.cid[href="/api/cid/${encodeURIComponent(globalCid)}"]`).count()).to.equal(1);
+      expect(await page.locator("#lineage img, #lineage svg, #lineage script, #lineage iframe").count()).to.equal(0);
+      await page.waitForTimeout(300);
+      expect(ran).to.deep.equal([]);
+    } finally {
+      await browser.close();
+      await dash.close();
+      await store.close();
     }
   });
 });
