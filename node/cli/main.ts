@@ -69,14 +69,24 @@ export async function runCli(argv: string[], io: CliIO): Promise<number> {
     }
     const command = COMMANDS[cmd];
     if (!command) throw new InvalidArgumentError(`unknown command ${cmd}; see \`fok help\``);
-    await command(sub, rest, io);
-    return io.exitCode;
+    // strings from the chain or a peer may carry terminal escape sequences: no control character reaches the screen
+    const screened: CliIO = Object.assign(Object.create(io) as CliIO, {
+      out: (line: string) => io.out(printable(line)),
+      log: (line: string) => io.log(printable(line)),
+    });
+    await command(sub, rest, screened);
+    return screened.exitCode;
   } catch (e) {
     io.log(`fok: ${errorLine(e)}`);
     return 1;
   } finally {
     for (const close of io.cleanup.splice(0)) close();
   }
+}
+
+/** `text` with every control character but the line break shown as `?` (C0, DEL and C1, which holds CSI). */
+export function printable(text: string): string {
+  return [...text].map((c) => (c !== "\n" && (c < " " || (c >= "\x7f" && c <= "\x9f")) ? "?" : c)).join("");
 }
 
 /**
@@ -92,7 +102,7 @@ export function errorLine(e: unknown): string {
     path?: string;
   };
   // one line, and no terminal escape sequences from strings that came from a node or a file
-  const firstLine = (s: string) => [...s.split("\n")[0]!].map((c) => (c < " " || c === "\x7f" ? "?" : c)).join("");
+  const firstLine = (s: string) => printable(s.split("\n")[0]!);
   if (process.env.FOK_DEBUG) return err.stack ?? err.message;
   if (err instanceof FokError || err.name === "TypeError") return `${err.name}: ${firstLine(err.message)}`;
   if (err.syscall) return `${err.code}: cannot ${err.syscall} ${err.path ?? ""}`.trimEnd();

@@ -10,6 +10,7 @@
  */
 import { tf } from "./backend.js";
 import { InvalidArgumentError } from "../errors.js";
+import { sha256Hex } from "../digest.js";
 import type { GPT, GPTConfig } from "./gpt.js";
 
 export interface LoraConfig {
@@ -246,4 +247,15 @@ export class LoraAdapter {
       m.B.dispose();
     }
   }
+}
+
+/** sha256 (0x hex) of the LoRA config's canonical JSON (PEFT key names, targets sorted). */
+export function loraConfigHash(lora: LoraConfig): string {
+  const canonical = JSON.stringify({
+    lora_alpha: lora.alpha,
+    lora_dropout: lora.dropout,
+    r: lora.r,
+    target_modules: [...lora.targetModules].sort(),
+  });
+  return sha256Hex(canonical);
 }

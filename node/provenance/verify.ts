@@ -20,7 +20,7 @@ import {
 } from "../chain/index.js";
 import { parseAdapter, serializeAdapter, type LoraWeights, type ParsedAdapter } from "../model/adapter.js";
 import type { GPTConfig } from "../model/gpt.js";
-import type { LoraConfig } from "../model/lora.js";
+import { loraConfigHash, type LoraConfig } from "../model/lora.js";
 import { flattenWeights, strategyFor, unitsToWeights, type ClientUpdate, type Strategy } from "../aggregate/index.js";
 
 export interface Check {
@@ -76,6 +76,7 @@ export async function verifyTask(
 ): Promise<VerifyReport> {
   const v = new Verification(ledger, store, await ledger.readTaskHistory(task), o);
   await v.fetchVerified(null, null, "base model", v.history.baseModelCid, v.history.baseModelSha256);
+  v.loraConfig();
   let previousGlobal: Published | null = null;
   for (const round of v.history.rounds) {
     if (o.round === undefined || round.round === o.round) await v.round(round, previousGlobal);
@@ -118,6 +119,20 @@ class Verification {
       this.add(round, identity, `${what} digest`, false, `${cid} could not be read: ${(e as Error).message}`);
       return null;
     }
+  }
+
+  /** The LoRA config verify parses adapters with is the one the task committed to (its hash on-chain). */
+  loraConfig(): void {
+    const got = loraConfigHash(this.o.lora);
+    const ok = got === this.history.loraConfigHash;
+    const lora = JSON.stringify(this.o.lora);
+    this.add(
+      null,
+      null,
+      "LoRA config",
+      ok,
+      ok ? `${lora} is the task's` : `${lora} hashes to ${got}, the task's is ${this.history.loraConfigHash}`,
+    );
   }
 
   /** Lineage, every submission, then (once finalized) strategy, contributors, aggregate and contribution figures. */

@@ -14,6 +14,8 @@ import { promisify } from "node:util";
 import { HELP, runCli } from "../../node/cli/main.js";
 import type { CliIO } from "../../node/cli/options.js";
 import { sha256Hex } from "../../node/digest.js";
+import { FederationLedger } from "../../node/chain/index.js";
+import { JsonRpcProvider, Wallet } from "ethers";
 
 // Hardhat's public development accounts (the README's consortium walkthrough uses the same)
 const KEYS = [
@@ -387,5 +389,21 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       "fok: InvalidArgumentError: unknown command nope; see `fok help`\n",
     ]);
     expect(existsSync("bin/fok.mjs")).to.equal(true);
+  });
+
+  it("shows strings from the chain with their terminal control characters replaced", async function () {
+    const created = await fok(["task", "create", "--aggregator", ADDRESSES[1]!, ...chain(0)]);
+    expect(created.out[0]).to.match(/^task 2 created/);
+    // the aggregator chooses the start CID string: here one that would clear the screen and retitle the terminal
+    const hostile = "\x1b[2J\x1b]0;pwned\x07\x9b31mevil";
+    const deployment = JSON.parse(await readFile(join(dir, "deployment.json"), "utf8"));
+    const provider = new JsonRpcProvider(rpc);
+    const asAggregator = new FederationLedger(deployment, new Wallet(KEYS[1]!, provider));
+    await asAggregator.openFirstRound(2, hostile, sha256Hex("start"));
+    provider.destroy();
+    const r = await fok(["inspect", "--task", "2", ...chain(0)]);
+    const control = [...r.out.join("")].filter((c) => c < " " || (c >= "\x7f" && c <= "\x9f"));
+    expect(control).to.deep.equal([]);
+    expect(r.out).to.include("  round 1 from ?[2J?]0;pwned??31mevil");
   });
 });

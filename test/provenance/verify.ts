@@ -27,9 +27,9 @@ describe("node/provenance verify (fok verify)", function () {
     const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
     expect(failures(report)).to.deep.equal([]);
     expect(report.ok).to.equal(true);
-    // base, and per round: start digest + lineage, 3 × (identity, digest, metrics), strategy, 3 contributors,
-    // global, weights, aggregate
-    expect(report.checks.length).to.equal(1 + 2 * (2 + 3 * 3 + 1 + 3 + 3));
+    // base and LoRA config, and per round: start digest + lineage, 3 × (identity, digest, metrics), strategy,
+    // 3 contributors, global, weights, aggregate
+    expect(report.checks.length).to.equal(2 + 2 * (2 + 3 * 3 + 1 + 3 + 3));
     expect(report.contributions.map((c) => [c.round, c.identity, c.weightShare])).to.deep.equal([
       [1, 1, 0.166666],
       [1, 2, 0.333333],
@@ -149,6 +149,33 @@ describe("node/provenance verify (fok verify)", function () {
     expect(report.checks.find((c) => c.check === "strategy")!.detail).to.equal(
       "finalized as krum, the task's strategy is fedavg",
     );
+    await s.store.close();
+  });
+
+  it("fails the aggregate check, naming the strategy, when verify does not know the task's", async function () {
+    const s = await honestRun();
+    const forged = structuredClone(await s.ledger.readTaskHistory(s.task));
+    forged.strategy = "secret-sauce";
+    forged.strategyId = strategyId("secret-sauce");
+    for (const r of forged.rounds) r.finalized!.strategyId = forged.strategyId;
+    s.ledger.readTaskHistory = async () => forged;
+    const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(failures(report)).to.deep.equal([
+      [1, null, "aggregate"],
+      [2, null, "aggregate"],
+    ]);
+    expect(report.checks.find((c) => !c.ok)!.detail).to.equal(
+      'cannot re-run the aggregation: unknown strategy "secret-sauce"; choose one of ' +
+        "fedavg, fedprox, exact-svd, median, trimmed-mean, krum, multi-krum",
+    );
+    await s.store.close();
+  });
+
+  it("fails the LoRA config check when verify is given a config other than the task's", async function () {
+    const s = await honestRun();
+    const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: { ...LORA, alpha: 8 } });
+    expect(failures(report)[0]).to.deep.equal([null, null, "LoRA config"]);
+    expect(report.ok).to.equal(false);
     await s.store.close();
   });
 
