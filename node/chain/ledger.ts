@@ -123,9 +123,9 @@ export class FederationLedger {
     return { tokenId: Number(tokenId), status: Number(status) as IdentityStatus };
   }
 
-  /** One identity as the registry stores it now. */
-  async identityRecord(tokenId: number): Promise<IdentityRecord> {
-    const r = await this.#identity.identity(tokenId);
+  /** One identity as the registry stores it, at `blockTag` (default latest). */
+  async identityRecord(tokenId: number, blockTag?: BlockTag): Promise<IdentityRecord> {
+    const r = await this.#identity.identity(tokenId, { blockTag });
     return {
       tokenId,
       signer: r.signer,

@@ -68,6 +68,9 @@ export interface VerifyOptions {
 /** A published adapter: its CID and digest. */
 type Published = { cid: string; sha: string };
 
+/** A submitted update whose bytes matched its digest and parsed, with the base model its metadata names. */
+type ParsedUpdate = ClientUpdate & { base: string };
+
 export async function verifyTask(
   ledger: FederationLedger,
   store: ByteSource,
@@ -143,8 +146,9 @@ class Verification {
     if (!fin) return;
     this.strategyOfRound(round.round, fin);
     this.contributorsSubmitted(round, fin);
+    await this.contributorSet(round.round, fin, updates);
     const globalBytes = await this.fetchVerified(round.round, null, "global adapter", fin.globalCid, fin.globalSha256);
-    const listed = fin.contributors.map((id) => updates.get(id)).filter((u): u is ClientUpdate => Boolean(u));
+    const listed = fin.contributors.map((id) => updates.get(id)).filter((u): u is ParsedUpdate => Boolean(u));
     if (listed.length !== fin.contributors.length || !globalBytes) {
       this.add(
         round.round,
@@ -202,8 +206,8 @@ class Verification {
   }
 
   /** Each submitter's identity, relayed signature, bytes, format and metrics; the parsed updates by identity. */
-  private async submissions(round: RoundHistory): Promise<Map<number, ClientUpdate>> {
-    const updates = new Map<number, ClientUpdate>();
+  private async submissions(round: RoundHistory): Promise<Map<number, ParsedUpdate>> {
+    const updates = new Map<number, ParsedUpdate>();
     for (const s of round.submissions) {
       await this.submitterWasActive(s);
       if (s.relayer) await this.relayedSignature(s);
@@ -225,7 +229,8 @@ class Verification {
           ? "metrics in the adapter match the on-chain digest"
           : "metrics in the adapter do not match the on-chain digest",
       );
-      updates.set(s.identity, { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights });
+      const base = parsed.metadata.baseModelSha256;
+      updates.set(s.identity, { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights, base });
     }
     return updates;
   }
@@ -296,6 +301,41 @@ class Verification {
           : `identity ${id} is listed but did not submit in round ${round.round}`,
       );
     }
+  }
+
+  /**
+   * The contributors are the ones the strategy picks from every valid update: bytes that match their digest and
+   * parse as the task's LoRA layout for the task's base model, from an identity still active in the block before
+   * the round was finalized (what the aggregator itself requires). All of them for FedAvg-like rules, Krum's own
+   * selection for Krum: an aggregator that leaves out a valid update, or picks another, fails here.
+   */
+  private async contributorSet(round: number, fin: FinalizedRound, updates: Map<number, ParsedUpdate>) {
+    let strategy: Strategy;
+    try {
+      strategy = strategyFor(this.history.strategy);
+    } catch {
+      return; // the aggregate check names the unknown strategy
+    }
+    const valid: ClientUpdate[] = [];
+    for (const u of updates.values()) {
+      if (u.base !== this.history.baseModelSha256) continue;
+      const { status } = await this.ledger.identityRecord(u.identity, fin.blockNumber - 1);
+      if (status === IdentityStatus.Active) valid.push(u);
+    }
+    const ids = valid.map((u) => u.identity).sort((a, b) => a - b);
+    let picked: number[];
+    try {
+      picked = strategy.aggregate(valid, this.context()).contributors;
+    } catch (e) {
+      const why = `${this.history.strategy} cannot run on the valid updates [${ids.join(", ")}]`;
+      return this.add(round, null, "contributor set", false, `${why}: ${(e as Error).message}`);
+    }
+    const ok = picked.join() === fin.contributors.join();
+    const detail = ok
+      ? `the listed contributors are what ${this.history.strategy} picks from every valid update [${ids.join(", ")}]`
+      : `valid updates [${ids.join(", ")}]: ${this.history.strategy} picks [${picked.join(", ")}], ` +
+        `the round lists [${fin.contributors.join(", ")}]`;
+    this.add(round, null, "contributor set", ok, detail);
   }
 
   /** Weights and bytes of the task's strategy replayed on the listed updates; the strategy, or null if unknown. */

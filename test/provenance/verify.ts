@@ -4,7 +4,7 @@ import { parseAdapter, serializeAdapter } from "../../node/model/adapter.js";
 import { LoraAdapter } from "../../node/model/lora.js";
 import { sha256Hex } from "../../node/digest.js";
 import { strategyId } from "../../node/chain/index.js";
-import { FedAvg, unitsToWeights } from "../../node/aggregate/index.js";
+import { FedAvg, Krum, unitsToWeights, type Strategy } from "../../node/aggregate/index.js";
 import { verifyTask, formatVerifyReport, type ByteSource } from "../../node/provenance/verify.js";
 import { LORA, TINY, runAllRounds, tinyFederation } from "../fixtures/tiny-federation.js";
 
@@ -12,7 +12,8 @@ const { ethers } = await network.create();
 
 describe("node/provenance verify (fok verify)", function () {
   this.timeout(300_000);
-  const setup = async (options: { maxRounds?: number } = {}) => tinyFederation(await ethers.getSigners(), options);
+  const setup = async (options: { maxRounds?: number; strategy?: string; minUpdates?: number } = {}) =>
+    tinyFederation(await ethers.getSigners(), options);
 
   async function honestRun() {
     const s = await setup();
@@ -28,8 +29,8 @@ describe("node/provenance verify (fok verify)", function () {
     expect(failures(report)).to.deep.equal([]);
     expect(report.ok).to.equal(true);
     // base and LoRA config, and per round: start digest + lineage, 3 × (identity, digest, metrics), strategy,
-    // 3 contributors, global, weights, aggregate
-    expect(report.checks.length).to.equal(2 + 2 * (2 + 3 * 3 + 1 + 3 + 3));
+    // 3 contributors, contributor set, global, weights, aggregate
+    expect(report.checks.length).to.equal(2 + 2 * (2 + 3 * 3 + 1 + 3 + 1 + 3));
     expect(report.contributions.map((c) => [c.round, c.identity, c.weightShare])).to.deep.equal([
       [1, 1, 0.166666],
       [1, 2, 0.333333],
@@ -78,6 +79,7 @@ describe("node/provenance verify (fok verify)", function () {
     expect(report.ok).to.equal(false);
     expect(failures(report)).to.deep.equal([
       [2, 2, "update digest"],
+      [2, null, "contributor set"],
       [2, null, "aggregate"],
     ]);
     await s.store.close();
@@ -133,8 +135,72 @@ describe("node/provenance verify (fok verify)", function () {
     const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
     expect(failures(report)).to.deep.equal([
       [2, 3, "contributor submitted"],
+      [2, null, "contributor set"],
       [2, null, "aggregate"],
     ]);
+    await s.store.close();
+  });
+
+  /** Round 1 finalized by hand with `contributors` and the honest `strategy` aggregate of exactly their updates. */
+  async function finalizeWith(s: Awaited<ReturnType<typeof setup>>, strategy: Strategy, contributors: number[]) {
+    const h = await s.ledger.readTaskHistory(s.task);
+    const updates = [];
+    for (const sub of h.rounds[0]!.submissions) {
+      if (!contributors.includes(sub.identity)) continue;
+      const weights = parseAdapter(await s.store.get(sub.cid), TINY, LORA).weights;
+      updates.push({ identity: sub.identity, numExamples: sub.numExamples, weights });
+    }
+    const result = strategy.replay(updates, { scale: LORA.alpha / LORA.r, r: LORA.r });
+    const meta = { kind: "global" as const, task: s.task, round: 1, baseModelSha256: s.baseSha, strategy: strategy.id };
+    const bytes = serializeAdapter(TINY, LORA, result.weights, meta);
+    const cid = await s.store.add(bytes);
+    const asAggregator = s.ledger.connect(s.signers[1]!);
+    const weights = unitsToWeights(result.units);
+    await asAggregator.finalizeRound(s.task, 1, cid, sha256Hex(bytes), contributors, weights, strategy.id);
+  }
+
+  it("fails the contributor-set check when the aggregator leaves out a valid submitter", async function () {
+    const s = await setup({ maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    await Promise.all(s.clients.map((c) => c.participate(1)));
+    await finalizeWith(s, new FedAvg(), [1, 2]); // identity 3 submitted a valid update and is silently dropped
+    const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(failures(report)).to.deep.equal([[1, null, "contributor set"]]);
+    expect(report.checks.find((c) => c.check === "contributor set")!.detail).to.equal(
+      "valid updates [1, 2, 3]: fedavg picks [1, 2, 3], the round lists [1, 2]",
+    );
+    await s.store.close();
+  });
+
+  it("fails the contributor-set check when a Krum round lists an update Krum did not select", async function () {
+    const s = await setup({ maxRounds: 1, strategy: "krum", minUpdates: 1 });
+    await s.aggregator.openFirstRound();
+    await Promise.all(s.clients.map((c) => c.participate(1)));
+    const h = await s.ledger.readTaskHistory(s.task);
+    const updates = [];
+    for (const sub of h.rounds[0]!.submissions) {
+      const weights = parseAdapter(await s.store.get(sub.cid), TINY, LORA).weights;
+      updates.push({ identity: sub.identity, numExamples: sub.numExamples, weights });
+    }
+    const krum = new Krum(undefined, 1);
+    const chosen = krum.aggregate(updates).contributors;
+    const other = [1, 2, 3].find((id) => !chosen.includes(id))!;
+    await finalizeWith(s, krum, [other]);
+    const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(failures(report)).to.deep.equal([[1, null, "contributor set"]]);
+    expect(report.checks.find((c) => c.check === "contributor set")!.detail).to.equal(
+      `valid updates [1, 2, 3]: krum picks [${chosen.join(", ")}], the round lists [${other}]`,
+    );
+    await s.store.close();
+  });
+
+  it("passes a Krum round whose contributor is Krum's own selection", async function () {
+    const s = await setup({ maxRounds: 1, strategy: "krum", minUpdates: 1 });
+    await s.aggregator.openFirstRound();
+    await Promise.all(s.clients.map((c) => c.participate(1)));
+    await s.aggregator.finalize(1);
+    const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(failures(report)).to.deep.equal([]);
     await s.store.close();
   });
 
