@@ -31,9 +31,10 @@ contract Federation is AccessControl, EIP712, IFederation {
         uint32 currentRound;
         uint32 maxRounds;
         uint32 minUpdates;
-        uint64 roundDuration;
+        uint32 roundDuration;
         uint64 roundDeadline;
         TaskStatus status;
+        uint56 maxExamples;
     }
 
     struct Task {
@@ -76,13 +77,17 @@ contract Federation is AccessControl, EIP712, IFederation {
         bytes32 strategyId,
         uint32 minUpdates,
         uint64 roundDuration,
-        uint32 maxRounds
+        uint32 maxRounds,
+        uint64 maxExamples
     ) external onlyRole(TASK_ADMIN_ROLE) returns (uint256 taskId) {
         if (aggregator == address(0)) revert FederationZeroAddress();
         if (bytes(baseModelCid).length == 0) revert FederationZeroCid();
         if (baseModelSha256 == bytes32(0)) revert FederationZeroDigest();
-        if (minUpdates == 0 || roundDuration == 0 || maxRounds == 0) {
-            revert FederationInvalidTaskConfig(minUpdates, roundDuration, maxRounds);
+        if (
+            minUpdates == 0 || roundDuration == 0 || roundDuration > type(uint32).max || maxRounds == 0
+                || maxExamples == 0 || maxExamples > type(uint56).max
+        ) {
+            revert FederationInvalidTaskConfig(minUpdates, roundDuration, maxRounds, maxExamples);
         }
         taskId = ++_lastTaskId;
         Task storage t = _tasks[taskId];
@@ -90,9 +95,10 @@ contract Federation is AccessControl, EIP712, IFederation {
             currentRound: 0,
             maxRounds: maxRounds,
             minUpdates: minUpdates,
-            roundDuration: roundDuration,
+            roundDuration: uint32(roundDuration),
             roundDeadline: 0,
-            status: TaskStatus.None
+            status: TaskStatus.None,
+            maxExamples: uint56(maxExamples)
         });
         t.aggregator = aggregator;
         t.baseModelSha256 = baseModelSha256;
@@ -107,7 +113,8 @@ contract Federation is AccessControl, EIP712, IFederation {
             loraConfigHash,
             minUpdates,
             roundDuration,
-            maxRounds
+            maxRounds,
+            maxExamples
         );
     }
 
@@ -193,6 +200,7 @@ contract Federation is AccessControl, EIP712, IFederation {
             maxRounds: s.maxRounds,
             currentRound: s.currentRound,
             roundDuration: s.roundDuration,
+            maxExamples: s.maxExamples,
             roundDeadline: s.roundDeadline,
             status: s.status,
             baseModelSha256: t.baseModelSha256,
@@ -250,6 +258,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         if (id == 0 || status != ILLMIdentity.Status.Active) {
             revert FederationIdentityNotActive(signer, id, uint8(status));
         }
+        if (numExamples > s.maxExamples) revert FederationTooManyExamples(taskId, id, numExamples, s.maxExamples);
         Submission storage sub = _submissions[taskId][round][id];
         if (sub.numExamples != 0) revert FederationAlreadySubmitted(taskId, round, id);
         sub.adapterSha256 = adapterSha256;

@@ -37,6 +37,7 @@ for (const n of [1, 10, 100]) {
     minUpdates: 1,
     roundDuration: 3600,
     maxRounds: 2,
+    maxExamples: 1_000_000,
   });
   if (n === 1) record("createTask", createReceipt);
   const open = await asAgg.openFirstRound(task, CID, sha("init"));

@@ -22,6 +22,7 @@ interface IFederation {
         uint32 maxRounds;
         uint32 currentRound;
         uint64 roundDuration; // seconds
+        uint64 maxExamples; // the most examples one identity may claim in one round (bounds its FedAvg weight)
         uint64 roundDeadline; // unix time after which the current round takes no submissions
         TaskStatus status;
         bytes32 baseModelSha256;
@@ -43,8 +44,9 @@ interface IFederation {
     error FederationUnknownTask(uint256 task);
     /// @notice A zero address was given.
     error FederationZeroAddress();
-    /// @notice The task's round settings are invalid (each must be at least 1).
-    error FederationInvalidTaskConfig(uint32 minUpdates, uint64 roundDuration, uint32 maxRounds);
+    /// @notice The task's round settings are invalid: each must be at least 1, the round duration at most 2^32 - 1
+    /// seconds and the example cap at most 2^56 - 1.
+    error FederationInvalidTaskConfig(uint32 minUpdates, uint64 roundDuration, uint32 maxRounds, uint64 maxExamples);
     /// @notice Only the task's aggregator may do this.
     error FederationNotAggregator(uint256 task, address caller);
     /// @notice The first round is already open (or the task completed).
@@ -63,6 +65,8 @@ interface IFederation {
     error FederationZeroDigest();
     /// @notice Zero training examples.
     error FederationZeroExamples();
+    /// @notice More training examples claimed than the task allows one identity per round.
+    error FederationTooManyExamples(uint256 task, uint256 identity, uint64 numExamples, uint64 maxExamples);
     /// @notice Contributors and weights differ in length.
     error FederationLengthMismatch(uint256 contributors, uint256 weights);
     /// @notice Fewer contributors than the task's minimum.
@@ -86,7 +90,8 @@ interface IFederation {
         bytes32 loraConfigHash,
         uint32 minUpdates,
         uint64 roundDuration,
-        uint32 maxRounds
+        uint32 maxRounds,
+        uint64 maxExamples
     );
     /// @notice A round opened, starting from the adapter `startCid` / `startSha256`.
     event RoundOpened(
@@ -122,7 +127,8 @@ interface IFederation {
     /// @notice Creates a training task on base model `baseModelCid` / `baseModelSha256` with LoRA config hash
     /// `loraConfigHash`, run by `aggregator` with strategy `strategyId`.
     /// Requirements: caller has TASK_ADMIN_ROLE; `aggregator` non-zero; `baseModelCid` non-empty;
-    /// `baseModelSha256` non-zero; `minUpdates`, `roundDuration` and `maxRounds` each at least 1.
+    /// `baseModelSha256` non-zero; `minUpdates`, `roundDuration`, `maxRounds` and `maxExamples` each at least 1;
+    /// `roundDuration` below 2^32 seconds, `maxExamples` below 2^56.
     /// Emits {TaskCreated}.
     function createTask(
         string calldata baseModelCid,
@@ -132,7 +138,8 @@ interface IFederation {
         bytes32 strategyId,
         uint32 minUpdates,
         uint64 roundDuration,
-        uint32 maxRounds
+        uint32 maxRounds,
+        uint64 maxExamples
     ) external returns (uint256 taskId);
 
     /// @notice Opens round 1 of `taskId`, starting from the initial adapter `startCid` / `startSha256` (every client
@@ -144,7 +151,7 @@ interface IFederation {
     /// @notice Commits the caller's identity's update for `round` of `taskId`: adapter `cid` with sha256
     /// `adapterSha256`, trained on `numExamples` examples, with client metrics digest `metricsDigest`.
     /// Requirements: the caller holds an Active identity; `round` is open and its deadline not passed; the identity
-    /// has not submitted in this round; CID, digest and examples non-zero.
+    /// has not submitted in this round; CID and digest non-zero; examples non-zero and at most the task's cap.
     /// Emits {UpdateSubmitted}.
     function submitUpdate(
         uint256 taskId,

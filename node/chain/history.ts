@@ -72,6 +72,7 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
     minUpdates: Number(c.minUpdates),
     roundDuration: Number(c.roundDuration),
     maxRounds: Number(c.maxRounds),
+    maxExamples: Number(c.maxExamples),
     ...source(created[0]!),
     rounds: [...rounds.values()].sort((a, b) => a.round - b.round),
     completed: completed.length > 0,

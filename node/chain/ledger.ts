@@ -176,6 +176,7 @@ export class FederationLedger {
         p.minUpdates,
         p.roundDuration,
         p.maxRounds,
+        p.maxExamples,
       ),
     );
     return { task: Number(findEvent(receipt, this.#federation.interface, "TaskCreated").args.task), receipt };
@@ -268,6 +269,7 @@ export class FederationLedger {
       maxRounds: Number(t.maxRounds),
       currentRound: Number(t.currentRound),
       roundDuration: Number(t.roundDuration),
+      maxExamples: Number(t.maxExamples),
       roundDeadline: Number(t.roundDeadline),
       status: Number(t.status) as TaskStatus,
       baseModelSha256: t.baseModelSha256,

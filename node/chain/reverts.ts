@@ -21,6 +21,7 @@ export const Revert = {
   ZeroCid: "FederationZeroCid",
   ZeroDigest: "FederationZeroDigest",
   ZeroExamples: "FederationZeroExamples",
+  TooManyExamples: "FederationTooManyExamples",
   LengthMismatch: "FederationLengthMismatch",
   TooFewUpdates: "FederationTooFewUpdates",
   ContributorsNotSorted: "FederationContributorsNotSorted",

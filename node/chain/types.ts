@@ -47,9 +47,11 @@ export interface TaskParams {
   /** Strategy name (e.g. `fedavg`), stored as bytes32 text; or a 0x-prefixed 32-byte id. */
   strategy: string;
   minUpdates: number;
-  /** Seconds each round takes submissions. */
+  /** Seconds each round takes submissions (at most 2^32 − 1). */
   roundDuration: number;
   maxRounds: number;
+  /** The most examples one identity may claim in one round: it bounds a single claim's FedAvg weight. */
+  maxExamples: number;
 }
 
 /** A task's settings and where it stands now (the contract's `task` view). */
@@ -60,6 +62,7 @@ export interface TaskInfo {
   /** 0 until the first round opens. */
   currentRound: number;
   roundDuration: number;
+  maxExamples: number;
   /** Unix time (chain clock) after which the current round takes no submissions. */
   roundDeadline: number;
   status: TaskStatus;

@@ -28,7 +28,7 @@ export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
   fok identity list [--json]
   fok identity suspend|reinstate|revoke --id N
   fok task create --aggregator ADDR [--base models/base] [--strategy fedavg] [--rounds 3] [--min-updates 2]
-                  [--duration 3600]
+                  [--duration 3600] [--max-examples 100000]
   fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40]
                  [--relay | --relayer-key HEX]   (relay: the identity signs, another account sends)
   fok aggregator run --task T [--expected N]

@@ -11,7 +11,7 @@ import { FederationLedger, type Deployment } from "../chain/index.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import { DEFAULT_LORA_CONFIG, validateLoraConfig, type LoraConfig } from "../model/lora.js";
 import { parseBaseModel } from "../model/checkpoint.js";
-import { loraConfigHash } from "../federation/task-config.js";
+import { DEFAULT_MAX_EXAMPLES, loraConfigHash } from "../federation/task-config.js";
 import { DEFAULT_DEMO } from "../federation/demo.js";
 
 /** Where a command writes, and what stops a command that serves until told to stop. */
@@ -57,6 +57,7 @@ export const OPTIONS: ParseArgsConfig["options"] = {
   "held-out": { type: "string" },
   "min-updates": { type: "string", default: "2" },
   duration: { type: "string", default: "3600" },
+  "max-examples": { type: "string", default: String(DEFAULT_MAX_EXAMPLES) },
   data: { type: "string" },
   "text-dir": { type: "string" },
   "wordnet-category": { type: "string" },

@@ -28,6 +28,7 @@ export async function taskCommand(sub: string | undefined, rest: string[], io: C
       minUpdates: int(v, "min-updates"),
       roundDuration: int(v, "duration"),
       maxRounds: int(v, "rounds"),
+      maxExamples: int(v, "max-examples"),
     });
     io.out(`task ${task} created (base model ${cid})`);
   });

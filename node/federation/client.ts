@@ -87,12 +87,15 @@ export class FederationClient {
     if ((await ledger.submission(task, round, identity)).numExamples > 0) return "already-submitted";
     if ((await ledger.chainTime()) > info.roundDeadline) return "deadline-passed";
     const state = await this.trainedUpdate(round, identity);
+    // the task caps what one identity may claim: a hospital with more data claims the cap
+    const numExamples = Math.min(state.numExamples, info.maxExamples);
+    if (numExamples < state.numExamples) this.log(`round ${round}: claims the task's cap of ${numExamples} examples`);
     const c: UpdateCommitment = {
       task,
       round,
       cid: state.cid,
       adapterSha256: state.adapterSha256,
-      numExamples: state.numExamples,
+      numExamples,
       metricsDigest: state.metricsDigest,
     };
     try {

@@ -12,7 +12,7 @@ import type { TrainConfig } from "../train/train.js";
 import { Aggregator, type AggregatorOptions, type RoundReport } from "./aggregator.js";
 import { FederationClient } from "./client.js";
 import type { ClientDataset } from "./local-trainer.js";
-import { loraConfigHash, modelFingerprint } from "./task-config.js";
+import { DEFAULT_MAX_EXAMPLES, loraConfigHash, modelFingerprint } from "./task-config.js";
 import { startTrainers, type RoundTrainer, type StepReport } from "./trainer-pool.js";
 
 export interface LocalHospital {
@@ -47,6 +47,8 @@ export interface LocalFederationOptions {
   minUpdates?: number;
   /** Seconds. Default 3600. */
   roundDuration?: number;
+  /** The most examples one identity may claim per round. Default DEFAULT_MAX_EXAMPLES. */
+  maxExamples?: number;
   /** The aggregator finalizes once this many updates are in. Default: every hospital. */
   expectedUpdates?: number;
   train: Partial<TrainConfig>;
@@ -157,6 +159,7 @@ async function createTask(o: LocalFederationOptions, ledger: FederationLedger, b
     minUpdates: o.minUpdates ?? o.hospitals.length,
     roundDuration: o.roundDuration ?? 3600,
     maxRounds: o.rounds,
+    maxExamples: o.maxExamples ?? DEFAULT_MAX_EXAMPLES,
   });
 }
 

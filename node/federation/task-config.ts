@@ -2,6 +2,12 @@
 import { solidityPackedKeccak256 } from "ethers";
 export { loraConfigHash } from "../model/lora.js";
 
+/**
+ * The default cap on the examples one identity may claim per round (a task's `maxExamples`): with FedAvg one
+ * claim's weight is at most cap / (cap + the others' examples), whatever number it names.
+ */
+export const DEFAULT_MAX_EXAMPLES = 100_000;
+
 /** An identity's model fingerprint: keccak256(base-model sha256 ‖ LoRA config hash). */
 export function modelFingerprint(baseModelSha256: string, loraHash: string): string {
   return solidityPackedKeccak256(["bytes32", "bytes32"], [baseModelSha256, loraHash]);

@@ -210,6 +210,7 @@ class Verification {
     const updates = new Map<number, ParsedUpdate>();
     for (const s of round.submissions) {
       await this.submitterWasActive(s);
+      this.exampleCap(s);
       if (s.relayer) await this.relayedSignature(s);
       const bytes = await this.fetchVerified(round.round, s.identity, "update", s.cid, s.adapterSha256);
       if (!bytes) continue;
@@ -247,6 +248,14 @@ class Verification {
         ? `${s.signer} held active identity ${s.identity} before block ${s.blockNumber}`
         : `${s.signer} held identity ${tokenId} with status ${IdentityStatus[status]} before block ${s.blockNumber}`,
     );
+  }
+
+  /** The claim is within the task's cap (the contract refuses more since the cap exists; history may be forged). */
+  private exampleCap(s: SubmittedUpdate): void {
+    const cap = this.history.maxExamples;
+    const ok = s.numExamples <= cap;
+    const detail = `${s.numExamples} examples claimed, the task's cap is ${cap}`;
+    this.add(s.round, s.identity, "example cap", ok, detail);
   }
 
   private async relayedSignature(s: SubmittedUpdate): Promise<void> {

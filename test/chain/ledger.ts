@@ -75,6 +75,7 @@ describe("node/chain FederationLedger", function () {
       minUpdates: 2,
       roundDuration: 600,
       maxRounds: 3,
+      maxExamples: 500,
     });
     expect(task).to.equal(1);
     const asAgg = ledger.connect(aggregator);

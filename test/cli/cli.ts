@@ -253,7 +253,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       ],
       [
         ["task", "create", ...agg, "--rounds", "0", ...chain(0)],
-        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(2, 3600, 0)",
+        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(2, 3600, 0, 100000)",
       ],
       [
         ["task", "create", ...agg, "--lora-r", "0", ...chain(0)],

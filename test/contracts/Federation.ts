@@ -14,6 +14,7 @@ const INIT_SHA = ethers.sha256(ethers.toUtf8Bytes("initial adapter"));
 const STRATEGY = ethers.encodeBytes32String("fedavg");
 const DURATION = 3600n;
 const MAX_ROUNDS = 2n;
+const MAX_EXAMPLES = 10_000n;
 const E18 = 10n ** 18n;
 
 interface Commitment {
@@ -43,7 +44,17 @@ async function deployFederation() {
   for (const [i, s] of [alice, bob, carol].entries()) {
     await identity.register(s.address, ethers.id(`hospital ${i}`), ethers.id("fp"), `bafkreimeta${i}`);
   }
-  await federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 2, DURATION, MAX_ROUNDS);
+  await federation.createTask(
+    BASE_CID,
+    BASE_SHA,
+    LORA_HASH,
+    aggregator.address,
+    STRATEGY,
+    2,
+    DURATION,
+    MAX_ROUNDS,
+    MAX_EXAMPLES,
+  );
   return { identity, federation, admin, aggregator, alice, bob, carol, relayer, outsider };
 }
 
@@ -84,19 +95,16 @@ describe("Federation", function () {
   describe("createTask", function () {
     it("stores the task and emits TaskCreated with every setting", async function () {
       const { federation, aggregator } = await networkHelpers.loadFixture(deployFederation);
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 3, 60, 5))
+      await expect(
+        federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 3, 60, 5, MAX_EXAMPLES),
+      )
         .to.emit(federation, "TaskCreated")
-        .withArgs(2n, aggregator.address, STRATEGY, BASE_CID, BASE_SHA, LORA_HASH, 3n, 60n, 5n);
+        .withArgs(2n, aggregator.address, STRATEGY, BASE_CID, BASE_SHA, LORA_HASH, 3n, 60n, 5n, MAX_EXAMPLES);
       const t = await federation.task(2n);
       expect(t.aggregator).to.equal(aggregator.address);
-      expect([t.minUpdates, t.maxRounds, t.currentRound, t.roundDuration, t.roundDeadline, t.status]).to.deep.equal([
-        3n,
-        5n,
-        0n,
-        60n,
-        0n,
-        0n,
-      ]);
+      const schedule = [t.minUpdates, t.maxRounds, t.currentRound, t.roundDuration, t.roundDeadline, t.status];
+      expect(schedule).to.deep.equal([3n, 5n, 0n, 60n, 0n, 0n]);
+      expect(t.maxExamples).to.equal(MAX_EXAMPLES);
       expect([t.baseModelSha256, t.loraConfigHash, t.strategyId, t.headSha256]).to.deep.equal([
         BASE_SHA,
         LORA_HASH,
@@ -109,7 +117,9 @@ describe("Federation", function () {
     it("reverts without TASK_ADMIN_ROLE", async function () {
       const { federation, aggregator, outsider } = await networkHelpers.loadFixture(deployFederation);
       await expect(
-        federation.connect(outsider).createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 1, 60, 1),
+        federation
+          .connect(outsider)
+          .createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 1, 60, 1, MAX_EXAMPLES),
       )
         .to.be.revertedWithCustomError(federation, "AccessControlUnauthorizedAccount")
         .withArgs(outsider.address, await federation.TASK_ADMIN_ROLE());
@@ -119,24 +129,33 @@ describe("Federation", function () {
       const { federation, aggregator } = await networkHelpers.loadFixture(deployFederation);
       const a = aggregator.address;
       await expect(
-        federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, ethers.ZeroAddress, STRATEGY, 1, 60, 1),
+        federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, ethers.ZeroAddress, STRATEGY, 1, 60, 1, MAX_EXAMPLES),
       ).to.be.revertedWithCustomError(federation, "FederationZeroAddress");
-      await expect(federation.createTask("", BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 1)).to.be.revertedWithCustomError(
-        federation,
-        "FederationZeroCid",
-      );
       await expect(
-        federation.createTask(BASE_CID, ethers.ZeroHash, LORA_HASH, a, STRATEGY, 1, 60, 1),
+        federation.createTask("", BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 1, MAX_EXAMPLES),
+      ).to.be.revertedWithCustomError(federation, "FederationZeroCid");
+      await expect(
+        federation.createTask(BASE_CID, ethers.ZeroHash, LORA_HASH, a, STRATEGY, 1, 60, 1, MAX_EXAMPLES),
       ).to.be.revertedWithCustomError(federation, "FederationZeroDigest");
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 0, 60, 1))
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 0, 60, 1, MAX_EXAMPLES))
         .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(0n, 60n, 1n);
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 0, 1))
+        .withArgs(0n, 60n, 1n, MAX_EXAMPLES);
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 0, 1, MAX_EXAMPLES))
         .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(1n, 0n, 1n);
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 0))
+        .withArgs(1n, 0n, 1n, MAX_EXAMPLES);
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 0, MAX_EXAMPLES))
         .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(1n, 60n, 0n);
+        .withArgs(1n, 60n, 0n, MAX_EXAMPLES);
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 1, 0))
+        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
+        .withArgs(1n, 60n, 1n, 0n);
+      // a duration that would overflow the deadline, and a cap beyond what the schedule slot holds
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 2n ** 32n, 1, MAX_EXAMPLES))
+        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
+        .withArgs(1n, 2n ** 32n, 1n, MAX_EXAMPLES);
+      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 1, 2n ** 56n))
+        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
+        .withArgs(1n, 60n, 1n, 2n ** 56n);
     });
 
     it("reverts task() for an unknown task", async function () {
@@ -241,6 +260,18 @@ describe("Federation", function () {
         .withArgs(alice.address, 0n, 0n);
     });
 
+    it("rejects a claim of more examples than the task's cap, naming identity, claim and cap", async function () {
+      const { federation, alice } = await networkHelpers.loadFixture(withRoundOpen);
+      const claim = { ...commitment("alice"), numExamples: MAX_EXAMPLES + 1n };
+      await expect(submit(federation.connect(alice), claim))
+        .to.be.revertedWithCustomError(federation, "FederationTooManyExamples")
+        .withArgs(1n, 1n, MAX_EXAMPLES + 1n, MAX_EXAMPLES);
+      await expect(submit(federation.connect(alice), { ...claim, numExamples: MAX_EXAMPLES })).to.emit(
+        federation,
+        "UpdateSubmitted",
+      );
+    });
+
     it("rejects a zero CID, zero digest or zero examples", async function () {
       const { federation, alice } = await networkHelpers.loadFixture(withRoundOpen);
       const asAlice = federation.connect(alice);
@@ -293,7 +324,17 @@ describe("Federation", function () {
           .withArgs(anyValue, 0n, 0n);
 
       await rejects(await sign(alice, federation, { ...c, round: 2n }));
-      await federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 1, DURATION, 2);
+      await federation.createTask(
+        BASE_CID,
+        BASE_SHA,
+        LORA_HASH,
+        aggregator.address,
+        STRATEGY,
+        1,
+        DURATION,
+        2,
+        MAX_EXAMPLES,
+      );
       await rejects(await sign(alice, federation, { ...c, task: 2n }));
       const other = await ethers.deployContract("Federation", [await identity.getAddress(), admin.address]);
       await rejects(await sign(alice, other as unknown as Fed, c));

@@ -88,6 +88,7 @@ describe("node/dashboard (fok dashboard)", function () {
       minUpdates: 1,
       roundDuration: 3600,
       maxRounds: 1,
+      maxExamples: 1000,
     });
     await ledger.connect(aggregator!).openFirstRound(task, startCid, sha("start"));
     const c = { task, round: 1, cid: updateCid, adapterSha256: sha("u"), numExamples: 5, metricsDigest: sha("m") };

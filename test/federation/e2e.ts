@@ -12,7 +12,7 @@ const { ethers, networkHelpers } = await network.create();
 
 describe("federation end to end (tiny model, in-process chain, embedded store)", function () {
   this.timeout(300_000);
-  const setup = async (options: { stateDirs?: string[]; maxRounds?: number } = {}) =>
+  const setup = async (options: { stateDirs?: string[]; maxRounds?: number; maxExamples?: number } = {}) =>
     tinyFederation(await ethers.getSigners(), options);
 
   it("3 clients × 2 rounds: every commitment on-chain, every CID verified, global = FedAvg", async function () {
@@ -196,6 +196,22 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     await networkHelpers.time.increase(3601); // client and aggregator judge deadlines by the chain's time alone
     expect(await s.clients[0]!.participate(1)).to.equal("deadline-passed");
     expect((await s.ledger.submissionEvents(s.task, 1, 1)).length).to.equal(0);
+    await s.store.close();
+  });
+
+  it("a hospital with more examples than the cap claims the cap; its weight follows the claim", async function () {
+    const s = await setup({ maxRounds: 1, maxExamples: 15 }); // the hospitals hold 10, 20 and 30 examples
+    await s.aggregator.openFirstRound();
+    expect(await Promise.all(s.clients.map((c) => c.participate(1)))).to.deep.equal([
+      "submitted",
+      "submitted",
+      "submitted",
+    ]);
+    const report = (await s.aggregator.finalize(1))!;
+    expect(report.weights).to.deep.equal(unitsToWeights([10, 15, 15]));
+    const round = (await s.ledger.readRound(s.task, 1))!;
+    const claims = [...round.submissions].sort((a, b) => a.identity - b.identity).map((x) => x.numExamples);
+    expect(claims).to.deep.equal([10, 15, 15]);
     await s.store.close();
   });
 });

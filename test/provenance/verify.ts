@@ -28,9 +28,9 @@ describe("node/provenance verify (fok verify)", function () {
     const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
     expect(failures(report)).to.deep.equal([]);
     expect(report.ok).to.equal(true);
-    // base and LoRA config, and per round: start digest + lineage, 3 × (identity, digest, metrics), strategy,
-    // 3 contributors, contributor set, global, weights, aggregate
-    expect(report.checks.length).to.equal(2 + 2 * (2 + 3 * 3 + 1 + 3 + 1 + 3));
+    // base and LoRA config, and per round: start digest + lineage, 3 × (identity, example cap, digest, metrics),
+    // strategy, 3 contributors, contributor set, global, weights, aggregate
+    expect(report.checks.length).to.equal(2 + 2 * (2 + 3 * 4 + 1 + 3 + 1 + 3));
     expect(report.contributions.map((c) => [c.round, c.identity, c.weightShare])).to.deep.equal([
       [1, 1, 0.166666],
       [1, 2, 0.333333],
@@ -242,6 +242,22 @@ describe("node/provenance verify (fok verify)", function () {
     const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: { ...LORA, alpha: 8 } });
     expect(failures(report)[0]).to.deep.equal([null, null, "LoRA config"]);
     expect(report.ok).to.equal(false);
+    await s.store.close();
+  });
+
+  it("fails naming the identity and the example-cap check when a claim is above the task's cap", async function () {
+    const s = await honestRun();
+    // the contract refuses such a claim (FederationTooManyExamples); a forged history must still be caught
+    const forged = structuredClone(await s.ledger.readTaskHistory(s.task));
+    forged.rounds[1]!.submissions[2]!.numExamples = forged.maxExamples + 1;
+    s.ledger.readTaskHistory = async () => forged;
+    const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(failures(report)).to.deep.equal([
+      [2, 3, "example cap"],
+      [2, null, "weights"],
+      [2, null, "aggregate"],
+    ]);
+    expect(report.checks.find((c) => !c.ok)!.detail).to.equal("100001 examples claimed, the task's cap is 100000");
     await s.store.close();
   });
 
