@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { rejection } from "../../node/testing/rejection.js";
 import { network } from "hardhat";
 import { parseAdapter, serializeAdapter } from "../../node/model/adapter.js";
 import { sha256Hex } from "../../node/digest.js";
@@ -92,13 +93,7 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
       baseModelSha256: s.baseSha,
       expectedUpdates: 3,
     });
-    let err: Error | null = null;
-    try {
-      await first.finalize(1);
-    } catch (e) {
-      err = e as Error;
-    }
-    expect(err?.message).to.equal("killed");
+    expect((await rejection(first.finalize(1))).message).to.equal("killed");
     const restarted = new Aggregator({
       ledger: s.ledger.connect(aggAccount),
       store: s.store,
@@ -142,13 +137,7 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
       train: TRAIN,
       stateDir,
     });
-    let err: Error | null = null;
-    try {
-      await first.participate(1);
-    } catch (e) {
-      err = e as Error;
-    }
-    expect(err?.message).to.equal("killed");
+    expect((await rejection(first.participate(1))).message).to.equal("killed");
     expect(calls).to.equal(1);
     const restarted = new FederationClient({
       ledger: s.ledger.connect(signer),
@@ -179,13 +168,7 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     const s2 = await setup({ maxRounds: 1 });
     await s2.aggregator.openFirstRound();
     await s2.ledger.revoke(1);
-    let err: unknown;
-    try {
-      await s2.clients[0]!.participate(1);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).to.be.instanceOf(ClientIdentityError);
+    expect(await rejection(s2.clients[0]!.participate(1))).to.be.instanceOf(ClientIdentityError);
     await s.store.close();
     await s2.store.close();
   });
