@@ -19,7 +19,7 @@ import {
 } from "../aggregate/index.js";
 import type { AdapterStore } from "../store/index.js";
 import { sha256Hex } from "../digest.js";
-import { AggregationError, sleep, waitForRound } from "./rounds.js";
+import { AggregationError, sleep, untilDone, waitForRound } from "./rounds.js";
 
 export interface AggregatorOptions {
   /** The ledger seen through the task aggregator's account. */
@@ -109,20 +109,27 @@ export class Aggregator {
   /** Waits for the round's updates, aggregates and finalizes it; returns null if it was already finalized. */
   async finalize(roundNumber: number, signal?: AbortSignal): Promise<RoundReport | null> {
     const { ledger, task } = this.o;
-    const round = await this.awaitSubmissions(roundNumber, signal);
-    if (!round) return null;
-    const t0 = performance.now();
-    const { updates, excluded } = await this.collect(round);
-    const t1 = performance.now();
     const { minUpdates } = await ledger.taskInfo(task);
-    if (updates.length < minUpdates) {
-      throw new AggregationError(
-        `round ${roundNumber}: ${updates.length} usable updates, the task needs ${minUpdates}`,
-        {
-          cause: new TooFewUpdatesError(updates.length, minUpdates),
-        },
-      );
+    let awaited = this.o.expectedUpdates ?? Infinity;
+    let t0: number, t1: number, collected: Awaited<ReturnType<Aggregator["collect"]>>;
+    for (;;) {
+      const round = await this.awaitSubmissions(roundNumber, awaited, signal);
+      if (!round) return null;
+      t0 = performance.now();
+      collected = await this.collect(round);
+      t1 = performance.now();
+      if (collected.updates.length >= minUpdates) break;
+      const usable = `${collected.updates.length} usable updates, the task needs ${minUpdates}`;
+      if ((await ledger.chainTime()) > round.deadline || signal?.aborted) {
+        throw new AggregationError(`round ${roundNumber}: ${usable}`, {
+          cause: new TooFewUpdatesError(collected.updates.length, minUpdates),
+        });
+      }
+      // an update that cannot be used does not end the round: wait for more until the deadline
+      this.log(`round ${roundNumber}: ${usable}; waiting for more submissions until the deadline`);
+      awaited = round.submissions.length + 1;
     }
+    const { updates, excluded } = collected;
     const strategy = await this.strategy();
     const result = strategy.aggregate(updates, { scale: this.o.lora.alpha / this.o.lora.r, r: this.o.lora.r });
     const bytes = serializeAdapter(this.o.model, this.o.lora, result.weights, {
@@ -162,10 +169,9 @@ export class Aggregator {
    * The round once the expected updates are in or its deadline has passed on the chain's clock (or `signal`
    * aborts); null when it is already finalized. Polls the round's own events only.
    */
-  private async awaitSubmissions(roundNumber: number, signal?: AbortSignal): Promise<RoundHistory | null> {
+  private async awaitSubmissions(roundNumber: number, expected: number, signal?: AbortSignal) {
     const { ledger, task } = this.o;
     let round = await waitForRound(ledger, task, roundNumber, this.o.pollMs ?? 500, signal);
-    const expected = this.o.expectedUpdates ?? Infinity;
     while (!round.finalized && round.submissions.length < expected && !signal?.aborted) {
       if ((await ledger.chainTime()) > round.deadline) break;
       await sleep(this.o.pollMs ?? 500, signal);
@@ -177,14 +183,17 @@ export class Aggregator {
   /** Finalizes rounds as they come until the task completes. */
   async run(signal?: AbortSignal): Promise<RoundReport[]> {
     const reports: RoundReport[] = [];
-    for (;;) {
-      if (signal?.aborted) return reports;
+    const pollMs = this.o.pollMs ?? 500;
+    const step = async (): Promise<true | undefined> => {
       const info = await this.o.ledger.taskInfo(this.o.task);
-      if (info.status === TaskStatus.Completed) return reports;
+      if (info.status === TaskStatus.Completed) return true;
       if (info.status === TaskStatus.Open) {
         const r = await this.finalize(info.currentRound, signal);
         if (r) reports.push(r);
-      } else await sleep(this.o.pollMs ?? 500, signal);
-    }
+      } else await sleep(pollMs, signal);
+      return undefined;
+    };
+    await untilDone(step, { pollMs, signal, log: (l) => this.log(l) });
+    return reports;
   }
 }

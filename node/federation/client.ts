@@ -21,7 +21,7 @@ import type { AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import type { RoundTrainer } from "./trainer-pool.js";
 import { canonicalJson } from "./local-trainer.js";
-import { sleep, waitForRound } from "./rounds.js";
+import { sleep, untilDone, waitForRound } from "./rounds.js";
 
 export interface ClientOptions {
   /** The ledger as seen by the identity's key (direct) or by a relayer's account (with `relayFor`). */
@@ -41,7 +41,7 @@ export interface ClientOptions {
   log?: (line: string) => void;
 }
 
-export type RoundOutcome = "submitted" | "already-submitted" | "not-open" | "deadline-passed";
+export type RoundOutcome = "submitted" | "already-submitted" | "not-open" | "deadline-passed" | "round-closed";
 
 /** The client's identity is missing or not Active. */
 export class ClientIdentityError extends FokError {}
@@ -104,6 +104,7 @@ export class FederationClient {
     } catch (e) {
       if (isRevert(e, Revert.AlreadySubmitted)) return "already-submitted";
       if (isRevert(e, Revert.DeadlinePassed)) return "deadline-passed";
+      if (isRevert(e, Revert.RoundNotOpen)) return "round-closed"; // finalized while this client trained
       throw e;
     }
     this.log(`round ${round}: submitted ${state.cid}`);
@@ -137,21 +138,24 @@ export class FederationClient {
   async run(signal?: AbortSignal): Promise<void> {
     const { ledger, task } = this.o;
     let lastRound = 0;
-    for (;;) {
-      if (signal?.aborted) return;
+    const pollMs = this.o.pollMs ?? 500;
+    const step = async (): Promise<true | undefined> => {
       const info = await ledger.taskInfo(task);
       if (info.status === TaskStatus.Completed) {
         this.log(`task ${task} completed`);
-        return;
+        return true;
       }
       const round = info.currentRound;
       if (info.status === TaskStatus.Open && round !== lastRound) {
         const outcome = await this.participate(round);
         if (outcome !== "not-open") lastRound = round;
         if (outcome === "deadline-passed") this.log(`round ${round}: deadline passed, skipped`);
+        if (outcome === "round-closed") this.log(`round ${round}: finalized before this update was in, skipped`);
       }
-      await sleep(this.o.pollMs ?? 500, signal);
-    }
+      await sleep(pollMs, signal);
+      return undefined;
+    };
+    await untilDone(step, { pollMs, signal, log: (l) => this.log(l) });
   }
 
   private statePath(round: number) {

@@ -37,3 +37,38 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     });
   });
 }
+
+/** ethers codes and socket errors of a connection that failed, as opposed to an answer from the chain. */
+const TRANSIENT = new Set(["NETWORK_ERROR", "SERVER_ERROR", "TIMEOUT", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT"]);
+
+/** Whether `e` is a failure to reach the chain (worth retrying), not a revert or a typed error of ours. */
+export function isTransientChainError(e: unknown): boolean {
+  if (e instanceof FokError || !(e instanceof Error)) return false;
+  const code = (e as { code?: string }).code ?? (e.cause as { code?: string } | undefined)?.code;
+  return (code !== undefined && TRANSIENT.has(code)) || /fetch failed|socket hang up/i.test(e.message);
+}
+
+/**
+ * Runs `step` until it returns a value other than undefined; a transient chain error is logged and retried after
+ * 1, 2, 4 … 30 s (reset after a step that succeeds), any other error ends the loop. The retry loop of clients and
+ * the aggregator: a chain endpoint that goes away for a while ends neither.
+ */
+export async function untilDone<T>(
+  step: () => Promise<T | undefined>,
+  o: { pollMs: number; signal?: AbortSignal; log: (line: string) => void },
+): Promise<T | undefined> {
+  let failures = 0;
+  while (!o.signal?.aborted) {
+    try {
+      const done = await step();
+      if (done !== undefined) return done;
+      failures = 0;
+    } catch (e) {
+      if (!isTransientChainError(e)) throw e;
+      const delay = Math.min(30_000, 1000 * 2 ** failures++);
+      o.log(`chain unreachable (${(e as Error).message.split("\n")[0]}); retrying in ${delay / 1000} s`);
+      await sleep(delay, o.signal);
+    }
+  }
+  return undefined;
+}

@@ -197,4 +197,95 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     expect(claims).to.deep.equal([10, 15, 15]);
     await s.store.close();
   });
+
+  describe("robustness", function () {
+    const aggregatorExpecting = (s: Awaited<ReturnType<typeof setup>>, expectedUpdates: number) =>
+      new Aggregator({
+        ledger: s.ledger.connect(s.signers[1]!),
+        store: s.store,
+        task: s.task,
+        model: TINY,
+        lora: LORA,
+        baseModelSha256: s.baseSha,
+        expectedUpdates,
+        pollMs: 50,
+      });
+
+    it("a client still training when its round is finalized skips that round and joins the next", async function () {
+      const s = await setup();
+      await s.aggregator.openFirstRound();
+      await Promise.all(s.clients.slice(0, 2).map((c) => c.participate(1)));
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const slow: RoundTrainer = {
+        trainRound: async (job) => (await gate, s.trainers[2]!.trainRound(job)),
+        close: async () => {},
+      };
+      const signer = s.signers[4]!;
+      const late = new FederationClient({
+        ledger: s.ledger.connect(signer),
+        signer,
+        store: s.store,
+        task: s.task,
+        trainer: slow,
+        train: TRAIN,
+        pollMs: 50,
+      });
+      const outcome = late.participate(1);
+      await new Promise((r) => setTimeout(r, 200)); // it is training now
+      expect((await aggregatorExpecting(s, 2).finalize(1))!.contributors).to.deep.equal([1, 2]);
+      release();
+      expect(await outcome).to.equal("round-closed");
+      expect(await late.participate(2)).to.equal("submitted");
+      await s.store.close();
+    });
+
+    it("the aggregator waits past an unusable update for enough usable ones instead of exiting", async function () {
+      const s = await setup({ maxRounds: 1 });
+      await s.aggregator.openFirstRound();
+      await Promise.all([s.clients[0]!.participate(1), s.clients[2]!.participate(1)]);
+      await s.ledger.revoke(3); // identity 3's update is no longer usable: one usable of the two expected
+      const finalizing = aggregatorExpecting(s, 2).finalize(1);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await s.clients[1]!.participate(1)).to.equal("submitted");
+      const report = (await finalizing)!;
+      expect(report.contributors).to.deep.equal([1, 2]);
+      expect(report.excluded.map((x) => x.identity)).to.deep.equal([3]);
+      await s.store.close();
+    });
+
+    it("a client whose chain endpoint fails a while retries with backoff and completes the task", async function () {
+      this.timeout(60_000);
+      const s = await setup({ maxRounds: 1 });
+      const signer = s.signers[2]!;
+      const flaky = s.ledger.connect(signer);
+      const taskInfo = flaky.taskInfo.bind(flaky);
+      let failures = 2;
+      flaky.taskInfo = async (task) => {
+        if (failures-- > 0)
+          throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:8545"), { code: "ECONNREFUSED" });
+        return taskInfo(task);
+      };
+      const lines: string[] = [];
+      const client = new FederationClient({
+        ledger: flaky,
+        signer,
+        store: s.store,
+        task: s.task,
+        trainer: s.trainers[0]!,
+        train: TRAIN,
+        pollMs: 50,
+        log: (l) => lines.push(l),
+      });
+      await s.aggregator.openFirstRound();
+      await Promise.all([client.run(), aggregatorExpecting(s, 2).run(), s.clients[1]!.participate(1)]);
+      expect(lines.filter((l) => l.startsWith("chain unreachable (connect ECONNREFUSED"))).to.deep.equal([
+        "chain unreachable (connect ECONNREFUSED 127.0.0.1:8545); retrying in 1 s",
+        "chain unreachable (connect ECONNREFUSED 127.0.0.1:8545); retrying in 2 s",
+      ]);
+      expect(lines.at(-1)).to.equal("task 1 completed");
+      expect((await s.ledger.readRound(s.task, 1))!.finalized!.contributors).to.deep.equal([1, 2]);
+      await s.store.close();
+    });
+  });
 });
