@@ -193,7 +193,7 @@ export class Aggregator {
       } else await sleep(pollMs, signal);
       return undefined;
     };
-    await untilDone(step, { pollMs, signal, log: (l) => this.log(l) });
+    await untilDone(step, { signal, log: (l) => this.log(l) });
     return reports;
   }
 }

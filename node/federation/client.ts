@@ -155,7 +155,7 @@ export class FederationClient {
       await sleep(pollMs, signal);
       return undefined;
     };
-    await untilDone(step, { pollMs, signal, log: (l) => this.log(l) });
+    await untilDone(step, { signal, log: (l) => this.log(l) });
   }
 
   private statePath(round: number) {

@@ -55,7 +55,7 @@ export function isTransientChainError(e: unknown): boolean {
  */
 export async function untilDone<T>(
   step: () => Promise<T | undefined>,
-  o: { pollMs: number; signal?: AbortSignal; log: (line: string) => void },
+  o: { signal?: AbortSignal; log: (line: string) => void },
 ): Promise<T | undefined> {
   let failures = 0;
   while (!o.signal?.aborted) {
