@@ -21,7 +21,14 @@ import {
 import { parseAdapter, serializeAdapter, type LoraWeights, type ParsedAdapter } from "../model/adapter.js";
 import type { GPTConfig } from "../model/gpt.js";
 import { loraConfigHash, type LoraConfig } from "../model/lora.js";
-import { flattenWeights, strategyFor, unitsToWeights, type ClientUpdate, type Strategy } from "../aggregate/index.js";
+import {
+  flattenWeights,
+  strategyFor,
+  unitsToWeights,
+  type AggregateResult,
+  type ClientUpdate,
+  type Strategy,
+} from "../aggregate/index.js";
 
 export interface Check {
   round: number | null;
@@ -92,13 +99,21 @@ export async function verifyTask(
 class Verification {
   readonly checks: Check[] = [];
   readonly contributions: ContributionFigure[] = [];
+  /** The task's strategy, or why verify cannot run it (an unknown name fails the aggregate check, never throws). */
+  private readonly strategy: Strategy | Error;
 
   constructor(
     private readonly ledger: FederationLedger,
     private readonly store: ByteSource,
     readonly history: TaskHistory,
     private readonly o: VerifyOptions,
-  ) {}
+  ) {
+    try {
+      this.strategy = strategyFor(history.strategy);
+    } catch (e) {
+      this.strategy = e as Error;
+    }
+  }
 
   private add(round: number | null, identity: number | null, check: string, ok: boolean, detail: string) {
     this.checks.push({ round, identity, check, ok, detail });
@@ -146,7 +161,7 @@ class Verification {
     if (!fin) return;
     this.strategyOfRound(round.round, fin);
     this.contributorsSubmitted(round, fin);
-    await this.contributorSet(round.round, fin, updates);
+    const picked = await this.contributorSet(round.round, fin, updates);
     const globalBytes = await this.fetchVerified(round.round, null, "global adapter", fin.globalCid, fin.globalSha256);
     const listed = fin.contributors.map((id) => updates.get(id)).filter((u): u is ParsedUpdate => Boolean(u));
     if (listed.length !== fin.contributors.length || !globalBytes) {
@@ -159,7 +174,7 @@ class Verification {
       );
       return;
     }
-    const strategy = this.replayAggregate(round.round, fin, listed);
+    const strategy = this.replayAggregate(round.round, fin, listed, picked);
     const global = safeParse(globalBytes, this.o);
     if (strategy && start && global) await this.contributionFigures(round.round, fin, start, global, listed, strategy);
   }
@@ -318,13 +333,13 @@ class Verification {
    * the round was finalized (what the aggregator itself requires). All of them for FedAvg-like rules, Krum's own
    * selection for Krum: an aggregator that leaves out a valid update, or picks another, fails here.
    */
-  private async contributorSet(round: number, fin: FinalizedRound, updates: Map<number, ParsedUpdate>) {
-    let strategy: Strategy;
-    try {
-      strategy = strategyFor(this.history.strategy);
-    } catch {
-      return; // the aggregate check names the unknown strategy
-    }
+  private async contributorSet(
+    round: number,
+    fin: FinalizedRound,
+    updates: Map<number, ParsedUpdate>,
+  ): Promise<AggregateResult | null> {
+    const strategy = this.strategy;
+    if (strategy instanceof Error) return null; // the aggregate check names the unknown strategy
     const valid: ClientUpdate[] = [];
     for (const u of updates.values()) {
       if (u.base !== this.history.baseModelSha256) continue;
@@ -332,32 +347,44 @@ class Verification {
       if (status === IdentityStatus.Active) valid.push(u);
     }
     const ids = valid.map((u) => u.identity).sort((a, b) => a - b);
-    let picked: number[];
+    let result: AggregateResult;
     try {
-      picked = strategy.aggregate(valid, this.context()).contributors;
+      result = strategy.aggregate(valid, this.context());
     } catch (e) {
       const why = `${this.history.strategy} cannot run on the valid updates [${ids.join(", ")}]`;
-      return this.add(round, null, "contributor set", false, `${why}: ${(e as Error).message}`);
+      this.add(round, null, "contributor set", false, `${why}: ${(e as Error).message}`);
+      return null;
     }
+    const picked = result.contributors;
     const ok = picked.join() === fin.contributors.join();
     const detail = ok
       ? `the listed contributors are what ${this.history.strategy} picks from every valid update [${ids.join(", ")}]`
       : `valid updates [${ids.join(", ")}]: ${this.history.strategy} picks [${picked.join(", ")}], ` +
         `the round lists [${fin.contributors.join(", ")}]`;
     this.add(round, null, "contributor set", ok, detail);
+    // the same updates the round lists: what replaying them would compute (see replayAggregate)
+    return ok ? result : null;
   }
 
-  /** Weights and bytes of the task's strategy replayed on the listed updates; the strategy, or null if unknown. */
-  private replayAggregate(round: number, fin: FinalizedRound, listed: ClientUpdate[]): Strategy | null {
+  /**
+   * Weights and bytes of the task's strategy replayed on the listed updates; the strategy, or null if unknown.
+   * `picked` is the strategy's own result on exactly these updates when the contributor-set check computed it
+   * (aggregating the valid updates selects and combines them as replaying the selection does), so it is not
+   * computed twice.
+   */
+  private replayAggregate(
+    round: number,
+    fin: FinalizedRound,
+    listed: ClientUpdate[],
+    picked: AggregateResult | null,
+  ): Strategy | null {
     const name = this.history.strategy;
-    let strategy: Strategy;
-    try {
-      strategy = strategyFor(name);
-    } catch (e) {
-      this.add(round, null, "aggregate", false, `cannot re-run the aggregation: ${(e as Error).message}`);
+    const strategy = this.strategy;
+    if (strategy instanceof Error) {
+      this.add(round, null, "aggregate", false, `cannot re-run the aggregation: ${strategy.message}`);
       return null;
     }
-    const result = strategy.replay(listed, this.context());
+    const result = picked ?? strategy.replay(listed, this.context());
     const expected = unitsToWeights(result.units);
     const weightsOk = expected.length === fin.weights.length && expected.every((w, i) => w === fin.weights[i]);
     this.add(
