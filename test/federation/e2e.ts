@@ -15,6 +15,22 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
   this.timeout(300_000);
   const setup = async (options: { stateDirs?: string[]; maxRounds?: number; maxExamples?: number } = {}) =>
     tinyFederation(await ethers.getSigners(), options);
+  /** Another aggregator of the task (a restart, or one that finalizes once `expectedUpdates` are in). */
+  const aggregatorExpecting = (
+    s: Awaited<ReturnType<typeof setup>>,
+    expectedUpdates: number,
+    ledger = s.ledger.connect(s.signers[1]!),
+  ) =>
+    new Aggregator({
+      ledger,
+      store: s.store,
+      task: s.task,
+      model: TINY,
+      lora: LORA,
+      baseModelSha256: s.baseSha,
+      expectedUpdates,
+      pollMs: 50,
+    });
 
   it("3 clients × 2 rounds: every commitment on-chain, every CID verified, global = FedAvg", async function () {
     const s = await setup();
@@ -79,30 +95,13 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     await s.aggregator.openFirstRound();
     await Promise.all(s.clients.map((c) => c.participate(1)));
     // first aggregator dies between fetching + aggregating and finalizing
-    const aggAccount = s.signers[1]!;
-    const crashing = s.ledger.connect(aggAccount);
+    const crashing = s.ledger.connect(s.signers[1]!);
     crashing.finalizeRound = async () => {
       throw new Error("killed");
     };
-    const first = new Aggregator({
-      ledger: crashing,
-      store: s.store,
-      task: s.task,
-      model: TINY,
-      lora: LORA,
-      baseModelSha256: s.baseSha,
-      expectedUpdates: 3,
-    });
+    const first = aggregatorExpecting(s, 3, crashing);
     expect((await rejection(first.finalize(1))).message).to.equal("killed");
-    const restarted = new Aggregator({
-      ledger: s.ledger.connect(aggAccount),
-      store: s.store,
-      task: s.task,
-      model: TINY,
-      lora: LORA,
-      baseModelSha256: s.baseSha,
-      expectedUpdates: 3,
-    });
+    const restarted = aggregatorExpecting(s, 3);
     const report = await restarted.finalize(1);
     expect(report!.contributors).to.deep.equal([1, 2, 3]);
     expect(await restarted.finalize(1)).to.equal(null); // a second restart finds it finalized
@@ -199,18 +198,6 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
   });
 
   describe("robustness", function () {
-    const aggregatorExpecting = (s: Awaited<ReturnType<typeof setup>>, expectedUpdates: number) =>
-      new Aggregator({
-        ledger: s.ledger.connect(s.signers[1]!),
-        store: s.store,
-        task: s.task,
-        model: TINY,
-        lora: LORA,
-        baseModelSha256: s.baseSha,
-        expectedUpdates,
-        pollMs: 50,
-      });
-
     it("a client still training when its round is finalized skips that round and joins the next", async function () {
       const s = await setup();
       await s.aggregator.openFirstRound();
