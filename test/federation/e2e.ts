@@ -127,26 +127,12 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
       trainRound: (job) => (calls++, s.trainers[0]!.trainRound(job)),
       close: async () => {},
     };
-    const first = new FederationClient({
-      ledger: crashingLedger,
-      signer,
-      store: s.store,
-      task: s.task,
-      trainer: counting,
-      train: TRAIN,
-      stateDir,
-    });
+    const client = (ledger: typeof crashingLedger) =>
+      new FederationClient({ ledger, signer, store: s.store, task: s.task, trainer: counting, train: TRAIN, stateDir });
+    const first = client(crashingLedger);
     expect((await rejection(first.participate(1))).message).to.equal("killed");
     expect(calls).to.equal(1);
-    const restarted = new FederationClient({
-      ledger: s.ledger.connect(signer),
-      signer,
-      store: s.store,
-      task: s.task,
-      trainer: counting,
-      train: TRAIN,
-      stateDir,
-    });
+    const restarted = client(s.ledger.connect(signer));
     expect(await restarted.participate(1)).to.equal("submitted");
     expect(calls).to.equal(1);
     expect(await restarted.participate(1)).to.equal("already-submitted");
