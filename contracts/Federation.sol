@@ -14,11 +14,16 @@ contract Federation is AccessControl, EIP712, IFederation {
     /// @notice Role that creates tasks.
     bytes32 public constant TASK_ADMIN_ROLE = keccak256("TASK_ADMIN_ROLE");
 
-    /// @notice EIP-712 type of a relayed update: binds task, round and the whole commitment.
+    /// @notice EIP-712 type of a relayed update: binds task, round, the identity, the whole commitment and the
+    /// time after which the signature is void.
     bytes32 public constant UPDATE_TYPEHASH = keccak256(
-        "UpdateCommitment(uint256 task,uint256 round,string cid,bytes32 adapterSha256,uint64 numExamples,"
-        "bytes32 metricsDigest)"
+        "UpdateCommitment(uint256 task,uint256 round,uint256 identity,string cid,bytes32 adapterSha256,"
+        "uint64 numExamples,bytes32 metricsDigest,uint64 deadline)"
     );
+
+    /// @notice The largest minimum of contributors a task may ask for: a round's finalize lists every contributor,
+    /// and 1,000 of them cost about 7.2 million gas, well inside a block.
+    uint32 public constant MAX_MIN_UPDATES = 1000;
 
     /// @notice Aggregation weights are fixed-point numbers that add up to this.
     uint256 public constant WEIGHT_SCALE = 1e18;
@@ -40,12 +45,17 @@ contract Federation is AccessControl, EIP712, IFederation {
     struct Task {
         Schedule schedule;
         address aggregator;
+        uint64 maxUpdateNorm;
+        /// @dev Set by the task admin; becomes the aggregator when it accepts (two-step handover).
+        address pendingAggregator;
         bytes32 baseModelSha256;
         bytes32 loraConfigHash;
         bytes32 strategyId;
         /// @dev sha256 of the adapter the open round starts from; after the last round, the final global adapter.
         /// One slot per task, overwritten each round (past rounds' digests live in events and submissions).
         bytes32 headSha256;
+        /// @dev keccak256 of the CID of that adapter, so that anyone closing a round must name the same CID.
+        bytes32 headCidHash;
     }
 
     /// @dev Two slots per submission: the digest, and the rest packed.
@@ -69,53 +79,67 @@ contract Federation is AccessControl, EIP712, IFederation {
     }
 
     /// @inheritdoc IFederation
-    function createTask(
-        string calldata baseModelCid,
-        bytes32 baseModelSha256,
-        bytes32 loraConfigHash,
-        address aggregator,
-        bytes32 strategyId,
-        uint32 minUpdates,
-        uint64 roundDuration,
-        uint32 maxRounds,
-        uint64 maxExamples
-    ) external onlyRole(TASK_ADMIN_ROLE) returns (uint256 taskId) {
-        if (aggregator == address(0)) revert FederationZeroAddress();
-        if (bytes(baseModelCid).length == 0) revert FederationZeroCid();
-        if (baseModelSha256 == bytes32(0)) revert FederationZeroDigest();
+    function createTask(TaskConfig calldata c) external onlyRole(TASK_ADMIN_ROLE) returns (uint256 taskId) {
+        if (c.aggregator == address(0)) revert FederationZeroAddress();
+        if (bytes(c.baseModelCid).length == 0) revert FederationZeroCid();
+        if (c.baseModelSha256 == bytes32(0)) revert FederationZeroDigest();
         if (
-            minUpdates == 0 || roundDuration == 0 || roundDuration > type(uint32).max || maxRounds == 0
-                || maxExamples == 0 || maxExamples > type(uint56).max
+            c.minUpdates == 0 || c.minUpdates > MAX_MIN_UPDATES || c.roundDuration == 0
+                || c.roundDuration > type(uint32).max || c.maxRounds == 0 || c.maxExamples == 0
+                || c.maxExamples > type(uint56).max || c.maxUpdateNorm == 0
         ) {
-            revert FederationInvalidTaskConfig(minUpdates, roundDuration, maxRounds, maxExamples);
+            revert FederationInvalidTaskConfig(
+                c.minUpdates, c.roundDuration, c.maxRounds, c.maxExamples, c.maxUpdateNorm
+            );
         }
         taskId = ++_lastTaskId;
         Task storage t = _tasks[taskId];
         t.schedule = Schedule({
             currentRound: 0,
-            maxRounds: maxRounds,
-            minUpdates: minUpdates,
-            roundDuration: uint32(roundDuration),
+            maxRounds: c.maxRounds,
+            minUpdates: c.minUpdates,
+            roundDuration: uint32(c.roundDuration),
             roundDeadline: 0,
             status: TaskStatus.None,
-            maxExamples: uint56(maxExamples)
+            maxExamples: uint56(c.maxExamples)
         });
-        t.aggregator = aggregator;
-        t.baseModelSha256 = baseModelSha256;
-        t.loraConfigHash = loraConfigHash;
-        t.strategyId = strategyId;
+        t.aggregator = c.aggregator;
+        t.maxUpdateNorm = c.maxUpdateNorm;
+        t.baseModelSha256 = c.baseModelSha256;
+        t.loraConfigHash = c.loraConfigHash;
+        t.strategyId = c.strategyId;
         emit TaskCreated(
             taskId,
-            aggregator,
-            strategyId,
-            baseModelCid,
-            baseModelSha256,
-            loraConfigHash,
-            minUpdates,
-            roundDuration,
-            maxRounds,
-            maxExamples
+            c.aggregator,
+            c.strategyId,
+            c.baseModelCid,
+            c.baseModelSha256,
+            c.loraConfigHash,
+            c.minUpdates,
+            c.roundDuration,
+            c.maxRounds,
+            c.maxExamples,
+            c.maxUpdateNorm
         );
+    }
+
+    /// @inheritdoc IFederation
+    function proposeAggregator(uint256 taskId, address proposed) external onlyRole(TASK_ADMIN_ROLE) {
+        Task storage t = _requireTask(taskId);
+        t.pendingAggregator = proposed;
+        emit AggregatorProposed(taskId, t.aggregator, proposed);
+    }
+
+    /// @inheritdoc IFederation
+    function acceptAggregator(uint256 taskId) external {
+        Task storage t = _requireTask(taskId);
+        if (msg.sender != t.pendingAggregator || msg.sender == address(0)) {
+            revert FederationNotPendingAggregator(taskId, msg.sender);
+        }
+        address previous = t.aggregator;
+        t.aggregator = msg.sender;
+        t.pendingAggregator = address(0);
+        emit AggregatorChanged(taskId, previous, msg.sender);
     }
 
     /// @inheritdoc IFederation
@@ -125,6 +149,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         if (bytes(startCid).length == 0) revert FederationZeroCid();
         if (startSha256 == bytes32(0)) revert FederationZeroDigest();
         t.headSha256 = startSha256;
+        t.headCidHash = keccak256(bytes(startCid));
         _openRound(taskId, t, 1, startCid, startSha256);
     }
 
@@ -144,17 +169,31 @@ contract Federation is AccessControl, EIP712, IFederation {
     function submitUpdateWithSignature(
         uint256 taskId,
         uint256 round,
+        uint256 identity,
         string calldata cid,
         bytes32 adapterSha256,
         uint64 numExamples,
         bytes32 metricsDigest,
+        uint64 deadline,
         bytes calldata signature
     ) external {
+        if (block.timestamp > deadline) revert FederationSignatureExpired(deadline);
         bytes32 structHash = keccak256(
-            abi.encode(UPDATE_TYPEHASH, taskId, round, keccak256(bytes(cid)), adapterSha256, numExamples, metricsDigest)
+            abi.encode(
+                UPDATE_TYPEHASH,
+                taskId,
+                round,
+                identity,
+                keccak256(bytes(cid)),
+                adapterSha256,
+                numExamples,
+                metricsDigest,
+                deadline
+            )
         );
         address signer = ECDSA.recover(_hashTypedDataV4(structHash), signature);
-        _submit(taskId, round, cid, adapterSha256, numExamples, metricsDigest, signer, msg.sender);
+        uint256 id = _submit(taskId, round, cid, adapterSha256, numExamples, metricsDigest, signer, msg.sender);
+        if (id != identity) revert FederationWrongIdentity(signer, id, identity);
     }
 
     /// @inheritdoc IFederation
@@ -181,13 +220,19 @@ contract Federation is AccessControl, EIP712, IFederation {
 
         t.headSha256 = globalSha256;
         emit RoundFinalized(taskId, round, strategyId, globalCid, globalSha256, contributors, weights);
+        _advance(taskId, t, round, s.maxRounds, globalCid, globalSha256);
+    }
 
-        if (round == s.maxRounds) {
-            t.schedule.status = TaskStatus.Completed;
-            emit TaskCompleted(taskId, round, globalCid, globalSha256);
-        } else {
-            _openRound(taskId, t, uint32(round + 1), globalCid, globalSha256);
-        }
+    /// @inheritdoc IFederation
+    function closeRound(uint256 taskId, uint256 round, string calldata startCid) external {
+        Task storage t = _requireTask(taskId);
+        Schedule memory s = t.schedule;
+        if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        uint256 allowedFrom = msg.sender == t.aggregator ? s.roundDeadline : uint256(s.roundDeadline) + s.roundDuration;
+        if (block.timestamp <= allowedFrom) revert FederationTooEarlyToClose(taskId, round, msg.sender, allowedFrom);
+        if (keccak256(bytes(startCid)) != t.headCidHash) revert FederationWrongStartCid(taskId, round);
+        emit RoundClosed(taskId, round, msg.sender);
+        _advance(taskId, t, round, s.maxRounds, startCid, t.headSha256);
     }
 
     /// @inheritdoc IFederation
@@ -196,11 +241,13 @@ contract Federation is AccessControl, EIP712, IFederation {
         Schedule memory s = t.schedule;
         return TaskInfo({
             aggregator: t.aggregator,
+            pendingAggregator: t.pendingAggregator,
             minUpdates: s.minUpdates,
             maxRounds: s.maxRounds,
             currentRound: s.currentRound,
             roundDuration: s.roundDuration,
             maxExamples: s.maxExamples,
+            maxUpdateNorm: t.maxUpdateNorm,
             roundDeadline: s.roundDeadline,
             status: s.status,
             baseModelSha256: t.baseModelSha256,
@@ -245,7 +292,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         bytes32 metricsDigest,
         address signer,
         address relayer
-    ) private {
+    ) private returns (uint256 id) {
         Schedule storage s = _requireTask(taskId).schedule;
         if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
         uint64 deadline = s.roundDeadline;
@@ -254,7 +301,8 @@ contract Federation is AccessControl, EIP712, IFederation {
         if (adapterSha256 == bytes32(0)) revert FederationZeroDigest();
         if (numExamples == 0) revert FederationZeroExamples();
 
-        (uint256 id, ILLMIdentity.Status status) = identities.identityOfSigner(signer);
+        ILLMIdentity.Status status;
+        (id, status) = identities.identityOfSigner(signer);
         if (id == 0 || status != ILLMIdentity.Status.Active) {
             revert FederationIdentityNotActive(signer, id, uint8(status));
         }
@@ -289,6 +337,25 @@ contract Federation is AccessControl, EIP712, IFederation {
             sum += weights[i];
         }
         if (sum != WEIGHT_SCALE) revert FederationWeightsSum(sum);
+    }
+
+    /// @dev After round `round` ends (finalized or closed), completes the task or opens the next round from
+    /// `cid` / `sha`.
+    function _advance(
+        uint256 taskId,
+        Task storage t,
+        uint256 round,
+        uint32 maxRounds,
+        string calldata cid,
+        bytes32 sha
+    ) private {
+        if (round == maxRounds) {
+            t.schedule.status = TaskStatus.Completed;
+            emit TaskCompleted(taskId, round, cid, sha);
+        } else {
+            t.headCidHash = keccak256(bytes(cid));
+            _openRound(taskId, t, uint32(round + 1), cid, sha);
+        }
     }
 
     function _openRound(uint256 taskId, Task storage t, uint32 round, string calldata startCid, bytes32 startSha256)

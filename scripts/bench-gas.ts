@@ -38,6 +38,7 @@ for (const n of [1, 10, 100]) {
     roundDuration: 3600,
     maxRounds: 2,
     maxExamples: 1_000_000,
+    maxUpdateNorm: 10,
   });
   if (n === 1) record("createTask", createReceipt);
   const open = await asAgg.openFirstRound(task, CID, sha("init"));
@@ -53,8 +54,9 @@ for (const n of [1, 10, 100]) {
       numExamples: 1000 + i,
       metricsDigest: sha(`m${i}`),
     };
-    const sig = await ledger.signUpdate(wallets[i]!, c);
-    const r = await ledger.connect(relayer!).submitSignedUpdate(c, sig);
+    const binding = { identity: i + 2, deadline: 2 ** 40 };
+    const sig = await ledger.signUpdate(wallets[i]!, c, binding);
+    const r = await ledger.connect(relayer!).submitSignedUpdate(c, binding, sig);
     if (n === 1 && i === 0) record("submitUpdateWithSignature (relayed)", r, 90_000);
     contributors.push(i + 2); // token 1 is `direct`
   }

@@ -15,14 +15,30 @@ interface IFederation {
         Completed // max rounds finalized; nothing more happens
     }
 
+    /// @notice What a task is created with.
+    struct TaskConfig {
+        string baseModelCid;
+        bytes32 baseModelSha256;
+        bytes32 loraConfigHash;
+        address aggregator;
+        bytes32 strategyId;
+        uint32 minUpdates; // contributors a round needs (1 to MAX_MIN_UPDATES)
+        uint64 roundDuration; // seconds a round takes submissions (below 2^32)
+        uint32 maxRounds;
+        uint64 maxExamples; // the most examples one identity may claim in one round (bounds its FedAvg weight)
+        uint64 maxUpdateNorm; // the largest L2 norm of an update's change from the round's start, in 1e-6 units
+    }
+
     /// @notice A training task. `currentRound` is 0 until the first round opens.
     struct TaskInfo {
         address aggregator;
+        address pendingAggregator; // proposed by a task admin; zero when no handover is pending
         uint32 minUpdates;
         uint32 maxRounds;
         uint32 currentRound;
         uint64 roundDuration; // seconds
         uint64 maxExamples; // the most examples one identity may claim in one round (bounds its FedAvg weight)
+        uint64 maxUpdateNorm; // in 1e-6 units; off-chain rule: the aggregator excludes larger updates, verify checks
         uint64 roundDeadline; // unix time after which the current round takes no submissions
         TaskStatus status;
         bytes32 baseModelSha256;
@@ -44,9 +60,11 @@ interface IFederation {
     error FederationUnknownTask(uint256 task);
     /// @notice A zero address was given.
     error FederationZeroAddress();
-    /// @notice The task's round settings are invalid: each must be at least 1, the round duration at most 2^32 - 1
-    /// seconds and the example cap at most 2^56 - 1.
-    error FederationInvalidTaskConfig(uint32 minUpdates, uint64 roundDuration, uint32 maxRounds, uint64 maxExamples);
+    /// @notice The task's round settings are invalid: each must be at least 1, the minimum of contributors at most
+    /// MAX_MIN_UPDATES, the round duration at most 2^32 - 1 seconds and the example cap at most 2^56 - 1.
+    error FederationInvalidTaskConfig(
+        uint32 minUpdates, uint64 roundDuration, uint32 maxRounds, uint64 maxExamples, uint64 maxUpdateNorm
+    );
     /// @notice Only the task's aggregator may do this.
     error FederationNotAggregator(uint256 task, address caller);
     /// @notice The first round is already open (or the task completed).
@@ -77,6 +95,17 @@ interface IFederation {
     error FederationNotSubmitter(uint256 task, uint256 round, uint256 identity);
     /// @notice Weights must add up to exactly 1e18.
     error FederationWeightsSum(uint256 sum);
+    /// @notice The caller is not the aggregator the task admin proposed.
+    error FederationNotPendingAggregator(uint256 task, address caller);
+    /// @notice A relayed signature's deadline has passed.
+    error FederationSignatureExpired(uint64 deadline);
+    /// @notice The signature recovers to the key of identity `actual`, not the identity `expected` it names.
+    error FederationWrongIdentity(address signer, uint256 actual, uint256 expected);
+    /// @notice The round may not be closed yet by `caller`: the aggregator may after the deadline, anyone after the
+    /// deadline plus one more round duration.
+    error FederationTooEarlyToClose(uint256 task, uint256 round, address caller, uint256 allowedAfter);
+    /// @notice The CID given is not the one the round started from.
+    error FederationWrongStartCid(uint256 task, uint256 round);
     /// @notice A round must be finalized under the task's own strategy.
     error FederationWrongStrategy(uint256 task, bytes32 expected, bytes32 given);
 
@@ -91,8 +120,16 @@ interface IFederation {
         uint32 minUpdates,
         uint64 roundDuration,
         uint32 maxRounds,
-        uint64 maxExamples
+        uint64 maxExamples,
+        uint64 maxUpdateNorm
     );
+    /// @notice The task admin proposed `proposed` as the task's next aggregator (zero: no handover pending).
+    event AggregatorProposed(uint256 indexed task, address indexed current, address indexed proposed);
+    /// @notice The proposed aggregator accepted: from now on only `current` may open, finalize and close rounds.
+    event AggregatorChanged(uint256 indexed task, address indexed previous, address indexed current);
+    /// @notice Round `round` ended without a global adapter (too few usable updates by its deadline, or no aggregator
+    /// acted); the next round starts from the same adapter.
+    event RoundClosed(uint256 indexed task, uint256 indexed round, address closedBy);
     /// @notice A round opened, starting from the adapter `startCid` / `startSha256`.
     event RoundOpened(
         uint256 indexed task, uint256 indexed round, string startCid, bytes32 startSha256, uint64 deadline
@@ -127,20 +164,21 @@ interface IFederation {
     /// @notice Creates a training task on base model `baseModelCid` / `baseModelSha256` with LoRA config hash
     /// `loraConfigHash`, run by `aggregator` with strategy `strategyId`.
     /// Requirements: caller has TASK_ADMIN_ROLE; `aggregator` non-zero; `baseModelCid` non-empty;
-    /// `baseModelSha256` non-zero; `minUpdates`, `roundDuration`, `maxRounds` and `maxExamples` each at least 1;
-    /// `roundDuration` below 2^32 seconds, `maxExamples` below 2^56.
+    /// `baseModelSha256` non-zero; `minUpdates` (at most MAX_MIN_UPDATES), `roundDuration` (below 2^32 seconds),
+    /// `maxRounds`, `maxExamples` (below 2^56) and `maxUpdateNorm` each at least 1.
     /// Emits {TaskCreated}.
-    function createTask(
-        string calldata baseModelCid,
-        bytes32 baseModelSha256,
-        bytes32 loraConfigHash,
-        address aggregator,
-        bytes32 strategyId,
-        uint32 minUpdates,
-        uint64 roundDuration,
-        uint32 maxRounds,
-        uint64 maxExamples
-    ) external returns (uint256 taskId);
+    function createTask(TaskConfig calldata config) external returns (uint256 taskId);
+
+    /// @notice Proposes `proposed` as the task's aggregator (zero cancels a pending proposal); it takes over when it
+    /// calls {acceptAggregator}. Until then the current aggregator stays in charge.
+    /// Requirements: caller has TASK_ADMIN_ROLE; the task exists.
+    /// Emits {AggregatorProposed}.
+    function proposeAggregator(uint256 taskId, address proposed) external;
+
+    /// @notice The proposed aggregator takes over the task.
+    /// Requirements: caller is the task's pending aggregator.
+    /// Emits {AggregatorChanged}.
+    function acceptAggregator(uint256 taskId) external;
 
     /// @notice Opens round 1 of `taskId`, starting from the initial adapter `startCid` / `startSha256` (every client
     /// starts from the same LoRA initialisation). Later rounds open by themselves when the previous one is finalized.
@@ -163,17 +201,21 @@ interface IFederation {
     ) external;
 
     /// @notice Same as {submitUpdate}, sent by anyone (a relayer pays the gas) with the identity's EIP-712
-    /// signature over `UpdateCommitment(task, round, cid, adapterSha256, numExamples, metricsDigest)`. The domain
-    /// binds chain id and this contract, so a signature is good for this one commitment only.
-    /// Requirements: the signature recovers to an Active identity's key; otherwise as {submitUpdate}.
+    /// signature over `UpdateCommitment(task, round, identity, cid, adapterSha256, numExamples, metricsDigest,
+    /// deadline)`. The domain binds chain id and this contract, so a signature is good for this one commitment of
+    /// this one identity, until `deadline`.
+    /// Requirements: `deadline` not passed; the signature recovers to the key of `identity`, which is Active;
+    /// otherwise as {submitUpdate}.
     /// Emits {UpdateSubmitted} with `relayer` set to the sender.
     function submitUpdateWithSignature(
         uint256 taskId,
         uint256 round,
+        uint256 identity,
         string calldata cid,
         bytes32 adapterSha256,
         uint64 numExamples,
         bytes32 metricsDigest,
+        uint64 deadline,
         bytes calldata signature
     ) external;
 
@@ -192,6 +234,14 @@ interface IFederation {
         uint96[] calldata weights,
         bytes32 strategyId
     ) external;
+
+    /// @notice Ends round `round` without a global adapter and opens the next one from the same adapter (or
+    /// completes the task after its last round): for a round that cannot reach its minimum, or whose aggregator
+    /// does not act. `startCid` must be the CID the round started from.
+    /// Requirements: `round` is the open round; the caller is the aggregator and the deadline has passed, or anyone
+    /// and the deadline plus one round duration has passed.
+    /// Emits {RoundClosed}, then {RoundOpened} or {TaskCompleted}.
+    function closeRound(uint256 taskId, uint256 round, string calldata startCid) external;
 
     /// @notice The identity registry whose Active tokens may submit.
     function identities() external view returns (ILLMIdentity);

@@ -35,6 +35,17 @@ interface ILLMIdentity is IERC5192 {
     /// @notice The operation is not allowed from the identity's current status.
     error LLMIdentityInvalidStatus(uint256 tokenId, Status status);
 
+    /// @notice The key-rotation consent's deadline has passed.
+    error LLMIdentityConsentExpired(uint64 deadline);
+    /// @notice The consent is not signed by the identity's current key (or the identity does not exist).
+    error LLMIdentityInvalidConsent(uint256 tokenId);
+    /// @notice Only the identity's current key or a registrar may cancel its pending rotation.
+    error LLMIdentityNotKeyOrRegistrar(uint256 tokenId, address caller);
+    /// @notice The identity has no pending key rotation.
+    error LLMIdentityNoPendingRotation(uint256 tokenId);
+    /// @notice The pending rotation's delay has not passed.
+    error LLMIdentityRotationNotDue(uint256 tokenId, uint64 executableAt);
+
     /// @notice A new identity was minted to `signer`.
     event IdentityRegistered(
         uint256 indexed tokenId,
@@ -49,6 +60,11 @@ interface ILLMIdentity is IERC5192 {
     event IdentityReinstated(uint256 indexed tokenId);
     /// @notice An identity was revoked for good; its key is released.
     event IdentityRevoked(uint256 indexed tokenId, address indexed signer);
+    /// @notice A registrar proposed moving the identity to `newSigner` without its key's consent; it can happen at
+    /// `executableAt` unless the identity's current key cancels it first.
+    event KeyRotationProposed(uint256 indexed tokenId, address indexed newSigner, uint64 executableAt);
+    /// @notice A pending key rotation was cancelled by `by` (the identity's key contesting it, or a registrar).
+    event KeyRotationCancelled(uint256 indexed tokenId, address indexed by);
     /// @notice The identity was rebound from `oldSigner` to `newSigner` (key rotation).
     event IdentityKeyRotated(uint256 indexed tokenId, address indexed oldSigner, address indexed newSigner);
 
@@ -76,11 +92,40 @@ interface ILLMIdentity is IERC5192 {
     /// Emits {IdentityRevoked}.
     function revoke(uint256 tokenId) external;
 
-    /// @notice Rebinds an identity to a new signing key (key rotation); the token moves to `newSigner`.
-    /// Requirements: caller has REGISTRAR_ROLE; the identity is Active or Suspended; `newSigner` is non-zero and
-    /// holds no live identity.
+    /// @notice Rebinds an identity to a new signing key (key rotation) with its consent: `signature` is the current
+    /// key's EIP-712 signature over `KeyRotation(identity, newSigner, nonce, deadline)` (nonce: {rotationNonce}).
+    /// The token moves to `newSigner`.
+    /// Requirements: caller has REGISTRAR_ROLE; `deadline` not passed; the signature is the current key's; the
+    /// identity is Active or Suspended; `newSigner` is non-zero and holds no live identity.
     /// Emits {IdentityKeyRotated} and ERC-721 {Transfer}.
-    function rotateKey(uint256 tokenId, address newSigner) external;
+    function rotateKey(uint256 tokenId, address newSigner, uint64 deadline, bytes calldata signature) external;
+
+    /// @notice Proposes a rotation without the key's consent (the key is lost): it can be completed after
+    /// KEY_ROTATION_DELAY unless the identity's current key cancels it (a stolen registrar account cannot take an
+    /// identity over without the hospital seeing it coming). A new proposal replaces a pending one.
+    /// Requirements: caller has REGISTRAR_ROLE; as {rotateKey} for the identity and `newSigner`.
+    /// Emits {KeyRotationProposed}.
+    function proposeKeyRotation(uint256 tokenId, address newSigner) external;
+
+    /// @notice Cancels the identity's pending rotation (the hospital contests it).
+    /// Requirements: caller is the identity's current key or has REGISTRAR_ROLE; a rotation is pending.
+    /// Emits {KeyRotationCancelled}.
+    function cancelKeyRotation(uint256 tokenId) external;
+
+    /// @notice Completes a proposed rotation once its delay has passed.
+    /// Requirements: caller has REGISTRAR_ROLE; a rotation is pending and due; as {rotateKey} for the identity and
+    /// the new key at this time.
+    /// Emits {IdentityKeyRotated} and ERC-721 {Transfer}.
+    function completeKeyRotation(uint256 tokenId) external;
+
+    /// @notice The identity's pending rotation; (0, 0) when none.
+    function pendingKeyRotation(uint256 tokenId) external view returns (address newSigner, uint64 executableAt);
+
+    /// @notice The nonce the next key-rotation consent of `tokenId` must sign (rotations done so far).
+    function rotationNonce(uint256 tokenId) external view returns (uint32);
+
+    /// @notice The EIP-712 domain separator of key-rotation consents (chain id and this contract).
+    function domainSeparator() external view returns (bytes32);
 
     /// @notice The live identity bound to `signer` and its status; (0, None) when there is none.
     function identityOfSigner(address signer) external view returns (uint256 tokenId, Status status);

@@ -6,6 +6,7 @@ import { CoordinateMedian, Krum, TrimmedMean } from "./robust.js";
 import type { Strategy } from "./types.js";
 
 export * from "./types.js";
+export * from "./norm.js";
 export { ExactLora, FedAvg, FedProx, CoordinateMedian, Krum, TrimmedMean };
 
 export const STRATEGIES = ["fedavg", "fedprox", "exact-svd", "median", "trimmed-mean", "krum", "multi-krum"] as const;

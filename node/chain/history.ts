@@ -1,12 +1,14 @@
 /**
  * A task's and the registry's history rebuilt from events alone. Rounds are read with indexed queries (task and
- * round are indexed topics), so a poll for one round costs three log queries however long the history is.
+ * round are indexed topics), so a poll for one round costs four log queries however long the history is.
  */
 import type { Federation, LLMIdentity } from "../../types/ethers-contracts/index.js";
 import { ChainDataError } from "../errors.js";
 import {
   IdentityStatus,
+  NORM_SCALE,
   decodeStrategy,
+  type ClosedRound,
   type EventSource,
   type FinalizedRound,
   type IdentityEvent,
@@ -41,12 +43,14 @@ type FinalizedArgs = {
 
 /** Rebuilds a task's whole history from events alone. */
 export async function readTaskHistory(f: Federation, from: number, task: number): Promise<TaskHistory> {
-  const [created, opened, submitted, finalized, completed] = await Promise.all([
+  const [created, opened, submitted, finalized, closed, completed, handovers] = await Promise.all([
     f.queryFilter(f.filters.TaskCreated(task), from),
     f.queryFilter(f.filters.RoundOpened(task), from),
     f.queryFilter(f.filters.UpdateSubmitted(task), from),
     f.queryFilter(f.filters.RoundFinalized(task), from),
+    f.queryFilter(f.filters.RoundClosed(task), from),
     f.queryFilter(f.filters.TaskCompleted(task), from),
+    f.queryFilter(f.filters.AggregatorChanged(task), from),
   ]);
   if (created.length !== 1) {
     throw new ChainDataError(`task ${task}: expected one TaskCreated event, found ${created.length}`);
@@ -60,6 +64,7 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
   };
   for (const e of sortBySource(submitted)) roundOf(Number(e.args.round)).submissions.push(submittedUpdate(e));
   for (const e of finalized) roundOf(Number(e.args.round)).finalized = finalizedRound(e);
+  for (const e of closed) roundOf(Number(e.args.round)).closed = closedRound(e);
   const c = created[0]!.args;
   return {
     task,
@@ -73,7 +78,13 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
     roundDuration: Number(c.roundDuration),
     maxRounds: Number(c.maxRounds),
     maxExamples: Number(c.maxExamples),
+    maxUpdateNorm: Number(c.maxUpdateNorm) / NORM_SCALE,
     ...source(created[0]!),
+    aggregatorChanges: sortBySource(handovers).map((e) => ({
+      previous: e.args.previous,
+      current: e.args.current,
+      ...source(e),
+    })),
     rounds: [...rounds.values()].sort((a, b) => a.round - b.round),
     completed: completed.length > 0,
   };
@@ -86,10 +97,11 @@ export async function readRound(
   task: number,
   round: number,
 ): Promise<RoundHistory | null> {
-  const [opened, submitted, finalized] = await Promise.all([
+  const [opened, submitted, finalized, closed] = await Promise.all([
     f.queryFilter(f.filters.RoundOpened(task, round), from),
     f.queryFilter(f.filters.UpdateSubmitted(task, round), from),
     f.queryFilter(f.filters.RoundFinalized(task, round), from),
+    f.queryFilter(f.filters.RoundClosed(task, round), from),
   ]);
   if (opened.length === 0) return null;
   if (opened.length > 1 || finalized.length > 1) {
@@ -100,6 +112,7 @@ export async function readRound(
   const r = openedRound(opened[0]!);
   r.submissions = sortBySource(submitted).map(submittedUpdate);
   r.finalized = finalized.length ? finalizedRound(finalized[0]!) : null;
+  r.closed = closed.length ? closedRound(closed[0]!) : null;
   return r;
 }
 
@@ -174,7 +187,12 @@ function openedRound(e: Log<OpenedArgs>): RoundHistory {
     opened: source(e),
     submissions: [],
     finalized: null,
+    closed: null,
   };
+}
+
+function closedRound(e: Log<{ closedBy: string }>): ClosedRound {
+  return { closedBy: e.args.closedBy, ...source(e) };
 }
 
 function submittedUpdate(e: Log<SubmittedArgs>): SubmittedUpdate {

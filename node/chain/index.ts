@@ -10,6 +10,6 @@
  * - reverts.ts: revert names, decoding, sending
  */
 export * from "./types.js";
-export { FederationLedger, UPDATE_TYPES, deployContracts } from "./ledger.js";
+export { FederationLedger, KEY_ROTATION_TYPES, UPDATE_TYPES, deployContracts, normUnits } from "./ledger.js";
 export { Revert, isRevert, send, toChainError, type RevertName } from "./reverts.js";
 export { WEIGHT_SCALE } from "../weights.js";

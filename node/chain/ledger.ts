@@ -17,14 +17,16 @@ import {
   type Federation,
   type LLMIdentity,
 } from "../../types/ethers-contracts/index.js";
-import { ChainDataError } from "../errors.js";
+import { ChainDataError, InvalidArgumentError } from "../errors.js";
 import { readFinalizations, readIdentities, readRound, readSubmissions, readTaskHistory } from "./history.js";
 import { send } from "./reverts.js";
 import {
   bytes32Id,
   decodeStrategy,
   strategyId,
+  NORM_SCALE,
   type DecodedTransaction,
+  type RelayBinding,
   type Deployment,
   type IdentityRecord,
   type IdentityStatus,
@@ -42,14 +44,29 @@ export const UPDATE_TYPES = {
   UpdateCommitment: [
     { name: "task", type: "uint256" },
     { name: "round", type: "uint256" },
+    { name: "identity", type: "uint256" },
     { name: "cid", type: "string" },
     { name: "adapterSha256", type: "bytes32" },
     { name: "numExamples", type: "uint64" },
     { name: "metricsDigest", type: "bytes32" },
+    { name: "deadline", type: "uint64" },
   ],
 };
 
-/** Deploys LLMIdentity and Federation wired together; `admin` gets every role. */
+/** The EIP-712 type of an identity's consent to a new key, as LLMIdentity.sol's KEY_ROTATION_TYPEHASH spells it. */
+export const KEY_ROTATION_TYPES = {
+  KeyRotation: [
+    { name: "identity", type: "uint256" },
+    { name: "newSigner", type: "address" },
+    { name: "nonce", type: "uint32" },
+    { name: "deadline", type: "uint64" },
+  ],
+};
+
+/**
+ * Deploys LLMIdentity and Federation wired together; `admin` gets every role (hand them out with
+ * {@link FederationLedger.separateRoles}).
+ */
 export async function deployContracts(admin: Signer): Promise<FederationLedger> {
   const adminAddress = await admin.getAddress();
   const identity = await new LLMIdentity__factory(admin).deploy(adminAddress);
@@ -111,8 +128,36 @@ export class FederationLedger {
     return send("revoke", () => this.#identity.revoke(tokenId));
   }
 
-  async rotateKey(tokenId: number, newSigner: string): Promise<TransactionReceipt> {
-    return send("rotateKey", () => this.#identity.rotateKey(tokenId, newSigner));
+  /** The identity's consent (signed by its current key `signer`) to move to `newSigner`, valid until `deadline`. */
+  async signKeyRotation(signer: Signer, tokenId: number, newSigner: string, deadline: number): Promise<string> {
+    const nonce = Number(await this.#identity.rotationNonce(tokenId));
+    const domain = await this.identityDomain();
+    return signer.signTypedData(domain, KEY_ROTATION_TYPES, { identity: tokenId, newSigner, nonce, deadline });
+  }
+
+  /** Moves an identity to `newSigner` with its key's consent ({@link signKeyRotation}); registrar only. */
+  async rotateKey(tokenId: number, newSigner: string, deadline: number, consent: string): Promise<TransactionReceipt> {
+    return send("rotateKey", () => this.#identity.rotateKey(tokenId, newSigner, deadline, consent));
+  }
+
+  /** Proposes a rotation without consent; it can complete after the registry's delay unless the key cancels it. */
+  async proposeKeyRotation(tokenId: number, newSigner: string): Promise<TransactionReceipt> {
+    return send("proposeKeyRotation", () => this.#identity.proposeKeyRotation(tokenId, newSigner));
+  }
+
+  /** Cancels a pending rotation (from the identity's current key, or a registrar). */
+  async cancelKeyRotation(tokenId: number): Promise<TransactionReceipt> {
+    return send("cancelKeyRotation", () => this.#identity.cancelKeyRotation(tokenId));
+  }
+
+  async completeKeyRotation(tokenId: number): Promise<TransactionReceipt> {
+    return send("completeKeyRotation", () => this.#identity.completeKeyRotation(tokenId));
+  }
+
+  /** The identity's pending rotation, or null. */
+  async pendingKeyRotation(tokenId: number): Promise<{ newSigner: string; executableAt: number } | null> {
+    const [newSigner, executableAt] = await this.#identity.pendingKeyRotation(tokenId);
+    return newSigner === ZERO_ADDRESS ? null : { newSigner, executableAt: Number(executableAt) };
   }
 
   // ---- identities: reads -----------------------------------------------------------------------------------
@@ -144,12 +189,38 @@ export class FederationLedger {
 
   /** The roles `account` holds in the two contracts. */
   async roles(account: string): Promise<Roles> {
-    const [admin, registrar, taskAdmin] = await Promise.all([
-      this.#federation.hasRole(await this.#federation.DEFAULT_ADMIN_ROLE(), account),
+    const [admin, identityAdmin, registrar, taskAdmin] = await Promise.all([
+      this.#federation.hasRole(ADMIN_ROLE, account),
+      this.#identity.hasRole(ADMIN_ROLE, account),
       this.#identity.hasRole(await this.#identity.REGISTRAR_ROLE(), account),
       this.#federation.hasRole(await this.#federation.TASK_ADMIN_ROLE(), account),
     ]);
-    return { admin, registrar, taskAdmin };
+    return { admin, identityAdmin, registrar, taskAdmin };
+  }
+
+  /**
+   * Hands roles from the connected account (which must hold both admin roles) to other accounts: each one given
+   * is granted to its new holder and renounced by this account. Separates who registers hospitals, who creates
+   * tasks and who may change roles.
+   */
+  async separateRoles(to: { registrar?: string; taskAdmin?: string; admin?: string }): Promise<void> {
+    const me = await this.signerAddress();
+    const registrar = await this.#identity.REGISTRAR_ROLE();
+    const taskAdmin = await this.#federation.TASK_ADMIN_ROLE();
+    if (to.registrar) {
+      await send("grantRole", () => this.#identity.grantRole(registrar, to.registrar!));
+      await send("renounceRole", () => this.#identity.renounceRole(registrar, me));
+    }
+    if (to.taskAdmin) {
+      await send("grantRole", () => this.#federation.grantRole(taskAdmin, to.taskAdmin!));
+      await send("renounceRole", () => this.#federation.renounceRole(taskAdmin, me));
+    }
+    if (to.admin) {
+      for (const c of [this.#identity, this.#federation] as const) {
+        await send("grantRole", () => c.grantRole(ADMIN_ROLE, to.admin!));
+        await send("renounceRole", () => c.renounceRole(ADMIN_ROLE, me));
+      }
+    }
   }
 
   /** The identity registry the Federation contract reads (its `identities()`). */
@@ -167,23 +238,42 @@ export class FederationLedger {
   /** {@link createTask}, with the receipt. */
   async createTaskTx(p: TaskParams) {
     const receipt = await send("createTask", () =>
-      this.#federation.createTask(
-        p.baseModelCid,
-        p.baseModelSha256,
-        p.loraConfigHash,
-        p.aggregator,
-        strategyId(p.strategy),
-        p.minUpdates,
-        p.roundDuration,
-        p.maxRounds,
-        p.maxExamples,
-      ),
+      this.#federation.createTask({
+        baseModelCid: p.baseModelCid,
+        baseModelSha256: p.baseModelSha256,
+        loraConfigHash: p.loraConfigHash,
+        aggregator: p.aggregator,
+        strategyId: strategyId(p.strategy),
+        minUpdates: p.minUpdates,
+        roundDuration: p.roundDuration,
+        maxRounds: p.maxRounds,
+        maxExamples: p.maxExamples,
+        maxUpdateNorm: normUnits(p.maxUpdateNorm),
+      }),
     );
     return { task: Number(findEvent(receipt, this.#federation.interface, "TaskCreated").args.task), receipt };
   }
 
   async openFirstRound(task: number, startCid: string, startSha256: string): Promise<TransactionReceipt> {
     return send("openFirstRound", () => this.#federation.openFirstRound(task, startCid, startSha256));
+  }
+
+  /** Proposes `proposed` as the task's next aggregator (task admin only); it takes over when it accepts. */
+  async proposeAggregator(task: number, proposed: string): Promise<TransactionReceipt> {
+    return send("proposeAggregator", () => this.#federation.proposeAggregator(task, proposed));
+  }
+
+  /** The connected account, proposed as the task's aggregator, takes the task over. */
+  async acceptAggregator(task: number): Promise<TransactionReceipt> {
+    return send("acceptAggregator", () => this.#federation.acceptAggregator(task));
+  }
+
+  /**
+   * Ends the open round without a global adapter; the next round starts from the same adapter `startCid`. The
+   * aggregator may after the deadline, anyone after the deadline plus one round duration.
+   */
+  async closeRound(task: number, round: number, startCid: string): Promise<TransactionReceipt> {
+    return send("closeRound", () => this.#federation.closeRound(task, round, startCid));
   }
 
   /** Submits `c` from the connected account, which must hold an Active identity. */
@@ -193,26 +283,28 @@ export class FederationLedger {
     );
   }
 
-  /** The EIP-712 signature by `signer` (an identity's key) that lets anyone relay `c`. */
-  async signUpdate(signer: Signer, c: UpdateCommitment): Promise<string> {
-    return signer.signTypedData(this.eip712Domain(), UPDATE_TYPES, toTypedMessage(c));
+  /** The EIP-712 signature by `signer` (identity `b.identity`'s key) that lets anyone relay `c` until `b.deadline`. */
+  async signUpdate(signer: Signer, c: UpdateCommitment, b: RelayBinding): Promise<string> {
+    return signer.signTypedData(this.eip712Domain(), UPDATE_TYPES, toTypedMessage(c, b));
   }
 
-  /** The address whose key signed `c` with `signature` for this deployment. */
-  recoverUpdateSigner(c: UpdateCommitment, signature: string): string {
-    return verifyTypedData(this.eip712Domain(), UPDATE_TYPES, toTypedMessage(c), signature);
+  /** The address whose key signed `c` and `b` with `signature` for this deployment. */
+  recoverUpdateSigner(c: UpdateCommitment, b: RelayBinding, signature: string): string {
+    return verifyTypedData(this.eip712Domain(), UPDATE_TYPES, toTypedMessage(c, b), signature);
   }
 
-  /** Relays `c` with the identity's signature; the connected account pays the gas. */
-  async submitSignedUpdate(c: UpdateCommitment, signature: string): Promise<TransactionReceipt> {
+  /** Relays `c` with the identity's signature over `c` and `b`; the connected account pays the gas. */
+  async submitSignedUpdate(c: UpdateCommitment, b: RelayBinding, signature: string): Promise<TransactionReceipt> {
     return send("submitUpdateWithSignature", () =>
       this.#federation.submitUpdateWithSignature(
         c.task,
         c.round,
+        b.identity,
         c.cid,
         c.adapterSha256,
         c.numExamples,
         c.metricsDigest,
+        b.deadline,
         signature,
       ),
     );
@@ -265,11 +357,13 @@ export class FederationLedger {
     const t = await this.#federation.task(task);
     return {
       aggregator: t.aggregator,
+      pendingAggregator: t.pendingAggregator === ZERO_ADDRESS ? null : t.pendingAggregator,
       minUpdates: Number(t.minUpdates),
       maxRounds: Number(t.maxRounds),
       currentRound: Number(t.currentRound),
       roundDuration: Number(t.roundDuration),
       maxExamples: Number(t.maxExamples),
+      maxUpdateNorm: Number(t.maxUpdateNorm) / NORM_SCALE,
       roundDeadline: Number(t.roundDeadline),
       status: Number(t.status) as TaskStatus,
       baseModelSha256: t.baseModelSha256,
@@ -318,7 +412,7 @@ export class FederationLedger {
     if (!tx) return null;
     const parsed = this.#federation.interface.parseTransaction({ data: tx.data });
     if (!parsed || parsed.name !== "submitUpdateWithSignature") return null;
-    const [task, round, cid, adapterSha256, numExamples, metricsDigest, signature] = parsed.args;
+    const [task, round, identity, cid, adapterSha256, numExamples, metricsDigest, deadline, signature] = parsed.args;
     const commitment = {
       task: Number(task),
       round: Number(round),
@@ -327,7 +421,7 @@ export class FederationLedger {
       numExamples: Number(numExamples),
       metricsDigest,
     };
-    return { commitment, signature };
+    return { commitment, binding: { identity: Number(identity), deadline: Number(deadline) }, signature };
   }
 
   /** A transaction decoded against both contracts: the call and every event of ours it emitted. */
@@ -376,6 +470,21 @@ export class FederationLedger {
     return latest.timestamp;
   }
 
+  private async signerAddress(): Promise<string> {
+    const runner = this.runner as Partial<Signer>;
+    if (typeof runner.getAddress !== "function") throw new ChainDataError("the ledger's runner cannot sign");
+    return runner.getAddress();
+  }
+
+  private async identityDomain() {
+    return {
+      name: "FlowOfKnowledgeIdentity",
+      version: "1",
+      chainId: this.deployment.chainId,
+      verifyingContract: this.deployment.identity,
+    };
+  }
+
   private provider(): Provider {
     const provider = this.runner.provider;
     if (!provider) throw new ChainDataError("the ledger's runner has no provider");
@@ -383,15 +492,26 @@ export class FederationLedger {
   }
 }
 
-function toTypedMessage(c: UpdateCommitment) {
+function toTypedMessage(c: UpdateCommitment, b: RelayBinding) {
   return {
     task: c.task,
     round: c.round,
+    identity: b.identity,
     cid: c.cid,
     adapterSha256: c.adapterSha256,
     numExamples: c.numExamples,
     metricsDigest: c.metricsDigest,
+    deadline: b.deadline,
   };
+}
+
+const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000";
+const ADMIN_ROLE = "0x0000000000000000000000000000000000000000000000000000000000000000";
+
+/** A norm in the chain's 1e-6 units, rounded down (at least 1: the contract refuses a zero bound). */
+export function normUnits(norm: number): bigint {
+  if (!(norm > 0) || !Number.isFinite(norm)) throw new InvalidArgumentError(`max update norm must be > 0: ${norm}`);
+  return BigInt(Math.max(1, Math.floor(norm * NORM_SCALE)));
 }
 
 function findEvent(

@@ -52,17 +52,36 @@ export interface TaskParams {
   maxRounds: number;
   /** The most examples one identity may claim in one round: it bounds a single claim's FedAvg weight. */
   maxExamples: number;
+  /**
+   * The largest L2 norm of an update's change from the round's start adapter (over every LoRA tensor). Stored
+   * on-chain in units of 1e-6 ({@link NORM_SCALE}); the aggregator leaves larger updates out and verify checks it.
+   */
+  maxUpdateNorm: number;
+}
+
+/** The on-chain unit of `maxUpdateNorm`: 1e-6. */
+export const NORM_SCALE = 1_000_000;
+
+/** What a relayed commitment's signature binds besides the commitment: who signs and until when. */
+export interface RelayBinding {
+  /** The identity whose key signs. */
+  identity: number;
+  /** Unix time (chain clock) after which the signature is void. */
+  deadline: number;
 }
 
 /** A task's settings and where it stands now (the contract's `task` view). */
 export interface TaskInfo {
   aggregator: string;
+  /** Proposed by a task admin; it takes over when it accepts. null when none. */
+  pendingAggregator: string | null;
   minUpdates: number;
   maxRounds: number;
   /** 0 until the first round opens. */
   currentRound: number;
   roundDuration: number;
   maxExamples: number;
+  maxUpdateNorm: number;
   /** Unix time (chain clock) after which the current round takes no submissions. */
   roundDeadline: number;
   status: TaskStatus;
@@ -97,11 +116,13 @@ export interface IdentityRecord {
 
 /** The roles an account holds. */
 export interface Roles {
-  /** May grant and revoke every role. */
+  /** May grant and revoke every role of the Federation contract (tasks). */
   admin: boolean;
-  /** May register, suspend, reinstate, revoke identities and rotate their keys. */
+  /** May grant and revoke every role of the identity registry. */
+  identityAdmin: boolean;
+  /** May register, suspend, reinstate, revoke identities and rotate their keys (with the key's consent). */
   registrar: boolean;
-  /** May create tasks. */
+  /** May create tasks and hand a task's aggregator role over. */
   taskAdmin: boolean;
 }
 
@@ -127,6 +148,17 @@ export interface FinalizedRound extends EventSource {
   weights: bigint[];
 }
 
+/** A round that ended without a global adapter (`closeRound`). */
+export interface ClosedRound extends EventSource {
+  closedBy: string;
+}
+
+/** An aggregator handover (`AggregatorChanged`). */
+export interface AggregatorChange extends EventSource {
+  previous: string;
+  current: string;
+}
+
 export interface RoundHistory {
   round: number;
   startCid: string;
@@ -136,11 +168,15 @@ export interface RoundHistory {
   /** In the order they were mined. */
   submissions: SubmittedUpdate[];
   finalized: FinalizedRound | null;
+  /** Set when the round ended without a global adapter; the next round starts where this one did. */
+  closed: ClosedRound | null;
 }
 
 export interface TaskHistory extends TaskParams, EventSource {
   task: number;
   strategyId: string;
+  /** Every aggregator handover, in order (`aggregator` is the one the task was created with). */
+  aggregatorChanges: AggregatorChange[];
   rounds: RoundHistory[];
   completed: boolean;
 }
@@ -164,6 +200,7 @@ export interface IdentityHistory {
 /** A relayed submission as its transaction carried it: the commitment and the identity's signature. */
 export interface RelayedCall {
   commitment: UpdateCommitment;
+  binding: RelayBinding;
   signature: string;
 }
 

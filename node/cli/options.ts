@@ -11,7 +11,7 @@ import { FederationLedger, type Deployment } from "../chain/index.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import { DEFAULT_LORA_CONFIG, validateLoraConfig, type LoraConfig } from "../model/lora.js";
 import { parseBaseModel } from "../model/checkpoint.js";
-import { DEFAULT_MAX_EXAMPLES, loraConfigHash } from "../federation/task-config.js";
+import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM, loraConfigHash } from "../federation/task-config.js";
 import { DEFAULT_DEMO } from "../federation/demo.js";
 
 /** Where a command writes, and what stops a command that serves until told to stop. */
@@ -58,6 +58,7 @@ export const OPTIONS: ParseArgsConfig["options"] = {
   "min-updates": { type: "string", default: "2" },
   duration: { type: "string", default: "3600" },
   "max-examples": { type: "string", default: String(DEFAULT_MAX_EXAMPLES) },
+  "max-update-norm": { type: "string", default: String(DEFAULT_MAX_UPDATE_NORM) },
   data: { type: "string" },
   "text-dir": { type: "string" },
   "wordnet-category": { type: "string" },
@@ -93,6 +94,14 @@ export function int(v: Values, k: string): number {
   const n = Number(v[k]);
   if (!Number.isInteger(n) || n < 0)
     throw new InvalidArgumentError(`--${k} must be a non-negative integer, got ${v[k]}`);
+  return n;
+}
+
+/** A positive finite number flag. */
+export function positive(v: Values, k: string): number {
+  const n = Number(v[k]);
+  if (v[k] === undefined || v[k] === "" || !Number.isFinite(n) || n <= 0)
+    throw new InvalidArgumentError(`--${k} must be a positive number, got ${v[k]}`);
   return n;
 }
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { sha256Hex } from "../digest.js";
 import { InvalidArgumentError } from "../errors.js";
 import { loraConfigHash } from "../federation/task-config.js";
-import { address, int, ledgerFrom, loraFrom, parse, withStore, type CliIO } from "./options.js";
+import { address, int, ledgerFrom, loraFrom, parse, positive, withStore, type CliIO } from "./options.js";
 import { parseBaseModel } from "../model/checkpoint.js";
 import { initBackend } from "../model/backend.js";
 
@@ -13,6 +13,7 @@ export async function taskCommand(sub: string | undefined, rest: string[], io: C
   const { values: v } = parse(rest);
   const aggregator = address(v, "aggregator");
   const lora = loraFrom(v);
+  positive(v, "max-update-norm"); // checked before anything is read or pinned
   const bytes = await readFile(join(v.base as string, "model.safetensors"));
   await initBackend(undefined, true);
   parseBaseModel(bytes).gpt.dispose(); // a task must not commit to a base model nobody can load
@@ -29,6 +30,7 @@ export async function taskCommand(sub: string | undefined, rest: string[], io: C
       roundDuration: int(v, "duration"),
       maxRounds: int(v, "rounds"),
       maxExamples: int(v, "max-examples"),
+      maxUpdateNorm: positive(v, "max-update-norm"),
     });
     io.out(`task ${task} created (base model ${cid})`);
   });

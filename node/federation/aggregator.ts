@@ -1,9 +1,11 @@
 /**
  * The aggregator: opens the task's first round from a shared initial adapter, then for each round waits for the
  * expected updates or the deadline, fetches and verifies every update against its on-chain digest, leaves out any
- * that fail (a revoked or suspended identity, bytes that do not match, an adapter of the wrong shape), aggregates
- * the rest with the task's strategy, pins the global adapter and finalizes the round on-chain. Aggregation is
- * deterministic, so a restart after a crash recomputes the same bytes and finalizes exactly once.
+ * that fail (a revoked or suspended identity, bytes that do not match, an adapter of the wrong shape, a change from
+ * the round's start larger than the task's bound), aggregates the rest with the task's strategy, pins the global
+ * adapter and finalizes the round on-chain. A round that has too few usable updates at its deadline is closed on
+ * chain and the next one opens from the same adapter. Aggregation is deterministic, so a restart after a crash
+ * recomputes the same bytes and finalizes exactly once.
  */
 import { FederationLedger, IdentityStatus, Revert, TaskStatus, isRevert, type RoundHistory } from "../chain/index.js";
 import { FokError } from "../errors.js";
@@ -13,6 +15,7 @@ import { parseAdapter, serializeAdapter } from "../model/adapter.js";
 import {
   unitsToWeights,
   strategyFor,
+  updateNorm,
   TooFewUpdatesError,
   type ClientUpdate,
   type Strategy,
@@ -89,6 +92,9 @@ export class Aggregator {
   async collect(round: RoundHistory): Promise<{ updates: ClientUpdate[]; excluded: RoundReport["excluded"] }> {
     const updates: ClientUpdate[] = [];
     const excluded: RoundReport["excluded"] = [];
+    const { maxUpdateNorm } = await this.o.ledger.taskInfo(this.o.task);
+    const startBytes = await this.o.store.get(round.startCid, { expectedSha256: round.startSha256 });
+    const start = parseAdapter(startBytes, this.o.model, this.o.lora).weights;
     for (const s of round.submissions) {
       try {
         const { status } = await this.o.ledger.identityRecord(s.identity);
@@ -97,6 +103,9 @@ export class Aggregator {
         const parsed = parseAdapter(bytes, this.o.model, this.o.lora);
         if (parsed.metadata.baseModelSha256 !== this.o.baseModelSha256)
           throw new FokError(`adapter is for base model ${parsed.metadata.baseModelSha256}`);
+        const norm = updateNorm(parsed.weights, start, s.identity);
+        if (!(norm <= maxUpdateNorm))
+          throw new FokError(`update norm ${norm.toFixed(6)} exceeds the task's bound ${maxUpdateNorm}`);
         updates.push({ identity: s.identity, numExamples: s.numExamples, weights: parsed.weights });
       } catch (e) {
         excluded.push({ identity: s.identity, reason: `${(e as Error).name}: ${(e as Error).message}` });
@@ -106,7 +115,10 @@ export class Aggregator {
     return { updates, excluded };
   }
 
-  /** Waits for the round's updates, aggregates and finalizes it; returns null if it was already finalized. */
+  /**
+   * Waits for the round's updates, aggregates and finalizes it; returns null if it was already finalized or closed,
+   * or when it closes it for too few usable updates at the deadline.
+   */
   async finalize(roundNumber: number, signal?: AbortSignal): Promise<RoundReport | null> {
     const { ledger, task } = this.o;
     const { minUpdates } = await ledger.taskInfo(task);
@@ -120,10 +132,14 @@ export class Aggregator {
       t1 = performance.now();
       if (collected.updates.length >= minUpdates) break;
       const usable = `${collected.updates.length} usable updates, the task needs ${minUpdates}`;
-      if ((await ledger.chainTime()) > round.deadline || signal?.aborted) {
+      if (signal?.aborted) {
         throw new AggregationError(`round ${roundNumber}: ${usable}`, {
           cause: new TooFewUpdatesError(collected.updates.length, minUpdates),
         });
+      }
+      if ((await ledger.chainTime()) > round.deadline) {
+        await this.close(round, usable);
+        return null;
       }
       // an update that cannot be used does not end the round: wait for more until the deadline
       this.log(`round ${roundNumber}: ${usable}; waiting for more submissions until the deadline`);
@@ -166,18 +182,32 @@ export class Aggregator {
   }
 
   /**
+   * Closes a round that cannot reach its minimum: on chain, so that the next round opens from the same adapter
+   * (and verify can check that it really had too few valid updates).
+   */
+  private async close(round: RoundHistory, why: string): Promise<void> {
+    try {
+      await this.o.ledger.closeRound(this.o.task, round.round, round.startCid);
+    } catch (e) {
+      if (isRevert(e, Revert.RoundNotOpen)) return; // finalized or closed meanwhile
+      throw e;
+    }
+    this.log(`round ${round.round}: closed without a global adapter (${why}); the next round starts from the same one`);
+  }
+
+  /**
    * The round once the expected updates are in or its deadline has passed on the chain's clock (or `signal`
    * aborts); null when it is already finalized. Polls the round's own events only.
    */
   private async awaitSubmissions(roundNumber: number, expected: number, signal?: AbortSignal) {
     const { ledger, task } = this.o;
     let round = await waitForRound(ledger, task, roundNumber, this.o.pollMs ?? 500, signal);
-    while (!round.finalized && round.submissions.length < expected && !signal?.aborted) {
+    while (!round.finalized && !round.closed && round.submissions.length < expected && !signal?.aborted) {
       if ((await ledger.chainTime()) > round.deadline) break;
       await sleep(this.o.pollMs ?? 500, signal);
       round = (await ledger.readRound(task, roundNumber)) ?? round;
     }
-    return round.finalized ? null : round;
+    return round.finalized || round.closed ? null : round;
   }
 
   /** Finalizes rounds as they come until the task completes. */

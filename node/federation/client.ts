@@ -86,7 +86,7 @@ export class FederationClient {
     if (info.status !== TaskStatus.Open || info.currentRound !== round) return "not-open";
     if ((await ledger.submission(task, round, identity)).numExamples > 0) return "already-submitted";
     if ((await ledger.chainTime()) > info.roundDeadline) return "deadline-passed";
-    const state = await this.trainedUpdate(round, identity);
+    const state = await this.trainedUpdate(round, identity, info.maxUpdateNorm);
     // the task caps what one identity may claim: a hospital with more data claims the cap
     const numExamples = Math.min(state.numExamples, info.maxExamples);
     if (numExamples < state.numExamples) this.log(`round ${round}: claims the task's cap of ${numExamples} examples`);
@@ -99,11 +99,14 @@ export class FederationClient {
       metricsDigest: state.metricsDigest,
     };
     try {
-      if (this.o.relay) await ledger.submitSignedUpdate(c, await ledger.signUpdate(this.o.signer, c));
-      else await ledger.submitUpdate(c);
+      if (this.o.relay) {
+        // the signature names this identity and dies with the round's deadline: a relayer cannot hold it for later
+        const binding = { identity, deadline: info.roundDeadline };
+        await ledger.submitSignedUpdate(c, binding, await ledger.signUpdate(this.o.signer, c, binding));
+      } else await ledger.submitUpdate(c);
     } catch (e) {
       if (isRevert(e, Revert.AlreadySubmitted)) return "already-submitted";
-      if (isRevert(e, Revert.DeadlinePassed)) return "deadline-passed";
+      if (isRevert(e, Revert.DeadlinePassed) || isRevert(e, Revert.SignatureExpired)) return "deadline-passed";
       if (isRevert(e, Revert.RoundNotOpen)) return "round-closed"; // finalized while this client trained
       throw e;
     }
@@ -112,14 +115,18 @@ export class FederationClient {
   }
 
   /** This round's update: the one pinned before a crash, if its bytes are still here; else trained and pinned now. */
-  private async trainedUpdate(round: number, identity: number): Promise<RoundState> {
+  private async trainedUpdate(round: number, identity: number, maxUpdateNorm: number): Promise<RoundState> {
     const { ledger, task } = this.o;
     const saved = await this.loadState(round);
     if (saved && (await this.o.store.has(saved.cid))) return saved;
     const opened = await waitForRound(ledger, task, round, this.o.pollMs ?? 500);
     const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256 });
     this.log(`round ${round}: training from ${opened.startCid}`);
-    const out = await this.o.trainer.trainRound({ task, round, identity, startAdapter: start, train: this.o.train });
+    const job = { task, round, identity, startAdapter: start, train: this.o.train, maxUpdateNorm };
+    const out = await this.o.trainer.trainRound(job);
+    const clipped = out.metrics.clippedFrom;
+    if (clipped !== null)
+      this.log(`round ${round}: update norm ${fmt(clipped)} clipped to the task's ${maxUpdateNorm}`);
     const cid = await this.o.store.add(out.adapter);
     const state: RoundState = {
       cid,

@@ -10,6 +10,7 @@ import { parseAdapter, serializeAdapter } from "../model/adapter.js";
 import { train, type TrainConfig } from "../train/train.js";
 import { evaluateLoss } from "../train/evaluate.js";
 import { InvalidArgumentError } from "../errors.js";
+import { clipUpdate } from "../aggregate/index.js";
 
 export interface RoundJob {
   task: number;
@@ -18,6 +19,8 @@ export interface RoundJob {
   /** The verified bytes of the round's starting (global) adapter. */
   startAdapter: Uint8Array;
   train: Partial<TrainConfig>;
+  /** The task's bound on ‖update − start‖: a larger update is scaled back to it (clipped) before it is written. */
+  maxUpdateNorm?: number;
 }
 
 export interface ClientMetrics {
@@ -31,6 +34,10 @@ export interface ClientMetrics {
   heldOutLossBefore: number | null;
   heldOutLossAfter: number | null;
   trainLossEnd: number;
+  /** ‖update − start‖ of the adapter submitted (after clipping). */
+  updateNorm: number;
+  /** The norm before clipping to the task's bound; null when the update was within it. */
+  clippedFrom: number | null;
 }
 
 export interface RoundOutput {
@@ -101,6 +108,8 @@ export class LocalTrainer {
         config: cfg,
         onStep: this.onStep,
       });
+      const clip = clipUpdate(await adapter.exportWeights(), parsed.weights, job.maxUpdateNorm ?? Infinity);
+      if (clip.clippedFrom !== null) adapter.assign(clip.weights);
       const after = held ? (await evaluateLoss(this.base.gpt, adapter, held, evalOpts)).meanLoss : null;
       const metrics: ClientMetrics = {
         task: job.task,
@@ -112,8 +121,10 @@ export class LocalTrainer {
         heldOutLossBefore: before === null ? null : round6(before),
         heldOutLossAfter: after === null ? null : round6(after),
         trainLossEnd: round6(result.tailLoss),
+        updateNorm: round6(clip.norm),
+        clippedFrom: clip.clippedFrom === null ? null : round6(clip.clippedFrom),
       };
-      const bytes = serializeAdapter(this.base.gpt.config, this.lora, await adapter.exportWeights(), {
+      const bytes = serializeAdapter(this.base.gpt.config, this.lora, clip.weights, {
         kind: "update",
         task: job.task,
         round: job.round,

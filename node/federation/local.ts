@@ -12,7 +12,7 @@ import type { TrainConfig } from "../train/train.js";
 import { Aggregator, type AggregatorOptions, type RoundReport } from "./aggregator.js";
 import { FederationClient } from "./client.js";
 import type { ClientDataset } from "./local-trainer.js";
-import { DEFAULT_MAX_EXAMPLES, loraConfigHash, modelFingerprint } from "./task-config.js";
+import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM, loraConfigHash, modelFingerprint } from "./task-config.js";
 import { startTrainers, type RoundTrainer, type StepReport } from "./trainer-pool.js";
 
 export interface LocalHospital {
@@ -49,6 +49,8 @@ export interface LocalFederationOptions {
   roundDuration?: number;
   /** The most examples one identity may claim per round. Default DEFAULT_MAX_EXAMPLES. */
   maxExamples?: number;
+  /** The task's bound on ‖update − start‖ (default DEFAULT_MAX_UPDATE_NORM). */
+  maxUpdateNorm?: number;
   /** The aggregator finalizes once this many updates are in. Default: every hospital. */
   expectedUpdates?: number;
   train: Partial<TrainConfig>;
@@ -160,6 +162,7 @@ async function createTask(o: LocalFederationOptions, ledger: FederationLedger, b
     roundDuration: o.roundDuration ?? 3600,
     maxRounds: o.rounds,
     maxExamples: o.maxExamples ?? DEFAULT_MAX_EXAMPLES,
+    maxUpdateNorm: o.maxUpdateNorm ?? DEFAULT_MAX_UPDATE_NORM,
   });
 }
 

@@ -8,6 +8,13 @@ export { loraConfigHash } from "../model/lora.js";
  */
 export const DEFAULT_MAX_EXAMPLES = 100_000;
 
+/**
+ * The default bound on an update's change from its round's start, ‖update − start‖₂ over every LoRA value (a
+ * task's `maxUpdateNorm`): clients clip to it, the aggregator leaves larger updates out, verify checks it. It stops
+ * one hospital from scaling its update to outweigh the others. See DEFAULT_MAX_UPDATE_NORM_NOTE in the README.
+ */
+export const DEFAULT_MAX_UPDATE_NORM = 10;
+
 /** An identity's model fingerprint: keccak256(base-model sha256 ‖ LoRA config hash). */
 export function modelFingerprint(baseModelSha256: string, loraHash: string): string {
   return solidityPackedKeccak256(["bytes32", "bytes32"], [baseModelSha256, loraHash]);

@@ -5,7 +5,10 @@
  * re-runs each round's aggregation as the strategy declares (`Strategy.replay`) on the listed contributors' updates
  * with the recorded weights and compares the result byte for byte with the published global adapter, and checks the
  * lineage (round 1 starts from an initial adapter of the task's base model that changes nothing, every later round
- * from the previous global adapter). One result per check; any failure names round, identity and check.
+ * from the previous global adapter, or where the previous round started when that one was closed without one), that
+ * every update's change from its round's start is within the task's bound, and that a round closed without a global
+ * adapter really had fewer valid updates than the minimum. One result per check; any failure names round, identity
+ * and check.
  */
 import { sha256Hex } from "../digest.js";
 import { weightShare } from "../weights.js";
@@ -24,6 +27,7 @@ import { loraConfigHash, type LoraConfig } from "../model/lora.js";
 import {
   flattenWeights,
   strategyFor,
+  updateNorm,
   unitsToWeights,
   type AggregateResult,
   type ClientUpdate,
@@ -72,11 +76,11 @@ export interface VerifyOptions {
   heldOut?: { loss: (weights: LoraWeights) => Promise<number> };
 }
 
-/** A published adapter: its CID and digest. */
-type Published = { cid: string; sha: string };
+/** Where the next round must start: the previous round's global adapter, or its start when it was closed. */
+type Head = { cid: string; sha: string; closed: boolean };
 
 /** A submitted update whose bytes matched its digest and parsed, with the base model its metadata names. */
-type ParsedUpdate = ClientUpdate & { base: string };
+type ParsedUpdate = ClientUpdate & { base: string; withinBound: boolean };
 
 export async function verifyTask(
   ledger: FederationLedger,
@@ -87,10 +91,13 @@ export async function verifyTask(
   const v = new Verification(ledger, store, await ledger.readTaskHistory(task), o);
   await v.fetchVerified(null, null, "base model", v.history.baseModelCid, v.history.baseModelSha256);
   v.loraConfig();
-  let previousGlobal: Published | null = null;
+  let previous: Head | null = null;
   for (const round of v.history.rounds) {
-    if (o.round === undefined || round.round === o.round) await v.round(round, previousGlobal);
-    if (round.finalized) previousGlobal = { cid: round.finalized.globalCid, sha: round.finalized.globalSha256 };
+    if (o.round === undefined || round.round === o.round) await v.round(round, previous);
+    const fin = round.finalized;
+    if (fin) previous = { cid: fin.globalCid, sha: fin.globalSha256, closed: false };
+    else if (round.closed) previous = { cid: round.startCid, sha: round.startSha256, closed: true };
+    else previous = null;
   }
   return { task, checks: v.checks, contributions: v.contributions, ok: v.checks.every((c) => c.ok) };
 }
@@ -154,9 +161,10 @@ class Verification {
   }
 
   /** Lineage, every submission, then (once finalized) strategy, contributors, aggregate and contribution figures. */
-  async round(round: RoundHistory, previousGlobal: Published | null): Promise<void> {
-    const start = await this.lineage(round, previousGlobal);
-    const updates = await this.submissions(round);
+  async round(round: RoundHistory, previous: Head | null): Promise<void> {
+    const start = await this.lineage(round, previous);
+    const updates = await this.submissions(round, start);
+    if (round.closed) await this.closedRound(round, updates);
     const fin = round.finalized;
     if (!fin) return;
     this.strategyOfRound(round.round, fin);
@@ -180,20 +188,18 @@ class Verification {
   }
 
   /** Round 1 starts from an unchanged initialisation of the base; later rounds from the previous global adapter. */
-  private async lineage(round: RoundHistory, previousGlobal: Published | null): Promise<ParsedAdapter | null> {
+  private async lineage(round: RoundHistory, previous: Head | null): Promise<ParsedAdapter | null> {
     const r = round.round;
     const start = await this.fetchVerified(r, null, "start adapter", round.startCid, round.startSha256);
     if (r !== 1) {
-      const ok =
-        previousGlobal !== null && previousGlobal.cid === round.startCid && previousGlobal.sha === round.startSha256;
+      const ok = previous !== null && previous.cid === round.startCid && previous.sha === round.startSha256;
+      const from = previous?.closed ? `where round ${r - 1} (closed) started` : `round ${r - 1}'s global adapter`;
       this.add(
         r,
         null,
         "lineage",
         ok,
-        ok
-          ? `starts from round ${r - 1}'s global adapter`
-          : `starts from ${round.startCid}, not round ${r - 1}'s global ${previousGlobal?.cid ?? "(none)"}`,
+        ok ? `starts from ${from}` : `starts from ${round.startCid}, not ${from} ${previous?.cid ?? "(none)"}`,
       );
       return start && safeParse(start, this.o);
     }
@@ -220,8 +226,11 @@ class Verification {
     }
   }
 
-  /** Each submitter's identity, relayed signature, bytes, format and metrics; the parsed updates by identity. */
-  private async submissions(round: RoundHistory): Promise<Map<number, ParsedUpdate>> {
+  /**
+   * Each submitter's identity, relayed signature, bytes, format, metrics and update norm; the parsed updates by
+   * identity (`withinBound` false for one whose change from the start exceeds the task's bound).
+   */
+  private async submissions(round: RoundHistory, start: ParsedAdapter | null): Promise<Map<number, ParsedUpdate>> {
     const updates = new Map<number, ParsedUpdate>();
     for (const s of round.submissions) {
       await this.submitterWasActive(s);
@@ -246,9 +255,56 @@ class Verification {
           : "metrics in the adapter do not match the on-chain digest",
       );
       const base = parsed.metadata.baseModelSha256;
-      updates.set(s.identity, { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights, base });
+      const withinBound = start ? this.normBound(s, parsed, start) : false;
+      const u = { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights, base, withinBound };
+      updates.set(s.identity, u);
     }
     return updates;
+  }
+
+  /** ‖update − start‖ is within the task's bound (what the aggregator requires of a usable update). */
+  private normBound(s: SubmittedUpdate, parsed: ParsedAdapter, start: ParsedAdapter): boolean {
+    const bound = this.history.maxUpdateNorm;
+    let norm: number;
+    try {
+      norm = updateNorm(parsed.weights, start.weights, s.identity);
+    } catch (e) {
+      this.add(s.round, s.identity, "update norm", false, (e as Error).message);
+      return false;
+    }
+    const ok = norm <= bound;
+    const detail = `‖update − start‖ = ${norm.toFixed(6)}, the task's bound is ${bound}`;
+    this.add(s.round, s.identity, "update norm", ok, detail);
+    return ok;
+  }
+
+  /** The valid updates (see contributorSet) as of `blockNumber`: the ones an honest aggregator must use. */
+  private async validUpdates(updates: Map<number, ParsedUpdate>, blockNumber: number): Promise<ClientUpdate[]> {
+    const valid: ClientUpdate[] = [];
+    for (const u of updates.values()) {
+      if (u.base !== this.history.baseModelSha256 || !u.withinBound) continue;
+      const { status } = await this.ledger.identityRecord(u.identity, blockNumber - 1);
+      if (status === IdentityStatus.Active) valid.push(u);
+    }
+    return valid;
+  }
+
+  /** A round closed without a global adapter had fewer valid updates than the task's minimum. */
+  private async closedRound(round: RoundHistory, updates: Map<number, ParsedUpdate>): Promise<void> {
+    const closed = round.closed!;
+    const valid = await this.validUpdates(updates, closed.blockNumber);
+    const min = this.history.minUpdates;
+    const ok = valid.length < min;
+    const ids = `[${valid.map((u) => u.identity).join(", ")}]`;
+    this.add(
+      round.round,
+      null,
+      "closed round",
+      ok,
+      ok
+        ? `closed by ${closed.closedBy} with ${valid.length} valid updates ${ids}, fewer than the minimum ${min}`
+        : `closed by ${closed.closedBy} though ${valid.length} valid updates ${ids} met the minimum ${min}`,
+    );
   }
 
   private async submitterWasActive(s: SubmittedUpdate): Promise<void> {
@@ -285,14 +341,16 @@ class Verification {
       );
       return;
     }
-    const recovered = this.ledger.recoverUpdateSigner(call.commitment, call.signature);
-    const ok = recovered === s.signer;
+    const recovered = this.ledger.recoverUpdateSigner(call.commitment, call.binding, call.signature);
+    const ok = recovered === s.signer && call.binding.identity === s.identity;
     this.add(
       s.round,
       s.identity,
       "relayed signature",
       ok,
-      ok ? `signature by ${s.signer}, relayed by ${s.relayer}` : `signature recovers to ${recovered}, not ${s.signer}`,
+      ok
+        ? `signature by ${s.signer} for identity ${s.identity}, relayed by ${s.relayer}`
+        : `signature for identity ${call.binding.identity} recovers to ${recovered}, not ${s.signer}`,
     );
   }
 
@@ -329,8 +387,8 @@ class Verification {
 
   /**
    * The contributors are the ones the strategy picks from every valid update: bytes that match their digest and
-   * parse as the task's LoRA layout for the task's base model, from an identity still active in the block before
-   * the round was finalized (what the aggregator itself requires). All of them for FedAvg-like rules, Krum's own
+   * parse as the task's LoRA layout for the task's base model, a change from the round's start within the task's
+   * bound, from an identity still active in the block before the round was finalized (what the aggregator itself requires). All of them for FedAvg-like rules, Krum's own
    * selection for Krum: an aggregator that leaves out a valid update, or picks another, fails here.
    */
   private async contributorSet(
@@ -340,12 +398,7 @@ class Verification {
   ): Promise<AggregateResult | null> {
     const strategy = this.strategy;
     if (strategy instanceof Error) return null; // the aggregate check names the unknown strategy
-    const valid: ClientUpdate[] = [];
-    for (const u of updates.values()) {
-      if (u.base !== this.history.baseModelSha256) continue;
-      const { status } = await this.ledger.identityRecord(u.identity, fin.blockNumber - 1);
-      if (status === IdentityStatus.Active) valid.push(u);
-    }
+    const valid = await this.validUpdates(updates, fin.blockNumber);
     const ids = valid.map((u) => u.identity).sort((a, b) => a - b);
     let result: AggregateResult;
     try {

@@ -29,8 +29,23 @@ describe("node/chain FederationLedger", function () {
   it("deploys both contracts wired together, with the admin holding every role", async function () {
     const { ledger, admin } = await networkHelpers.loadFixture(deployed);
     expect(await ledger.identityRegistry()).to.equal(ledger.deployment.identity);
-    expect(await ledger.roles(admin.address)).to.deep.equal({ admin: true, registrar: true, taskAdmin: true });
+    const all = { admin: true, identityAdmin: true, registrar: true, taskAdmin: true };
+    expect(await ledger.roles(admin.address)).to.deep.equal(all);
     expect(ledger.deployment.chainId).to.equal(31337);
+  });
+
+  it("one account holds every admin role: separateRoles hands each to its own account and drops it", async function () {
+    const { ledger, admin, clients } = await networkHelpers.loadFixture(deployed);
+    const [registrar, taskAdmin, governor] = clients.map((c) => c!.address);
+    await ledger.separateRoles({ registrar, taskAdmin, admin: governor });
+    const none = { admin: false, identityAdmin: false, registrar: false, taskAdmin: false };
+    expect(await ledger.roles(admin.address)).to.deep.equal(none);
+    expect(await ledger.roles(registrar!)).to.deep.equal({ ...none, registrar: true });
+    expect(await ledger.roles(taskAdmin!)).to.deep.equal({ ...none, taskAdmin: true });
+    expect(await ledger.roles(governor!)).to.deep.equal({ ...none, admin: true, identityAdmin: true });
+    // the deployer can no longer register hospitals
+    const err = await rejection(ledger.registerIdentity(admin.address, "h", sha("fp"), "bafkreimeta"));
+    expect(isRevert(err, Revert.Unauthorized)).to.equal(true);
   });
 
   it("turns a revert into ChainRevertError with the custom error's name and arguments", async function () {
@@ -76,6 +91,7 @@ describe("node/chain FederationLedger", function () {
       roundDuration: 600,
       maxRounds: 3,
       maxExamples: 500,
+      maxUpdateNorm: 2.5,
     });
     expect(task).to.equal(1);
     const asAgg = ledger.connect(aggregator);
@@ -102,8 +118,9 @@ describe("node/chain FederationLedger", function () {
         };
         // client 1 goes through a relayer in every round; the others send themselves
         if (i === 1) {
-          const sig = await ledger.signUpdate(s, c);
-          await ledger.connect(relayer).submitSignedUpdate(c, sig);
+          const binding = { identity: ids[i]!, deadline: 2 ** 40 };
+          const sig = await ledger.signUpdate(s, c, binding);
+          await ledger.connect(relayer).submitSignedUpdate(c, binding, sig);
         } else {
           await ledger.connect(s).submitUpdate(c);
         }
@@ -135,7 +152,17 @@ describe("node/chain FederationLedger", function () {
     expect(h.aggregator).to.equal(aggregator.address);
     expect(h.strategy).to.equal("fedavg");
     expect(h.strategyId).to.equal(strategyId("fedavg"));
-    expect([h.minUpdates, h.roundDuration, h.maxRounds]).to.deep.equal([2, 600, 3]);
+    expect([h.minUpdates, h.roundDuration, h.maxRounds, h.maxExamples, h.maxUpdateNorm]).to.deep.equal([
+      2, 600, 3, 500, 2.5,
+    ]);
+    expect(h.aggregatorChanges).to.deep.equal([]);
+    const relayedTx = h.rounds[1]!.submissions[1]!.transactionHash;
+    const call = await reader.relayedCall(relayedTx);
+    expect(call!.binding).to.deep.equal({ identity: 2, deadline: 2 ** 40 });
+    expect(reader.recoverUpdateSigner(call!.commitment, call!.binding, call!.signature)).to.equal(clients[1]!.address);
+    // the signature names identity 2: read as identity 3's, it recovers to another key
+    const asOther = reader.recoverUpdateSigner(call!.commitment, { ...call!.binding, identity: 3 }, call!.signature);
+    expect(asOther).to.not.equal(clients[1]!.address);
     expect(h.completed).to.equal(true);
     expect(h.rounds.map((r) => r.round)).to.deep.equal([1, 2, 3]);
     for (const [k, r] of h.rounds.entries()) {
@@ -212,7 +239,13 @@ describe("node/chain FederationLedger", function () {
     await ledger.registerIdentity(b!.address, "hospital-b", sha("fp"), "bafkreimeta-b");
     await ledger.suspend(1);
     await ledger.reinstate(1);
-    await ledger.rotateKey(1, relayer.address);
+    const deadline = (await ledger.chainTime()) + 600;
+    await ledger.rotateKey(
+      1,
+      relayer.address,
+      deadline,
+      await ledger.signKeyRotation(a!, 1, relayer.address, deadline),
+    );
     await ledger.revoke(2);
     const ids = await new FederationLedger(ledger.deployment, ethers.provider).readIdentities();
     expect(ids.map((i) => [i.tokenId, i.status, i.signer, i.metadataCid])).to.deep.equal([

@@ -3,6 +3,7 @@ import { network } from "hardhat";
 import { anyValue } from "@nomicfoundation/hardhat-ethers-chai-matchers/withArgs";
 import type { Signer } from "ethers";
 import { UPDATE_TYPES } from "../../node/chain/index.js";
+import { rotate } from "../fixtures/consent.js";
 
 const { ethers, networkHelpers } = await network.create();
 
@@ -15,25 +16,51 @@ const STRATEGY = ethers.encodeBytes32String("fedavg");
 const DURATION = 3600n;
 const MAX_ROUNDS = 2n;
 const MAX_EXAMPLES = 10_000n;
+const MAX_NORM = 5_000_000n; // 5.0 in the contract's 1e-6 units
 const E18 = 10n ** 18n;
+const FAR = 2n ** 40n; // a signature deadline that never passes in these tests
+
+/** createTask's argument: every setting, with `o` overriding. */
+function taskConfig(aggregator: string, o: Record<string, unknown> = {}) {
+  return {
+    baseModelCid: BASE_CID,
+    baseModelSha256: BASE_SHA,
+    loraConfigHash: LORA_HASH,
+    aggregator,
+    strategyId: STRATEGY,
+    minUpdates: 2,
+    roundDuration: DURATION,
+    maxRounds: MAX_ROUNDS,
+    maxExamples: MAX_EXAMPLES,
+    maxUpdateNorm: MAX_NORM,
+    ...o,
+  };
+}
 
 interface Commitment {
   task: bigint;
   round: bigint;
+  /** Signed commitments only: the identity whose key signs, and the signature's deadline. */
+  identity: bigint;
   cid: string;
   adapterSha256: string;
   numExamples: bigint;
   metricsDigest: string;
+  deadline: bigint;
 }
+
+const IDENTITY_OF: Record<string, bigint> = { alice: 1n, bob: 2n, carol: 3n };
 
 function commitment(who: string, round = 1n, task = 1n): Commitment {
   return {
     task,
     round,
+    identity: IDENTITY_OF[who] ?? 0n,
     cid: `bafkrei-${who}-r${round}`,
     adapterSha256: ethers.sha256(ethers.toUtf8Bytes(`${who} round ${round}`)),
     numExamples: 100n,
     metricsDigest: ethers.id(`${who} metrics`),
+    deadline: FAR,
   };
 }
 
@@ -44,17 +71,7 @@ async function deployFederation() {
   for (const [i, s] of [alice, bob, carol].entries()) {
     await identity.register(s.address, ethers.id(`hospital ${i}`), ethers.id("fp"), `bafkreimeta${i}`);
   }
-  await federation.createTask(
-    BASE_CID,
-    BASE_SHA,
-    LORA_HASH,
-    aggregator.address,
-    STRATEGY,
-    2,
-    DURATION,
-    MAX_ROUNDS,
-    MAX_EXAMPLES,
-  );
+  await federation.createTask(taskConfig(aggregator.address));
   return { identity, federation, admin, aggregator, alice, bob, carol, relayer, outsider };
 }
 
@@ -88,7 +105,18 @@ async function sign(signer: Signer, fed: Fed, c: Commitment, chainId?: bigint) {
 }
 
 function relay(fed: Fed, c: Commitment, sig: string) {
-  return fed.submitUpdateWithSignature(c.task, c.round, c.cid, c.adapterSha256, c.numExamples, c.metricsDigest, sig);
+  const { task, round, identity, cid, adapterSha256, numExamples, metricsDigest, deadline } = c;
+  return fed.submitUpdateWithSignature(
+    task,
+    round,
+    identity,
+    cid,
+    adapterSha256,
+    numExamples,
+    metricsDigest,
+    deadline,
+    sig,
+  );
 }
 
 describe("Federation", function () {
@@ -96,12 +124,13 @@ describe("Federation", function () {
     it("stores the task and emits TaskCreated with every setting", async function () {
       const { federation, aggregator } = await networkHelpers.loadFixture(deployFederation);
       await expect(
-        federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 3, 60, 5, MAX_EXAMPLES),
+        federation.createTask(taskConfig(aggregator.address, { minUpdates: 3, roundDuration: 60, maxRounds: 5 })),
       )
         .to.emit(federation, "TaskCreated")
-        .withArgs(2n, aggregator.address, STRATEGY, BASE_CID, BASE_SHA, LORA_HASH, 3n, 60n, 5n, MAX_EXAMPLES);
+        .withArgs(2n, aggregator.address, STRATEGY, BASE_CID, BASE_SHA, LORA_HASH, 3n, 60n, 5n, MAX_EXAMPLES, MAX_NORM);
       const t = await federation.task(2n);
-      expect(t.aggregator).to.equal(aggregator.address);
+      expect([t.aggregator, t.pendingAggregator]).to.deep.equal([aggregator.address, ethers.ZeroAddress]);
+      expect(t.maxUpdateNorm).to.equal(MAX_NORM);
       const schedule = [t.minUpdates, t.maxRounds, t.currentRound, t.roundDuration, t.roundDeadline, t.status];
       expect(schedule).to.deep.equal([3n, 5n, 0n, 60n, 0n, 0n]);
       expect(t.maxExamples).to.equal(MAX_EXAMPLES);
@@ -116,46 +145,42 @@ describe("Federation", function () {
 
     it("reverts without TASK_ADMIN_ROLE", async function () {
       const { federation, aggregator, outsider } = await networkHelpers.loadFixture(deployFederation);
-      await expect(
-        federation
-          .connect(outsider)
-          .createTask(BASE_CID, BASE_SHA, LORA_HASH, aggregator.address, STRATEGY, 1, 60, 1, MAX_EXAMPLES),
-      )
+      await expect(federation.connect(outsider).createTask(taskConfig(aggregator.address)))
         .to.be.revertedWithCustomError(federation, "AccessControlUnauthorizedAccount")
         .withArgs(outsider.address, await federation.TASK_ADMIN_ROLE());
     });
 
-    it("reverts for a zero aggregator, empty CID, zero digest and zero round settings", async function () {
+    it("reverts for a zero aggregator, empty CID, zero digest and out-of-range round settings", async function () {
       const { federation, aggregator } = await networkHelpers.loadFixture(deployFederation);
-      const a = aggregator.address;
-      await expect(
-        federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, ethers.ZeroAddress, STRATEGY, 1, 60, 1, MAX_EXAMPLES),
-      ).to.be.revertedWithCustomError(federation, "FederationZeroAddress");
-      await expect(
-        federation.createTask("", BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 1, MAX_EXAMPLES),
-      ).to.be.revertedWithCustomError(federation, "FederationZeroCid");
-      await expect(
-        federation.createTask(BASE_CID, ethers.ZeroHash, LORA_HASH, a, STRATEGY, 1, 60, 1, MAX_EXAMPLES),
-      ).to.be.revertedWithCustomError(federation, "FederationZeroDigest");
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 0, 60, 1, MAX_EXAMPLES))
-        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(0n, 60n, 1n, MAX_EXAMPLES);
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 0, 1, MAX_EXAMPLES))
-        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(1n, 0n, 1n, MAX_EXAMPLES);
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 0, MAX_EXAMPLES))
-        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(1n, 60n, 0n, MAX_EXAMPLES);
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 1, 0))
-        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(1n, 60n, 1n, 0n);
-      // a duration that would overflow the deadline, and a cap beyond what the schedule slot holds
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 2n ** 32n, 1, MAX_EXAMPLES))
-        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(1n, 2n ** 32n, 1n, MAX_EXAMPLES);
-      await expect(federation.createTask(BASE_CID, BASE_SHA, LORA_HASH, a, STRATEGY, 1, 60, 1, 2n ** 56n))
-        .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
-        .withArgs(1n, 60n, 1n, 2n ** 56n);
+      const create = (o: Record<string, unknown>) => federation.createTask(taskConfig(aggregator.address, o));
+      await expect(create({ aggregator: ethers.ZeroAddress })).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroAddress",
+      );
+      await expect(create({ baseModelCid: "" })).to.be.revertedWithCustomError(federation, "FederationZeroCid");
+      await expect(create({ baseModelSha256: ethers.ZeroHash })).to.be.revertedWithCustomError(
+        federation,
+        "FederationZeroDigest",
+      );
+      const invalid: [Record<string, unknown>, bigint[]][] = [
+        [{ minUpdates: 0 }, [0n, DURATION, MAX_ROUNDS, MAX_EXAMPLES, MAX_NORM]],
+        // a minimum no round could ever list within a block's gas
+        [{ minUpdates: 1001 }, [1001n, DURATION, MAX_ROUNDS, MAX_EXAMPLES, MAX_NORM]],
+        [{ roundDuration: 0 }, [2n, 0n, MAX_ROUNDS, MAX_EXAMPLES, MAX_NORM]],
+        // a duration that would overflow the deadline, and a cap beyond what the schedule slot holds
+        [{ roundDuration: 2n ** 32n }, [2n, 2n ** 32n, MAX_ROUNDS, MAX_EXAMPLES, MAX_NORM]],
+        [{ maxRounds: 0 }, [2n, DURATION, 0n, MAX_EXAMPLES, MAX_NORM]],
+        [{ maxExamples: 0 }, [2n, DURATION, MAX_ROUNDS, 0n, MAX_NORM]],
+        [{ maxExamples: 2n ** 56n }, [2n, DURATION, MAX_ROUNDS, 2n ** 56n, MAX_NORM]],
+        [{ maxUpdateNorm: 0 }, [2n, DURATION, MAX_ROUNDS, MAX_EXAMPLES, 0n]],
+      ];
+      for (const [o, args] of invalid) {
+        await expect(create(o))
+          .to.be.revertedWithCustomError(federation, "FederationInvalidTaskConfig")
+          .withArgs(...args);
+      }
+      expect(await federation.MAX_MIN_UPDATES()).to.equal(1000n);
+      await expect(create({ minUpdates: 1000 })).to.emit(federation, "TaskCreated");
     });
 
     it("reverts task() for an unknown task", async function () {
@@ -324,17 +349,7 @@ describe("Federation", function () {
           .withArgs(anyValue, 0n, 0n);
 
       await rejects(await sign(alice, federation, { ...c, round: 2n }));
-      await federation.createTask(
-        BASE_CID,
-        BASE_SHA,
-        LORA_HASH,
-        aggregator.address,
-        STRATEGY,
-        1,
-        DURATION,
-        2,
-        MAX_EXAMPLES,
-      );
+      await federation.createTask(taskConfig(aggregator.address, { minUpdates: 1 }));
       await rejects(await sign(alice, federation, { ...c, task: 2n }));
       const other = await ethers.deployContract("Federation", [await identity.getAddress(), admin.address]);
       await rejects(await sign(alice, other as unknown as Fed, c));
@@ -364,7 +379,7 @@ describe("Federation", function () {
 
     it("rejects a signature by the old key after key rotation", async function () {
       const { federation, identity, alice, relayer, outsider } = await networkHelpers.loadFixture(withRoundOpen);
-      await identity.rotateKey(1n, outsider.address);
+      await rotate(identity, alice, outsider.address);
       const c = commitment("alice");
       await expect(relay(federation.connect(relayer), c, await sign(alice, federation, c)))
         .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
@@ -372,6 +387,33 @@ describe("Federation", function () {
       await expect(relay(federation.connect(relayer), c, await sign(outsider, federation, c)))
         .to.emit(federation, "UpdateSubmitted")
         .withArgs(1n, 1n, 1n, outsider.address, relayer.address, c.cid, c.adapterSha256, 100n, c.metricsDigest);
+    });
+
+    it("EIP-712 commitment binds identity and deadline: another identity's id or a passed deadline fails", async function () {
+      const { federation, alice, relayer } = await networkHelpers.loadFixture(withRoundOpen);
+      const asRelayer = federation.connect(relayer);
+      const c = commitment("alice");
+      // alice signs naming bob's identity: the signature is alice's, so it cannot count as bob's
+      const asBob = { ...c, identity: 2n };
+      await expect(relay(asRelayer, asBob, await sign(alice, federation, asBob)))
+        .to.be.revertedWithCustomError(federation, "FederationWrongIdentity")
+        .withArgs(alice.address, 1n, 2n);
+      // a relayer that changes the identity or the deadline of a genuine signature recovers another key
+      const sig = await sign(alice, federation, c);
+      for (const changed of [asBob, { ...c, deadline: FAR - 1n }]) {
+        await expect(relay(asRelayer, changed, sig))
+          .to.be.revertedWithCustomError(federation, "FederationIdentityNotActive")
+          .withArgs(anyValue, 0n, 0n);
+      }
+      // a signature held past its deadline
+      const now = BigInt(await networkHelpers.time.latest());
+      const short = { ...c, deadline: now + 1n };
+      const shortSig = await sign(alice, federation, short);
+      await networkHelpers.time.increase(5);
+      await expect(relay(asRelayer, short, shortSig))
+        .to.be.revertedWithCustomError(federation, "FederationSignatureExpired")
+        .withArgs(now + 1n);
+      await expect(relay(asRelayer, c, sig)).to.emit(federation, "UpdateSubmitted");
     });
 
     it("rejects a malformed signature with OpenZeppelin's ECDSA error", async function () {
@@ -483,6 +525,85 @@ describe("Federation", function () {
       const cid = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
       const tx = await federation.connect(aggregator).finalizeRound(1n, 1n, cid, ethers.id("g"), [1n, 2n], W, STRATEGY);
       expect(Number((await tx.wait())!.gasUsed)).to.be.at.most(60_000 + 2 * 8_000);
+    });
+  });
+
+  describe("closeRound", function () {
+    it("round below minimum at deadline: the aggregator closes it and the next opens from the same adapter", async function () {
+      const { federation, aggregator, alice } = await networkHelpers.loadFixture(withRoundOpen);
+      await submit(federation.connect(alice), commitment("alice")); // 1 of the 2 the task needs
+      const asAgg = federation.connect(aggregator);
+      const deadline = (await federation.task(1n)).roundDeadline;
+      await expect(asAgg.closeRound(1n, 1n, INIT_CID))
+        .to.be.revertedWithCustomError(federation, "FederationTooEarlyToClose")
+        .withArgs(1n, 1n, aggregator.address, deadline);
+      await networkHelpers.time.increaseTo(deadline + 1n);
+      await expect(asAgg.closeRound(1n, 1n, "bafkrei-other"))
+        .to.be.revertedWithCustomError(federation, "FederationWrongStartCid")
+        .withArgs(1n, 1n);
+      const tx = await asAgg.closeRound(1n, 1n, INIT_CID);
+      const next = BigInt(await networkHelpers.time.latest()) + DURATION;
+      await expect(tx).to.emit(federation, "RoundClosed").withArgs(1n, 1n, aggregator.address);
+      await expect(tx).to.emit(federation, "RoundOpened").withArgs(1n, 2n, INIT_CID, INIT_SHA, next);
+      const t = await federation.task(1n);
+      expect([t.currentRound, t.roundDeadline, t.status, t.headSha256]).to.deep.equal([2n, next, 1n, INIT_SHA]);
+      await expect(asAgg.finalizeRound(1n, 1n, "bafkrei-g", ethers.id("g"), [1n], [E18], STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationRoundNotOpen")
+        .withArgs(1n, 1n);
+    });
+
+    it("anyone may close a round one round duration after its deadline (the aggregator is gone)", async function () {
+      const { federation, outsider } = await networkHelpers.loadFixture(withRoundOpen);
+      const deadline = (await federation.task(1n)).roundDeadline;
+      await networkHelpers.time.increaseTo(deadline + 1n);
+      await expect(federation.connect(outsider).closeRound(1n, 1n, INIT_CID))
+        .to.be.revertedWithCustomError(federation, "FederationTooEarlyToClose")
+        .withArgs(1n, 1n, outsider.address, deadline + DURATION);
+      await networkHelpers.time.increaseTo(deadline + DURATION + 1n);
+      await expect(federation.connect(outsider).closeRound(1n, 1n, INIT_CID))
+        .to.emit(federation, "RoundClosed")
+        .withArgs(1n, 1n, outsider.address);
+      // the last round closed completes the task with the adapter it started from
+      const d2 = (await federation.task(1n)).roundDeadline;
+      await networkHelpers.time.increaseTo(d2 + DURATION + 1n);
+      await expect(federation.connect(outsider).closeRound(1n, 2n, INIT_CID))
+        .to.emit(federation, "TaskCompleted")
+        .withArgs(1n, 2n, INIT_CID, INIT_SHA);
+      expect((await federation.task(1n)).status).to.equal(2n);
+    });
+  });
+
+  describe("aggregator handover", function () {
+    it("lost aggregator key: the task admin proposes a new one, which takes over when it accepts", async function () {
+      const { federation, admin, aggregator, outsider, relayer } = await networkHelpers.loadFixture(withTwoSubmissions);
+      await expect(federation.connect(outsider).proposeAggregator(1n, outsider.address))
+        .to.be.revertedWithCustomError(federation, "AccessControlUnauthorizedAccount")
+        .withArgs(outsider.address, await federation.TASK_ADMIN_ROLE());
+      await expect(federation.connect(admin).proposeAggregator(1n, relayer.address))
+        .to.emit(federation, "AggregatorProposed")
+        .withArgs(1n, aggregator.address, relayer.address);
+      expect((await federation.task(1n)).pendingAggregator).to.equal(relayer.address);
+      // until it accepts, the old one stays in charge and nobody else may accept
+      await expect(federation.connect(outsider).acceptAggregator(1n))
+        .to.be.revertedWithCustomError(federation, "FederationNotPendingAggregator")
+        .withArgs(1n, outsider.address);
+      await expect(federation.connect(relayer).acceptAggregator(1n))
+        .to.emit(federation, "AggregatorChanged")
+        .withArgs(1n, aggregator.address, relayer.address);
+      const t = await federation.task(1n);
+      expect([t.aggregator, t.pendingAggregator]).to.deep.equal([relayer.address, ethers.ZeroAddress]);
+      const W = [E18 / 2n, E18 / 2n];
+      await expect(
+        federation.connect(aggregator).finalizeRound(1n, 1n, "bafkrei-g", ethers.id("g"), [1n, 2n], W, STRATEGY),
+      )
+        .to.be.revertedWithCustomError(federation, "FederationNotAggregator")
+        .withArgs(1n, aggregator.address);
+      await expect(
+        federation.connect(relayer).finalizeRound(1n, 1n, "bafkrei-g", ethers.id("g"), [1n, 2n], W, STRATEGY),
+      ).to.emit(federation, "RoundFinalized");
+      await expect(federation.connect(relayer).acceptAggregator(1n))
+        .to.be.revertedWithCustomError(federation, "FederationNotPendingAggregator")
+        .withArgs(1n, relayer.address);
     });
   });
 });

@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import { network } from "hardhat";
+import { FAR_DEADLINE, rotate, rotationConsent } from "../fixtures/consent.js";
 
 const { ethers, networkHelpers } = await network.create();
 
@@ -144,7 +145,7 @@ describe("LLMIdentity", function () {
     });
 
     it("rejects changes from the wrong status, naming the current one", async function () {
-      const { identity } = await networkHelpers.loadFixture(withAliceRegistered);
+      const { identity, alice } = await networkHelpers.loadFixture(withAliceRegistered);
       await expect(identity.reinstate(1n))
         .to.be.revertedWithCustomError(identity, "LLMIdentityInvalidStatus")
         .withArgs(1n, Status.Active);
@@ -156,7 +157,7 @@ describe("LLMIdentity", function () {
       await expect(identity.revoke(1n))
         .to.be.revertedWithCustomError(identity, "LLMIdentityInvalidStatus")
         .withArgs(1n, Status.Revoked);
-      await expect(identity.rotateKey(1n, ethers.Wallet.createRandom().address))
+      await expect(rotate(identity, alice, ethers.Wallet.createRandom().address))
         .to.be.revertedWithCustomError(identity, "LLMIdentityInvalidStatus")
         .withArgs(1n, Status.Revoked);
       await expect(identity.suspend(9n))
@@ -171,7 +172,9 @@ describe("LLMIdentity", function () {
         () => asOutsider.suspend(1n),
         () => asOutsider.reinstate(1n),
         () => asOutsider.revoke(1n),
-        () => asOutsider.rotateKey(1n, bob.address),
+        () => asOutsider.rotateKey(1n, bob.address, FAR_DEADLINE, "0x"),
+        () => asOutsider.proposeKeyRotation(1n, bob.address),
+        () => asOutsider.completeKeyRotation(1n),
       ]) {
         await expect(call())
           .to.be.revertedWithCustomError(identity, "AccessControlUnauthorizedAccount")
@@ -181,28 +184,97 @@ describe("LLMIdentity", function () {
   });
 
   describe("rotateKey", function () {
-    it("moves the token to the new key and frees the old one", async function () {
+    it("moves the token to the new key with the old key's consent, and frees the old key", async function () {
       const { identity, alice, bob } = await networkHelpers.loadFixture(withAliceRegistered);
-      const tx = identity.rotateKey(1n, bob.address);
+      expect(await identity.rotationNonce(1n)).to.equal(0n);
+      const tx = rotate(identity, alice, bob.address);
       await expect(tx).to.emit(identity, "IdentityKeyRotated").withArgs(1n, alice.address, bob.address);
       await expect(tx).to.emit(identity, "Transfer").withArgs(alice.address, bob.address, 1n);
       expect(await identity.ownerOf(1n)).to.equal(bob.address);
       expect(await identity.identityOfSigner(bob.address)).to.deep.equal([1n, BigInt(Status.Active)]);
       expect(await identity.identityOfSigner(alice.address)).to.deep.equal([0n, BigInt(Status.None)]);
+      expect(await identity.rotationNonce(1n)).to.equal(1n);
       // still soulbound for its new holder
       await expect(identity.connect(bob).transferFrom(bob.address, alice.address, 1n))
         .to.be.revertedWithCustomError(identity, "LLMIdentitySoulbound")
         .withArgs(1n);
     });
 
+    it("registrar key rotation without the identity's consent: a registrar cannot take an identity over", async function () {
+      const { identity, admin, alice, bob, outsider } = await networkHelpers.loadFixture(withAliceRegistered);
+      // the registrar signs for itself, or has someone else sign: neither is the identity's key
+      for (const key of [admin, outsider, bob]) {
+        const forged = await rotationConsent(identity, key, 1n, outsider.address);
+        await expect(identity.rotateKey(1n, outsider.address, FAR_DEADLINE, forged))
+          .to.be.revertedWithCustomError(identity, "LLMIdentityInvalidConsent")
+          .withArgs(1n);
+      }
+      // the key's consent to another address, or with another deadline, does not move it to this one
+      const toBob = await rotationConsent(identity, alice, 1n, bob.address);
+      await expect(identity.rotateKey(1n, outsider.address, FAR_DEADLINE, toBob))
+        .to.be.revertedWithCustomError(identity, "LLMIdentityInvalidConsent")
+        .withArgs(1n);
+      await expect(identity.rotateKey(1n, bob.address, FAR_DEADLINE - 1n, toBob))
+        .to.be.revertedWithCustomError(identity, "LLMIdentityInvalidConsent")
+        .withArgs(1n);
+      // an expired consent
+      const now = BigInt(await networkHelpers.time.latest());
+      const stale = await rotationConsent(identity, alice, 1n, bob.address, now);
+      await expect(identity.rotateKey(1n, bob.address, now, stale))
+        .to.be.revertedWithCustomError(identity, "LLMIdentityConsentExpired")
+        .withArgs(now);
+      expect(await identity.ownerOf(1n)).to.equal(alice.address);
+      // a used consent cannot be replayed once the key came back (the nonce moved on)
+      await identity.rotateKey(1n, bob.address, FAR_DEADLINE, toBob);
+      await rotate(identity, bob, alice.address);
+      await expect(identity.rotateKey(1n, bob.address, FAR_DEADLINE, toBob))
+        .to.be.revertedWithCustomError(identity, "LLMIdentityInvalidConsent")
+        .withArgs(1n);
+    });
+
+    it("a rotation proposed without consent waits 3 days, and the identity's key can cancel it", async function () {
+      const { identity, alice, bob, outsider } = await networkHelpers.loadFixture(withAliceRegistered);
+      const delay = await identity.KEY_ROTATION_DELAY();
+      expect(delay).to.equal(3n * 24n * 3600n);
+      const proposed = await identity.proposeKeyRotation(1n, outsider.address);
+      const due = BigInt(await networkHelpers.time.latest()) + delay;
+      await expect(proposed).to.emit(identity, "KeyRotationProposed").withArgs(1n, outsider.address, due);
+      expect(await identity.pendingKeyRotation(1n)).to.deep.equal([outsider.address, due]);
+      await expect(identity.completeKeyRotation(1n))
+        .to.be.revertedWithCustomError(identity, "LLMIdentityRotationNotDue")
+        .withArgs(1n, due);
+      // the hospital contests it with its key; nobody else but a registrar may cancel
+      await expect(identity.connect(bob).cancelKeyRotation(1n))
+        .to.be.revertedWithCustomError(identity, "LLMIdentityNotKeyOrRegistrar")
+        .withArgs(1n, bob.address);
+      await expect(identity.connect(alice).cancelKeyRotation(1n))
+        .to.emit(identity, "KeyRotationCancelled")
+        .withArgs(1n, alice.address);
+      await networkHelpers.time.increaseTo(due);
+      await expect(identity.completeKeyRotation(1n))
+        .to.be.revertedWithCustomError(identity, "LLMIdentityNoPendingRotation")
+        .withArgs(1n);
+      expect(await identity.ownerOf(1n)).to.equal(alice.address);
+      // uncontested (the key is lost), it completes once due
+      await identity.proposeKeyRotation(1n, bob.address);
+      await networkHelpers.time.increase(delay);
+      await expect(identity.completeKeyRotation(1n))
+        .to.emit(identity, "IdentityKeyRotated")
+        .withArgs(1n, alice.address, bob.address);
+      expect(await identity.pendingKeyRotation(1n)).to.deep.equal([ethers.ZeroAddress, 0n]);
+    });
+
     it("reverts for a zero or taken key", async function () {
       const { identity, alice, bob } = await networkHelpers.loadFixture(withAliceRegistered);
       await identity.register(bob.address, INSTITUTION, FINGERPRINT, CID);
-      await expect(identity.rotateKey(1n, ethers.ZeroAddress)).to.be.revertedWithCustomError(
+      await expect(rotate(identity, alice, ethers.ZeroAddress)).to.be.revertedWithCustomError(
         identity,
         "LLMIdentityZeroAddress",
       );
-      await expect(identity.rotateKey(1n, bob.address))
+      await expect(rotate(identity, alice, bob.address))
+        .to.be.revertedWithCustomError(identity, "LLMIdentitySignerTaken")
+        .withArgs(bob.address, 2n);
+      await expect(identity.proposeKeyRotation(1n, bob.address))
         .to.be.revertedWithCustomError(identity, "LLMIdentitySignerTaken")
         .withArgs(bob.address, 2n);
       expect(await identity.ownerOf(1n)).to.equal(alice.address);

@@ -89,6 +89,7 @@ describe("node/dashboard (fok dashboard)", function () {
       roundDuration: 3600,
       maxRounds: 1,
       maxExamples: 1000,
+      maxUpdateNorm: 10,
     });
     await ledger.connect(aggregator!).openFirstRound(task, startCid, sha("start"));
     const c = { task, round: 1, cid: updateCid, adapterSha256: sha("u"), numExamples: 5, metricsDigest: sha("m") };
