@@ -6,6 +6,7 @@
  */
 import { FokError, InvalidArgumentError } from "../errors.js";
 import { STRATEGIES } from "../aggregate/index.js";
+import { DEFAULT_MAX_UPDATE_NORM } from "../federation/task-config.js";
 import { aggregatorCommand } from "./aggregator.js";
 import { chainCommand } from "./chain.js";
 import { clientCommand } from "./client.js";
@@ -23,12 +24,17 @@ export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
   fok demo [--clients 4] [--rounds 3] [--steps 40] [--strategy fedavg] [--local-only] [--no-workers] [--json]
       a whole federation in one process: in-process chain, embedded IPFS, aggregator and clients
 
-  fok chain deploy [--out .fok/deployment.json]
+  fok chain deploy [--out .fok/deployment.json] [--registrar ADDR] [--task-admin ADDR] [--admin ADDR]
   fok identity register --address ADDR --institution NAME [--metadata-cid CID] [--base models/base]
   fok identity list [--json]
   fok identity suspend|reinstate|revoke --id N
+  fok identity consent --id N --address NEW [--valid-for 86400]     (the identity's key consents to a new key)
+  fok identity rotate --id N --address NEW [--consent SIG --consent-deadline T]   (without consent: a 3-day
+                  proposal the key can cancel)    fok identity cancel-rotation | complete-rotation --id N
   fok task create --aggregator ADDR [--base models/base] [--strategy fedavg] [--rounds 3] [--min-updates 2]
-                  [--duration 3600] [--max-examples 100000]
+                  [--duration 3600] [--max-examples 100000] [--max-update-norm ${DEFAULT_MAX_UPDATE_NORM}]
+  fok task propose-aggregator --task T --aggregator ADDR   |   fok task accept --task T   (two-step handover)
+  fok task close --task T      end a round past its deadline without a global adapter
   fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40]
                  [--relay | --relayer-key HEX]   (relay: the identity signs, another account sends)
   fok aggregator run --task T [--expected N]

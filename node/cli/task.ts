@@ -1,16 +1,40 @@
-/** `fok task create`: pins the base model and creates a training task on-chain. */
+/**
+ * `fok task create`: pins the base model and creates a training task on-chain. `fok task propose-aggregator` (task
+ * admin) and `fok task accept` (the proposed account) hand the aggregator role over in two steps; `fok task close`
+ * ends an open round past its deadline without a global adapter (the aggregator; anyone a round later).
+ */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256Hex } from "../digest.js";
 import { InvalidArgumentError } from "../errors.js";
 import { loraConfigHash } from "../federation/task-config.js";
-import { address, int, ledgerFrom, loraFrom, parse, positive, withStore, type CliIO } from "./options.js";
+import { address, id, int, ledgerFrom, loraFrom, parse, positive, withStore, type CliIO } from "./options.js";
 import { parseBaseModel } from "../model/checkpoint.js";
 import { initBackend } from "../model/backend.js";
 
 export async function taskCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
-  if (sub !== "create") throw new InvalidArgumentError(`unknown: fok task ${sub ?? ""}`);
   const { values: v } = parse(rest);
+  if (sub === "propose-aggregator") {
+    const [task, proposed] = [id(v, "task"), address(v, "aggregator")];
+    await (await ledgerFrom(v, io)).proposeAggregator(task, proposed);
+    return io.out(`task ${task}: ${proposed} proposed as aggregator; it takes over with \`fok task accept\``);
+  }
+  if (sub === "accept") {
+    const task = id(v, "task");
+    const ledger = await ledgerFrom(v, io);
+    await ledger.acceptAggregator(task);
+    return io.out(`task ${task}: ${(await ledger.taskInfo(task)).aggregator} is now its aggregator`);
+  }
+  if (sub === "close") {
+    const task = id(v, "task");
+    const ledger = await ledgerFrom(v, io);
+    const { currentRound } = await ledger.taskInfo(task);
+    const round = await ledger.readRound(task, currentRound);
+    if (!round) throw new InvalidArgumentError(`task ${task} has no open round`);
+    await ledger.closeRound(task, currentRound, round.startCid);
+    return io.out(`task ${task}: round ${currentRound} closed without a global adapter`);
+  }
+  if (sub !== "create") throw new InvalidArgumentError(`unknown: fok task ${sub ?? ""}`);
   const aggregator = address(v, "aggregator");
   const lora = loraFrom(v);
   positive(v, "max-update-norm"); // checked before anything is read or pinned

@@ -191,7 +191,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect(one.out.at(-1)).to.match(/^ {2}task 1 round 1: bafk\S+ \(\d+ examples\) → \d+\.\d\d% of bafk\S+$/);
   });
 
-  it("refuses 43 wrong invocations, each with one line on stderr naming the problem and exit 1", async function () {
+  it("refuses 49 wrong invocations, each with one line on stderr naming the problem and exit 1", async function () {
     const truncated = join(dir, "truncated-base");
     await mkdir(truncated, { recursive: true });
     await writeFile(
@@ -253,7 +253,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       ],
       [
         ["task", "create", ...agg, "--rounds", "0", ...chain(0)],
-        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(2, 3600, 0, 100000)",
+        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(2, 3600, 0, 100000, 10000000)",
       ],
       [
         ["task", "create", ...agg, "--lora-r", "0", ...chain(0)],
@@ -299,6 +299,27 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       [["store", "import", join(dir, "none.car"), ...s], `ENOENT: cannot open ${join(dir, "none.car")}`],
       [["store", "frob", ...s], "InvalidArgumentError: unknown: fok store frob"],
       [["demo", "--clients", "many"], "--clients must be a non-negative integer, got many"],
+      [
+        ["task", "create", ...agg, "--max-update-norm=-1", ...chain(0)],
+        "InvalidArgumentError: --max-update-norm must be a positive number, got -1",
+      ],
+      [
+        ["task", "create", ...agg, "--min-updates", "5000", ...chain(0)],
+        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(5000, 3600, 3, 100000, 10000000)",
+      ],
+      [
+        ["task", "accept", "--task", "1", ...chain(3)],
+        `ChainRevertError: acceptAggregator reverted: FederationNotPendingAggregator(1, "${ADDRESSES[3]}")`,
+      ],
+      [
+        ["identity", "rotate", "--id", "1", "--address", ADDRESSES[3]!, "--consent", "0x1234", ...chain(0)],
+        "InvalidArgumentError: --consent-deadline is required",
+      ],
+      [
+        ["identity", "cancel-rotation", "--id", "1", ...chain(0)],
+        "ChainRevertError: cancelKeyRotation reverted: LLMIdentityNoPendingRotation(1)",
+      ],
+      [["chain", "deploy", "--registrar", "bob", ...chain(0)], "--registrar must be a 0x-prefixed 20-byte address"],
     ];
     const wrong: string[] = [];
     for (const [args, expected] of cases) {
@@ -308,6 +329,66 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     }
     expect(wrong).to.deep.equal([]);
     expect(cases.length).to.be.at.least(30);
+  });
+
+  it("separates roles, hands the aggregator over, rotates keys only with consent, closes a stuck round", async function () {
+    const d2 = join(dir, "deployment-roles.json");
+    const flags = (key: number) => [...chain(key).slice(0, 4), "--deployment", d2, "--store-dir", join(dir, "store")];
+    const ok = async (args: string[]) => {
+      const r = await fok(args);
+      expect([r.code, r.err]).to.deep.equal([0, []]);
+      return r.out;
+    };
+    // the deployer hands registrar and task admin to their own accounts and keeps neither
+    await ok([
+      "chain",
+      "deploy",
+      ...flags(0),
+      "--out",
+      d2,
+      "--registrar",
+      ADDRESSES[3]!,
+      "--task-admin",
+      ADDRESSES[1]!,
+    ]);
+    const reader = new FederationLedger(JSON.parse(await readFile(d2, "utf8")), new JsonRpcProvider(rpc));
+    expect(await reader.roles(ADDRESSES[0]!)).to.deep.include({ registrar: false, taskAdmin: false, admin: true });
+    expect((await reader.roles(ADDRESSES[3]!)).registrar).to.equal(true);
+    expect((await reader.roles(ADDRESSES[1]!)).taskAdmin).to.equal(true);
+    await ok(["identity", "register", "--address", ADDRESSES[2]!, "--institution", "A", ...flags(3)]);
+    // the hospital's key consents to its new key; the registrar runs the command the consent printed
+    const relayerAddress = new Wallet(KEYS[4]!).address;
+    const consent = await ok(["identity", "consent", "--id", "1", "--address", relayerAddress, ...flags(2)]);
+    const printed = consent[1]!.trim().split(" ").slice(1); // "fok identity rotate --id 1 ..."
+    expect(await ok([...printed, ...flags(3)])).to.deep.equal([`identity 1: key rotated to ${relayerAddress}`]);
+    // without consent the registrar can only propose; the identity's (new) key cancels it
+    const proposed = await ok(["identity", "rotate", "--id", "1", "--address", ADDRESSES[0]!, ...flags(3)]);
+    expect(proposed[0]).to.include("proposed without consent");
+    expect(await ok(["identity", "cancel-rotation", "--id", "1", ...flags(4)])).to.deep.equal([
+      "identity 1: pending key rotation cancelled",
+    ]);
+    expect((await reader.identityRecord(1)).signer).to.equal(relayerAddress);
+    // the task admin hands the task's aggregator role to another account, which accepts
+    const create = ["task", "create", "--aggregator", ADDRESSES[1]!, "--min-updates", "1", "--duration", "60"];
+    await ok([...create, "--rounds", "2", ...flags(1)]);
+    await ok(["task", "propose-aggregator", "--task", "1", "--aggregator", ADDRESSES[0]!, ...flags(1)]);
+    expect(await ok(["task", "accept", "--task", "1", ...flags(0)])).to.deep.equal([
+      `task 1: ${ADDRESSES[0]} is now its aggregator`,
+    ]);
+    // a round nobody submitted to is closed after its deadline, and the next opens from the same adapter
+    const agg = reader.connect(new Wallet(KEYS[0]!, new JsonRpcProvider(rpc)));
+    await agg.openFirstRound(1, "bafkreiinit", sha256Hex(new Uint8Array([1])));
+    const tooEarly = await fok(["task", "close", "--task", "1", ...flags(0)]);
+    expect(tooEarly.err[0]).to.include("FederationTooEarlyToClose(1, 1,");
+    await new JsonRpcProvider(rpc).send("evm_increaseTime", [61]);
+    expect(await ok(["task", "close", "--task", "1", ...flags(0)])).to.deep.equal([
+      "task 1: round 1 closed without a global adapter",
+    ]);
+    const round2 = await reader.readRound(1, 2);
+    expect([round2!.startCid, (await reader.readRound(1, 1))!.closed!.closedBy]).to.deep.equal([
+      "bafkreiinit",
+      ADDRESSES[0],
+    ]);
   });
 
   it("read-only commands need no key: inspect, identity list and verify never read one", async function () {

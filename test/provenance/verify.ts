@@ -28,9 +28,9 @@ describe("node/provenance verify (fok verify)", function () {
     const report = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
     expect(failures(report)).to.deep.equal([]);
     expect(report.ok).to.equal(true);
-    // base and LoRA config, and per round: start digest + lineage, 3 × (identity, example cap, digest, metrics),
-    // strategy, 3 contributors, contributor set, global, weights, aggregate
-    expect(report.checks.length).to.equal(2 + 2 * (2 + 3 * 4 + 1 + 3 + 1 + 3));
+    // base and LoRA config, and per round: start digest + lineage, 3 × (identity, example cap, digest, metrics,
+    // update norm), strategy, 3 contributors, contributor set, global, weights, aggregate
+    expect(report.checks.length).to.equal(2 + 2 * (2 + 3 * 5 + 1 + 3 + 1 + 3));
     expect(report.contributions.map((c) => [c.round, c.identity, c.weightShare])).to.deep.equal([
       [1, 1, 0.166666],
       [1, 2, 0.333333],
