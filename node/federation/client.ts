@@ -137,7 +137,8 @@ export class FederationClient {
     };
     await this.saveState(round, state); // before submitting: a crash from here on resubmits these same bytes
     const loss = `${fmt(out.metrics.heldOutLossBefore)} → ${fmt(out.metrics.heldOutLossAfter)}`;
-    this.log(`round ${round}: trained (${out.tokensPerSec} tok/s, held-out loss ${loss}), pinned ${cid}`);
+    const norm = `update norm ${fmt(out.metrics.updateNorm)}`;
+    this.log(`round ${round}: trained (${out.tokensPerSec} tok/s, held-out loss ${loss}, ${norm}), pinned ${cid}`);
     return state;
   }
 

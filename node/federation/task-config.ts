@@ -13,7 +13,7 @@ export const DEFAULT_MAX_EXAMPLES = 100_000;
  * task's `maxUpdateNorm`): clients clip to it, the aggregator leaves larger updates out, verify checks it. It stops
  * one hospital from scaling its update to outweigh the others. See DEFAULT_MAX_UPDATE_NORM_NOTE in the README.
  */
-export const DEFAULT_MAX_UPDATE_NORM = 10;
+export const DEFAULT_MAX_UPDATE_NORM = 20;
 
 /** An identity's model fingerprint: keccak256(base-model sha256 ‖ LoRA config hash). */
 export function modelFingerprint(baseModelSha256: string, loraHash: string): string {

@@ -253,7 +253,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       ],
       [
         ["task", "create", ...agg, "--rounds", "0", ...chain(0)],
-        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(2, 3600, 0, 100000, 10000000)",
+        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(2, 3600, 0, 100000, 20000000)",
       ],
       [
         ["task", "create", ...agg, "--lora-r", "0", ...chain(0)],
@@ -305,7 +305,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       ],
       [
         ["task", "create", ...agg, "--min-updates", "5000", ...chain(0)],
-        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(5000, 3600, 3, 100000, 10000000)",
+        "ChainRevertError: createTask reverted: FederationInvalidTaskConfig(5000, 3600, 3, 100000, 20000000)",
       ],
       [
         ["task", "accept", "--task", "1", ...chain(3)],

@@ -8,29 +8,31 @@ import { Aggregator } from "../../node/federation/aggregator.js";
 import type { RoundTrainer } from "../../node/federation/trainer-pool.js";
 import { FedAvg, unitsToWeights } from "../../node/aggregate/index.js";
 import { LORA, TINY, TRAIN, tinyFederation } from "../fixtures/tiny-federation.js";
+import { verifyTask } from "../../node/provenance/verify.js";
+import type { FederationLedger } from "../../node/chain/index.js";
 
 const { ethers, networkHelpers } = await network.create();
 
 describe("federation end to end (tiny model, in-process chain, embedded store)", function () {
   this.timeout(300_000);
-  const setup = async (options: { stateDirs?: string[]; maxRounds?: number; maxExamples?: number } = {}) =>
+  const setup = async (options: Parameters<typeof tinyFederation>[1] = {}) =>
     tinyFederation(await ethers.getSigners(), options);
+  /** What every extra aggregator of the task is built with. */
+  const aggregatorOptions = (s: Awaited<ReturnType<typeof setup>>, ledger = s.ledger.connect(s.signers[1]!)) => ({
+    ledger,
+    store: s.store,
+    task: s.task,
+    model: TINY,
+    lora: LORA,
+    baseModelSha256: s.baseSha,
+    pollMs: 50,
+  });
   /** Another aggregator of the task (a restart, or one that finalizes once `expectedUpdates` are in). */
   const aggregatorExpecting = (
     s: Awaited<ReturnType<typeof setup>>,
     expectedUpdates: number,
-    ledger = s.ledger.connect(s.signers[1]!),
-  ) =>
-    new Aggregator({
-      ledger,
-      store: s.store,
-      task: s.task,
-      model: TINY,
-      lora: LORA,
-      baseModelSha256: s.baseSha,
-      expectedUpdates,
-      pollMs: 50,
-    });
+    ledger?: FederationLedger,
+  ) => new Aggregator({ ...aggregatorOptions(s, ledger), expectedUpdates });
 
   it("3 clients × 2 rounds: every commitment on-chain, every CID verified, global = FedAvg", async function () {
     const s = await setup();
@@ -180,6 +182,100 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     const round = (await s.ledger.readRound(s.task, 1))!;
     const claims = [...round.submissions].sort((a, b) => a.identity - b.identity).map((x) => x.numExamples);
     expect(claims).to.deep.equal([10, 15, 15]);
+    await s.store.close();
+  });
+
+  it("update norm bound: honest clients clip to it, a scaled update is left out, verify agrees", async function () {
+    const bound = 0.01;
+    const s = await setup({ maxRounds: 1, maxUpdateNorm: bound });
+    await s.aggregator.openFirstRound();
+    // hospital 3 trains, then multiplies its change by 100 to outweigh the others
+    const honest = s.trainers[2]!;
+    const scaled: RoundTrainer = {
+      trainRound: async (job) => {
+        const out = await honest.trainRound(job);
+        const start = parseAdapter(job.startAdapter, TINY, LORA).weights;
+        const mine = parseAdapter(out.adapter, TINY, LORA);
+        const grow = (x: Float32Array, y: Float32Array) => x.map((v, i) => y[i]! + 100 * (v - y[i]!));
+        const weights = new Map(
+          [...mine.weights].map(([m, w]) => [m, { A: grow(w.A, start.get(m)!.A), B: grow(w.B, start.get(m)!.B) }]),
+        );
+        return { ...out, adapter: serializeAdapter(TINY, LORA, weights, mine.metadata) };
+      },
+      close: async () => {},
+    };
+    const cheat = new FederationClient({
+      ledger: s.ledger.connect(s.signers[4]!),
+      signer: s.signers[4]!,
+      store: s.store,
+      task: s.task,
+      trainer: scaled,
+      train: TRAIN,
+      pollMs: 50,
+    });
+    expect(
+      await Promise.all([s.clients[0]!.participate(1), s.clients[1]!.participate(1), cheat.participate(1)]),
+    ).to.deep.equal(["submitted", "submitted", "submitted"]);
+    const report = (await aggregatorExpecting(s, 3).finalize(1))!;
+    expect(report.contributors).to.deep.equal([1, 2]);
+    expect(report.excluded).to.have.length(1);
+    expect(report.excluded[0]!.identity).to.equal(3);
+    expect(report.excluded[0]!.reason).to.match(/^FokError: update norm 0\.99\d+ exceeds the task's bound 0\.01$/);
+    // the honest ones were clipped to the bound by their clients (their metrics say from what)
+    for (const sub of (await s.ledger.readRound(s.task, 1))!.submissions.slice(0, 2)) {
+      const meta = parseAdapter(await s.store.get(sub.cid), TINY, LORA).metadata;
+      const metrics = JSON.parse(meta.metrics!);
+      expect(metrics.updateNorm).to.be.at.most(bound);
+      expect(metrics.clippedFrom).to.be.greaterThan(bound);
+    }
+    const verified = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(verified.checks.filter((c) => !c.ok).map((c) => [c.round, c.identity, c.check])).to.deep.equal([
+      [1, 3, "update norm"],
+    ]);
+    await s.store.close();
+  });
+
+  it("round below minimum at deadline is closed on-chain; the next opens from the same adapter", async function () {
+    const s = await setup({ maxRounds: 2, minUpdates: 3 });
+    const lines: string[] = [];
+    const aggregator = new Aggregator({ ...aggregatorOptions(s), expectedUpdates: 3, log: (l) => lines.push(l) });
+    const init = await aggregator.openFirstRound();
+    await Promise.all(s.clients.slice(0, 2).map((c) => c.participate(1)));
+    await networkHelpers.time.increase(3601);
+    expect(await aggregator.finalize(1)).to.equal(null);
+    expect(lines.at(-1)).to.equal(
+      "round 1: closed without a global adapter (2 usable updates, the task needs 3); " +
+        "the next round starts from the same one",
+    );
+    const round2 = (await s.ledger.readRound(s.task, 2))!;
+    expect(round2.startCid).to.equal(init);
+    expect(await Promise.all(s.clients.map((c) => c.participate(2)))).to.deep.equal([
+      "submitted",
+      "submitted",
+      "submitted",
+    ]);
+    expect((await aggregator.finalize(2))!.contributors).to.deep.equal([1, 2, 3]);
+    const verified = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(verified.checks.filter((c) => !c.ok)).to.deep.equal([]);
+    const closed = verified.checks.find((c) => c.check === "closed round")!;
+    expect(closed.detail).to.match(/with 2 valid updates \[1, 2\], fewer than the minimum 3$/);
+    expect(verified.checks.find((c) => c.round === 2 && c.check === "lineage")!.detail).to.equal(
+      "starts from where round 1 (closed) started",
+    );
+    await s.store.close();
+  });
+
+  it("verify fails an aggregator that closes a round whose valid updates met the minimum", async function () {
+    const s = await setup({ maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    await Promise.all(s.clients.map((c) => c.participate(1)));
+    await networkHelpers.time.increase(3601);
+    const round = (await s.ledger.readRound(s.task, 1))!;
+    await s.ledger.connect(s.signers[1]!).closeRound(s.task, 1, round.startCid);
+    const verified = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    const failed = verified.checks.filter((c) => !c.ok);
+    expect(failed.map((c) => [c.round, c.check])).to.deep.equal([[1, "closed round"]]);
+    expect(failed[0]!.detail).to.match(/though 3 valid updates \[1, 2, 3\] met the minimum 2$/);
     await s.store.close();
   });
 
