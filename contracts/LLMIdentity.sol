@@ -51,7 +51,10 @@ contract LLMIdentity is ERC721, AccessControl, EIP712, ILLMIdentity {
     bool private _rotating;
     mapping(uint256 tokenId => PendingRotation) private _pendingRotations;
 
-    constructor(address admin) ERC721("Flow of Knowledge LLM Identity", "FOKID") EIP712("FlowOfKnowledgeIdentity", "1") {
+    constructor(address admin)
+        ERC721("Flow of Knowledge LLM Identity", "FOKID")
+        EIP712("FlowOfKnowledgeIdentity", "1")
+    {
         if (admin == address(0)) revert LLMIdentityZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(REGISTRAR_ROLE, admin);

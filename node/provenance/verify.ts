@@ -389,7 +389,8 @@ class Verification {
    * The contributors are the ones the strategy picks from every valid update: bytes that match their digest and
    * parse as the task's LoRA layout for the task's base model, a change from the round's start within the task's
    * bound, from an identity still active in the block before the round was finalized (what the aggregator itself
-   * requires). All of them for FedAvg-like rules, Krum's own selection for Krum: an aggregator that leaves out a valid update, or picks another, fails here.
+   * requires). All of them for FedAvg-like rules, Krum's own selection for Krum: an aggregator that leaves out a
+   * valid update, or picks another, fails here.
    */
   private async contributorSet(
     round: number,

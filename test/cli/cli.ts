@@ -331,7 +331,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect(cases.length).to.be.at.least(30);
   });
 
-  it("separates roles, hands the aggregator over, rotates keys only with consent, closes a stuck round", async function () {
+  it("separates roles, hands the aggregator over, rotates keys with consent, closes a stuck round", async function () {
     const d2 = join(dir, "deployment-roles.json");
     const flags = (key: number) => [...chain(key).slice(0, 4), "--deployment", d2, "--store-dir", join(dir, "store")];
     const ok = async (args: string[]) => {

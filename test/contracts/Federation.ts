@@ -389,7 +389,7 @@ describe("Federation", function () {
         .withArgs(1n, 1n, 1n, outsider.address, relayer.address, c.cid, c.adapterSha256, 100n, c.metricsDigest);
     });
 
-    it("EIP-712 commitment binds identity and deadline: another identity's id or a passed deadline fails", async function () {
+    it("EIP-712 commitment binds identity and deadline: another identity's id or a late one fails", async function () {
       const { federation, alice, relayer } = await networkHelpers.loadFixture(withRoundOpen);
       const asRelayer = federation.connect(relayer);
       const c = commitment("alice");
@@ -529,7 +529,7 @@ describe("Federation", function () {
   });
 
   describe("closeRound", function () {
-    it("round below minimum at deadline: the aggregator closes it and the next opens from the same adapter", async function () {
+    it("round below minimum at deadline: the aggregator closes it, the next starts where it did", async function () {
       const { federation, aggregator, alice } = await networkHelpers.loadFixture(withRoundOpen);
       await submit(federation.connect(alice), commitment("alice")); // 1 of the 2 the task needs
       const asAgg = federation.connect(aggregator);

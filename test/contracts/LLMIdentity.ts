@@ -200,7 +200,7 @@ describe("LLMIdentity", function () {
         .withArgs(1n);
     });
 
-    it("registrar key rotation without the identity's consent: a registrar cannot take an identity over", async function () {
+    it("registrar key rotation without the identity's consent: the registrar cannot take it over", async function () {
       const { identity, admin, alice, bob, outsider } = await networkHelpers.loadFixture(withAliceRegistered);
       // the registrar signs for itself, or has someone else sign: neither is the identity's key
       for (const key of [admin, outsider, bob]) {
