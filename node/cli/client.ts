@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { Signer } from "ethers";
 import { InvalidArgumentError } from "../errors.js";
 import { initBackend } from "../model/backend.js";
+import { adapterByteLimit } from "../model/adapter.js";
 import { loadJsonl, loadTextFolder } from "../data/loaders.js";
 import { loadWordnetMedical } from "../data/corpora.js";
 import { splitClients } from "../data/partition.js";
@@ -31,6 +32,7 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
       heldOutTokens: await tokenizeDocuments(base.tokenizer, split!.heldOut),
       numExamples: split!.train.length,
     };
+    const maxAdapterBytes = adapterByteLimit(base.gpt.config, lora);
     base.gpt.dispose();
     const held = split!.heldOut.length;
     io.log(`client: ${split!.train.length} training documents (${data.trainTokens.length} tokens), ${held} held out`);
@@ -48,6 +50,7 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
       trainer,
       train: { steps: Number(v.steps), batchSize: Number(v["batch-size"]), lr: Number(v.lr), warmupSteps: 5 },
       stateDir: join(v["store-dir"] as string, "..", "client-state", String(await (signer as Signer).getAddress())),
+      maxAdapterBytes,
       log: io.log,
     });
     io.log(`client: identity ${await client.identity()}, task ${task}`);

@@ -14,7 +14,7 @@ import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { FederationLedger, IdentityStatus, decodeStrategy } from "../chain/index.js";
 import type { AdapterStore } from "../store/index.js";
-import { readSafetensors } from "../model/safetensors.js";
+import { readSafetensorsHeader } from "../model/safetensors.js";
 import { PAGE, SCRIPT, STYLE } from "./page.js";
 
 export interface DashboardOptions {
@@ -32,6 +32,9 @@ export interface Dashboard {
 }
 
 const require = createRequire(import.meta.url);
+
+/** The largest adapter the dashboard reads to show its metrics (it does not know each task's model). */
+const ADAPTER_VIEW_LIMIT = 64 * 1024 * 1024;
 
 /**
  * On every response: scripts and styles only from this origin (no inline script, so a string that slipped into
@@ -64,9 +67,8 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
         let metrics: Record<string, unknown> | null = null;
         let metricsVerified = false;
         try {
-          const meta = readSafetensors(await store.get(s.cid, { expectedSha256: s.adapterSha256 })).metadata[
-            "fok.metrics"
-          ];
+          const bytes = await store.get(s.cid, { expectedSha256: s.adapterSha256, maxBytes: ADAPTER_VIEW_LIMIT });
+          const meta = readSafetensorsHeader(bytes).metadata["fok.metrics"];
           if (meta) {
             metrics = JSON.parse(meta);
             metricsVerified = sha256Hex(meta) === s.metricsDigest;
@@ -144,8 +146,8 @@ export async function serveDashboard(o: DashboardOptions): Promise<Dashboard> {
         const sha256 = sha256Hex(bytes);
         let header: Record<string, unknown> | null = null;
         try {
-          const f = readSafetensors(bytes);
-          header = { metadata: f.metadata, tensors: Object.fromEntries([...f.tensors].map(([k, t]) => [k, t.shape])) };
+          const f = readSafetensorsHeader(bytes); // the header only: no tensor is read
+          header = { metadata: f.metadata, tensors: Object.fromEntries(f.tensors.map((t) => [t.name, t.shape])) };
         } catch {
           header = null;
         }

@@ -11,7 +11,7 @@ import { FederationLedger, IdentityStatus, Revert, TaskStatus, isRevert, type Ro
 import { FokError } from "../errors.js";
 import { LoraAdapter, type LoraConfig } from "../model/lora.js";
 import type { GPTConfig } from "../model/gpt.js";
-import { parseAdapter, serializeAdapter } from "../model/adapter.js";
+import { adapterByteLimit, parseAdapter, serializeAdapter } from "../model/adapter.js";
 import {
   unitsToWeights,
   strategyFor,
@@ -93,13 +93,14 @@ export class Aggregator {
     const updates: ClientUpdate[] = [];
     const excluded: RoundReport["excluded"] = [];
     const { maxUpdateNorm } = await this.o.ledger.taskInfo(this.o.task);
-    const startBytes = await this.o.store.get(round.startCid, { expectedSha256: round.startSha256 });
+    const maxBytes = adapterByteLimit(this.o.model, this.o.lora);
+    const startBytes = await this.o.store.get(round.startCid, { expectedSha256: round.startSha256, maxBytes });
     const start = parseAdapter(startBytes, this.o.model, this.o.lora).weights;
     for (const s of round.submissions) {
       try {
         const { status } = await this.o.ledger.identityRecord(s.identity);
         if (status !== IdentityStatus.Active) throw new FokError(`identity is ${IdentityStatus[status]}`);
-        const bytes = await this.o.store.get(s.cid, { expectedSha256: s.adapterSha256 });
+        const bytes = await this.o.store.get(s.cid, { expectedSha256: s.adapterSha256, maxBytes });
         const parsed = parseAdapter(bytes, this.o.model, this.o.lora);
         if (parsed.metadata.baseModelSha256 !== this.o.baseModelSha256)
           throw new FokError(`adapter is for base model ${parsed.metadata.baseModelSha256}`);

@@ -36,6 +36,8 @@ export interface ClientOptions {
   train: Partial<TrainConfig>;
   /** Where the client keeps per-round state (CID before submission) and its metrics. Default: none (in memory). */
   stateDir?: string;
+  /** The largest a start adapter of the task may be (adapterByteLimit of its model and LoRA config). */
+  maxAdapterBytes?: number;
   /** How often to poll the chain, ms. Default 500. */
   pollMs?: number;
   log?: (line: string) => void;
@@ -120,7 +122,8 @@ export class FederationClient {
     const saved = await this.loadState(round);
     if (saved && (await this.o.store.has(saved.cid))) return saved;
     const opened = await waitForRound(ledger, task, round, this.o.pollMs ?? 500);
-    const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256 });
+    const maxBytes = this.o.maxAdapterBytes;
+    const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256, maxBytes });
     this.log(`round ${round}: training from ${opened.startCid}`);
     const job = { task, round, identity, startAdapter: start, train: this.o.train, maxUpdateNorm };
     const out = await this.o.trainer.trainRound(job);

@@ -13,6 +13,7 @@ import { Aggregator, type AggregatorOptions, type RoundReport } from "./aggregat
 import { FederationClient } from "./client.js";
 import type { ClientDataset } from "./local-trainer.js";
 import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM, loraConfigHash, modelFingerprint } from "./task-config.js";
+import { adapterByteLimit } from "../model/adapter.js";
 import { startTrainers, type RoundTrainer, type StepReport } from "./trainer-pool.js";
 
 export interface LocalHospital {
@@ -123,6 +124,7 @@ export async function startLocalFederation(o: LocalFederationOptions): Promise<L
         trainer: trainers[i]!,
         train: o.train,
         stateDir: h.stateDir,
+        maxAdapterBytes: adapterByteLimit(o.model, o.lora),
         pollMs: o.pollMs ?? 100,
         log: o.log && ((l) => o.log!(`[client ${h.name}] ${l}`)),
       });

@@ -8,7 +8,13 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { GPTConfig } from "./gpt.js";
 import { inWidth, loraLayout, validateLoraConfig, type LoraConfig } from "./lora.js";
-import { CheckpointError, readSafetensors, writeSafetensors, type NamedTensor } from "./safetensors.js";
+import {
+  CheckpointError,
+  readSafetensors,
+  writeSafetensors,
+  type NamedTensor,
+  type TensorHeader,
+} from "./safetensors.js";
 
 /** An adapter's tensors or config differ from what the task expects. */
 export class AdapterMismatchError extends CheckpointError {
@@ -120,19 +126,58 @@ export function serializeAdapter(
  * name, shape and value (finite; exactly zero where the config leaves a section alone). Nothing partial is returned.
  */
 export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: LoraConfig): ParsedAdapter {
-  const file = readSafetensors(bytes);
-  const lora = adapterConfig(file.metadata, expected);
-  const expectedNames = new Set<string>();
+  let lora: LoraConfig | undefined;
+  // names, dtypes and shapes are checked from the header before any tensor is read or widened
+  const file = readSafetensors(bytes, {
+    checkHeader: (metadata, tensors) => {
+      lora = adapterConfig(metadata, expected);
+      checkAdapterHeader(model, lora, tensors);
+    },
+  });
   const weights: LoraWeights = new Map();
-  for (const m of loraLayout(model, lora)) {
+  for (const m of loraLayout(model, lora!)) {
     const aName = `${PREFIX}${m.module}.lora_A.weight`;
     const bName = `${PREFIX}${m.module}.lora_B.weight`;
-    expectedNames.add(aName).add(bName);
-    weights.set(m.module, moduleWeights(file.tensors, model, lora, m, aName, bName));
+    weights.set(m.module, moduleWeights(file.tensors, model, lora!, m, aName, bName));
   }
-  for (const name of file.tensors.keys())
-    if (!expectedNames.has(name)) throw new AdapterMismatchError(name, "unexpected tensor");
-  return { weights, config: lora, metadata: adapterMetadata(file.metadata) };
+  return { weights, config: lora!, metadata: adapterMetadata(file.metadata) };
+}
+
+/** The tensors the layout of `model` and `lora` needs: name → expected shape (all F32). */
+function expectedTensors(model: GPTConfig, lora: LoraConfig): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const m of loraLayout(model, lora)) {
+    out.set(`${PREFIX}${m.module}.lora_A.weight`, [lora.r, inWidth(model, m.module)]);
+    out.set(`${PREFIX}${m.module}.lora_B.weight`, [m.outWidth, lora.r]);
+  }
+  return out;
+}
+
+/** Every tensor in the header is one the layout needs, F32, of its shape; none is missing. */
+function checkAdapterHeader(model: GPTConfig, lora: LoraConfig, tensors: TensorHeader[]): void {
+  const expected = expectedTensors(model, lora);
+  for (const t of tensors) {
+    const shape = expected.get(t.name);
+    if (!shape) throw new AdapterMismatchError(t.name, "unexpected tensor");
+    if (t.dtype !== "F32") throw new AdapterMismatchError(t.name, `dtype ${t.dtype}, expected F32`);
+    if (t.shape.join() !== shape.join())
+      throw new AdapterMismatchError(t.name, `shape [${t.shape}], expected [${shape}]`);
+  }
+  const present = new Set(tensors.map((t) => t.name));
+  for (const name of expected.keys()) if (!present.has(name)) throw new AdapterMismatchError(name, "missing");
+}
+
+/** Room an adapter's header may take beyond its tensors' data: names, offsets, the config and our metadata. */
+const ADAPTER_HEADER_ALLOWANCE = 256 * 1024;
+
+/**
+ * The largest an adapter file of this model and LoRA config can honestly be: its F32 tensors plus 256 KiB of
+ * header. Stores refuse larger blobs of this kind before reading them whole (see AdapterStore.get's `maxBytes`).
+ */
+export function adapterByteLimit(model: GPTConfig, lora: LoraConfig): number {
+  let values = 0;
+  for (const shape of expectedTensors(model, lora).values()) values += shape[0]! * shape[1]!;
+  return 4 * values + ADAPTER_HEADER_ALLOWANCE;
 }
 
 /** The LoRA config in the header, valid and (when given) the task's. */

@@ -71,9 +71,33 @@ export function writeSafetensors(tensors: Map<string, NamedTensor>, metadata: Re
   return out;
 }
 
-/** Parses and validates a safetensors file; every tensor comes back as float32. */
-export function readSafetensors(bytes: Uint8Array, options: { allowNonFinite?: boolean } = {}): SafetensorsFile {
-  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** One tensor as the header describes it, before any of its data is read. */
+export interface TensorHeader {
+  name: string;
+  dtype: string;
+  shape: number[];
+}
+
+export interface ReadOptions {
+  allowNonFinite?: boolean;
+  /**
+   * Called with the metadata and every tensor's header once the header has been validated and before any tensor
+   * is read or widened to float32: throw to refuse the file (unexpected names, dtypes or shapes) at the cost of
+   * reading its header only.
+   */
+  checkHeader?: (metadata: Record<string, string>, tensors: TensorHeader[]) => void;
+}
+
+/**
+ * A safetensors file's header, validated (offsets tile the data section exactly), without reading any tensor:
+ * what a viewer shows, and what {@link readSafetensors} checks before it reads.
+ */
+export function readSafetensorsHeader(bytes: Uint8Array): { metadata: Record<string, string>; tensors: TensorHeader[] } {
+  const { metadata, entries } = parseHeader(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  return { metadata, tensors: entries.map(({ name, dtype, shape }) => ({ name, dtype, shape })) };
+}
+
+function parseHeader(buf: Buffer) {
   if (buf.length < 8)
     throw new SafetensorsFormatError(`file is ${buf.length} bytes, shorter than the 8-byte header length`);
   const headerLen = Number(buf.readBigUInt64LE(0));
@@ -141,6 +165,17 @@ export function readSafetensors(bytes: Uint8Array, options: { allowNonFinite?: b
   }
   if (expect !== dataLen)
     throw new SafetensorsFormatError(`data section is ${dataLen} bytes but tensors cover ${expect}`);
+  return { metadata, entries, dataStart };
+}
+
+/** Parses and validates a safetensors file; every tensor comes back as float32. */
+export function readSafetensors(bytes: Uint8Array, options: ReadOptions = {}): SafetensorsFile {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const { metadata, entries, dataStart } = parseHeader(buf);
+  options.checkHeader?.(
+    metadata,
+    entries.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
+  );
 
   const tensors = new Map<string, NamedTensor>();
   for (const e of entries) {

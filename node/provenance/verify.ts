@@ -21,7 +21,13 @@ import {
   type SubmittedUpdate,
   type TaskHistory,
 } from "../chain/index.js";
-import { parseAdapter, serializeAdapter, type LoraWeights, type ParsedAdapter } from "../model/adapter.js";
+import {
+  adapterByteLimit,
+  parseAdapter,
+  serializeAdapter,
+  type LoraWeights,
+  type ParsedAdapter,
+} from "../model/adapter.js";
 import type { GPTConfig } from "../model/gpt.js";
 import { loraConfigHash, type LoraConfig } from "../model/lora.js";
 import {
@@ -64,7 +70,7 @@ export interface VerifyReport {
 
 /** What verification reads bytes through: any store; the digest is checked here, not trusted from it. */
 export interface ByteSource {
-  get(cid: string): Promise<Uint8Array>;
+  get(cid: string, options?: { maxBytes?: number }): Promise<Uint8Array>;
 }
 
 export interface VerifyOptions {
@@ -126,10 +132,14 @@ class Verification {
     this.checks.push({ round, identity, check, ok, detail });
   }
 
-  /** The bytes of `cid` if they hash to `sha` (a check either way); null when they do not or cannot be read. */
+  /**
+   * The bytes of `cid` if they hash to `sha` (a check either way); null when they do not or cannot be read.
+   * Anything but the base model is an adapter, read with the adapter size limit of the task's model and LoRA config.
+   */
   async fetchVerified(round: number | null, identity: number | null, what: string, cid: string, sha: string) {
     try {
-      const bytes = await this.store.get(cid);
+      const maxBytes = what === "base model" ? undefined : adapterByteLimit(this.o.model, this.o.lora);
+      const bytes = await this.store.get(cid, { maxBytes });
       const got = sha256Hex(bytes);
       const ok = got === sha;
       this.add(

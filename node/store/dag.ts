@@ -11,7 +11,7 @@ import * as raw from "multiformats/codecs/raw";
 import { CID } from "multiformats/cid";
 import { sha256 } from "multiformats/hashes/sha2";
 import { createHash } from "node:crypto";
-import { BlobTooLargeError, CidMismatchError, UnsupportedContentError } from "./errors.js";
+import { BlobTooLargeError, CidMismatchError, DagLimitError, UnsupportedContentError } from "./errors.js";
 
 /** The importer settings `ipfs add --cid-version=1` uses: CIDv1, raw leaves, 256 KiB chunks, balanced, 174 links. */
 export const KUBO_CIDV1: Partial<ImporterOptions> = {
@@ -140,39 +140,104 @@ export async function readNode(
 /** How many sibling blocks are requested at once while walking (bitswap round trips overlap). */
 const PREFETCH = 8;
 
-/** Every block of the DAG under `root`, verified, depth-first in file order; siblings are fetched ahead. */
+/**
+ * What one walk of a DAG may cost, counted on every block visited (a block linked twice counts twice), whatever
+ * blockstore serves it: a DAG bomb of a few KB whose nodes link to each other over and over is refused after this
+ * much work, not walked for ever.
+ */
+export interface DagLimits {
+  /** Blocks visited. */
+  maxBlocks: number;
+  /** Bytes of blocks read (data and DAG structure). */
+  maxBytes: number;
+  /** Levels below the root. */
+  maxDepth: number;
+}
+
+/**
+ * The limits for a file of at most `maxFileBytes`: its bytes plus a sixteenth for DAG structure plus 64 KiB, one
+ * block per KiB of that (Kubo's 256 KiB chunks need one per 256 KiB) and at least 1,024, 16 levels (a Kubo tree of
+ * 174-link nodes is 4 levels deep at 1 TiB).
+ */
+export function dagLimitsFor(maxFileBytes: number): DagLimits {
+  const maxBytes = maxFileBytes + Math.ceil(maxFileBytes / 16) + 65_536;
+  return { maxBytes, maxBlocks: Math.max(1024, Math.ceil(maxBytes / 1024)), maxDepth: 16 };
+}
+
+/** Counts one walk against its limits. */
+class WalkBudget {
+  private blocks = 0;
+  private bytes = 0;
+
+  constructor(
+    private readonly root: CID,
+    private readonly limits: DagLimits,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /** Before a block at `depth` is requested. */
+  enter(depth: number): void {
+    this.signal?.throwIfAborted(); // an in-memory blockstore never looks at the signal itself
+    if (depth > this.limits.maxDepth) throw new DagLimitError(this.root.toString(), "depth", this.limits.maxDepth);
+    if (++this.blocks > this.limits.maxBlocks) {
+      throw new DagLimitError(this.root.toString(), "blocks", this.limits.maxBlocks);
+    }
+  }
+
+  /** After a block of `size` bytes was read. */
+  read(size: number): void {
+    this.bytes += size;
+    if (this.bytes > this.limits.maxBytes) throw new DagLimitError(this.root.toString(), "bytes", this.limits.maxBytes);
+  }
+}
+
+/**
+ * Every block of the DAG under `root`, verified, depth-first in file order; siblings are fetched ahead. Refused
+ * with DagLimitError past `limits`.
+ */
 export async function* walkDag(
   source: BlockSource,
   root: CID,
   where: string,
+  limits: DagLimits,
   signal?: AbortSignal,
 ): AsyncGenerator<VerifiedNode> {
+  const budget = new WalkBudget(root, limits, signal);
+  budget.enter(0);
   const node = await readNode(source, root, where, signal);
+  budget.read(node.bytes.length);
   yield node;
-  yield* walkLinks(source, node.links, where, signal);
+  yield* walkLinks(source, node.links, where, budget, 1, signal);
 }
 
 async function* walkLinks(
   source: BlockSource,
   links: CID[],
   where: string,
+  budget: WalkBudget,
+  depth: number,
   signal?: AbortSignal,
 ): AsyncGenerator<VerifiedNode> {
   const pending: Promise<VerifiedNode>[] = [];
   let next = 0;
   while (next < links.length || pending.length > 0) {
     while (pending.length < PREFETCH && next < links.length) {
+      budget.enter(depth);
       const p = readNode(source, links[next++]!, where, signal);
       p.catch(() => undefined); // surfaced when awaited in order below
       pending.push(p);
     }
     const node = await pending.shift()!;
+    budget.read(node.bytes.length);
     yield node;
-    if (node.links.length > 0) yield* walkLinks(source, node.links, where, signal);
+    if (node.links.length > 0) yield* walkLinks(source, node.links, where, budget, depth + 1, signal);
   }
 }
 
-/** The file under `root`, every block verified; refuses files over `maxBytes` before fetching their leaves. */
+/**
+ * The file under `root`, every block verified; refuses files over `maxBytes` before fetching their leaves, and
+ * DAGs past the limits of such a file ({@link dagLimitsFor}).
+ */
 export async function readFile(
   source: BlockSource,
   root: CID,
@@ -183,7 +248,7 @@ export async function readFile(
   const parts: Uint8Array[] = [];
   let total = 0;
   let first = true;
-  for await (const node of walkDag(source, root, where, signal)) {
+  for await (const node of walkDag(source, root, where, dagLimitsFor(maxBytes), signal)) {
     if (first && node.fileSize !== null && node.fileSize > maxBytes) {
       throw new BlobTooLargeError(node.fileSize, maxBytes, root.toString());
     }

@@ -59,3 +59,17 @@ export class InvalidCarError extends StoreError {}
 
 /** A CID string or DAG node that is not something this store can read (not UnixFS raw/dag-pb with sha2-256). */
 export class UnsupportedContentError extends StoreError {}
+
+/**
+ * Walking a DAG went past one of its limits (blocks visited, bytes read, depth): a DAG bomb (a few KB of blocks
+ * that link to each other over and over), or content larger than this kind of blob may be. Nothing was stored.
+ */
+export class DagLimitError extends StoreError {
+  constructor(
+    readonly cid: string,
+    readonly limit: "blocks" | "bytes" | "depth",
+    readonly max: number,
+  ) {
+    super(`DAG ${cid} goes past the limit of ${max} ${limit === "depth" ? "levels" : limit}; refused`);
+  }
+}

@@ -23,7 +23,17 @@ import { FsDatastore } from "datastore-fs";
 import { MemoryDatastore } from "datastore-core";
 import { CarReader, CarWriter } from "@ipld/car";
 import type { CID } from "multiformats/cid";
-import { getBlock, importBytes, parseCid, readFile, verifyBlock, walkDag, type BlockSource } from "./dag.js";
+import {
+  dagLimitsFor,
+  getBlock,
+  importBytes,
+  parseCid,
+  readFile,
+  verifyBlock,
+  walkDag,
+  type BlockSource,
+  type VerifiedNode,
+} from "./dag.js";
 import { fetchCarFromGateway } from "./gateway-client.js";
 import {
   BlobTooLargeError,
@@ -36,7 +46,8 @@ import {
 } from "./errors.js";
 
 export * from "./errors.js";
-export { cidOf, KUBO_CIDV1, UNIXFS_V1_2025 } from "./dag.js";
+export { GatewayResponseError } from "./gateway-client.js";
+export { cidOf, dagLimitsFor, KUBO_CIDV1, UNIXFS_V1_2025, type DagLimits } from "./dag.js";
 
 export interface AbortOptions {
   signal?: AbortSignal;
@@ -45,6 +56,11 @@ export interface AbortOptions {
 export interface GetOptions extends AbortOptions {
   /** 0x-prefixed or bare hex sha256 the bytes must have (the digest recorded on-chain). */
   expectedSha256?: string;
+  /**
+   * The largest this blob may be, in bytes: each kind of blob has its own (an adapter's follows from the task's
+   * model and LoRA config). Default, and never more than, the store's `maxBlobBytes`.
+   */
+  maxBytes?: number;
 }
 
 export interface BlobStat {
@@ -167,6 +183,7 @@ class HeliaStore implements AdapterStore {
 
   async get(cidString: string, options: GetOptions = {}): Promise<Uint8Array> {
     const cid = parseCid(cidString);
+    const maxBytes = Math.min(options.maxBytes ?? this.opts.maxBlobBytes, this.opts.maxBlobBytes);
     const signal = AbortSignal.any([
       AbortSignal.timeout(this.opts.fetchTimeoutMs),
       ...(options.signal ? [options.signal] : []),
@@ -177,23 +194,20 @@ class HeliaStore implements AdapterStore {
       const peers = this.libp2p?.getPeers().map((p) => p.toString()) ?? [];
       sources.push(...this.opts.gateways, ...peers);
       if (sources.length === 0) throw new NotFoundError(cidString);
-      // Gateways first: one CAR request, verified whole, then read locally.
-      for (const gw of this.opts.gateways) {
-        try {
-          const car = await fetchCarFromGateway(gw, cidString, this.opts.maxBlobBytes, signal);
-          await this.importCar(car, { signal });
-          break;
-        } catch (e) {
-          if (e instanceof StoreError && !(e instanceof FetchTimeoutError)) throw e;
-          if (signal.aborted && !options.signal?.aborted)
-            throw new FetchTimeoutError(cidString, sources, this.opts.fetchTimeoutMs);
+      // Gateways first: one CAR request each, verified whole, then read locally. A gateway that has nothing, fails
+      // or lies does not stop the others or the peers from being tried.
+      const failures = await this.fetchFromGateways(cid, maxBytes, signal);
+      if (failures.length === this.opts.gateways.length && peers.length === 0 && failures.length > 0) {
+        if (signal.aborted && !options.signal?.aborted) {
+          throw new FetchTimeoutError(cidString, sources, this.opts.fetchTimeoutMs);
         }
+        throw failures.at(-1)!;
       }
     }
     try {
       // helia.blockstore fetches missing blocks over bitswap; readFile re-verifies every block either way.
       const where = local ? "local store" : `peers ${sources.join(", ")}`;
-      const bytes = await readFile(this.helia.blockstore as BlockSource, cid, where, this.opts.maxBlobBytes, signal);
+      const bytes = await readFile(this.helia.blockstore as BlockSource, cid, where, maxBytes, signal);
       if (options.expectedSha256 !== undefined) checkSha256(cidString, bytes, options.expectedSha256);
       return bytes;
     } catch (e) {
@@ -202,6 +216,25 @@ class HeliaStore implements AdapterStore {
       }
       throw e;
     }
+  }
+
+  /**
+   * Tries each gateway in turn until one serves the whole DAG of `cid`, verified, within `maxBytes`: only then are
+   * its blocks stored (and `cid` pinned). Returns the failures of the gateways tried.
+   */
+  private async fetchFromGateways(cid: CID, maxBytes: number, signal: AbortSignal): Promise<Error[]> {
+    const failures: Error[] = [];
+    for (const gw of this.opts.gateways) {
+      try {
+        const car = await fetchCarFromGateway(gw, cid.toString(), maxBytes, signal);
+        await this.storeVerifiedDag(car, cid, maxBytes, signal);
+        return failures;
+      } catch (e) {
+        failures.push(e as Error);
+        if (signal.aborted) break;
+      }
+    }
+    return failures;
   }
 
   async has(cid: string): Promise<boolean> {
@@ -222,7 +255,8 @@ class HeliaStore implements AdapterStore {
     const cid = parseCid(cidString);
     let size = 0;
     let blocks = 0;
-    for await (const node of walkDag(this.local, cid, "local store", options.signal)) {
+    const limits = dagLimitsFor(this.opts.maxBlobBytes);
+    for await (const node of walkDag(this.local, cid, "local store", limits, options.signal)) {
       blocks++;
       if (node.data) size += node.data.length;
     }
@@ -234,7 +268,8 @@ class HeliaStore implements AdapterStore {
     const { writer, out } = CarWriter.create([cid]);
     const pump = (async () => {
       try {
-        for await (const node of walkDag(this.local, cid, "local store", options.signal)) {
+        const limits = dagLimitsFor(this.opts.maxBlobBytes);
+        for await (const node of walkDag(this.local, cid, "local store", limits, options.signal)) {
           await writer.put({ cid: node.cid, bytes: node.bytes });
         }
       } finally {
@@ -246,38 +281,23 @@ class HeliaStore implements AdapterStore {
   }
 
   async importCar(car: Uint8Array, options: AbortOptions = {}): Promise<string[]> {
-    let reader: CarReader;
-    try {
-      reader = await CarReader.fromBytes(car);
-    } catch (e) {
-      throw new InvalidCarError(`not a CAR file: ${(e as Error).message}`, { cause: e });
-    }
-    const blocks: { cid: CID; bytes: Uint8Array }[] = [];
-    let total = 0;
-    for await (const b of reader.blocks()) {
-      try {
-        verifyBlock(b.cid, b.bytes, "CAR");
-      } catch (e) {
-        if (e instanceof CidMismatchError)
-          throw new InvalidCarError(`block ${b.cid} does not match its CID; nothing imported`);
-        throw e;
-      }
-      total += b.bytes.length;
-      if (total > this.opts.maxBlobBytes * 1.1 + 1_048_576) throw new BlobTooLargeError(total, this.opts.maxBlobBytes);
-      blocks.push(b);
-    }
-    const roots = await reader.getRoots();
+    const { blocks, roots } = await readCar(car, this.opts.maxBlobBytes);
     if (roots.length === 0) throw new InvalidCarError("CAR has no roots");
-    const have = new Set(blocks.map((b) => b.cid.toString()));
-    for (const r of roots)
-      if (!have.has(r.toString())) throw new InvalidCarError(`CAR root ${r} is not among its blocks`);
-    for (const b of blocks) await this.local.put(b.cid, b.bytes);
-    for (const r of roots) {
-      // a root must be a complete DAG before it is pinned
-      await readFile(this.local, r, "CAR", this.opts.maxBlobBytes, options.signal);
-      if (!(await this.helia.pins.isPinned(r))) for await (const _ of this.helia.pins.add(r)) void _;
-    }
+    // every root must be a complete DAG within the limits, walked over the CAR's own blocks, before anything is
+    // stored: one bad root and nothing is
+    const dags: VerifiedNode[][] = [];
+    for (const r of roots) dags.push(await completeDag(blocks, r, this.opts.maxBlobBytes, options.signal));
+    for (const nodes of dags) for (const n of nodes) await this.local.put(n.cid, n.bytes);
+    for (const r of roots) if (!(await this.helia.pins.isPinned(r))) for await (const _ of this.helia.pins.add(r)) void _;
     return roots.map(String);
+  }
+
+  /** Stores the DAG of `root` from `car` (a gateway's answer) once it is complete and verified, and pins `root`. */
+  private async storeVerifiedDag(car: Uint8Array, root: CID, maxBytes: number, signal: AbortSignal): Promise<void> {
+    const { blocks } = await readCar(car, maxBytes);
+    const nodes = await completeDag(blocks, root, maxBytes, signal);
+    for (const n of nodes) await this.local.put(n.cid, n.bytes);
+    if (!(await this.helia.pins.isPinned(root))) for await (const _ of this.helia.pins.add(root)) void _;
   }
 
   multiaddrs(): string[] {
@@ -301,6 +321,51 @@ class HeliaStore implements AdapterStore {
   async close(): Promise<void> {
     await this.helia.stop();
   }
+}
+
+/** A CAR's blocks (each verified against its CID) by CID string, and its roots. */
+async function readCar(car: Uint8Array, maxBlobBytes: number) {
+  let reader: CarReader;
+  try {
+    reader = await CarReader.fromBytes(car);
+  } catch (e) {
+    throw new InvalidCarError(`not a CAR file: ${(e as Error).message}`, { cause: e });
+  }
+  const blocks = new Map<string, Uint8Array>();
+  let total = 0;
+  const limit = dagLimitsFor(maxBlobBytes).maxBytes;
+  for await (const b of reader.blocks()) {
+    try {
+      verifyBlock(b.cid, b.bytes, "CAR");
+    } catch (e) {
+      if (e instanceof CidMismatchError)
+        throw new InvalidCarError(`block ${b.cid} does not match its CID; nothing imported`);
+      throw e;
+    }
+    total += b.bytes.length;
+    if (total > limit) throw new BlobTooLargeError(total, maxBlobBytes);
+    blocks.set(b.cid.toString(), b.bytes);
+  }
+  return { blocks, roots: await reader.getRoots() };
+}
+
+/** Every node of the DAG under `root`, read from `blocks` alone, verified and within the limits of a file of `maxBytes`. */
+async function completeDag(
+  blocks: Map<string, Uint8Array>,
+  root: CID,
+  maxBytes: number,
+  signal?: AbortSignal,
+): Promise<VerifiedNode[]> {
+  const source: BlockSource = {
+    get: (cid) => {
+      const b = blocks.get(cid.toString());
+      if (!b) throw new InvalidCarError(`CAR lacks block ${cid} of the DAG ${root}; nothing imported`);
+      return b;
+    },
+  };
+  const nodes: VerifiedNode[] = [];
+  for await (const n of walkDag(source, root, "CAR", dagLimitsFor(maxBytes), signal)) nodes.push(n);
+  return nodes;
 }
 
 function checkSha256(cid: string, bytes: Uint8Array, expected: string): void {

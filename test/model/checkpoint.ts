@@ -8,6 +8,7 @@ import { LoraAdapter, type LoraConfig } from "../../node/model/lora.js";
 import { BPETokenizer } from "../../node/model/tokenizer.js";
 import {
   AdapterMismatchError,
+  adapterByteLimit,
   parseAdapter,
   serializeAdapter,
   type AdapterMetadata,
@@ -23,6 +24,7 @@ import {
   NonFiniteTensorError,
   SafetensorsFormatError,
   readSafetensors,
+  readSafetensorsHeader,
   writeSafetensors,
   type NamedTensor,
 } from "../../node/model/safetensors.js";
@@ -197,6 +199,32 @@ describe("node/model checkpoints and adapters", function () {
       });
       err = thrown(() => parseAdapter(kRow, CFG, QV));
       expect(err.message).to.equal(`adapter ${B0}: non-zero update in section k, which target_modules leave alone`);
+      lora.dispose();
+    });
+
+    it("safetensors widened to f32 before names are checked: header checked first, no tensor read", async function () {
+      const lora = await trainedAdapter();
+      const file = readSafetensors(serializeAdapter(CFG, QV, await lora.exportWeights(), META));
+      // an extra 16 MiB tensor the layout does not have, holding a NaN: reading it would fail on the NaN (and cost
+      // 16 MiB of widening); the header check names it first
+      const extra = "base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight";
+      const big = new Float32Array(4 * 1024 * 1024);
+      big[big.length - 1] = NaN;
+      const tensors = new Map(file.tensors).set(extra, { shape: [big.length], data: big });
+      const err = thrown(() => parseAdapter(writeSafetensors(tensors, file.metadata), CFG, QV));
+      expect(err).to.be.instanceOf(AdapterMismatchError);
+      expect(err.message).to.equal(`adapter ${extra}: unexpected tensor`);
+      // the same for a tensor of the right name in another dtype, read as header only
+      const asF16 = withHeader(serializeAdapter(CFG, QV, await lora.exportWeights(), META), (h) => {
+        const key = Object.keys(h).find((k) => k.endsWith("c_attn.lora_A.weight"))!;
+        h[key]!.dtype = "F16";
+        h[key]!.shape = [h[key]!.shape![0]!, h[key]!.shape![1]! * 2];
+      });
+      expect(thrown(() => parseAdapter(asF16, CFG, QV)).message).to.match(/lora_A\.weight: dtype F16, expected F32$/);
+      expect(readSafetensorsHeader(asF16).tensors.map((t) => t.dtype)).to.include("F16");
+      // what an adapter of this model and config may weigh: its F32 tensors (2 layers of A [4, 16] and B [48, 4])
+      // plus 256 KiB of header
+      expect(adapterByteLimit(CFG, QV)).to.equal(4 * 2 * (4 * 16 + 48 * 4) + 256 * 1024);
       lora.dispose();
     });
   });
