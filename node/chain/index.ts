@@ -8,8 +8,10 @@
  * - ledger.ts: FederationLedger (the only holder of contract objects) and deployContracts
  * - history.ts: history rebuilt from events, per task, per round, per identity
  * - reverts.ts: revert names, decoding, sending
+ * - metadata.ts: the identity metadata document (an institution's name)
  */
 export * from "./types.js";
+export * from "./metadata.js";
 export { FederationLedger, KEY_ROTATION_TYPES, UPDATE_TYPES, deployContracts, normUnits } from "./ledger.js";
 export { Revert, isRevert, send, toChainError, type RevertName } from "./reverts.js";
 export { WEIGHT_SCALE } from "../weights.js";

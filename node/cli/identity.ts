@@ -6,15 +6,25 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
-import { IdentityStatus, bytes32Id } from "../chain/index.js";
+import { IdentityStatus, bytes32Id, identityMetadata } from "../chain/index.js";
 import { loraConfigHash, modelFingerprint } from "../federation/task-config.js";
 import type { Signer } from "ethers";
-import { address, id, int, ledgerFrom, loraFrom, parse, readerFrom, str, type CliIO, type Values } from "./options.js";
+import {
+  address,
+  id,
+  int,
+  ledgerFrom,
+  loraFrom,
+  parse,
+  readerFrom,
+  str,
+  withStore,
+  type CliIO,
+  type Values,
+} from "./options.js";
 
 const PAST = { suspend: "suspended", reinstate: "reinstated", revoke: "revoked" } as const;
 
-/** The metadata CID registered when none is given (an empty JSON object's). */
-const DEFAULT_METADATA_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
 
 export async function identityCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   const { values: v } = parse(rest);
@@ -27,9 +37,11 @@ export async function identityCommand(sub: string | undefined, rest: string[], i
     const fingerprint = base.sha256
       ? modelFingerprint(base.sha256, loraConfigHash(loraFrom(v)))
       : bytes32Id("unspecified");
-    const metadataCid = (v["metadata-cid"] as string) ?? DEFAULT_METADATA_CID;
+    // without --metadata-cid, the institution's name is pinned as the identity's metadata document
+    const metadataCid =
+      (v["metadata-cid"] as string) ?? (await withStore(v, (store) => store.add(identityMetadata(institution))));
     const tokenId = await ledger.registerIdentity(signer, institution, fingerprint, metadataCid);
-    io.out(`identity ${tokenId} registered to ${signer}`);
+    io.out(`identity ${tokenId} registered to ${signer} (metadata ${metadataCid})`);
   } else if (sub === "list") {
     const ids = await (await readerFrom(v, io)).readIdentities();
     if (v.json) return io.out(JSON.stringify(ids, null, 2));

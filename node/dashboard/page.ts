@@ -1,7 +1,8 @@
 /**
  * The dashboard's one page: HTML, a stylesheet and a script, each served from its own path so that the
  * Content-Security-Policy can forbid inline script. The script builds every element with createElement and puts
- * every string from the chain or a store (CIDs, strategy names, addresses, metrics) in as text, never as HTML.
+ * every string from the chain or a store (CIDs, strategy names, addresses, metrics, institution names, verify's
+ * details) in as text, never as HTML.
  */
 export const PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Flow of Knowledge — provenance</title>
@@ -26,6 +27,7 @@ table{border-collapse:collapse;background:#fff}
 td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f0f3f6} code,a.mono{font-family:ui-monospace,monospace;font-size:12px}
 .ok{color:#1a7f37} .bad{color:#cf222e} .muted{color:#6e7781}
+.verdict{font-weight:600;margin:4px 0 8px} td.verdict{font-weight:normal}
 .charts{display:flex;gap:24px;flex-wrap:wrap}
 .chart{width:520px;height:300px;background:#fff;border:1px solid #d0d7de;padding:8px}
 #detail{white-space:pre-wrap;background:#fff;border:1px solid #d0d7de;padding:8px;display:none;max-height:360px;
@@ -50,31 +52,62 @@ const cidLink = (c) => link("cid", c);
 const txLink = (t) => link("tx", t);
 const td = (...children) => el("td", {}, ...children);
 let charts = {};
+function institutionCell(i) {
+  const n = i.institution;
+  if (!n) return el("td", { class: "mono", title: "no name in the metadata document" }, short(i.institutionId));
+  const mark = n.matches ? el("span", { class: "ok", title: "keccak256 of the name is the institution id" }, " ✓")
+    : el("span", { class: "bad", title: "the name does not hash to the on-chain institution id" }, " (unverified)");
+  return el("td", { class: "institution" }, n.name, mark);
+}
 function identityRow(i) {
   const history = lines(i.events.map((e) => el("span", {}, e.kind + " ", txLink(e.transactionHash))));
   const status = el("td", { class: i.status === "Active" ? "ok" : "bad" }, i.status);
   return el("tr", { class: "identity" }, td(i.tokenId), status, el("td", { class: "mono" }, i.signer),
-    el("td", { class: "mono" }, short(i.institutionId)), td(...history));
+    institutionCell(i), td(...history));
+}
+const where = (c) => (c.round === null ? "task" : "round " + c.round) + (c.identity === null ? "" : " identity " +
+  c.identity);
+function verdictLine(t) {
+  const v = t.verdict;
+  if (v.ok === null) return el("div", { class: "verdict muted" }, "verify could not run here: " + v.error);
+  if (v.ok) return el("div", { class: "verdict ok" }, "✓ VERIFIED — all " + v.checks + " checks of fok verify pass");
+  const taskLevel = v.failed.filter((c) => c.round === null)
+    .map((c) => el("div", { class: "bad" }, "✗ " + where(c) + " " + c.check + ": " + c.detail));
+  return el("div", { class: "verdict bad" }, "✗ NOT VERIFIED — " + v.failed.length + " of " + v.checks +
+    " checks fail", ...taskLevel);
 }
 function taskHeading(t) {
   const summary = "task " + t.task + " — " + t.strategy + ", " + t.rounds.length + "/" + t.maxRounds + " rounds" +
     (t.completed ? ", completed" : "");
-  return el("h3", {}, summary + " (created ", txLink(t.createdTx), ", base ", cidLink(t.baseModelCid), ")");
+  return el("div", { class: "task" },
+    el("h3", {}, summary + " (created ", txLink(t.createdTx), ", base ", cidLink(t.baseModelCid), ")"),
+    verdictLine(t));
 }
-function roundRow(r) {
+function roundVerdict(t, r) {
+  const v = t.verdict;
+  if (v.ok === null) return el("td", { class: "muted" }, "–");
+  const failed = v.failed.filter((c) => c.round === r.round);
+  if (failed.length === 0) return el("td", { class: "ok verdict" }, "✓ verified");
+  return el("td", { class: "bad verdict" }, ...lines(failed.map((c) =>
+    el("span", { title: c.detail }, "✗ " + where(c) + ": " + c.check))));
+}
+function roundRow(t, r) {
   const subs = r.submissions.map((x) => el("span", {}, "identity " + x.identity + ": ", cidLink(x.cid), " ",
     txLink(x.transactionHash), " (" + x.numExamples + " ex." + (x.metricsVerified ? ", metrics ✓" : "") + ")"));
   const f = r.finalized;
   const global = f ? [cidLink(f.globalCid), " ", txLink(f.transactionHash), el("br"), f.strategy]
+    : r.closed ? [el("span", { class: "muted" }, "closed without one by " + short(r.closed.closedBy) + " "),
+      txLink(r.closed.transactionHash)]
     : [el("span", { class: "muted" }, "open")];
   const weights = f ? f.contributors.map((c, k) => c + " (" + (f.shares[k] * 100).toFixed(1) + "%)").join(", ") : "";
   return el("tr", { class: "round" }, td(r.round), td(cidLink(r.startCid)), td(...lines(subs)), td(...global),
-    td(weights));
+    td(weights), roundVerdict(t, r));
 }
 function roundsTable(t) {
-  const head = el("tr", {}, ...["round", "starts from", "submissions", "global adapter", "contributors (weight)"]
-    .map((h) => el("th", {}, h)));
-  return el("table", { class: "rounds" }, el("thead", {}, head), el("tbody", {}, ...t.rounds.map(roundRow)));
+  const head = el("tr", {}, ...["round", "starts from", "submissions", "global adapter", "contributors (weight)",
+    "fok verify"].map((h) => el("th", {}, h)));
+  return el("table", { class: "rounds" }, el("thead", {}, head),
+    el("tbody", {}, ...t.rounds.map((r) => roundRow(t, r))));
 }
 function series(tasks) {
   const loss = {};

@@ -2,8 +2,9 @@
  * `fok dashboard`: a local page (127.0.0.1 unless told otherwise) over the chain and the store, with no database of
  * its own: identities, the lineage of global adapters round by round, per-client contributions, and training
  * curves drawn with Chart.js from the metrics each client committed (read from its adapter and checked against the
- * on-chain digest). Every CID and transaction links to its details. The page polls, so it follows new blocks while
- * a federation runs.
+ * on-chain digest), and `fok verify`'s verdict on every task and round (green, or red naming each failing check),
+ * with each institution's name from its identity's metadata. Every CID and transaction links to its details. The
+ * page polls, so it follows new blocks while a federation runs.
  */
 import { weightShare } from "../weights.js";
 import { createServer, type Server } from "node:http";
@@ -16,6 +17,7 @@ import { FederationLedger, IdentityStatus, decodeStrategy } from "../chain/index
 import type { AdapterStore } from "../store/index.js";
 import { readSafetensorsHeader } from "../model/safetensors.js";
 import { PAGE, SCRIPT, STYLE } from "./page.js";
+import { Verdicts } from "./verdicts.js";
 
 export interface DashboardOptions {
   ledger: FederationLedger;
@@ -50,8 +52,8 @@ const SECURITY_HEADERS = {
 };
 const json = (x: unknown) => JSON.stringify(x, (_, v) => (typeof v === "bigint" ? v.toString() : v));
 
-/** The whole state the page shows, rebuilt from events and adapter metadata. */
-export async function dashboardState(ledger: FederationLedger, store: AdapterStore) {
+/** The whole state the page shows, rebuilt from events and adapter metadata, with verify's verdicts. */
+export async function dashboardState(ledger: FederationLedger, store: AdapterStore, verdicts: Verdicts) {
   const [identities, total, block] = await Promise.all([
     ledger.readIdentities(),
     ledger.totalTasks(),
@@ -84,6 +86,7 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
         startCid: r.startCid,
         deadline: r.deadline,
         openedTx: r.opened.transactionHash,
+        closed: r.closed && { closedBy: r.closed.closedBy, transactionHash: r.closed.transactionHash },
         submissions,
         finalized: f && {
           globalCid: f.globalCid,
@@ -105,13 +108,21 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
       completed: h.completed,
       createdTx: h.transactionHash,
       rounds,
+      verdict: await verdicts.of(h),
     });
   }
+  const named = await Promise.all(
+    identities.map(async (i) => ({
+      ...i,
+      status: IdentityStatus[i.status],
+      institution: await verdicts.institution(i.metadataCid, i.institutionId),
+    })),
+  );
   return {
     block,
     chainId: ledger.deployment.chainId,
     contracts: { identity: ledger.deployment.identity, federation: ledger.deployment.federation },
-    identities: identities.map((i) => ({ ...i, status: IdentityStatus[i.status] })),
+    identities: named,
     tasks,
   };
 }
@@ -119,6 +130,7 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
 export async function serveDashboard(o: DashboardOptions): Promise<Dashboard> {
   // the UMD build is not in chart.js's exports map: resolve the package, then take the file beside its main entry
   const chartJs = await readFile(join(dirname(require.resolve("chart.js")), "chart.umd.js"));
+  const verdicts = new Verdicts(o.ledger, o.store);
   const server: Server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url ?? "/", "http://x");
@@ -132,7 +144,9 @@ export async function serveDashboard(o: DashboardOptions): Promise<Dashboard> {
       } else if (url.pathname === "/vendor/chart.js") {
         res.writeHead(200, { "content-type": "text/javascript", "cache-control": "max-age=3600" }).end(chartJs);
       } else if (url.pathname === "/api/state") {
-        res.writeHead(200, { "content-type": "application/json" }).end(json(await dashboardState(o.ledger, o.store)));
+        res
+          .writeHead(200, { "content-type": "application/json" })
+          .end(json(await dashboardState(o.ledger, o.store, verdicts)));
       } else if (url.pathname.startsWith("/api/tx/")) {
         const hash = decodeURIComponent(url.pathname.slice("/api/tx/".length));
         if (!/^0x[0-9a-fA-F]{64}$/.test(hash)) return void res.writeHead(400).end("not a transaction hash\n");

@@ -4,7 +4,7 @@
  * The demo, the experiment, the round benchmark and the end-to-end tests all build their federation here.
  */
 import type { Signer } from "ethers";
-import { deployContracts, type FederationLedger } from "../chain/index.js";
+import { deployContracts, identityMetadata, type FederationLedger } from "../chain/index.js";
 import type { GPTConfig } from "../model/gpt.js";
 import type { LoraConfig } from "../model/lora.js";
 import { createStore, type AdapterStore } from "../store/index.js";
@@ -21,7 +21,7 @@ export interface LocalHospital {
   name: string;
   /** The institution registered on-chain (hashed to bytes32). Default: `name`. */
   institution?: string;
-  /** The identity's metadata CID. Default `bafkreimeta<i>`. */
+  /** The identity's metadata CID. Default: a metadata document with the institution's name, pinned here. */
   metadataCid?: string;
   /** Its own training data (a trainer is started for it), or a trainer of the caller's (not closed here). */
   data?: ClientDataset;
@@ -98,7 +98,7 @@ export async function startLocalFederation(o: LocalFederationOptions): Promise<L
   try {
     const baseModelCid = await store.add(o.baseBytes);
     const task = await createTask(o, ledger, baseModelCid, await aggregatorAccount.getAddress());
-    const identities = await registerHospitals(o, ledger, hospitalSigners);
+    const identities = await registerHospitals(o, ledger, store, hospitalSigners);
     started.push(...(await startMissingTrainers(o)));
     let next = 0;
     const trainers = o.hospitals.map((h) => h.trainer ?? started[next++]!);
@@ -168,13 +168,19 @@ async function createTask(o: LocalFederationOptions, ledger: FederationLedger, b
   });
 }
 
-async function registerHospitals(o: LocalFederationOptions, ledger: FederationLedger, signers: Signer[]) {
+async function registerHospitals(
+  o: LocalFederationOptions,
+  ledger: FederationLedger,
+  store: AdapterStore,
+  signers: Signer[],
+) {
   const fingerprint = modelFingerprint(o.baseModelSha256, loraConfigHash(o.lora));
   const identities: number[] = [];
   for (const [i, h] of o.hospitals.entries()) {
     const address = await signers[i]!.getAddress();
-    const metadata = h.metadataCid ?? `bafkreimeta${i}`;
-    identities.push(await ledger.registerIdentity(address, h.institution ?? h.name, fingerprint, metadata));
+    const institution = h.institution ?? h.name;
+    const metadata = h.metadataCid ?? (await store.add(identityMetadata(institution)));
+    identities.push(await ledger.registerIdentity(address, institution, fingerprint, metadata));
   }
   return identities;
 }

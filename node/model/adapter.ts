@@ -11,6 +11,7 @@ import { inWidth, loraLayout, validateLoraConfig, type LoraConfig } from "./lora
 import {
   CheckpointError,
   readSafetensors,
+  readSafetensorsHeader,
   writeSafetensors,
   type NamedTensor,
   type TensorHeader,
@@ -178,6 +179,11 @@ export function adapterByteLimit(model: GPTConfig, lora: LoraConfig): number {
   let values = 0;
   for (const shape of expectedTensors(model, lora).values()) values += shape[0]! * shape[1]!;
   return 4 * values + ADAPTER_HEADER_ALLOWANCE;
+}
+
+/** The LoRA config an adapter file declares, read from its header alone (valid, or AdapterMismatchError). */
+export function adapterLoraConfig(bytes: Uint8Array): LoraConfig {
+  return adapterConfig(readSafetensorsHeader(bytes).metadata);
 }
 
 /** The LoRA config in the header, valid and (when given) the task's. */

@@ -11,7 +11,13 @@ import { join } from "node:path";
 import { tf } from "./backend.js";
 import { GPT, parameterShapes, validateConfig, type GPTConfig } from "./gpt.js";
 import { BPETokenizer, END_OF_TEXT } from "./tokenizer.js";
-import { CheckpointError, readSafetensors, writeSafetensors, type NamedTensor } from "./safetensors.js";
+import {
+  CheckpointError,
+  readSafetensors,
+  readSafetensorsHeader,
+  writeSafetensors,
+  type NamedTensor,
+} from "./safetensors.js";
 
 /** A weight is missing, unexpected, or has the wrong shape for the config. */
 export class WeightMismatchError extends CheckpointError {
@@ -111,6 +117,18 @@ export async function saveBaseModel(dir: string, gpt: GPT, tokenizer: BPETokeniz
   );
   await writeFile(join(dir, "tokenizer.json"), tokenizer.json);
   return sha256Hex(bytes);
+}
+
+/** The model config carried in model.safetensors' metadata, read from the header alone (no weights are read). */
+export function baseModelConfig(bytes: Uint8Array): GPTConfig {
+  const text = readSafetensorsHeader(bytes).metadata["fok.config"];
+  if (text === undefined) throw new CheckpointError("no config: model.safetensors carries none");
+  try {
+    return fromHfConfig(JSON.parse(text));
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    throw new CheckpointError(`config is not valid JSON: ${(e as Error).message}`);
+  }
 }
 
 /** Loads a base model from model.safetensors bytes that carry config and tokenizer in their metadata. */

@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { serveDashboard } from "../../node/dashboard/server.js";
-import { WEIGHT_SCALE, deployContracts } from "../../node/chain/index.js";
+import { WEIGHT_SCALE, deployContracts, identityMetadata } from "../../node/chain/index.js";
 import { createStore } from "../../node/store/index.js";
 import { runAllRounds, tinyFederation } from "../fixtures/tiny-federation.js";
 
@@ -56,10 +56,39 @@ describe("node/dashboard (fok dashboard)", function () {
           .getElementById("detail")
           .textContent.includes('"hash"'),
       );
+      // verify's verdict on the task and on each round, and each institution's name from its metadata
+      expect(await page.locator(".task .verdict").innerText()).to.match(
+        /^✓ VERIFIED — all \d+ checks of fok verify pass$/,
+      );
+      expect(await page.locator("td.verdict").allInnerTexts()).to.deep.equal(["✓ verified", "✓ verified"]);
+      expect(await page.locator("td.institution").allInnerTexts()).to.deep.equal([
+        "hospital-0 ✓",
+        "hospital-1 ✓",
+        "hospital-2 ✓",
+      ]);
       const out = join(import.meta.dirname, "../../test-output");
       await mkdir(out, { recursive: true });
       await page.screenshot({ path: join(out, "dashboard.png"), fullPage: true });
       expect(existsSync(join(out, "dashboard.png"))).to.equal(true);
+      // the same chain over a store that lacks round 2's updates: round 2 is red, naming the failing checks
+      const partial = await createStore();
+      await partial.add(s.baseBytes);
+      for (const r of h.rounds) await partial.add(await s.store.get(r.startCid));
+      for (const sub of h.rounds[0]!.submissions) await partial.add(await s.store.get(sub.cid));
+      await partial.add(await s.store.get(h.rounds[1]!.finalized!.globalCid));
+      const dash2 = await serveDashboard({ ledger: s.ledger, store: partial });
+      await page.goto(dash2.url);
+      await page.waitForSelector("td.verdict");
+      const cells = await page.locator("td.verdict").allInnerTexts();
+      expect(cells[0]).to.equal("✓ verified");
+      expect(cells[1]!.split("\n")).to.include.members([
+        "✗ round 2 identity 1: update digest",
+        "✗ round 2 identity 3: update digest",
+        "✗ round 2: aggregate",
+      ]);
+      expect(await page.locator(".task .verdict").first().innerText()).to.match(/^✗ NOT VERIFIED — \d+ of \d+ checks/);
+      await dash2.close();
+      await partial.close();
     } finally {
       await browser.close();
       await dash.close();
@@ -78,6 +107,14 @@ describe("node/dashboard (fok dashboard)", function () {
     const updateCid = '"><img src=x onerror=xss(3)>';
     const globalCid = "<svg onload=xss(4)>";
     await ledger.registerIdentity(hospital!.address, "<b>bold</b>", ethers.id("fp"), "<iframe src=javascript:xss(5)>");
+    // an institution whose name (in its metadata document) is a payload
+    const named = "<img src=x onerror=xss(7)>";
+    await ledger.registerIdentity(
+      aggregator!.address,
+      named,
+      ethers.id("fp"),
+      await store.add(identityMetadata(named)),
+    );
     const sha = (t: string) => ethers.sha256(ethers.toUtf8Bytes(t));
     const task = await ledger.createTask({
       baseModelCid: "<script>xss(6)</script>",
@@ -113,6 +150,12 @@ describe("node/dashboard (fok dashboard)", function () {
       for (const p of [startCid, updateCid, globalCid]) expect(lineage).to.contain(p.length > 20 ? p.slice(0, 12) : p);
       expect(await page.locator(`a.cid[href="/api/cid/${encodeURIComponent(globalCid)}"]`).count()).to.equal(1);
       expect(await page.locator("#lineage img, #lineage svg, #lineage script, #lineage iframe").count()).to.equal(0);
+      expect(await page.locator("td.institution").allInnerTexts()).to.deep.equal([`${named} ✓`]);
+      expect(await page.locator("#identities img, #identities iframe").count()).to.equal(0);
+      // verify cannot run on a base-model "CID" that is a payload: said as text
+      expect(await page.locator(".task .verdict").innerText()).to.equal(
+        `verify could not run here: UnsupportedContentError: not a CID: ${JSON.stringify("<script>xss(6)</script>")}`,
+      );
       await page.waitForTimeout(300);
       expect(ran).to.deep.equal([]);
     } finally {
