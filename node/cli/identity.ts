@@ -25,7 +25,6 @@ import {
 
 const PAST = { suspend: "suspended", reinstate: "reinstated", revoke: "revoked" } as const;
 
-
 export async function identityCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   const { values: v } = parse(rest);
   if (sub === "register") {

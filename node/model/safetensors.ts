@@ -92,7 +92,10 @@ export interface ReadOptions {
  * A safetensors file's header, validated (offsets tile the data section exactly), without reading any tensor:
  * what a viewer shows, and what {@link readSafetensors} checks before it reads.
  */
-export function readSafetensorsHeader(bytes: Uint8Array): { metadata: Record<string, string>; tensors: TensorHeader[] } {
+export function readSafetensorsHeader(bytes: Uint8Array): {
+  metadata: Record<string, string>;
+  tensors: TensorHeader[];
+} {
   const { metadata, entries } = parseHeader(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   return { metadata, tensors: entries.map(({ name, dtype, shape }) => ({ name, dtype, shape })) };
 }

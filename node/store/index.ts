@@ -288,7 +288,8 @@ class HeliaStore implements AdapterStore {
     const dags: VerifiedNode[][] = [];
     for (const r of roots) dags.push(await completeDag(blocks, r, this.opts.maxBlobBytes, options.signal));
     for (const nodes of dags) for (const n of nodes) await this.local.put(n.cid, n.bytes);
-    for (const r of roots) if (!(await this.helia.pins.isPinned(r))) for await (const _ of this.helia.pins.add(r)) void _;
+    for (const r of roots)
+      if (!(await this.helia.pins.isPinned(r))) for await (const _ of this.helia.pins.add(r)) void _;
     return roots.map(String);
   }
 
