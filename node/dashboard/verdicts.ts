@@ -45,7 +45,7 @@ export class Verdicts {
   async institution(cid: string, institutionId: string): Promise<{ name: string; matches: boolean } | null> {
     const key = `${cid} ${institutionId}`;
     if (!this.names.has(key)) {
-      let found: { name: string; matches: boolean } | null = null;
+      let found: { name: string; matches: boolean } | null;
       try {
         found = institutionName(await this.store.get(cid, { maxBytes: IDENTITY_METADATA_MAX_BYTES }), institutionId);
       } catch {

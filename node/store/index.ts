@@ -350,7 +350,7 @@ async function readCar(car: Uint8Array, maxBlobBytes: number) {
   return { blocks, roots: await reader.getRoots() };
 }
 
-/** Every node of the DAG under `root`, read from `blocks` alone, verified and within the limits of a file of `maxBytes`. */
+/** Every node of the DAG under `root`, from `blocks` alone, verified, within the limits of a file of `maxBytes`. */
 async function completeDag(
   blocks: Map<string, Uint8Array>,
   root: CID,

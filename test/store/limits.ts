@@ -102,7 +102,7 @@ describe("node/store limits", function () {
         await refusedWithin(5_000, limit, () => readFile(mem, root, "memory", MAX));
       });
 
-      it(`${name}: get, stat and export over the file blockstore; import into file and memory stores`, async function () {
+      it(`${name}: get, stat, export over the file blockstore; import into file and memory stores`, async function () {
         const blocks = await bomb();
         const dir = await mkdtemp(join(tmpdir(), "fok-bomb-"));
         // blocks put straight into the folder a store then opens, as a disk another process wrote
@@ -171,7 +171,7 @@ describe("node/store limits", function () {
       await alone.close();
     });
 
-    it("gateway CAR stored before check: a CAR with other roots and blocks stores and pins nothing of them", async function () {
+    it("gateway CAR stored before check: a CAR of other roots and blocks stores and pins none of them", async function () {
       const wanted = await honest.add(deterministicBytes(1000, "wanted"));
       const planted = await block(new TextEncoder().encode("planted by the gateway"), raw.code);
       // the gateway answers with a CAR rooted at its own block, which lacks the requested DAG
