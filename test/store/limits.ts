@@ -171,7 +171,7 @@ describe("node/store limits", function () {
       await alone.close();
     });
 
-    it("gateway CAR stored before check: a CAR of other roots and blocks stores and pins none of them", async function () {
+    it("gateway CAR stored before check: a CAR of other roots and blocks stores and pins none", async function () {
       const wanted = await honest.add(deterministicBytes(1000, "wanted"));
       const planted = await block(new TextEncoder().encode("planted by the gateway"), raw.code);
       // the gateway answers with a CAR rooted at its own block, which lacks the requested DAG
