@@ -216,7 +216,9 @@ contract Federation is AccessControl, EIP712, IFederation {
         if (n != weights.length) revert FederationLengthMismatch(n, weights.length);
         if (n < s.minUpdates) revert FederationTooFewUpdates(taskId, round, n, s.minUpdates);
 
-        _markContributors(taskId, round, contributors, weights);
+        // a contributor with weight zero contributes nothing: it does not count towards the minimum
+        uint256 counted = _markContributors(taskId, round, contributors, weights);
+        if (counted < s.minUpdates) revert FederationTooFewUpdates(taskId, round, counted, s.minUpdates);
 
         t.headSha256 = globalSha256;
         emit RoundFinalized(taskId, round, strategyId, globalCid, globalSha256, contributors, weights);
@@ -316,13 +318,13 @@ contract Federation is AccessControl, EIP712, IFederation {
     }
 
     /// @dev Marks each listed contributor's submission as aggregated with its weight; checks order, submission
-    /// and that the weights add up to WEIGHT_SCALE.
+    /// and that the weights add up to WEIGHT_SCALE. Returns how many have a non-zero weight.
     function _markContributors(
         uint256 taskId,
         uint256 round,
         uint256[] calldata contributors,
         uint96[] calldata weights
-    ) private {
+    ) private returns (uint256 nonZero) {
         mapping(uint256 => Submission) storage subs = _submissions[taskId][round];
         uint256 sum;
         uint256 previous;
@@ -335,6 +337,7 @@ contract Federation is AccessControl, EIP712, IFederation {
             sub.aggregated = true;
             sub.weight = weights[i];
             sum += weights[i];
+            if (weights[i] != 0) ++nonZero;
         }
         if (sum != WEIGHT_SCALE) revert FederationWeightsSum(sum);
     }

@@ -77,6 +77,25 @@ for (const n of [1, 10, 100]) {
   record(`finalizeRound (${n} contributor${n > 1 ? "s" : ""}, opens next round)`, fin, 60_000 + 8_000 * n);
 }
 
+// a round that cannot reach its minimum, closed by the aggregator after its deadline (opens the next round)
+{
+  const { task } = await ledger.createTaskTx({
+    baseModelCid: CID,
+    baseModelSha256: sha("base"),
+    loraConfigHash: sha("lora"),
+    aggregator: aggregator!.address,
+    strategy: "fedavg",
+    minUpdates: 2,
+    roundDuration: 60,
+    maxRounds: 2,
+    maxExamples: 1_000_000,
+    maxUpdateNorm: 10,
+  });
+  await asAgg.openFirstRound(task, CID, sha("init"));
+  await ethers.provider.send("evm_increaseTime", [61]);
+  record("closeRound (opens next round)", await asAgg.closeRound(task, 1, CID));
+}
+
 if (process.argv.includes("--json") || process.env.FOK_BENCH_JSON) {
   console.log(JSON.stringify(rows, null, 2));
 } else {

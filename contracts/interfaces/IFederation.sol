@@ -223,7 +223,8 @@ interface IFederation {
     /// `strategyId` from the updates of `contributors` (identity ids, strictly increasing) with `weights` (adding up
     /// to 1e18). Then opens the next round from this adapter, or completes the task after its last round.
     /// Requirements: caller is the task's aggregator; `round` is the open round; `strategyId` is the task's; at
-    /// least `minUpdates` contributors, each of which submitted in this round; CID and digest non-zero.
+    /// least `minUpdates` contributors with a non-zero weight, each of which submitted in this round; CID and digest
+    /// non-zero.
     /// Emits {RoundFinalized}, then {RoundOpened} or {TaskCompleted}.
     function finalizeRound(
         uint256 taskId,

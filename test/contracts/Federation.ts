@@ -505,6 +505,10 @@ describe("Federation", function () {
       await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n], [E18], STRATEGY))
         .to.be.revertedWithCustomError(federation, "FederationTooFewUpdates")
         .withArgs(1n, 1n, 1n, 2n);
+      // zero-weight contributors do not count towards the minimum
+      await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n, 2n], [E18, 0n], STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationTooFewUpdates")
+        .withArgs(1n, 1n, 1n, 2n);
       await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n, 2n], [E18, 1n], STRATEGY))
         .to.be.revertedWithCustomError(federation, "FederationWeightsSum")
         .withArgs(E18 + 1n);
