@@ -11,7 +11,9 @@ export const DEFAULT_MAX_EXAMPLES = 100_000;
 /**
  * The default bound on an update's change from its round's start, ‖update − start‖₂ over every LoRA value (a
  * task's `maxUpdateNorm`): clients clip to it, the aggregator leaves larger updates out, verify checks it. It stops
- * one hospital from scaling its update to outweigh the others. See DEFAULT_MAX_UPDATE_NORM_NOTE in the README.
+ * one hospital from scaling its update to outweigh the others. 20 is about four times the largest honest update
+ * `fok demo` makes (2.4 to 5.3 over 4 clients × 3 rounds × 40 steps, lr 5e-3, r 8); a task with longer local
+ * training or a larger model should measure its own and set `--max-update-norm`.
  */
 export const DEFAULT_MAX_UPDATE_NORM = 20;
 
