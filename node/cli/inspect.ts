@@ -37,6 +37,9 @@ function printTask(t: TaskHistory, io: CliIO): void {
   io.out(
     `task ${t.task}: strategy ${t.strategy}, ${t.rounds.length}/${t.maxRounds} rounds, base ${t.baseModelCid}${done}`,
   );
+  const limits = `at least ${t.minUpdates} contributors, at most ${t.maxExamples} examples per claim`;
+  io.out(`  ${limits}, update norm at most ${t.maxUpdateNorm}, rounds of ${t.roundDuration} s`);
+  for (const c of t.aggregatorChanges) io.out(`  aggregator ${c.previous} → ${c.current} (block ${c.blockNumber})`);
   for (const r of t.rounds) {
     io.out(`  round ${r.round} from ${r.startCid}`);
     for (const s of r.submissions) {
@@ -47,7 +50,7 @@ function printTask(t: TaskHistory, io: CliIO): void {
     if (f) {
       const shares = f.contributors.map((c, i) => `${c}: ${formatWeight(f.weights[i]!)}`).join(", ");
       io.out(`    → global ${f.globalCid} by ${decodeStrategy(f.strategyId)} from [${shares}]`);
-    }
+    } else if (r.closed) io.out(`    → closed without a global adapter by ${r.closed.closedBy}`);
   }
 }
 

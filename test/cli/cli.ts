@@ -14,7 +14,8 @@ import { promisify } from "node:util";
 import { HELP, runCli } from "../../node/cli/main.js";
 import type { CliIO } from "../../node/cli/options.js";
 import { sha256Hex } from "../../node/digest.js";
-import { FederationLedger } from "../../node/chain/index.js";
+import { FederationLedger, identityMetadata } from "../../node/chain/index.js";
+import { cidOf } from "../../node/store/index.js";
 import { JsonRpcProvider, Wallet } from "ethers";
 
 // Hardhat's public development accounts (the README's consortium walkthrough uses the same)
@@ -133,7 +134,9 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       [3, "General"],
     ] as const) {
       const r = await fok(["identity", "register", "--address", ADDRESSES[i]!, "--institution", name, ...chain(0)]);
-      expect(r.out).to.deep.equal([`identity ${i - 1} registered to ${ADDRESSES[i]}`]);
+      // the institution's name is pinned as the identity's metadata document
+      const metadata = (await cidOf(identityMetadata(name))).toString();
+      expect(r.out).to.deep.equal([`identity ${i - 1} registered to ${ADDRESSES[i]} (metadata ${metadata})`]);
     }
     expect((await fok(["identity", "suspend", "--id", "2", ...chain(0)])).out).to.deep.equal(["identity 2: suspended"]);
     const list = await fok(["identity", "list", ...chain(0)]);
@@ -180,6 +183,9 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       `  2  Active  ${ADDRESSES[3]}`,
     ]);
     expect(r.out[3]).to.match(/^task 1: strategy fedavg, 1\/1 rounds, base baf[a-z2-7]+, completed$/);
+    expect(r.out[4]).to.equal(
+      "  at least 2 contributors, at most 100000 examples per claim, update norm at most 20, rounds of 3600 s",
+    );
     expect(r.out.filter((l) => l.includes("relayed by")).length).to.equal(1);
     expect(r.out.at(-1)).to.match(/^ {4}→ global bafk\S+ by fedavg from \[1: \d+\.\d\d%, 2: \d+\.\d\d%\]$/);
     const json = JSON.parse((await fok(["inspect", "--json", ...chain(0)])).out.join("\n"));
@@ -388,6 +394,12 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect([round2!.startCid, (await reader.readRound(1, 1))!.closed!.closedBy]).to.deep.equal([
       "bafkreiinit",
       ADDRESSES[0],
+    ]);
+    const handover = (await reader.readTaskHistory(1)).aggregatorChanges[0]!;
+    const shown = await fok(["inspect", "--task", "1", ...flags(0)]);
+    expect(shown.out).to.include.members([
+      `  aggregator ${ADDRESSES[1]} → ${ADDRESSES[0]} (block ${handover.blockNumber})`,
+      `    → closed without a global adapter by ${ADDRESSES[0]}`,
     ]);
   });
 

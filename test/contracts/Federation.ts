@@ -505,10 +505,6 @@ describe("Federation", function () {
       await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n], [E18], STRATEGY))
         .to.be.revertedWithCustomError(federation, "FederationTooFewUpdates")
         .withArgs(1n, 1n, 1n, 2n);
-      // zero-weight contributors do not count towards the minimum
-      await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n, 2n], [E18, 0n], STRATEGY))
-        .to.be.revertedWithCustomError(federation, "FederationTooFewUpdates")
-        .withArgs(1n, 1n, 1n, 2n);
       await expect(asAgg.finalizeRound(1n, 1n, "c", g, [1n, 2n], [E18, 1n], STRATEGY))
         .to.be.revertedWithCustomError(federation, "FederationWeightsSum")
         .withArgs(E18 + 1n);
@@ -522,6 +518,19 @@ describe("Federation", function () {
       await expect(
         asAgg.finalizeRound(1n, 1n, "c", ethers.ZeroHash, [1n, 2n], W, STRATEGY),
       ).to.be.revertedWithCustomError(federation, "FederationZeroDigest");
+    });
+
+    it("zero-weight contributors counted towards the minimum: not any more", async function () {
+      const { federation, aggregator } = await networkHelpers.loadFixture(withTwoSubmissions);
+      const asAgg = federation.connect(aggregator);
+      // two listed, one with weight zero: one real contributor, below the task's minimum of two
+      await expect(asAgg.finalizeRound(1n, 1n, "c", ethers.id("g"), [1n, 2n], [E18, 0n], STRATEGY))
+        .to.be.revertedWithCustomError(federation, "FederationTooFewUpdates")
+        .withArgs(1n, 1n, 1n, 2n);
+      await expect(asAgg.finalizeRound(1n, 1n, "c", ethers.id("g"), [1n, 2n], [E18 - 1n, 1n], STRATEGY)).to.emit(
+        federation,
+        "RoundFinalized",
+      );
     });
 
     it("stays within 60,000 + 8,000 gas per contributor", async function () {
