@@ -11,6 +11,7 @@ import { tf } from "./backend.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { LoraAdapter } from "./lora.js";
 import { causalAttention } from "./attention.js";
+import { FrozenProducts } from "./products.js";
 
 export interface GPTConfig {
   /** Number of transformer blocks (GPT-2 `n_layer`). */
@@ -82,7 +83,7 @@ let instances = 0;
 export class GPT {
   readonly params: Map<string, tf.Variable>;
   private readonly causalMask: tf.Tensor2D;
-  private readonly frozen = new Map<string, { source: object; tensor: tf.Tensor }>();
+  private readonly products = new FrozenProducts();
 
   /** Random GPT-2 initialisation (N(0, 0.02), residual projections scaled by 1/sqrt(2·nLayer)), seeded. */
   static init(config: GPTConfig, seed = 1337): GPT {
@@ -173,20 +174,8 @@ export class GPT {
     return tf.matMul(tf.dropout(tf.softmax(att, -1), this.config.dropout), v) as tf.Tensor3D;
   }
 
-  /**
-   * `make()`, a tensor computed from variable `v` alone (a transpose, a slice). While `v` is frozen the result is
-   * kept between calls (the wte transpose, the c_attn slices and the transposes of the backward pass cost ~12 ms
-   * a step on wasm); it is keyed on the variable's buffer, which every assign replaces, so a merged, trained or
-   * reloaded weight is never served stale.
-   */
   private derived(key: string, v: tf.Variable, make: () => tf.Tensor): tf.Tensor {
-    if (v.trainable) return make();
-    const hit = this.frozen.get(key);
-    if (hit?.source === v.dataId) return hit.tensor;
-    hit?.tensor.dispose();
-    const tensor = tf.keep(make());
-    this.frozen.set(key, { source: v.dataId, tensor });
-    return tensor;
+    return this.products.derived(key, v, make);
   }
 
   /**
@@ -236,18 +225,9 @@ export class GPT {
     return lora ? lora.apply(module, x, y, training) : y;
   }
 
-  /**
-   * x·W for W = `make()` computed from variable `v` alone (v itself by default). While v is frozen, W and Wᵀ are kept
-   * (see derived) and the backward pass is dy·Wᵀ with no transpose of W per step; only x gets a gradient then.
-   */
+  /** x·W (see FrozenProducts: the wte transpose, the c_attn slices and Wᵀ are kept while the base is frozen). */
   private product(x: tf.Tensor2D, key: string, v: tf.Variable, make?: () => tf.Tensor): tf.Tensor2D {
-    if (v.trainable) return tf.matMul(x, (make ? make() : v) as tf.Tensor2D);
-    const W = (make ? this.derived(key, v, make) : v) as tf.Tensor2D;
-    const WT = this.derived(`${key}.T`, v, () => tf.transpose(W)) as tf.Tensor2D;
-    return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-      value: tf.matMul(args[0] as tf.Tensor2D, W),
-      gradFunc: (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, WT),
-    }))(x) as tf.Tensor2D;
+    return this.products.product(x, key, v, make);
   }
 
   private layerNorm(x: tf.Tensor2D, name: string): tf.Tensor2D {
@@ -268,8 +248,7 @@ export class GPT {
   dispose(): void {
     for (const v of this.params.values()) v.dispose();
     this.causalMask.dispose();
-    for (const { tensor } of this.frozen.values()) tensor.dispose();
-    this.frozen.clear();
+    this.products.dispose();
   }
 }
 
