@@ -208,7 +208,7 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
       expect(err.message).to.match(/^cannot read .*nowhere\/config\.json/);
     });
 
-    it("mistral refuses a sequence longer than its sliding window rather than compute another thing", async function () {
+    it("mistral refuses a sequence longer than its sliding window rather than compute other things", async function () {
       await initBackend("wasm", true);
       const config = tinyLlamaConfig({ model_type: "mistral", sliding_window: 4 });
       const path = join(dir, "mistral-window");
