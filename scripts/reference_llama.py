@@ -5,9 +5,13 @@ rotate_half layout with rope_scaling none / linear / llama3, repeat_kv for group
 a tied or untied head. It reads the same Hub checkpoint files the TypeScript engine reads (config.json, then
 model.safetensors or the shards model.safetensors.index.json names; F32, F16 or BF16), parsing safetensors by hand.
 
-    /usr/bin/python3 scripts/reference_llama.py CHECKPOINT_DIR '[[1, 2, 3], [4, 5, 6]]'
+    /usr/bin/python3 scripts/reference_llama.py CHECKPOINT_DIR '[[1, 2, 3], [4, 5, 6]]' [PEFT_ADAPTER_DIR]
 
-prints {"logits": [...]} : the logits [B*T, vocab] as one flat list of f32 values.
+prints {"logits": [...]} : the logits [B*T, vocab] as one flat list of f32 values. With a PEFT adapter folder
+(adapter_model.safetensors, adapter_config.json: lora_A [r, in], lora_B [out, r], scale lora_alpha / r, as PEFT
+applies it: y = x·Wᵀ + b + scale·(x·Aᵀ)·Bᵀ), the logits are the adapted model's, and it adds "loss" (mean
+next-token cross-entropy of ids[:, 1:] given ids[:, :-1]) and "grads": that loss's gradient for every lora_A and
+lora_B, by PEFT key, flat.
 """
 import json
 import math
@@ -83,9 +87,32 @@ def rms_norm(x, w, eps):
     return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps))
 
 
+LORA = {}  # module -> (A [r, in], B [out, r], scale), set from a PEFT adapter
+
+
 def linear(x, t, name):
     y = x @ t[name + ".weight"].T
-    return y + t[name + ".bias"] if name + ".bias" in t else y
+    y = y + t[name + ".bias"] if name + ".bias" in t else y
+    if name in LORA:
+        a, b, scale = LORA[name]
+        y = y + scale * ((x @ a.T) @ b.T)
+    return y
+
+
+def load_adapter(d):
+    with open(os.path.join(d, "adapter_config.json")) as f:
+        cfg = json.load(f)
+    scale = cfg["lora_alpha"] / cfg["r"]
+    tensors = read_safetensors(os.path.join(d, "adapter_model.safetensors"))
+    leaves = {}
+    for key, value in tensors.items():
+        leaves[key] = value.clone().requires_grad_(True)
+    for key in tensors:
+        if key.endswith(".lora_A.weight"):
+            module = key[len("base_model.model.") : -len(".lora_A.weight")]
+            b_key = key.replace(".lora_A.weight", ".lora_B.weight")
+            LORA[module] = (leaves[key], leaves[b_key], scale)
+    return leaves
 
 
 def forward(config, t, ids):
@@ -126,9 +153,20 @@ def main():
     torch.set_num_threads(1)
     config, tensors = read_checkpoint(sys.argv[1])
     ids = torch.tensor(json.loads(sys.argv[2]), dtype=torch.int64)
-    with torch.no_grad():
-        logits = forward(config, tensors, ids)
-    print(json.dumps({"logits": logits.flatten().tolist()}))
+    if len(sys.argv) < 4:
+        with torch.no_grad():
+            logits = forward(config, tensors, ids)
+        print(json.dumps({"logits": logits.flatten().tolist()}))
+        return
+    leaves = load_adapter(sys.argv[3])
+    logits = forward(config, tensors, ids)
+    B, T = ids.shape
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    loss = torch.nn.functional.cross_entropy(forward(config, tensors, inputs), targets.reshape(-1))
+    loss.backward()
+    grads = {k: v.grad.flatten().tolist() for k, v in leaves.items()}
+    out = {"logits": logits.detach().flatten().tolist(), "loss": loss.item(), "grads": grads}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,14 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { GPTConfig } from "./gpt.js";
-import { inWidth, loraLayout, validateLoraConfig, type LoraConfig } from "./lora.js";
+import {
+  isLlamaConfig,
+  loraLayout,
+  resolveLlamaTargets,
+  validateLoraConfig,
+  type LoraConfig,
+  type ModelConfig,
+} from "./lora.js";
 import {
   CheckpointError,
   readSafetensors,
@@ -52,10 +58,29 @@ export interface ParsedAdapter {
   metadata: AdapterMetadata;
 }
 
-const PREFIX = "base_model.model.transformer.";
+/** PEFT's key prefix of a module: GPT-2's modules live under `transformer.`, the Llama family's paths are whole. */
+function prefix(model: ModelConfig): string {
+  return isLlamaConfig(model) ? "base_model.model." : "base_model.model.transformer.";
+}
 
-/** PEFT's adapter_config.json for our LoRA config. */
-export function peftConfig(lora: LoraConfig, baseModel = ""): Record<string, unknown> {
+/** PEFT's adapter_config.json for our LoRA config on `model`'s family. */
+export function peftConfig(lora: LoraConfig, model: ModelConfig, baseModel = ""): Record<string, unknown> {
+  if (isLlamaConfig(model)) {
+    return {
+      base_model_name_or_path: baseModel,
+      bias: "none",
+      fan_in_fan_out: false,
+      inference_mode: true,
+      init_lora_weights: true,
+      lora_alpha: lora.alpha,
+      lora_dropout: lora.dropout,
+      peft_type: "LORA",
+      r: lora.r,
+      target_modules: resolveLlamaTargets(lora.targetModules),
+      task_type: "CAUSAL_LM",
+      fok_target_modules: [...lora.targetModules],
+    };
+  }
   const modules = new Set<string>();
   for (const t of lora.targetModules) {
     if (["q", "k", "v", "c_attn", "attn.c_attn"].includes(t)) modules.add("c_attn");
@@ -82,7 +107,7 @@ export function peftConfig(lora: LoraConfig, baseModel = ""): Record<string, unk
 
 /** Serializes adapter weights to PEFT safetensors bytes. */
 export function serializeAdapter(
-  model: GPTConfig,
+  model: ModelConfig,
   lora: LoraConfig,
   weights: LoraWeights,
   meta: AdapterMetadata,
@@ -91,7 +116,7 @@ export function serializeAdapter(
   for (const m of loraLayout(model, lora)) {
     const w = weights.get(m.module);
     if (!w) throw new AdapterMismatchError(m.module, "weights missing");
-    const fanIn = inWidth(model, m.module);
+    const fanIn = m.inWidth;
     const r = lora.r;
     const width = m.sections.length * m.sectionWidth;
     if (w.A.length !== fanIn * r || w.B.length !== r * width)
@@ -105,12 +130,12 @@ export function serializeAdapter(
         for (let j = 0; j < r; j++) B[(s * m.sectionWidth + c) * r + j] = w.B[j * width + k * m.sectionWidth + c]!;
       }
     });
-    tensors.set(`${PREFIX}${m.module}.lora_A.weight`, { shape: [r, fanIn], data: A });
-    tensors.set(`${PREFIX}${m.module}.lora_B.weight`, { shape: [m.outWidth, r], data: B });
+    tensors.set(`${prefix(model)}${m.module}.lora_A.weight`, { shape: [r, fanIn], data: A });
+    tensors.set(`${prefix(model)}${m.module}.lora_B.weight`, { shape: [m.outWidth, r], data: B });
   }
   const md: Record<string, string> = {
     format: "pt",
-    adapter_config: JSON.stringify(peftConfig(lora)),
+    adapter_config: JSON.stringify(peftConfig(lora, model)),
     "fok.kind": meta.kind,
     "fok.base_model_sha256": meta.baseModelSha256,
   };
@@ -126,7 +151,7 @@ export function serializeAdapter(
  * Parses adapter bytes and checks them against the model and (when given) the task's LoRA config: every tensor
  * name, shape and value (finite; exactly zero where the config leaves a section alone). Nothing partial is returned.
  */
-export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: LoraConfig): ParsedAdapter {
+export function parseAdapter(bytes: Uint8Array, model: ModelConfig, expected?: LoraConfig): ParsedAdapter {
   let lora: LoraConfig | undefined;
   // names, dtypes and shapes are checked from the header before any tensor is read or widened
   const file = readSafetensors(bytes, {
@@ -137,25 +162,25 @@ export function parseAdapter(bytes: Uint8Array, model: GPTConfig, expected?: Lor
   });
   const weights: LoraWeights = new Map();
   for (const m of loraLayout(model, lora!)) {
-    const aName = `${PREFIX}${m.module}.lora_A.weight`;
-    const bName = `${PREFIX}${m.module}.lora_B.weight`;
-    weights.set(m.module, moduleWeights(file.tensors, model, lora!, m, aName, bName));
+    const aName = `${prefix(model)}${m.module}.lora_A.weight`;
+    const bName = `${prefix(model)}${m.module}.lora_B.weight`;
+    weights.set(m.module, moduleWeights(file.tensors, lora!, m, aName, bName));
   }
   return { weights, config: lora!, metadata: adapterMetadata(file.metadata) };
 }
 
 /** The tensors the layout of `model` and `lora` needs: name → expected shape (all F32). */
-function expectedTensors(model: GPTConfig, lora: LoraConfig): Map<string, number[]> {
+function expectedTensors(model: ModelConfig, lora: LoraConfig): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const m of loraLayout(model, lora)) {
-    out.set(`${PREFIX}${m.module}.lora_A.weight`, [lora.r, inWidth(model, m.module)]);
-    out.set(`${PREFIX}${m.module}.lora_B.weight`, [m.outWidth, lora.r]);
+    out.set(`${prefix(model)}${m.module}.lora_A.weight`, [lora.r, m.inWidth]);
+    out.set(`${prefix(model)}${m.module}.lora_B.weight`, [m.outWidth, lora.r]);
   }
   return out;
 }
 
 /** Every tensor in the header is one the layout needs, F32, of its shape; none is missing. */
-function checkAdapterHeader(model: GPTConfig, lora: LoraConfig, tensors: TensorHeader[]): void {
+function checkAdapterHeader(model: ModelConfig, lora: LoraConfig, tensors: TensorHeader[]): void {
   const expected = expectedTensors(model, lora);
   for (const t of tensors) {
     const shape = expected.get(t.name);
@@ -175,7 +200,7 @@ const ADAPTER_HEADER_ALLOWANCE = 256 * 1024;
  * The largest an adapter file of this model and LoRA config can honestly be: its F32 tensors plus 256 KiB of
  * header. Stores refuse larger blobs of this kind before reading them whole (see AdapterStore.get's `maxBytes`).
  */
-export function adapterByteLimit(model: GPTConfig, lora: LoraConfig): number {
+export function adapterByteLimit(model: ModelConfig, lora: LoraConfig): number {
   let values = 0;
   for (const shape of expectedTensors(model, lora).values()) values += shape[0]! * shape[1]!;
   return 4 * values + ADAPTER_HEADER_ALLOWANCE;
@@ -224,13 +249,12 @@ function adapterConfig(metadata: Record<string, string>, expected?: LoraConfig):
 /** One module's A [in, r] and B [r, width] from PEFT's lora_A [r, in] and lora_B [out, r], checked. */
 function moduleWeights(
   tensors: ReturnType<typeof readSafetensors>["tensors"],
-  model: GPTConfig,
   lora: LoraConfig,
   m: ReturnType<typeof loraLayout>[number],
   aName: string,
   bName: string,
 ): { A: Float32Array; B: Float32Array } {
-  const fanIn = inWidth(model, m.module);
+  const fanIn = m.inWidth;
   const r = lora.r;
   const width = m.sections.length * m.sectionWidth;
   const a = tensors.get(aName);

@@ -12,6 +12,7 @@ import { InvalidArgumentError } from "../errors.js";
 import type { LoraAdapter } from "./lora.js";
 import { causalAttention } from "./attention.js";
 import { FrozenProducts } from "./products.js";
+import type { CausalLM } from "./causal-lm.js";
 
 export interface GPTConfig {
   /** Number of transformer blocks (GPT-2 `n_layer`). */
@@ -80,7 +81,7 @@ export function validateConfig(c: GPTConfig): void {
 /** The frozen-or-trainable weights of a GPT, by checkpoint key. */
 let instances = 0;
 
-export class GPT {
+export class GPT implements CausalLM {
   readonly params: Map<string, tf.Variable>;
   private readonly causalMask: tf.Tensor2D;
   private readonly products = new FrozenProducts();
@@ -122,6 +123,11 @@ export class GPT {
     }
     const T = config.blockSize;
     this.causalMask = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([T, T]), -1, 0)), -1e9) as tf.Tensor2D);
+  }
+
+  /** The longest sequence: GPT-2's learned positions (`n_positions`). */
+  get contextLength(): number {
+    return this.config.blockSize;
   }
 
   private p(name: string): tf.Variable {

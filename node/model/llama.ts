@@ -13,6 +13,8 @@ import { causalAttention } from "./attention.js";
 import { FrozenProducts } from "./products.js";
 import { CheckpointError, type NamedTensor } from "./safetensors.js";
 import { tokenLoss } from "./gpt.js";
+import type { CausalLM } from "./causal-lm.js";
+import type { LoraAdapter } from "./lora.js";
 
 export type LlamaFamily = "llama" | "qwen2" | "mistral";
 export const LLAMA_FAMILIES: readonly LlamaFamily[] = ["llama", "qwen2", "mistral"];
@@ -209,7 +211,7 @@ const IGNORED = /\.rotary_emb\.inv_freq$/;
 
 let instances = 0;
 
-export class Llama {
+export class Llama implements CausalLM {
   readonly params: Map<string, tf.Variable>;
   private readonly products = new FrozenProducts();
   private readonly rope = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D; mask: tf.Tensor2D }>();
@@ -248,8 +250,13 @@ export class Llama {
     return this.params.get(name)!;
   }
 
-  /** Logits [B·T, vocab] for token ids [B, T]. */
-  forward(idx: tf.Tensor2D): tf.Tensor2D {
+  /** The longest sequence computed as the family defines it (the sliding window, where one applies). */
+  get contextLength(): number {
+    return Math.min(this.config.maxPositions, this.config.slidingWindow ?? Infinity);
+  }
+
+  /** Logits [B·T, vocab] for token ids [B, T]; with `lora`, its updates on the targeted projections. */
+  forward(idx: tf.Tensor2D, lora: LoraAdapter | null = null, training = false): tf.Tensor2D {
     const c = this.config;
     const [B, T] = idx.shape;
     if (c.slidingWindow !== null && T > c.slidingWindow) {
@@ -267,20 +274,26 @@ export class Llama {
         const h = this.rmsNorm(x, p + "input_layernorm.weight");
         const heads = (t: tf.Tensor2D, n: number) =>
           tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, D]
-        const q = rotate(heads(this.linear(h, p + "self_attn.q_proj"), c.nHead), cos, sin);
-        const k = repeatKv(rotate(heads(this.linear(h, p + "self_attn.k_proj"), c.nKvHead), cos, sin), c);
-        const v = repeatKv(heads(this.linear(h, p + "self_attn.v_proj"), c.nKvHead), c);
+        const q = rotate(heads(this.linear(h, p + "self_attn.q_proj", lora, training), c.nHead), cos, sin);
+        const k = repeatKv(
+          rotate(heads(this.linear(h, p + "self_attn.k_proj", lora, training), c.nKvHead), cos, sin),
+          c,
+        );
+        const v = repeatKv(heads(this.linear(h, p + "self_attn.v_proj", lora, training), c.nKvHead), c);
         const flat = (t: tf.Tensor4D) => tf.reshape(t, [B * c.nHead, T, c.headDim]) as tf.Tensor3D;
         const y = causalAttention(flat(q), flat(k), flat(v), mask); // [B·nH, T, D]
         const merged = tf.reshape(tf.transpose(tf.reshape(y, [B, c.nHead, T, c.headDim]), [0, 2, 1, 3]), [
           N,
           c.nHead * c.headDim,
         ]) as tf.Tensor2D;
-        x = tf.add(x, this.linear(merged, p + "self_attn.o_proj"));
+        x = tf.add(x, this.linear(merged, p + "self_attn.o_proj", lora, training));
         const h2 = this.rmsNorm(x, p + "post_attention_layernorm.weight");
-        const gate = this.linear(h2, p + "mlp.gate_proj");
-        const up = this.linear(h2, p + "mlp.up_proj");
-        x = tf.add(x, this.linear(tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor2D, p + "mlp.down_proj"));
+        const gate = this.linear(h2, p + "mlp.gate_proj", lora, training);
+        const up = this.linear(h2, p + "mlp.up_proj", lora, training);
+        x = tf.add(
+          x,
+          this.linear(tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor2D, p + "mlp.down_proj", lora, training),
+        );
       }
       const xf = this.rmsNorm(x, "model.norm.weight");
       const head = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
@@ -288,16 +301,31 @@ export class Llama {
     });
   }
 
-  /** Mean next-token cross-entropy (nats) of `targets` [B, T] given `idx` [B, T]. */
-  loss(idx: tf.Tensor2D, targets: tf.Tensor2D): tf.Scalar {
-    return tf.tidy(() => tokenLoss(this.forward(idx), targets).mean() as tf.Scalar);
+  /**
+   * Mean next-token cross-entropy (nats) of `targets` [B, T] given `idx` [B, T]; with `weights` [B, T], the
+   * weighted mean Σ w·loss / Σ w.
+   */
+  loss(
+    idx: tf.Tensor2D,
+    targets: tf.Tensor2D,
+    lora: LoraAdapter | null = null,
+    training = false,
+    weights: tf.Tensor2D | null = null,
+  ): tf.Scalar {
+    return tf.tidy(() => {
+      const per = tokenLoss(this.forward(idx, lora, training), targets);
+      if (!weights) return per.mean() as tf.Scalar;
+      const w = tf.reshape(weights, [-1]);
+      return tf.div(tf.sum(tf.mul(per, w)), tf.sum(w)) as tf.Scalar;
+    });
   }
 
-  /** x·Wᵀ (+ b) for an nn.Linear weight W [out, in]. */
-  private linear(x: tf.Tensor2D, module: string): tf.Tensor2D {
+  /** x·Wᵀ (+ b) for an nn.Linear weight W [out, in], plus the adapter's update where it targets `module`. */
+  private linear(x: tf.Tensor2D, module: string, lora: LoraAdapter | null, training: boolean): tf.Tensor2D {
     const y = this.products.productT(x, module + ".weight", this.p(module + ".weight"));
     const b = this.params.get(module + ".bias");
-    return b ? (tf.add(y, b) as tf.Tensor2D) : y;
+    const out = b ? (tf.add(y, b) as tf.Tensor2D) : y;
+    return lora ? lora.apply(module, x, out, training) : out;
   }
 
   /** RMSNorm in f32: x · rsqrt(mean(x²) + eps) · w. */
@@ -370,7 +398,8 @@ function rotate(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D
 function repeatKv(x: tf.Tensor4D, c: LlamaConfig): tf.Tensor4D {
   const rep = c.nHead / c.nKvHead;
   if (rep === 1) return x;
+  // a broadcast against ones (tfjs 4.22 has no gradient for a rank-5 tile, nor for a gather on axis 1 here)
   const [B, n, T, D] = x.shape;
-  const tiled = tf.tile(tf.reshape(x, [B, n, 1, T, D]), [1, 1, rep, 1, 1]);
-  return tf.reshape(tiled, [B, n * rep, T, D]) as tf.Tensor4D;
+  const spread = tf.mul(tf.reshape(x, [B, n, 1, T, D]), tf.ones([1, 1, rep, 1, 1]));
+  return tf.reshape(spread, [B, n * rep, T, D]) as tf.Tensor4D;
 }

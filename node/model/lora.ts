@@ -7,11 +7,26 @@
  *  - `attn.c_proj` (attention output; also `o`), `c_fc` (MLP in), `mlp.c_proj` (MLP out).
  *
  * In PEFT's files a q/v-only adapter is a c_attn adapter whose lora_B has zero rows for k: exactly the same update.
+ *
+ * On the Llama family the targets are nn.Linear projections named as PEFT names them: `q_proj`, `k_proj`, `v_proj`,
+ * `o_proj` (also `q`, `k`, `v`, `o`), `gate_proj`, `up_proj`, `down_proj`, each with its own A and B.
  */
 import { tf } from "./backend.js";
 import { InvalidArgumentError } from "../errors.js";
 import { sha256Hex } from "../digest.js";
 import type { GPT, GPTConfig } from "./gpt.js";
+import type { LlamaConfig } from "./llama.js";
+
+/** Any model family's config: GPT-2's, or the Llama family's (which carries `family`). */
+export type ModelConfig = GPTConfig | LlamaConfig;
+
+export function isLlamaConfig(c: ModelConfig): c is LlamaConfig {
+  return "family" in c;
+}
+
+/** The Llama family's LoRA targets, PEFT's names, in layer order; aliases q, k, v, o. */
+const LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
+const LLAMA_ALIASES: Record<string, string> = { q: "q_proj", k: "k_proj", v: "v_proj", o: "o_proj" };
 
 export interface LoraConfig {
   /** Rank r of the update. */
@@ -40,6 +55,8 @@ export interface LoraModule {
   sectionWidth: number;
   /** Full output width of the projection. */
   outWidth: number;
+  /** Input width of the projection (A's rows). */
+  inWidth: number;
 }
 
 const KIND_ALIASES: Record<string, string> = {
@@ -70,34 +87,83 @@ export function resolveTargets(targets: string[]): { cAttnSections: number[]; ot
   };
 }
 
+/** The Llama family's targets in canonical order; rejects names that are not Llama projections. */
+export function resolveLlamaTargets(targets: string[]): string[] {
+  const chosen = new Set<string>();
+  for (const t of targets) {
+    const name = LLAMA_ALIASES[t] ?? t;
+    if (!(LLAMA_TARGETS as readonly string[]).includes(name)) {
+      throw new InvalidArgumentError(
+        `unknown LoRA target module ${JSON.stringify(t)} for a Llama-family model; use ${LLAMA_TARGETS.join(", ")}`,
+      );
+    }
+    chosen.add(name);
+  }
+  if (chosen.size === 0) throw new InvalidArgumentError("LoRA needs at least one target module");
+  return LLAMA_TARGETS.filter((t) => chosen.has(t));
+}
+
+/** r, alpha and dropout in range, and every target a known name of some family (the layout checks the family). */
 export function validateLoraConfig(c: LoraConfig): void {
   if (!Number.isInteger(c.r) || c.r < 1)
     throw new InvalidArgumentError(`LoRA r must be a positive integer, got ${c.r}`);
   if (!(c.alpha > 0)) throw new InvalidArgumentError(`LoRA alpha must be positive, got ${c.alpha}`);
   if (!(c.dropout >= 0 && c.dropout < 1))
     throw new InvalidArgumentError(`LoRA dropout must be in [0, 1), got ${c.dropout}`);
-  resolveTargets(c.targetModules);
+  if (!Array.isArray(c.targetModules)) throw new InvalidArgumentError("LoRA target modules must be a list");
+  const llama = c.targetModules.every((t) => (LLAMA_TARGETS as readonly string[]).includes(LLAMA_ALIASES[t] ?? t));
+  if (!llama || c.targetModules.length === 0) resolveTargets(c.targetModules);
 }
 
-/** The module layout (names and shapes) a LoRA config gives on a GPT config, without creating tensors. */
-export function loraLayout(model: GPTConfig, lora: LoraConfig): Omit<LoraModule, "A" | "B">[] {
+/** The module layout (names and shapes) a LoRA config gives on a model config, without creating tensors. */
+export function loraLayout(model: ModelConfig, lora: LoraConfig): Omit<LoraModule, "A" | "B">[] {
   validateLoraConfig(lora);
+  if (isLlamaConfig(model)) return llamaLayout(model, lora);
   const { cAttnSections, others } = resolveTargets(lora.targetModules);
   const C = model.nEmbd;
   const out: Omit<LoraModule, "A" | "B">[] = [];
   for (let i = 0; i < model.nLayer; i++) {
-    if (cAttnSections.length > 0)
-      out.push({ module: `h.${i}.attn.c_attn`, sections: cAttnSections, sectionWidth: C, outWidth: 3 * C });
+    if (cAttnSections.length > 0) {
+      const module = `h.${i}.attn.c_attn`;
+      out.push({ module, sections: cAttnSections, sectionWidth: C, outWidth: 3 * C, inWidth: C });
+    }
     for (const o of others) {
       const width = o === "mlp.c_fc" ? 4 * C : C;
-      out.push({ module: `h.${i}.${o}`, sections: [0], sectionWidth: width, outWidth: width });
+      const fanIn = o === "mlp.c_proj" ? 4 * C : C;
+      out.push({ module: `h.${i}.${o}`, sections: [0], sectionWidth: width, outWidth: width, inWidth: fanIn });
     }
   }
   return out;
 }
 
-export function inWidth(model: GPTConfig, module: string): number {
-  return module.endsWith("mlp.c_proj") ? 4 * model.nEmbd : model.nEmbd;
+function llamaLayout(c: LlamaConfig, lora: LoraConfig): Omit<LoraModule, "A" | "B">[] {
+  const q = c.nHead * c.headDim;
+  const kv = c.nKvHead * c.headDim;
+  const shape: Record<string, [number, number]> = {
+    q_proj: [c.hiddenSize, q],
+    k_proj: [c.hiddenSize, kv],
+    v_proj: [c.hiddenSize, kv],
+    o_proj: [q, c.hiddenSize],
+    gate_proj: [c.hiddenSize, c.intermediateSize],
+    up_proj: [c.hiddenSize, c.intermediateSize],
+    down_proj: [c.intermediateSize, c.hiddenSize],
+  };
+  const out: Omit<LoraModule, "A" | "B">[] = [];
+  const targets = resolveLlamaTargets(lora.targetModules);
+  for (let i = 0; i < c.nLayer; i++) {
+    for (const t of targets) {
+      const [fanIn, width] = shape[t]!;
+      const block = t.endsWith("_proj") && ["gate_proj", "up_proj", "down_proj"].includes(t) ? "mlp" : "self_attn";
+      out.push({
+        module: `model.layers.${i}.${block}.${t}`,
+        sections: [0],
+        sectionWidth: width,
+        outWidth: width,
+        inWidth: fanIn,
+      });
+    }
+  }
+  return out;
 }
 
 let instances = 0;
@@ -109,11 +175,11 @@ export class LoraAdapter {
   /**
    * A fresh adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming-uniform with a = sqrt(5)), B = 0; seeded.
    */
-  static init(model: GPTConfig, config: LoraConfig, seed = 42): LoraAdapter {
+  static init(model: ModelConfig, config: LoraConfig, seed = 42): LoraAdapter {
     const weights = new Map<string, { A: tf.Tensor2D; B: tf.Tensor2D }>();
     let s = seed;
     for (const m of loraLayout(model, config)) {
-      const fanIn = inWidth(model, m.module);
+      const fanIn = m.inWidth;
       const bound = 1 / Math.sqrt(fanIn);
       weights.set(m.module, {
         A: tf.randomUniform([fanIn, config.r], -bound, bound, "float32", s++) as tf.Tensor2D,
@@ -125,7 +191,7 @@ export class LoraAdapter {
 
   /** Wraps given A/B tensors (our orientation: A [in, r], B [r, width]); takes ownership. */
   constructor(
-    readonly model: GPTConfig,
+    readonly model: ModelConfig,
     readonly config: LoraConfig,
     weights: Map<string, { A: tf.Tensor2D; B: tf.Tensor2D }>,
   ) {
@@ -135,7 +201,7 @@ export class LoraAdapter {
     for (const m of loraLayout(model, config)) {
       const w = weights.get(m.module);
       if (!w) throw new InvalidArgumentError(`LoRA weights for ${m.module} are missing`);
-      const wantA = [inWidth(model, m.module), config.r];
+      const wantA = [m.inWidth, config.r];
       const wantB = [config.r, m.sections.length * m.sectionWidth];
       if (w.A.shape.join() !== wantA.join())
         throw new InvalidArgumentError(`LoRA A of ${m.module} has shape [${w.A.shape}], expected [${wantA}]`);
@@ -202,7 +268,7 @@ export class LoraAdapter {
     return tf.tidy(() => this.expand(m, tf.mul(tf.matMul(m.A, m.B), this.scale) as tf.Tensor2D));
   }
 
-  /** Adds ΔW into the GPT's weights (inference without the extra branch). */
+  /** Adds ΔW into the GPT's weights (inference without the extra branch; GPT-2's [in, out] layout). */
   merge(gpt: GPT): void {
     for (const module of this.modules.keys()) {
       const w = gpt.params.get(module + ".weight")!;

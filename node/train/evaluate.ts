@@ -1,6 +1,7 @@
 /** Held-out evaluation: mean next-token loss and perplexity over non-overlapping windows, deterministic. */
 import { tf } from "../model/backend.js";
-import { tokenLoss, type GPT } from "../model/gpt.js";
+import { tokenLoss } from "../model/gpt.js";
+import type { CausalLM } from "../model/causal-lm.js";
 import type { LoraAdapter } from "../model/lora.js";
 
 export interface EvalResult {
@@ -21,12 +22,12 @@ export interface EvalOptions {
 
 /** Scores `tokens` in consecutive windows of seqLen (+1 for the target); every predicted token counted once. */
 export async function evaluateLoss(
-  gpt: GPT,
+  gpt: CausalLM,
   lora: LoraAdapter | null,
   tokens: Int32Array,
   o: EvalOptions,
 ): Promise<EvalResult> {
-  const T = Math.min(o.seqLen, gpt.config.blockSize, tokens.length - 1);
+  const T = Math.min(o.seqLen, gpt.contextLength, tokens.length - 1);
   const windows: number[] = [];
   for (let s = 0; s + T + 1 <= tokens.length; s += T) windows.push(s);
   if (windows.length === 0) return { meanLoss: NaN, perplexity: NaN, tokens: 0 };

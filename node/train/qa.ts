@@ -3,7 +3,7 @@
  * context, cut from the left to fit the context window), and the most likely answer is the prediction.
  */
 import { tf } from "../model/backend.js";
-import type { GPT } from "../model/gpt.js";
+import type { CausalLM } from "../model/causal-lm.js";
 import type { LoraAdapter } from "../model/lora.js";
 import type { BPETokenizer } from "../model/tokenizer.js";
 import { DECISIONS, qaPrompt, type Decision, type QAItem } from "../data/pubmedqa.js";
@@ -31,7 +31,12 @@ function sequenceFor(prompt: number[], cand: number[], T: number): Scored {
  * Sum of log p(candidate tokens | sequence) for each sequence, forwarding sequences of equal length together in
  * batches (`batchSize` rows); the log-probabilities are read at the candidate positions only.
  */
-async function scoreSequences(gpt: GPT, lora: LoraAdapter | null, seqs: Scored[], batchSize = 32): Promise<number[]> {
+async function scoreSequences(
+  gpt: CausalLM,
+  lora: LoraAdapter | null,
+  seqs: Scored[],
+  batchSize = 32,
+): Promise<number[]> {
   const scores = new Array<number>(seqs.length);
   const byLength = new Map<number, number[]>();
   seqs.forEach((s, i) => {
@@ -79,7 +84,7 @@ async function scoreSequences(gpt: GPT, lora: LoraAdapter | null, seqs: Scored[]
 
 /** Sum of log p(candidate tokens | prompt) for each candidate (the prompt cut from the left to fit the context). */
 export async function scoreCandidates(
-  gpt: GPT,
+  gpt: CausalLM,
   lora: LoraAdapter | null,
   prompt: number[],
   candidates: number[][],
@@ -87,12 +92,12 @@ export async function scoreCandidates(
   return scoreSequences(
     gpt,
     lora,
-    candidates.map((c) => sequenceFor(prompt, c, gpt.config.blockSize)),
+    candidates.map((c) => sequenceFor(prompt, c, gpt.contextLength)),
   );
 }
 
 export async function qaAccuracy(
-  gpt: GPT,
+  gpt: CausalLM,
   lora: LoraAdapter | null,
   tokenizer: BPETokenizer,
   items: readonly QAItem[],
@@ -101,7 +106,7 @@ export async function qaAccuracy(
   const seqs: Scored[] = [];
   for (const item of items) {
     const prompt = await tokenizer.encode(qaPrompt(item));
-    for (const c of candidates) seqs.push(sequenceFor(prompt, c, gpt.config.blockSize));
+    for (const c of candidates) seqs.push(sequenceFor(prompt, c, gpt.contextLength));
   }
   const scores = await scoreSequences(gpt, lora, seqs);
   const predictions: Decision[] = [];

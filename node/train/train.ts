@@ -5,7 +5,7 @@
  * bit for bit) or, for pre-training, the whole model's.
  */
 import { tf } from "../model/backend.js";
-import type { GPT } from "../model/gpt.js";
+import type { CausalLM } from "../model/causal-lm.js";
 import type { LoraAdapter } from "../model/lora.js";
 import { InvalidArgumentError } from "../errors.js";
 import { evaluateLoss, type EvalResult } from "./evaluate.js";
@@ -100,7 +100,7 @@ export function learningRate(
 }
 
 export interface TrainOptions {
-  gpt: GPT;
+  gpt: CausalLM;
   /** The adapter to train; null trains every GPT weight (pre-training). */
   lora: LoraAdapter | null;
   /** Training tokens, one stream (documents joined by <|endoftext|>). */
@@ -177,8 +177,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 /** Refuses a configuration or data that would train something other than asked, before anything is allocated. */
 function validate(options: TrainOptions, c: TrainConfig): void {
   const { gpt, tokens } = options;
-  if (c.seqLen > gpt.config.blockSize)
-    throw new InvalidArgumentError(`seqLen ${c.seqLen} exceeds the model context ${gpt.config.blockSize}`);
+  if (c.seqLen > gpt.contextLength)
+    throw new InvalidArgumentError(`seqLen ${c.seqLen} exceeds the model context ${gpt.contextLength}`);
   if (tokens.length < c.seqLen + 1)
     throw new InvalidArgumentError(`${tokens.length} training tokens are fewer than one sequence of ${c.seqLen + 1}`);
   for (const k of ["steps", "batchSize", "seqLen", "gradAccum"] as const) {
@@ -211,7 +211,7 @@ function validate(options: TrainOptions, c: TrainConfig): void {
  * Makes only the trained variables trainable: with LoRA the base is frozen for the duration (GPT keeps derived
  * tensors of frozen weights); `restore` puts every flag back.
  */
-function trainOnly(gpt: GPT, lora: LoraAdapter | null) {
+function trainOnly(gpt: CausalLM, lora: LoraAdapter | null) {
   const vars = lora ? lora.variables() : [...gpt.params.values()];
   const touched = lora ? [...gpt.params.values(), ...vars] : vars;
   const wasTrainable = touched.map((v) => v.trainable);

@@ -6,7 +6,7 @@
 import { expect } from "chai";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, unlink, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -16,6 +16,10 @@ import { UnsupportedModelError, parseLlamaConfig, ropeInverseFrequencies } from 
 import { CheckpointError, NonFiniteTensorError } from "../../node/model/safetensors.js";
 import { InvalidArgumentError } from "../../node/errors.js";
 import { rejection } from "../../node/testing/rejection.js";
+import { LoraAdapter, type LoraConfig } from "../../node/model/lora.js";
+import { exportPeftFolder, parseAdapter, serializeAdapter } from "../../node/model/adapter.js";
+import { readSafetensorsHeader } from "../../node/model/safetensors.js";
+import { mulberry32 } from "../../node/random.js";
 import { randomWeights, safetensors, tinyLlamaConfig, writeHubCheckpoint, type Dtype } from "../fixtures/tiny-llama.js";
 
 const run = promisify(execFile);
@@ -109,6 +113,108 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
           for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - expected[i]!));
           expect(worst, `${backend}: max abs difference`).to.be.below(1e-4);
         }
+      });
+    }
+  });
+
+  describe("LoRA on q, k, v, o, gate, up, down: PEFT layout, logits and gradients match the reference", function () {
+    for (const [name, overrides] of [
+      ["llama, GQA, untied", { tie_word_embeddings: false }],
+      ["qwen2 with q/k/v biases", { model_type: "qwen2" }],
+    ] as const) {
+      it(name, async function () {
+        if (!(await torchAvailable())) this.skip();
+        await initBackend("wasm", true);
+        const config = tinyLlamaConfig(overrides);
+        const path = join(dir, `lora-${name.replace(/[^a-z0-9]+/gi, "-")}`);
+        await writeHubCheckpoint(path, config, randomWeights(config, 11));
+        const { model, config: parsed } = await loadLlama(path);
+        const lora: LoraConfig = {
+          r: 4,
+          alpha: 8,
+          dropout: 0,
+          targetModules: ["q", "k", "v", "o", "gate_proj", "up_proj", "down_proj"],
+        };
+        // A as initialised, B random (a zero B would leave A without a gradient)
+        const adapter = LoraAdapter.init(parsed, lora, 3);
+        const weights = await adapter.exportWeights();
+        const rand = mulberry32(5);
+        for (const w of weights.values()) for (let i = 0; i < w.B.length; i++) w.B[i] = 0.1 * (rand() - 0.5);
+        adapter.assign(weights);
+        const bytes = serializeAdapter(parsed, lora, weights, { kind: "update", baseModelSha256: "0x00" });
+        const peft = join(path, "adapter");
+        await exportPeftFolder(peft, bytes);
+        // the PEFT layout, read from the files alone
+        const cfg = JSON.parse(await readFile(join(peft, "adapter_config.json"), "utf8"));
+        expect([cfg.peft_type, cfg.task_type, cfg.r, cfg.lora_alpha, cfg.fan_in_fan_out]).to.deep.equal([
+          "LORA",
+          "CAUSAL_LM",
+          4,
+          8,
+          false,
+        ]);
+        expect(cfg.target_modules).to.deep.equal([
+          "q_proj",
+          "k_proj",
+          "v_proj",
+          "o_proj",
+          "gate_proj",
+          "up_proj",
+          "down_proj",
+        ]);
+        const header = readSafetensorsHeader(await readFile(join(peft, "adapter_model.safetensors")));
+        const shapes = Object.fromEntries(header.tensors.map((t) => [t.name, t.shape]));
+        expect(shapes["base_model.model.model.layers.1.self_attn.k_proj.lora_A.weight"]).to.deep.equal([4, 32]);
+        expect(shapes["base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight"]).to.deep.equal([16, 4]);
+        expect(shapes["base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"]).to.deep.equal([4, 48]);
+        expect(header.tensors).to.have.length(2 * 7 * 2);
+        // parse back: the same weights
+        expect(parseAdapter(bytes, parsed, lora).weights.get("model.layers.0.self_attn.o_proj")!.B).to.deep.equal(
+          weights.get("model.layers.0.self_attn.o_proj")!.B,
+        );
+        const ref = JSON.parse(
+          (
+            await run(PYTHON, ["scripts/reference_llama.py", path, JSON.stringify(IDS), peft], {
+              maxBuffer: 64 * 1024 * 1024,
+            })
+          ).stdout,
+        ) as { logits: number[]; loss: number; grads: Record<string, number[]> };
+        const logits = tf.tidy(() => model.forward(tf.tensor2d(IDS, [2, 8], "int32"), adapter));
+        const got = (await logits.data()) as Float32Array;
+        logits.dispose();
+        expect(Math.max(...got.map((x, i) => Math.abs(x - ref.logits[i]!)))).to.be.below(1e-4);
+        const inputs = tf.tensor2d(
+          IDS.map((r) => r.slice(0, -1)),
+          [2, 7],
+          "int32",
+        );
+        const targets = tf.tensor2d(
+          IDS.map((r) => r.slice(1)),
+          [2, 7],
+          "int32",
+        );
+        const { value, grads } = tf.variableGrads(
+          () => model.loss(inputs, targets, adapter, true),
+          adapter.variables(),
+        );
+        expect(Math.abs((await value.data())[0]! - ref.loss)).to.be.below(1e-5);
+        for (const [module, m] of adapter.modules) {
+          for (const [part, v, peftShape] of [
+            ["lora_A", m.A, [lora.r, m.inWidth]],
+            ["lora_B", m.B, [m.outWidth, lora.r]],
+          ] as const) {
+            // ours are A [in, r] and B [r, out]: PEFT's transposed
+            const g = (await tf.transpose(grads[v.name]!).data()) as Float32Array;
+            const want = ref.grads[`base_model.model.${module}.${part}.weight`]!;
+            expect(g.length).to.equal(peftShape[0] * peftShape[1]);
+            const scale = Math.max(...want.map(Math.abs));
+            const diff = Math.max(...g.map((x, i) => Math.abs(x - want[i]!)));
+            expect(diff / scale, `${module}.${part}`).to.be.below(1e-3);
+          }
+        }
+        tf.dispose([inputs, targets, value, ...Object.values(grads)]);
+        adapter.dispose();
+        model.dispose();
       });
     }
   });
