@@ -35,14 +35,14 @@ for (const n of [4, 16]) {
       t[key] += performance.now() - t0;
       return v;
     };
-  const tokens = Int32Array.from({ length: 20_000 }, (_, i) => (i * 7919) % base.gpt.config.vocabSize);
+  const tokens = Int32Array.from({ length: 20_000 }, (_, i) => (i * 7919) % base.model.config.vocabSize);
   const inline = await InlineTrainer.create(baseBytes, lora, { trainTokens: tokens, numExamples: 100 });
   const trainer: RoundTrainer = { trainRound: timed("train", (job) => inline.trainRound(job)), close: async () => {} };
   const fed = await startLocalFederation({
     signers,
     baseBytes,
     baseModelSha256: base.sha256,
-    model: base.gpt.config,
+    model: base.model.config,
     lora,
     hospitals: Array.from({ length: n }, (_, i) => ({
       name: `h${i}`,

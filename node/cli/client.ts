@@ -32,8 +32,8 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
       heldOutTokens: await tokenizeDocuments(base.tokenizer, split!.heldOut),
       numExamples: split!.train.length,
     };
-    const maxAdapterBytes = adapterByteLimit(base.gpt.config, lora);
-    base.gpt.dispose();
+    const maxAdapterBytes = adapterByteLimit(base.model.config, lora);
+    base.model.dispose();
     const held = split!.heldOut.length;
     io.log(`client: ${split!.train.length} training documents (${data.trainTokens.length} tokens), ${held} held out`);
     const trainer = await InlineTrainer.create(bytes, lora, data, (s) => {

@@ -4,13 +4,12 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { JsonRpcProvider, Network, NonceManager, Wallet, isAddress, type Signer } from "ethers";
 import { FokError, InvalidArgumentError } from "../errors.js";
 import { FederationLedger, type Deployment } from "../chain/index.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import { DEFAULT_LORA_CONFIG, validateLoraConfig, type LoraConfig } from "../model/lora.js";
-import { parseBaseModel } from "../model/checkpoint.js";
+import { parseBaseModel, readBaseBytes } from "../model/checkpoint.js";
 import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM, loraConfigHash } from "../federation/task-config.js";
 import { DEFAULT_DEMO } from "../federation/demo.js";
 
@@ -262,7 +261,7 @@ export async function taskModel(v: Values, ledger: FederationLedger, store: Adap
   }
   let bytes: Uint8Array;
   try {
-    bytes = await readFile(join(v.base as string, "model.safetensors"));
+    bytes = await readBaseBytes(v.base as string);
   } catch {
     bytes = await store.get(history.baseModelCid, { expectedSha256: history.baseModelSha256 });
   }

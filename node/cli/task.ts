@@ -3,13 +3,11 @@
  * admin) and `fok task accept` (the proposed account) hand the aggregator role over in two steps; `fok task close`
  * ends an open round past its deadline without a global adapter (the aggregator; anyone a round later).
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { sha256Hex } from "../digest.js";
 import { InvalidArgumentError } from "../errors.js";
 import { loraConfigHash } from "../federation/task-config.js";
 import { address, id, int, ledgerFrom, loraFrom, parse, positive, withStore, type CliIO } from "./options.js";
-import { parseBaseModel } from "../model/checkpoint.js";
+import { parseBaseModel, readBaseBytes } from "../model/checkpoint.js";
 import { initBackend } from "../model/backend.js";
 
 export async function taskCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
@@ -38,9 +36,9 @@ export async function taskCommand(sub: string | undefined, rest: string[], io: C
   const aggregator = address(v, "aggregator");
   const lora = loraFrom(v);
   positive(v, "max-update-norm"); // checked before anything is read or pinned
-  const bytes = await readFile(join(v.base as string, "model.safetensors"));
+  const bytes = await readBaseBytes(v.base as string);
   await initBackend(undefined, true);
-  parseBaseModel(bytes).gpt.dispose(); // a task must not commit to a base model nobody can load
+  parseBaseModel(bytes).model.dispose(); // a task must not commit to a base model nobody can load
   const ledger = await ledgerFrom(v, io);
   await withStore(v, async (store) => {
     const cid = await store.add(bytes);

@@ -23,7 +23,7 @@ export async function verifyCommand(args: (string | undefined)[], io: CliIO): Pr
     const history = await ledger.readTaskHistory(task);
     const base = await taskBase(store, history.baseModelCid, history.baseModelSha256, v.base as string);
     const heldOut = v["held-out"] ? await heldOutLoss(v["held-out"] as string, base, lora) : undefined;
-    const report = await verifyTask(ledger, store, history.task, { model: base.gpt.config, lora, round, heldOut });
+    const report = await verifyTask(ledger, store, history.task, { model: base.model.config, lora, round, heldOut });
     io.out(v.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
     if (!report.ok) io.exitCode = 1;
   });
@@ -42,9 +42,9 @@ async function heldOutLoss(path: string, base: BaseModel, lora: LoraConfig): Pro
   const tokens = await tokenizeDocuments(base.tokenizer, (await loadJsonl(path)).items);
   return {
     loss: async (w: LoraWeights) => {
-      const a = LoraAdapter.init(base.gpt.config, lora);
+      const a = LoraAdapter.init(base.model.config, lora);
       a.assign(w);
-      const r = await evaluateLoss(base.gpt, a, tokens, { seqLen: base.gpt.config.blockSize, batchSize: 16 });
+      const r = await evaluateLoss(base.model, a, tokens, { seqLen: base.model.contextLength, batchSize: 16 });
       a.dispose();
       return r.meanLoss;
     },

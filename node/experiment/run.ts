@@ -180,7 +180,7 @@ export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => v
   };
   const results: RunResult[] = [];
   for (const spec of cfg.partitions) for (const seed of cfg.seeds) results.push(await runPartition(x, spec, seed));
-  base.gpt.dispose();
+  base.model.dispose();
   return results;
 }
 
@@ -238,7 +238,7 @@ async function hospitalsOf(x: Context, split: ReturnType<typeof splitClients>): 
     const common = { name: c.name, heldOut, qa, numExamples: c.train.length };
     if (cfg.trainOn === "qa") {
       const items = c.train.map((d) => x.byId.get(d.id)!);
-      const w = await qaWindows(base.tokenizer, items, base.gpt.config.blockSize, cfg.answerWeight);
+      const w = await qaWindows(base.tokenizer, items, base.model.contextLength, cfg.answerWeight);
       hospitals.push({ ...common, train: w.tokens, trainStarts: w.starts, trainWeights: w.weights });
     } else hospitals.push({ ...common, train: await tokenizeDocuments(base.tokenizer, c.train) });
   }
@@ -266,7 +266,7 @@ async function trainAlone(
   const job = { task: 0, round: 0, identity: 0, startAdapter: initBytes, train };
   const outs = await Promise.all(trainers.map((t) => t.trainRound(job)));
   await Promise.all(trainers.map((t) => t.close()));
-  const adapters = outs.map((o) => parseAdapter(o.adapter, base.gpt.config, cfg.lora).weights);
+  const adapters = outs.map((o) => parseAdapter(o.adapter, base.model.config, cfg.lora).weights);
   if (method === "centralized") return score(method, base, cfg, adapters[0]!, hospitals);
   // each hospital's own adapter on its own held-out set; and the cross-hospital matrix
   const per = [];
@@ -275,12 +275,12 @@ async function trainAlone(
     const a = load(base, cfg.lora, adapters[i]!);
     per.push({
       client: h.name,
-      perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).perplexity,
-      accuracy: (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy,
+      perplexity: (await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).perplexity,
+      accuracy: (await qaAccuracy(base.model, a, base.tokenizer, h.qa)).accuracy,
     });
     const row: number[] = [];
     for (const other of hospitals)
-      row.push((await evaluateLoss(base.gpt, a, other.heldOut, evalOpts(base, cfg))).perplexity);
+      row.push((await evaluateLoss(base.model, a, other.heldOut, evalOpts(base, cfg))).perplexity);
     matrix.push(row);
     a.dispose();
   }
@@ -305,7 +305,7 @@ async function federate(
     signers,
     baseBytes,
     baseModelSha256: base.sha256,
-    model: base.gpt.config,
+    model: base.model.config,
     lora: cfg.lora,
     hospitals: hospitals.map((h) => ({ name: h.name, metadataCid: "bafkreiexperiment", data: datasetOf(h) })),
     strategy: method,
@@ -322,10 +322,10 @@ async function federate(
     workers: cfg.workers,
     pollMs: 50,
     onGlobal: async (_round, bytes) => {
-      lastGlobal = parseAdapter(bytes, base.gpt.config, cfg.lora).weights;
+      lastGlobal = parseAdapter(bytes, base.model.config, cfg.lora).weights;
       const a = load(base, cfg.lora, lastGlobal);
       for (const [i, h] of hospitals.entries()) {
-        clientCurves[i]!.push((await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
+        clientCurves[i]!.push((await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
       }
       a.dispose();
     },
@@ -363,8 +363,8 @@ async function score(
   for (const h of hospitals) {
     per.push({
       client: h.name,
-      perplexity: (await evaluateLoss(base.gpt, a, h.heldOut, evalOpts(base, cfg))).perplexity,
-      accuracy: withQa ? (await qaAccuracy(base.gpt, a, base.tokenizer, h.qa)).accuracy : NaN,
+      perplexity: (await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).perplexity,
+      accuracy: withQa ? (await qaAccuracy(base.model, a, base.tokenizer, h.qa)).accuracy : NaN,
     });
   }
   a?.dispose();
@@ -386,20 +386,20 @@ function summarize(method: Method, per: ClientResult[]): MethodResult {
 }
 
 function load(base: BaseModel, lora: LoraConfig, w: LoraWeights): LoraAdapter {
-  const a = LoraAdapter.init(base.gpt.config, lora);
+  const a = LoraAdapter.init(base.model.config, lora);
   a.assign(w);
   return a;
 }
 
 const evalOpts = (base: BaseModel, cfg: ExperimentConfig) => ({
-  seqLen: base.gpt.config.blockSize,
+  seqLen: base.model.contextLength,
   batchSize: 16,
   maxSequences: cfg.evalSequences,
 });
 
 async function initAdapter(base: BaseModel, lora: LoraConfig, seed: number): Promise<Uint8Array> {
-  const a = LoraAdapter.init(base.gpt.config, lora, seed);
-  const bytes = serializeAdapter(base.gpt.config, lora, await a.exportWeights(), {
+  const a = LoraAdapter.init(base.model.config, lora, seed);
+  const bytes = serializeAdapter(base.model.config, lora, await a.exportWeights(), {
     kind: "init",
     task: 0,
     round: 0,

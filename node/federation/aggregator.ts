@@ -10,7 +10,7 @@
 import { FederationLedger, IdentityStatus, Revert, TaskStatus, isRevert, type RoundHistory } from "../chain/index.js";
 import { FokError } from "../errors.js";
 import { LoraAdapter, type LoraConfig } from "../model/lora.js";
-import type { GPTConfig } from "../model/gpt.js";
+import type { ModelConfig } from "../model/lora.js";
 import { adapterByteLimit, parseAdapter, serializeAdapter } from "../model/adapter.js";
 import {
   unitsToWeights,
@@ -29,7 +29,7 @@ export interface AggregatorOptions {
   ledger: FederationLedger;
   store: AdapterStore;
   task: number;
-  model: GPTConfig;
+  model: ModelConfig;
   lora: LoraConfig;
   baseModelSha256: string;
   /** Defaults to the task's on-chain strategy id. */

@@ -108,7 +108,7 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
       store,
       baseBytes,
       baseModelSha256: base.sha256,
-      model: base.gpt.config,
+      model: base.model.config,
       lora: o.lora,
       hospitals: hospitals.map((h, i) => ({
         name: h.name,
@@ -153,7 +153,7 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
   } finally {
     await fed?.close();
     await store.close();
-    base.gpt.dispose();
+    base.model.dispose();
     if (ownStore) await rm(storeDir, { recursive: true, force: true });
   }
 }
@@ -175,8 +175,9 @@ async function loadDemoBase(o: DemoOptions): Promise<{ base: BaseModel; baseByte
     );
   }
   const base = parseBaseModel(baseBytes);
-  const c = base.gpt.config;
-  o.log(`[demo] base model ${base.sha256.slice(0, 18)}… (${c.nLayer} layers, d=${c.nEmbd}, vocab ${c.vocabSize})`);
+  const c = base.model.config;
+  const width = "nEmbd" in c ? c.nEmbd : c.hiddenSize;
+  o.log(`[demo] base model ${base.sha256.slice(0, 18)}… (${c.nLayer} layers, d=${width}, vocab ${c.vocabSize})`);
   return { base, baseBytes };
 }
 
@@ -232,8 +233,8 @@ class HeldOutEvaluation {
 
   /** Hospital `i`'s held-out perplexity with `adapter` (or the base alone). */
   async perplexity(adapter: LoraAdapter | null, i: number): Promise<number> {
-    const evalOpts = { seqLen: this.base.gpt.config.blockSize, batchSize: 16 };
-    return (await evaluateLoss(this.base.gpt, adapter, this.hospitals[i]!.data.heldOutTokens, evalOpts)).perplexity;
+    const evalOpts = { seqLen: this.base.model.contextLength, batchSize: 16 };
+    return (await evaluateLoss(this.base.model, adapter, this.hospitals[i]!.data.heldOutTokens, evalOpts)).perplexity;
   }
 
   rows(hospitals: DemoHospital[], identities: number[], localOnly: number[] | null): DemoClientRow[] {
@@ -258,9 +259,9 @@ async function localOnlyBaseline(
   evaluation: HeldOutEvaluation,
 ): Promise<number[]> {
   const { base } = evaluation;
-  const init = LoraAdapter.init(base.gpt.config, o.lora, o.seed);
+  const init = LoraAdapter.init(base.model.config, o.lora, o.seed);
   const meta = { kind: "init" as const, task: fed.task, round: 0, baseModelSha256: base.sha256 };
-  const initBytes = serializeAdapter(base.gpt.config, o.lora, await init.exportWeights(), meta);
+  const initBytes = serializeAdapter(base.model.config, o.lora, await init.exportWeights(), meta);
   init.dispose();
   o.log(`[demo] local-only baseline: each hospital alone, ${o.rounds * o.steps} steps`);
   const steps = o.rounds * o.steps;
@@ -276,7 +277,7 @@ async function localOnlyBaseline(
 }
 
 function loadAdapter(base: BaseModel, lora: LoraConfig, bytes: Uint8Array): LoraAdapter {
-  const adapter = LoraAdapter.init(base.gpt.config, lora);
-  adapter.assign(parseAdapter(bytes, base.gpt.config, lora).weights);
+  const adapter = LoraAdapter.init(base.model.config, lora);
+  adapter.assign(parseAdapter(bytes, base.model.config, lora).weights);
   return adapter;
 }

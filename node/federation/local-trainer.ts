@@ -82,25 +82,25 @@ export class LocalTrainer {
   }
 
   async trainRound(job: RoundJob): Promise<RoundOutput> {
-    const parsed = parseAdapter(job.startAdapter, this.base.gpt.config, this.lora);
+    const parsed = parseAdapter(job.startAdapter, this.base.model.config, this.lora);
     if (parsed.metadata.baseModelSha256 !== this.base.sha256) {
       throw new InvalidArgumentError(
         `starting adapter is for base model ${parsed.metadata.baseModelSha256}, not ${this.base.sha256}`,
       );
     }
-    const adapter = LoraAdapter.init(this.base.gpt.config, this.lora);
+    const adapter = LoraAdapter.init(this.base.model.config, this.lora);
     try {
       adapter.assign(parsed.weights);
       const cfg = {
-        seqLen: this.base.gpt.config.blockSize,
+        seqLen: this.base.model.contextLength,
         ...job.train,
         seed: (job.train.seed ?? 0) + job.round * 1000 + job.identity,
       };
       const evalOpts = { seqLen: cfg.seqLen, batchSize: 16 };
       const held = this.data.heldOutTokens;
-      const before = held ? (await evaluateLoss(this.base.gpt, adapter, held, evalOpts)).meanLoss : null;
+      const before = held ? (await evaluateLoss(this.base.model, adapter, held, evalOpts)).meanLoss : null;
       const result = await train({
-        gpt: this.base.gpt,
+        gpt: this.base.model,
         lora: adapter,
         tokens: this.data.trainTokens,
         windowStarts: this.data.trainWindowStarts,
@@ -110,7 +110,7 @@ export class LocalTrainer {
       });
       const clip = clipUpdate(await adapter.exportWeights(), parsed.weights, job.maxUpdateNorm ?? Infinity);
       if (clip.clippedFrom !== null) adapter.assign(clip.weights);
-      const after = held ? (await evaluateLoss(this.base.gpt, adapter, held, evalOpts)).meanLoss : null;
+      const after = held ? (await evaluateLoss(this.base.model, adapter, held, evalOpts)).meanLoss : null;
       const metrics: ClientMetrics = {
         task: job.task,
         round: job.round,
@@ -124,7 +124,7 @@ export class LocalTrainer {
         updateNorm: round6(clip.norm),
         clippedFrom: clip.clippedFrom === null ? null : round6(clip.clippedFrom),
       };
-      const bytes = serializeAdapter(this.base.gpt.config, this.lora, clip.weights, {
+      const bytes = serializeAdapter(this.base.model.config, this.lora, clip.weights, {
         kind: "update",
         task: job.task,
         round: job.round,

@@ -5,7 +5,7 @@
  */
 import type { Signer } from "ethers";
 import { deployContracts, identityMetadata, type FederationLedger } from "../chain/index.js";
-import type { GPTConfig } from "../model/gpt.js";
+import type { ModelConfig } from "../model/lora.js";
 import type { LoraConfig } from "../model/lora.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
@@ -39,7 +39,7 @@ export interface LocalFederationOptions {
   store?: AdapterStore;
   baseBytes: Uint8Array;
   baseModelSha256: string;
-  model: GPTConfig;
+  model: ModelConfig;
   lora: LoraConfig;
   hospitals: LocalHospital[];
   strategy: string;

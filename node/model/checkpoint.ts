@@ -2,6 +2,8 @@
  * Base-model checkpoints in the Hugging Face GPT-2 layout: a folder with config.json, model.safetensors and
  * tokenizer.json. Ours also carry config and tokenizer inside model.safetensors' metadata, so the one file is the
  * whole base model: its sha256 is the base-model hash registered on-chain, and its CID is what clients fetch.
+ * A Llama-family Hub folder (llama, qwen2, mistral; sharded or not) becomes the same kind of one file through
+ * hub.ts's canonical bundle, so every layer above (tasks, workers, IPFS, verify) handles one blob per base.
  *
  * Loading validates everything before creating a single tensor: a bad file leaves no partial model behind.
  */
@@ -11,6 +13,9 @@ import { join } from "node:path";
 import { tf } from "./backend.js";
 import { GPT, parameterShapes, validateConfig, type GPTConfig } from "./gpt.js";
 import { BPETokenizer, END_OF_TEXT } from "./tokenizer.js";
+import type { CausalLM } from "./causal-lm.js";
+import { LLAMA_FAMILIES, Llama, parseLlamaConfig } from "./llama.js";
+import { bundleHubCheckpoint } from "./hub.js";
 import {
   CheckpointError,
   readSafetensors,
@@ -30,7 +35,7 @@ export class WeightMismatchError extends CheckpointError {
 }
 
 export interface BaseModel {
-  gpt: GPT;
+  model: CausalLM;
   tokenizer: BPETokenizer;
   /** sha256 (0x hex) of model.safetensors: the base-model hash. */
   sha256: string;
@@ -131,8 +136,13 @@ export function baseModelConfig(bytes: Uint8Array): GPTConfig {
   }
 }
 
-/** Loads a base model from model.safetensors bytes that carry config and tokenizer in their metadata. */
+/**
+ * Loads a base model from model.safetensors bytes (or a Llama-family bundle) that carry config and tokenizer in
+ * their metadata; the config's `model_type` picks the family.
+ */
 export function parseBaseModel(bytes: Uint8Array, overrides: { config?: unknown; tokenizer?: string } = {}): BaseModel {
+  const family = familyOf(overrides.config ?? readSafetensorsHeader(bytes).metadata["fok.config"]);
+  if (family) return parseLlamaBase(bytes);
   const file = readSafetensors(bytes);
   const cfgText = overrides.config ?? file.metadata["fok.config"];
   const tokText = overrides.tokenizer ?? file.metadata["fok.tokenizer"];
@@ -155,11 +165,75 @@ export function parseBaseModel(bytes: Uint8Array, overrides: { config?: unknown;
   }
   const weights = matchWeights(file.tensors, config);
   const gpt = new GPT(config, new Map([...weights].map(([k, t]) => [k, tf.tensor(t.data, t.shape)])));
-  return { gpt, tokenizer, sha256: sha256Hex(bytes), bytes };
+  return { model: gpt, tokenizer, sha256: sha256Hex(bytes), bytes };
 }
 
-/** Loads a folder in the Hugging Face GPT-2 layout (ours, or a GPT-2-family checkpoint). */
+/** The Llama family a config (JSON text or value) names, or null for anything else (GPT-2). */
+function familyOf(config: unknown): string | null {
+  let json = config;
+  if (typeof config === "string") {
+    try {
+      json = JSON.parse(config);
+    } catch {
+      return null; // the GPT-2 path says what is wrong with it
+    }
+  }
+  const type = (json as { model_type?: unknown } | null)?.model_type;
+  return typeof type === "string" && (LLAMA_FAMILIES as readonly string[]).includes(type) ? type : null;
+}
+
+/** A Llama-family bundle: config, tokenizer (with its end-of-sequence token) and weights, all checked first. */
+function parseLlamaBase(bytes: Uint8Array): BaseModel {
+  const file = readSafetensors(bytes);
+  const md = file.metadata;
+  const config = parseLlamaConfig(JSON.parse(md["fok.config"]!));
+  if (md["fok.tokenizer"] === undefined) throw new CheckpointError("no tokenizer: the checkpoint lacks tokenizer.json");
+  const tokenizer = BPETokenizer.fromJSON(md["fok.tokenizer"], endOfSequence(md));
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new CheckpointError(
+      `tokenizer.json has ${tokenizer.vocabSize} tokens, more than the embedding's vocab_size ${config.vocabSize}`,
+    );
+  }
+  return { model: Llama.fromTensors(config, file.tensors), tokenizer, sha256: sha256Hex(bytes), bytes };
+}
+
+/** The end-of-sequence token: tokenizer_config.json's eos_token, else generation_config.json's eos_token_id. */
+function endOfSequence(md: Record<string, string>): string | number {
+  const parse = (k: string) => {
+    try {
+      return md[k] === undefined ? null : JSON.parse(md[k]!);
+    } catch {
+      throw new CheckpointError(`${k.slice(4)}.json is not valid JSON`);
+    }
+  };
+  const eos = parse("fok.tokenizer_config")?.eos_token;
+  if (typeof eos === "string") return eos;
+  if (typeof eos?.content === "string") return eos.content;
+  const id = parse("fok.generation_config")?.eos_token_id;
+  if (Number.isInteger(id)) return id;
+  if (Array.isArray(id) && Number.isInteger(id[0])) return id[0];
+  throw new CheckpointError(
+    "no end-of-sequence token: tokenizer_config.json has no eos_token and generation_config.json no eos_token_id",
+  );
+}
+
+/**
+ * The one blob a base-model folder is on-chain and in IPFS: a Llama-family Hub folder's canonical bundle, or the
+ * folder's model.safetensors (ours carries config and tokenizer in its metadata).
+ */
+export async function readBaseBytes(dir: string): Promise<Uint8Array> {
+  const hubConfig = await readFile(join(dir, "config.json"), "utf8").catch(() => null);
+  if (hubConfig !== null && familyOf(hubConfig)) return bundleHubCheckpoint(dir);
+  return readFile(join(dir, "model.safetensors"));
+}
+
+/**
+ * Loads a base-model folder: a Llama-family Hub checkpoint (config.json `model_type` llama, qwen2 or mistral) as
+ * its canonical bundle, or the Hugging Face GPT-2 layout (ours, or a GPT-2-family checkpoint).
+ */
 export async function loadBaseModel(dir: string): Promise<BaseModel> {
+  const hubConfig = await readFile(join(dir, "config.json"), "utf8").catch(() => null);
+  if (hubConfig !== null && familyOf(hubConfig)) return parseBaseModel(await bundleHubCheckpoint(dir));
   const bytes = await readFile(join(dir, "model.safetensors"));
   const meta = readSafetensors(bytes).metadata;
   const config = meta["fok.config"] ?? (await readJsonFile(join(dir, "config.json")));

@@ -6,7 +6,14 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { CheckpointError, readSafetensors, type NamedTensor } from "./safetensors.js";
+import {
+  CheckpointError,
+  readSafetensors,
+  readSafetensorsRaw,
+  writeRawSafetensors,
+  type NamedTensor,
+  type RawTensor,
+} from "./safetensors.js";
 import { Llama, parseLlamaConfig, type LlamaConfig } from "./llama.js";
 
 export interface HubCheckpoint {
@@ -23,15 +30,69 @@ const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 /** Reads a Hub checkpoint folder's config and weights. */
 export async function readHubCheckpoint(dir: string): Promise<HubCheckpoint> {
   const config = await readJson(dir, "config.json");
+  const tensors = new Map<string, NamedTensor>();
+  const shards = await shardsOf(dir);
+  for (const shard of shards) {
+    const held = await readShard(dir, shard.file);
+    checkShard(shard.file, [...held.keys()], shard.names);
+    for (const [k, t] of held) tensors.set(k, t);
+  }
+  return { config, tensors, files: shards.map((s) => s.file) };
+}
+
+/** The Hub files a base-model bundle carries beside the weights, each under `fok.<name without .json>`. */
+const BUNDLED_JSON = ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] as const;
+
+/**
+ * One canonical file for a Hub checkpoint folder, so that a sharded base has one digest and travels as one blob:
+ * every tensor of model.safetensors or of the shards model.safetensors.index.json names, in its stored dtype and
+ * bytes, sorted by name, with config.json, tokenizer.json, tokenizer_config.json and generation_config.json (those
+ * present) as text in the metadata (`fok.config`, `fok.tokenizer`, `fok.tokenizer_config`,
+ * `fok.generation_config`). The same folder content always gives the same bytes; the base model's on-chain digest
+ * is their sha256. The shard layout is not part of it: re-sharding the same tensors gives the same bundle.
+ */
+export async function bundleHubCheckpoint(dir: string): Promise<Uint8Array> {
+  const metadata: Record<string, string> = { format: "pt" };
+  for (const file of BUNDLED_JSON) {
+    const text = await readFile(join(dir, file), "utf8").catch((e) => {
+      if ((e as { code?: string }).code === "ENOENT" && file !== "config.json") return null;
+      throw new CheckpointError(`cannot read ${join(dir, file)}: ${(e as Error).message}`, { cause: e });
+    });
+    if (text !== null) metadata[`fok.${file.slice(0, -".json".length)}`] = text;
+  }
+  const tensors: RawTensor[] = [];
+  for (const shard of await shardsOf(dir)) {
+    const bytes = await readFile(join(dir, shard.file)).catch((e) => {
+      throw new CheckpointError(`missing checkpoint file ${join(dir, shard.file)}`, { cause: e });
+    });
+    let raw: RawTensor[];
+    try {
+      raw = readSafetensorsRaw(bytes).tensors;
+    } catch (e) {
+      if (e instanceof CheckpointError) e.message = `${shard.file}: ${e.message}`;
+      throw e;
+    }
+    checkShard(
+      shard.file,
+      raw.map((t) => t.name),
+      shard.names,
+    );
+    for (const t of raw) {
+      if (!FLOAT_DTYPES.has(t.dtype))
+        throw new CheckpointError(`${shard.file}: tensor ${t.name}: dtype ${t.dtype} is not F32/F16/BF16`);
+      tensors.push(t);
+    }
+  }
+  return writeRawSafetensors(tensors, metadata);
+}
+
+/** The safetensors files of a folder and the tensors the index maps to each (null: a single file, unchecked). */
+async function shardsOf(dir: string): Promise<{ file: string; names: string[] | null }[]> {
   const index = await readJson(dir, "model.safetensors.index.json").catch((e) => {
     if ((e as { code?: string }).code === "ENOENT") return null;
     throw e;
   });
-  const tensors = new Map<string, NamedTensor>();
-  if (!index) {
-    for (const [k, t] of await readShard(dir, "model.safetensors")) tensors.set(k, t);
-    return { config, tensors, files: ["model.safetensors"] };
-  }
+  if (!index) return [{ file: "model.safetensors", names: null }];
   const map = index.weight_map;
   if (!map || typeof map !== "object" || Array.isArray(map)) {
     throw new CheckpointError(`${join(dir, "model.safetensors.index.json")}: no weight_map object`);
@@ -43,22 +104,23 @@ export async function readHubCheckpoint(dir: string): Promise<HubCheckpoint> {
     }
     byFile.set(file, [...(byFile.get(file) ?? []), tensor]);
   }
-  for (const [file, names] of byFile) {
-    const shard = await readShard(dir, file);
-    for (const name of names) {
-      const t = shard.get(name);
-      if (!t) throw new CheckpointError(`${file}: lacks tensor ${name}, which model.safetensors.index.json maps to it`);
-      tensors.set(name, t);
-    }
-    for (const name of shard.keys()) {
-      if (!names.includes(name)) {
-        throw new CheckpointError(
-          `${file}: holds tensor ${name}, which model.safetensors.index.json does not map to it`,
-        );
-      }
+  return [...byFile].map(([file, names]) => ({ file, names }));
+}
+
+/** A shard holds exactly the tensors the index maps to it. */
+function checkShard(file: string, held: string[], mapped: string[] | null): void {
+  if (!mapped) return;
+  const have = new Set(held);
+  for (const name of mapped) {
+    if (!have.has(name))
+      throw new CheckpointError(`${file}: lacks tensor ${name}, which model.safetensors.index.json maps to it`);
+  }
+  const want = new Set(mapped);
+  for (const name of held) {
+    if (!want.has(name)) {
+      throw new CheckpointError(`${file}: holds tensor ${name}, which model.safetensors.index.json does not map to it`);
     }
   }
-  return { config, tensors, files: [...byFile.keys()] };
 }
 
 /** A Llama-family model from a Hub folder (config.json `model_type` llama, qwen2 or mistral). */

@@ -350,7 +350,8 @@ export class Llama implements CausalLM {
         }
       }
       const mask = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([T, T]), -1, 0)), -1e9) as tf.Tensor2D);
-      hit = { cos: tf.tensor2d(cos, [T, D]), sin: tf.tensor2d(sin, [T, D]), mask };
+      // kept: a forward pass inside someone's tf.tidy must not dispose the cache with its scope
+      hit = { cos: tf.keep(tf.tensor2d(cos, [T, D])), sin: tf.keep(tf.tensor2d(sin, [T, D])), mask: tf.keep(mask) };
       this.rope.set(T, hit);
     }
     return hit;

@@ -235,3 +235,50 @@ function halfToFloat(h: number): number {
   if (e === 31) return f ? NaN : s * Infinity;
   return s * 2 ** (e - 15) * (1 + f / 1024);
 }
+
+/** One tensor as stored: its header and its bytes in its own dtype. */
+export interface RawTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  bytes: Uint8Array;
+}
+
+/** Every tensor's header and stored bytes (views into `bytes`), the header validated, nothing widened. */
+export function readSafetensorsRaw(bytes: Uint8Array): { metadata: Record<string, string>; tensors: RawTensor[] } {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const { metadata, entries, dataStart } = parseHeader(buf);
+  const tensors = entries.map((e) => ({
+    name: e.name,
+    dtype: e.dtype,
+    shape: e.shape,
+    bytes: buf.subarray(dataStart + e.begin, dataStart + e.end),
+  }));
+  return { metadata, tensors };
+}
+
+/** Writes tensors in their own dtypes; tensor names and metadata keys sorted, so the bytes are reproducible. */
+export function writeRawSafetensors(tensors: RawTensor[], metadata: Record<string, string> = {}): Uint8Array {
+  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const header: Record<string, unknown> = {};
+  const metaKeys = Object.keys(metadata).sort();
+  if (metaKeys.length > 0) header.__metadata__ = Object.fromEntries(metaKeys.map((k) => [k, metadata[k]]));
+  let offset = 0;
+  for (const t of sorted) {
+    if (header[t.name] !== undefined) throw new SafetensorsFormatError(`tensor ${t.name} given twice`);
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.length] };
+    offset += t.bytes.length;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const headerBytes = Buffer.from(json, "utf8");
+  const out = Buffer.alloc(8 + headerBytes.length + offset);
+  out.writeBigUInt64LE(BigInt(headerBytes.length), 0);
+  headerBytes.copy(out, 8);
+  let pos = 8 + headerBytes.length;
+  for (const t of sorted) {
+    out.set(t.bytes, pos);
+    pos += t.bytes.length;
+  }
+  return out;
+}

@@ -31,15 +31,27 @@ export class BPETokenizer {
     },
     /** The exact tokenizer.json text (hashed into the base model's content hash). */
     readonly json: string,
+    /** The end-of-sequence token's id. */
+    readonly endOfTextId: number,
   ) {}
 
-  /** Loads a Hugging Face tokenizer.json (byte-level BPE, e.g. GPT-2's). */
-  static fromJSON(json: string): BPETokenizer {
+  /**
+   * Loads a Hugging Face tokenizer.json through the `tokenizers` library: byte-level BPE (GPT-2, Llama 3, Qwen2.5,
+   * SmolLM2) or SentencePiece-style BPE with byte fallback (Llama 2, TinyLlama, Mistral). `eos` names the
+   * end-of-sequence token (ours: <|endoftext|>); a tokenizer without it is a CheckpointError.
+   */
+  static fromJSON(json: string, eos: string | number = END_OF_TEXT): BPETokenizer {
+    let inner;
     try {
-      return new BPETokenizer(hf.Tokenizer.fromString(json), json);
+      inner = hf.Tokenizer.fromString(json);
     } catch (e) {
       throw new CheckpointError(`tokenizer.json could not be loaded: ${(e as Error).message}`, { cause: e });
     }
+    const id = typeof eos === "number" ? eos : inner.tokenToId(eos);
+    if (id === null || id === undefined || !(id >= 0 && id < inner.getVocabSize(true))) {
+      throw new CheckpointError(`tokenizer.json has no end-of-sequence token ${JSON.stringify(eos)}`);
+    }
+    return new BPETokenizer(inner, json, id);
   }
 
   /** Trains a byte-level BPE of `vocabSize` tokens (including 256 bytes and <|endoftext|>) on `texts`. */
@@ -67,10 +79,6 @@ export class BPETokenizer {
 
   get vocabSize(): number {
     return this.inner.getVocabSize(true);
-  }
-
-  get endOfTextId(): number {
-    return this.inner.tokenToId(END_OF_TEXT)!;
   }
 
   async encode(text: string): Promise<number[]> {

@@ -28,7 +28,7 @@ import {
   type LoraWeights,
   type ParsedAdapter,
 } from "../model/adapter.js";
-import type { GPTConfig } from "../model/gpt.js";
+import type { ModelConfig } from "../model/lora.js";
 import { loraConfigHash, type LoraConfig } from "../model/lora.js";
 import {
   flattenWeights,
@@ -74,7 +74,7 @@ export interface ByteSource {
 }
 
 export interface VerifyOptions {
-  model: GPTConfig;
+  model: ModelConfig;
   lora: LoraConfig;
   /** Only this round (lineage still checks its start). */
   round?: number;

@@ -332,7 +332,7 @@ describe("node/model checkpoints and adapters", function () {
       const loaded = await loadBaseModel(dir);
       expect(loaded.sha256).to.equal(sha);
       expect(
-        Buffer.from(await serializeBaseModel(loaded.gpt, loaded.tokenizer)).equals(
+        Buffer.from(await serializeBaseModel(loaded.model as GPT, loaded.tokenizer)).equals(
           Buffer.from(await readFile(join(dir, "model.safetensors"))),
         ),
       ).to.equal(true);
@@ -346,7 +346,7 @@ describe("node/model checkpoints and adapters", function () {
         300,
       ]);
       gpt.dispose();
-      loaded.gpt.dispose();
+      (loaded.model as GPT).dispose();
       await rm(dir, { recursive: true });
     });
 
@@ -384,18 +384,18 @@ describe("node/model checkpoints and adapters", function () {
       );
       await writeFile(join(dir, "tokenizer.json"), tokenizer.json);
       const base = await loadBaseModel(dir);
-      expect(base.gpt.config).to.deep.equal(CFG);
-      const wte = (await base.gpt.params.get("wte.weight")!.data()) as Float32Array;
+      expect(base.model.config).to.deep.equal(CFG);
+      const wte = (await base.model.params.get("wte.weight")!.data()) as Float32Array;
       expect(Buffer.from(wte.buffer).equals(Buffer.from(tensors.get("transformer.wte.weight")!.data.buffer))).to.equal(
         true,
       );
       // LoRA on the loaded base trains like on ours
-      const lora = LoraAdapter.init(base.gpt.config, QV, 1);
-      const logits = base.gpt.forward(tf.tensor2d([[1, 2, 3, 4]], [1, 4], "int32"), lora);
+      const lora = LoraAdapter.init(base.model.config, QV, 1);
+      const logits = base.model.forward(tf.tensor2d([[1, 2, 3, 4]], [1, 4], "int32"), lora);
       expect(logits.shape).to.deep.equal([4, 300]);
       logits.dispose();
       lora.dispose();
-      base.gpt.dispose();
+      base.model.dispose();
       await rm(dir, { recursive: true });
     });
 
