@@ -7,9 +7,8 @@
  * hospital (Min), the mean and the harmonic mean, the cross-hospital matrix of local adapters, and rounds to
  * convergence; over several seeds as mean ± std.
  */
-import { readFile } from "node:fs/promises";
 import { initBackend } from "../model/backend.js";
-import { parseBaseModel, type BaseModel } from "../model/checkpoint.js";
+import { parseBaseModel, readBaseBytes, type BaseModel } from "../model/checkpoint.js";
 import { LoraAdapter, DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora.js";
 import { parseAdapter, serializeAdapter, type LoraWeights } from "../model/adapter.js";
 import { evaluateLoss } from "../train/evaluate.js";
@@ -164,7 +163,7 @@ export function validateExperimentConfig(cfg: ExperimentConfig): void {
 export async function runExperiment(cfg: ExperimentConfig, log: (l: string) => void): Promise<RunResult[]> {
   validateExperimentConfig(cfg);
   await initBackend(undefined, true);
-  const baseBytes = await readFile(`${cfg.baseDir}/model.safetensors`);
+  const baseBytes = await readBaseBytes(cfg.baseDir);
   const base = parseBaseModel(baseBytes);
   const { items } = await loadPubMedQA(cfg.data);
   const hre = await import("hardhat");

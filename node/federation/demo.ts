@@ -3,11 +3,11 @@
  * aggregator and N hospital clients (training in worker threads) on the default medical corpus (WordNet's medical
  * definitions) split by category — then a per-client table and the provenance of the final adapter.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initBackend } from "../model/backend.js";
-import { parseBaseModel, type BaseModel } from "../model/checkpoint.js";
+import { parseBaseModel, readBaseBytes, type BaseModel } from "../model/checkpoint.js";
 import { LoraAdapter, DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora.js";
 import { parseAdapter, serializeAdapter } from "../model/adapter.js";
 import { CheckpointError } from "../model/safetensors.js";
@@ -168,8 +168,9 @@ interface DemoHospital {
 async function loadDemoBase(o: DemoOptions): Promise<{ base: BaseModel; baseBytes: Uint8Array }> {
   let baseBytes: Uint8Array;
   try {
-    baseBytes = await readFile(join(o.baseDir, "model.safetensors"));
-  } catch {
+    baseBytes = await readBaseBytes(o.baseDir); // ours, a GPT-2 folder, or a Llama-family Hub folder
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(
       `no base model at ${o.baseDir}/model.safetensors; build one with \`npm run pretrain -- --out ${o.baseDir}\``,
     );

@@ -17,7 +17,14 @@ import { readSafetensorsHeader } from "../../node/model/safetensors.js";
 import type { LoraConfig } from "../../node/model/lora.js";
 import { startLocalFederation } from "../../node/federation/local.js";
 import { verifyTask } from "../../node/provenance/verify.js";
-import { randomWeights, tinyLlamaConfig, writeHubCheckpoint } from "../fixtures/tiny-llama.js";
+import {
+  randomWeights,
+  sentencePieceTokenizerJson,
+  tinyLlamaConfig,
+  writeHubCheckpoint,
+} from "../fixtures/tiny-llama.js";
+import { CheckpointError } from "../../node/model/safetensors.js";
+import { rejection } from "../../node/testing/rejection.js";
 
 const { ethers } = await network.create();
 
@@ -56,6 +63,35 @@ describe("federation on a Llama-family base (tiny llama, in-process chain, embed
       256, 257, 128,
     ]);
     base.model.dispose();
+  });
+
+  it("Hub tokenizers: SentencePiece BPE with byte fallback; one larger than the embedding refused", async function () {
+    await initBackend("wasm", true);
+    const path = join(dir, "sentencepiece");
+    const config = tinyLlamaConfig({ vocab_size: 272 });
+    await writeHubCheckpoint(path, config, randomWeights(config, 4));
+    await writeFile(join(path, "tokenizer.json"), sentencePieceTokenizerJson());
+    await writeFile(join(path, "tokenizer_config.json"), JSON.stringify({ eos_token: { content: "</s>" } }));
+    const base = parseBaseModel(await readBaseBytes(path));
+    // "▁the", "▁heart", "▁", then é as its two UTF-8 bytes <0xC3> <0xA9>
+    const ids = await base.tokenizer.encode("the heart é");
+    expect(ids).to.deep.equal([267, 271, 259, 3 + 0xc3, 3 + 0xa9]);
+    expect(await base.tokenizer.decode(ids)).to.equal("the heart é");
+    expect(base.tokenizer.endOfTextId).to.equal(2);
+    base.model.dispose();
+    // the same tokenizer on an embedding of 64 rows: refused, naming both sizes
+    const small = join(dir, "small-embedding");
+    const smallConfig = tinyLlamaConfig({ vocab_size: 64 });
+    await writeHubCheckpoint(small, smallConfig, randomWeights(smallConfig, 4));
+    await writeFile(join(small, "tokenizer.json"), sentencePieceTokenizerJson());
+    await writeFile(join(small, "generation_config.json"), JSON.stringify({ eos_token_id: [2] }));
+    const err = await rejection(readBaseBytes(small).then((b) => parseBaseModel(b)));
+    expect(err).to.be.instanceOf(CheckpointError);
+    expect(err.message).to.equal("tokenizer.json has 272 tokens, more than the embedding's vocab_size 64");
+    // and without any end-of-sequence token
+    await rm(join(small, "generation_config.json"));
+    const noEos = await rejection(readBaseBytes(small).then((b) => parseBaseModel(b)));
+    expect(noEos.message).to.match(/^no end-of-sequence token: tokenizer_config\.json has no eos_token/);
   });
 
   it("2 hospitals × 2 rounds of LoRA on a llama base end in fok verify passing", async function () {
