@@ -1,0 +1,201 @@
+/**
+ * Real sizes of the Llama family on this machine: random BF16 checkpoints with the exact published configurations of
+ * SmolLM2-135M and Qwen2.5-0.5B, written in the Hub layout (2 shards), then for each: load time and peak RSS (bundle
+ * + parse + tensors), forward tokens/s (batch 1, sequence 256), LoRA (r 8 on q, k, v, o) training tokens/s at
+ * sequence 256 through the same train() the clients use, and the same forward and step in PyTorch on one thread
+ * (scripts/reference_llama.py's model, timed by scripts/bench_llm_torch.py) for the ratio.
+ *
+ *   npx tsx scripts/bench-llm.ts [--models smollm2-135m,qwen2.5-0.5b] [--steps 2] [--json]
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { initBackend, tf } from "../node/model/backend.js";
+import { parseBaseModel, readBaseBytes } from "../node/model/checkpoint.js";
+import { llamaParameterShapes, parseLlamaConfig } from "../node/model/llama.js";
+import { LoraAdapter } from "../node/model/lora.js";
+import { buildTokenizerJson } from "../node/model/tokenizer.js";
+import { train } from "../node/train/train.js";
+import { mulberry32 } from "../node/random.js";
+
+const arg = (k: string, d: string) => (process.argv.includes(k) ? process.argv[process.argv.indexOf(k) + 1]! : d);
+const steps = Number(arg("--steps", "2"));
+const T = 256;
+
+/** The published configs (config.json as the Hub ships them). */
+const MODELS: Record<string, Record<string, unknown>> = {
+  "smollm2-135m": {
+    model_type: "llama",
+    hidden_size: 576,
+    intermediate_size: 1536,
+    num_hidden_layers: 30,
+    num_attention_heads: 9,
+    num_key_value_heads: 3,
+    vocab_size: 49152,
+    max_position_embeddings: 8192,
+    rms_norm_eps: 1e-5,
+    rope_theta: 100000,
+    tie_word_embeddings: true,
+    hidden_act: "silu",
+  },
+  "qwen2.5-0.5b": {
+    model_type: "qwen2",
+    hidden_size: 896,
+    intermediate_size: 4864,
+    num_hidden_layers: 24,
+    num_attention_heads: 14,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    max_position_embeddings: 32768,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000,
+    tie_word_embeddings: true,
+    use_sliding_window: false,
+    hidden_act: "silu",
+  },
+};
+
+/** Writes a random BF16 checkpoint of `config` in 2 shards, tensor by tensor (no whole-model array in memory). */
+async function writeRandomCheckpoint(dir: string, config: Record<string, unknown>): Promise<number> {
+  const shapes = llamaParameterShapes(parseLlamaConfig(config));
+  const rand = mulberry32(1);
+  const half = Math.ceil(shapes.length / 2);
+  const weightMap: Record<string, string> = {};
+  let params = 0;
+  for (const [s, part] of [shapes.slice(0, half), shapes.slice(half)].entries()) {
+    const file = `model-0000${s + 1}-of-00002.safetensors`;
+    const header: Record<string, unknown> = {};
+    let offset = 0;
+    for (const [name, shape] of part) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      header[name] = { dtype: "BF16", shape, data_offsets: [offset, offset + 2 * n] };
+      offset += 2 * n;
+      weightMap[name] = file;
+      params += n;
+    }
+    let json = JSON.stringify(header);
+    json += " ".repeat((8 - (json.length % 8)) % 8);
+    const fh = await open(join(dir, file), "w");
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    await fh.write(len);
+    await fh.write(json);
+    for (const [name, shape] of part) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const norm = name.endsWith("norm.weight");
+      const f = new Float32Array(n);
+      for (let i = 0; i < n; i++) f[i] = norm ? 1 : 0.04 * (rand() - 0.5);
+      const u = new Uint32Array(f.buffer);
+      const bf = new Uint16Array(n);
+      for (let i = 0; i < n; i++) bf[i] = u[i]! >>> 16;
+      await fh.write(new Uint8Array(bf.buffer));
+    }
+    await fh.close();
+  }
+  await writeFile(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  await writeFile(join(dir, "config.json"), JSON.stringify(config));
+  await writeFile(join(dir, "tokenizer.json"), buildTokenizerJson([]));
+  await writeFile(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: 256 }));
+  return params;
+}
+
+interface Row {
+  model: string;
+  params: number;
+  loadSeconds: number | null;
+  peakRssMB: number | null;
+  f32MB: number;
+  forwardTokensPerSec: number | null;
+  trainTokensPerSec: number | null;
+  torchForwardTokensPerSec: number | null;
+  torchTrainTokensPerSec: number | null;
+  error?: string;
+}
+
+async function measure(name: string): Promise<Row> {
+  const dir = await mkdtemp(join(tmpdir(), `fok-bench-${name}-`));
+  const config = MODELS[name]!;
+  const params = await writeRandomCheckpoint(dir, config);
+  const row: Row = {
+    model: name,
+    params,
+    loadSeconds: null,
+    peakRssMB: null,
+    f32MB: Math.round((params * 4) / 2 ** 20),
+    forwardTokensPerSec: null,
+    trainTokensPerSec: null,
+    torchForwardTokensPerSec: null,
+    torchTrainTokensPerSec: null,
+  };
+  try {
+    await initBackend("wasm", true);
+    const t0 = performance.now();
+    const base = parseBaseModel(await readBaseBytes(dir));
+    row.loadSeconds = (performance.now() - t0) / 1000;
+    row.peakRssMB = Math.round(process.resourceUsage().maxRSS / 1024);
+    const ids = Int32Array.from({ length: T }, (_, i) => (i * 7919) % 257);
+    for (let k = 0; k < 2; k++) {
+      const t1 = performance.now();
+      const logits = tf.tidy(() => base.model.forward(tf.tensor2d(ids, [1, T], "int32")));
+      await logits.data();
+      logits.dispose();
+      row.forwardTokensPerSec = T / ((performance.now() - t1) / 1000); // the second run: kernels set up
+    }
+    const lora = LoraAdapter.init(base.model.config, {
+      r: 8,
+      alpha: 16,
+      dropout: 0,
+      targetModules: ["q", "k", "v", "o"],
+    });
+    const tokens = Int32Array.from({ length: 4 * T }, (_, i) => (i * 104729) % 257);
+    const r = await train({
+      gpt: base.model,
+      lora,
+      tokens,
+      config: { steps, batchSize: 1, seqLen: T, warmupSteps: 0 },
+    });
+    row.trainTokensPerSec = r.tokensPerSec;
+    lora.dispose();
+    base.model.dispose();
+  } catch (e) {
+    row.error = `${(e as Error).name}: ${(e as Error).message}`;
+  }
+  const torch = spawnSync("/usr/bin/python3", ["scripts/bench_llm_torch.py", dir, String(T), String(steps)], {
+    encoding: "utf8",
+    maxBuffer: 1 << 20,
+  });
+  if (torch.status === 0) {
+    const t = JSON.parse(torch.stdout);
+    row.torchForwardTokensPerSec = t.forwardTokensPerSec;
+    row.torchTrainTokensPerSec = t.trainTokensPerSec;
+  } else if (existsSync("/usr/bin/python3"))
+    row.error = (row.error ? row.error + "; " : "") + `torch: ${torch.stderr.trim().split("\n").at(-1)}`;
+  await rm(dir, { recursive: true, force: true });
+  return row;
+}
+
+const rows: Row[] = [];
+for (const name of arg("--models", Object.keys(MODELS).join(",")).split(",")) {
+  process.stderr.write(`[bench-llm] ${name}…\n`);
+  rows.push(await measure(name));
+}
+if (process.argv.includes("--json")) console.log(JSON.stringify(rows, null, 2));
+else {
+  const f = (x: number | null, d = 0) => (x === null ? "-" : x.toFixed(d));
+  console.log(
+    "| model | params | f32 MB | load s | peak RSS MB | fwd tok/s | train tok/s | torch fwd | torch train | tfjs/torch train |",
+  );
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const r of rows) {
+    const ratio =
+      r.trainTokensPerSec && r.torchTrainTokensPerSec ? r.trainTokensPerSec / r.torchTrainTokensPerSec : null;
+    console.log(
+      `| ${r.model} | ${(r.params / 1e6).toFixed(1)}M | ${r.f32MB} | ${f(r.loadSeconds, 1)} | ${f(r.peakRssMB)} | ` +
+        `${f(r.forwardTokensPerSec)} | ${f(r.trainTokensPerSec, 1)} | ${f(r.torchForwardTokensPerSec)} | ` +
+        `${f(r.torchTrainTokensPerSec, 1)} | ${f(ratio, 2)} |`,
+    );
+    if (r.error) console.log(`|   ${r.model}: ${r.error} |`);
+  }
+}
