@@ -5,7 +5,7 @@
  * sequence 256 through the same train() the clients use, and the same forward and step in PyTorch on one thread
  * (scripts/reference_llama.py's model, timed by scripts/bench_llm_torch.py) for the ratio.
  *
- *   npx tsx scripts/bench-llm.ts [--models smollm2-135m,qwen2.5-0.5b] [--steps 2] [--json]
+ *   npx tsx scripts/bench-llm.ts [--models smollm2-135m,qwen2.5-0.5b] [--steps 2] [--seq 256] [--json]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -22,7 +22,7 @@ import { mulberry32 } from "../node/random.js";
 
 const arg = (k: string, d: string) => (process.argv.includes(k) ? process.argv[process.argv.indexOf(k) + 1]! : d);
 const steps = Number(arg("--steps", "2"));
-const T = 256;
+const T = Number(arg("--seq", "256"));
 
 /** The published configs (config.json as the Hub ships them). */
 const MODELS: Record<string, Record<string, unknown>> = {
@@ -143,6 +143,7 @@ async function measure(name: string): Promise<Row> {
       logits.dispose();
       row.forwardTokensPerSec = T / ((performance.now() - t1) / 1000); // the second run: kernels set up
     }
+    process.stderr.write(`[bench-llm] ${name}: tfjs holds ${Math.round(tf.memory().numBytes / 2 ** 20)} MB after forward\n`);
     const lora = LoraAdapter.init(base.model.config, {
       r: 8,
       alpha: 16,
