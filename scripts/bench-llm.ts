@@ -143,7 +143,9 @@ async function measure(name: string): Promise<Row> {
       logits.dispose();
       row.forwardTokensPerSec = T / ((performance.now() - t1) / 1000); // the second run: kernels set up
     }
-    process.stderr.write(`[bench-llm] ${name}: tfjs holds ${Math.round(tf.memory().numBytes / 2 ** 20)} MB after forward\n`);
+    process.stderr.write(
+      `[bench-llm] ${name}: tfjs holds ${Math.round(tf.memory().numBytes / 2 ** 20)} MB after forward\n`,
+    );
     const lora = LoraAdapter.init(base.model.config, {
       r: 8,
       alpha: 16,
