@@ -195,12 +195,7 @@ export class GPT implements CausalLM {
     training = false,
     weights: tf.Tensor2D | null = null,
   ): tf.Scalar {
-    return tf.tidy(() => {
-      const per = tokenLoss(this.forward(idx, lora, training), targets);
-      if (!weights) return per.mean() as tf.Scalar;
-      const w = tf.reshape(weights, [-1]);
-      return tf.div(tf.sum(tf.mul(per, w)), tf.sum(w)) as tf.Scalar;
-    });
+    return tf.tidy(() => meanTokenLoss(this.forward(idx, lora, training), targets, weights));
   }
 
   /**
@@ -256,6 +251,14 @@ export class GPT implements CausalLM {
     this.causalMask.dispose();
     this.products.dispose();
   }
+}
+
+/** Mean next-token cross-entropy of logits [N, V] against targets [B, T]; with `weights` [B, T], Σ w·loss / Σ w. */
+export function meanTokenLoss(logits: tf.Tensor2D, targets: tf.Tensor2D, weights: tf.Tensor2D | null): tf.Scalar {
+  const per = tokenLoss(logits, targets);
+  if (!weights) return per.mean() as tf.Scalar;
+  const w = tf.reshape(weights, [-1]);
+  return tf.div(tf.sum(tf.mul(per, w)), tf.sum(w)) as tf.Scalar;
 }
 
 /**

@@ -12,7 +12,7 @@ import { InvalidArgumentError } from "../errors.js";
 import { causalAttention } from "./attention.js";
 import { FrozenProducts } from "./products.js";
 import { CheckpointError, type NamedTensor } from "./safetensors.js";
-import { tokenLoss } from "./gpt.js";
+import { meanTokenLoss } from "./gpt.js";
 import type { CausalLM } from "./causal-lm.js";
 import type { LoraAdapter } from "./lora.js";
 
@@ -312,12 +312,7 @@ export class Llama implements CausalLM {
     training = false,
     weights: tf.Tensor2D | null = null,
   ): tf.Scalar {
-    return tf.tidy(() => {
-      const per = tokenLoss(this.forward(idx, lora, training), targets);
-      if (!weights) return per.mean() as tf.Scalar;
-      const w = tf.reshape(weights, [-1]);
-      return tf.div(tf.sum(tf.mul(per, w)), tf.sum(w)) as tf.Scalar;
-    });
+    return tf.tidy(() => meanTokenLoss(this.forward(idx, lora, training), targets, weights));
   }
 
   /** x·Wᵀ (+ b) for an nn.Linear weight W [out, in], plus the adapter's update where it targets `module`. */

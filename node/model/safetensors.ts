@@ -42,33 +42,20 @@ const MAX_HEADER = 100 * 1024 * 1024;
 
 /** Serializes float32 tensors; key order and metadata order are sorted so output bytes are reproducible. */
 export function writeSafetensors(tensors: Map<string, NamedTensor>, metadata: Record<string, string> = {}): Uint8Array {
-  const names = [...tensors.keys()].sort();
-  const header: Record<string, unknown> = {};
-  const metaKeys = Object.keys(metadata).sort();
-  if (metaKeys.length > 0) header.__metadata__ = Object.fromEntries(metaKeys.map((k) => [k, metadata[k]]));
-  let offset = 0;
-  for (const name of names) {
-    const t = tensors.get(name)!;
+  const raw: RawTensor[] = [];
+  for (const [name, t] of tensors) {
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (n !== t.data.length)
       throw new SafetensorsFormatError(`tensor ${name}: shape [${t.shape}] needs ${n} values, has ${t.data.length}`);
-    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + n * 4] };
-    offset += n * 4;
+    // little-endian hosts only (x86, arm)
+    raw.push({
+      name,
+      dtype: "F32",
+      shape: t.shape,
+      bytes: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+    });
   }
-  let json = JSON.stringify(header);
-  const pad = (8 - ((Buffer.byteLength(json) + 8) % 8)) % 8;
-  json += " ".repeat(pad);
-  const headerBytes = Buffer.from(json, "utf8");
-  const out = Buffer.alloc(8 + headerBytes.length + offset);
-  out.writeBigUInt64LE(BigInt(headerBytes.length), 0);
-  headerBytes.copy(out, 8);
-  let pos = 8 + headerBytes.length;
-  for (const name of names) {
-    const d = tensors.get(name)!.data;
-    Buffer.from(d.buffer, d.byteOffset, d.byteLength).copy(out, pos); // little-endian hosts only (x86, arm)
-    pos += d.byteLength;
-  }
-  return out;
+  return writeRawSafetensors(raw, metadata);
 }
 
 /** One tensor as the header describes it, before any of its data is read. */
