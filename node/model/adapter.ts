@@ -63,46 +63,37 @@ function prefix(model: ModelConfig): string {
   return isLlamaConfig(model) ? "base_model.model." : "base_model.model.transformer.";
 }
 
-/** PEFT's adapter_config.json for our LoRA config on `model`'s family. */
+/** PEFT's adapter_config.json for our LoRA config on `model`'s family (fixed key order: same config, same bytes). */
 export function peftConfig(lora: LoraConfig, model: ModelConfig, baseModel = ""): Record<string, unknown> {
-  if (isLlamaConfig(model)) {
-    return {
-      base_model_name_or_path: baseModel,
-      bias: "none",
-      fan_in_fan_out: false,
-      inference_mode: true,
-      init_lora_weights: true,
-      lora_alpha: lora.alpha,
-      lora_dropout: lora.dropout,
-      peft_type: "LORA",
-      r: lora.r,
-      target_modules: resolveLlamaTargets(lora.targetModules),
-      task_type: "CAUSAL_LM",
-      fok_target_modules: [...lora.targetModules],
-    };
-  }
-  const modules = new Set<string>();
-  for (const t of lora.targetModules) {
-    if (["q", "k", "v", "c_attn", "attn.c_attn"].includes(t)) modules.add("c_attn");
-    else if (t === "o" || t === "attn.c_proj") modules.add("attn.c_proj");
-    else if (t === "c_fc" || t === "mlp.c_fc") modules.add("c_fc");
-    else modules.add("mlp.c_proj");
-  }
+  const llama = isLlamaConfig(model);
   return {
     base_model_name_or_path: baseModel,
     bias: "none",
-    fan_in_fan_out: true,
+    // GPT-2's Conv1D stores [in, out]; nn.Linear [out, in]
+    fan_in_fan_out: !llama,
     inference_mode: true,
     init_lora_weights: true,
     lora_alpha: lora.alpha,
     lora_dropout: lora.dropout,
     peft_type: "LORA",
     r: lora.r,
-    target_modules: [...modules].sort(),
+    target_modules: llama ? resolveLlamaTargets(lora.targetModules) : gptPeftModules(lora.targetModules),
     task_type: "CAUSAL_LM",
-    // ours: which of q/k/v the c_attn update may touch (PEFT ignores unknown keys)
+    // ours: the targets as given (for GPT-2, which of q/k/v the c_attn update may touch); PEFT ignores unknown keys
     fok_target_modules: [...lora.targetModules],
   };
+}
+
+/** GPT-2's PEFT module names for our targets: q, k and v are all c_attn. */
+function gptPeftModules(targets: string[]): string[] {
+  const modules = new Set<string>();
+  for (const t of targets) {
+    if (["q", "k", "v", "c_attn", "attn.c_attn"].includes(t)) modules.add("c_attn");
+    else if (t === "o" || t === "attn.c_proj") modules.add("attn.c_proj");
+    else if (t === "c_fc" || t === "mlp.c_fc") modules.add("c_fc");
+    else modules.add("mlp.c_proj");
+  }
+  return [...modules].sort();
 }
 
 /** Serializes adapter weights to PEFT safetensors bytes. */
