@@ -14,7 +14,7 @@ import { tf } from "./backend.js";
 import { GPT, parameterShapes, validateConfig, type GPTConfig } from "./gpt.js";
 import { BPETokenizer, END_OF_TEXT } from "./tokenizer.js";
 import type { CausalLM } from "./causal-lm.js";
-import { LLAMA_FAMILIES, Llama, parseLlamaConfig } from "./llama.js";
+import { LLAMA_FAMILIES, Llama, UnsupportedModelError, parseLlamaConfig } from "./llama.js";
 import { bundleHubCheckpoint } from "./hub.js";
 import {
   CheckpointError,
@@ -222,9 +222,28 @@ function endOfSequence(md: Record<string, string>): string | number {
  * folder's model.safetensors (ours carries config and tokenizer in its metadata).
  */
 export async function readBaseBytes(dir: string): Promise<Uint8Array> {
-  const hubConfig = await readFile(join(dir, "config.json"), "utf8").catch(() => null);
-  if (hubConfig !== null && familyOf(hubConfig)) return bundleHubCheckpoint(dir);
+  if (await isHubFamilyFolder(dir)) return bundleHubCheckpoint(dir);
   return readFile(join(dir, "model.safetensors"));
+}
+
+/**
+ * Whether `dir`'s config.json names a Llama-family model; false without a config.json or for GPT-2 (ours carry
+ * their config inside model.safetensors). Any other `model_type` is an UnsupportedModelError naming it.
+ */
+async function isHubFamilyFolder(dir: string): Promise<boolean> {
+  const text = await readFile(join(dir, "config.json"), "utf8").catch(() => null);
+  if (text === null) return false;
+  if (familyOf(text)) return true;
+  let type: unknown;
+  try {
+    type = (JSON.parse(text) as { model_type?: unknown } | null)?.model_type;
+  } catch {
+    return false; // the GPT-2 path reports what is wrong with the file
+  }
+  if (type !== undefined && type !== "gpt2") {
+    throw new UnsupportedModelError("model_type", type, `supported: gpt2, ${LLAMA_FAMILIES.join(", ")}`);
+  }
+  return false;
 }
 
 /**
@@ -232,8 +251,7 @@ export async function readBaseBytes(dir: string): Promise<Uint8Array> {
  * its canonical bundle, or the Hugging Face GPT-2 layout (ours, or a GPT-2-family checkpoint).
  */
 export async function loadBaseModel(dir: string): Promise<BaseModel> {
-  const hubConfig = await readFile(join(dir, "config.json"), "utf8").catch(() => null);
-  if (hubConfig !== null && familyOf(hubConfig)) return parseBaseModel(await bundleHubCheckpoint(dir));
+  if (await isHubFamilyFolder(dir)) return parseBaseModel(await bundleHubCheckpoint(dir));
   const bytes = await readFile(join(dir, "model.safetensors"));
   const meta = readSafetensors(bytes).metadata;
   const config = meta["fok.config"] ?? (await readJsonFile(join(dir, "config.json")));

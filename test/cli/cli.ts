@@ -16,6 +16,9 @@ import type { CliIO } from "../../node/cli/options.js";
 import { sha256Hex } from "../../node/digest.js";
 import { FederationLedger, identityMetadata } from "../../node/chain/index.js";
 import { cidOf } from "../../node/store/index.js";
+import { readBaseBytes } from "../../node/model/checkpoint.js";
+import { buildTokenizerJson } from "../../node/model/tokenizer.js";
+import { randomWeights, tinyLlamaConfig, writeHubCheckpoint } from "../fixtures/tiny-llama.js";
 import { JsonRpcProvider, Wallet } from "ethers";
 
 // Hardhat's public development accounts (the README's consortium walkthrough uses the same)
@@ -394,6 +397,23 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect([round2!.startCid, (await reader.readRound(1, 1))!.closed!.closedBy]).to.deep.equal([
       "bafkreiinit",
       ADDRESSES[0],
+    ]);
+    // a Llama-family Hub folder is a base: the task commits to its canonical bundle
+    const llama = join(dir, "tiny-llama");
+    const llamaConfig = tinyLlamaConfig({ vocab_size: 260 });
+    await writeHubCheckpoint(llama, llamaConfig, randomWeights(llamaConfig), { dtype: "BF16", shards: 2 });
+    await writeFile(join(llama, "tokenizer.json"), buildTokenizerJson([]));
+    await writeFile(join(llama, "generation_config.json"), JSON.stringify({ eos_token_id: 256 }));
+    const onLlama = ["task", "create", "--aggregator", ADDRESSES[1]!, "--base", llama, "--lora-targets", "q,k,v,o"];
+    const created = await ok([...onLlama, ...flags(1)]);
+    expect(created[0]).to.match(/^task 2 created \(base model baf[a-z2-7]+\)$/);
+    expect((await reader.taskInfo(2)).baseModelSha256).to.equal(sha256Hex(await readBaseBytes(llama)));
+    // another model_type is named, in one line
+    await writeFile(join(llama, "config.json"), JSON.stringify({ ...llamaConfig, model_type: "gemma" }));
+    const gemma = await fok([...onLlama, ...flags(1)]);
+    expect([gemma.code, gemma.err]).to.deep.equal([
+      1,
+      ['fok: UnsupportedModelError: config.json model_type = "gemma": supported: gpt2, llama, qwen2, mistral'],
     ]);
     const handover = (await reader.readTaskHistory(1)).aggregatorChanges[0]!;
     const shown = await fok(["inspect", "--task", "1", ...flags(0)]);

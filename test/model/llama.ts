@@ -121,6 +121,8 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
     for (const [name, overrides] of [
       ["llama, GQA, untied", { tie_word_embeddings: false }],
       ["qwen2 with q/k/v biases", { model_type: "qwen2" }],
+      ["llama with llama3 rope scaling and head_dim 8", CASES[3]![1]],
+      ["mistral", { model_type: "mistral", sliding_window: 16 }],
     ] as const) {
       it(name, async function () {
         if (!(await torchAvailable())) this.skip();
