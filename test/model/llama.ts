@@ -12,7 +12,12 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { initBackend, tf } from "../../node/model/backend.js";
 import { loadLlama, readHubCheckpoint } from "../../node/model/hub.js";
-import { UnsupportedModelError, parseLlamaConfig, ropeInverseFrequencies } from "../../node/model/llama.js";
+import {
+  UnsupportedModelError,
+  parseLlamaConfig,
+  ropeInverseFrequencies,
+  type LlamaConfig,
+} from "../../node/model/llama.js";
 import { CheckpointError, NonFiniteTensorError } from "../../node/model/safetensors.js";
 import { InvalidArgumentError } from "../../node/errors.js";
 import { rejection } from "../../node/testing/rejection.js";
@@ -181,42 +186,12 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
             })
           ).stdout,
         ) as { logits: number[]; loss: number; grads: Record<string, number[]> };
-        const logits = tf.tidy(() => model.forward(tf.tensor2d(IDS, [2, 8], "int32"), adapter));
-        const got = (await logits.data()) as Float32Array;
-        logits.dispose();
-        expect(Math.max(...got.map((x, i) => Math.abs(x - ref.logits[i]!)))).to.be.below(1e-4);
-        const inputs = tf.tensor2d(
-          IDS.map((r) => r.slice(0, -1)),
-          [2, 7],
-          "int32",
-        );
-        const targets = tf.tensor2d(
-          IDS.map((r) => r.slice(1)),
-          [2, 7],
-          "int32",
-        );
-        const { value, grads } = tf.variableGrads(
-          () => model.loss(inputs, targets, adapter, true),
-          adapter.variables(),
-        );
-        expect(Math.abs((await value.data())[0]! - ref.loss)).to.be.below(1e-5);
-        for (const [module, m] of adapter.modules) {
-          for (const [part, v, peftShape] of [
-            ["lora_A", m.A, [lora.r, m.inWidth]],
-            ["lora_B", m.B, [m.outWidth, lora.r]],
-          ] as const) {
-            // ours are A [in, r] and B [r, out]: PEFT's transposed
-            const g = (await tf.transpose(grads[v.name]!).data()) as Float32Array;
-            const want = ref.grads[`base_model.model.${module}.${part}.weight`]!;
-            expect(g.length).to.equal(peftShape[0] * peftShape[1]);
-            const scale = Math.max(...want.map(Math.abs));
-            const diff = Math.max(...g.map((x, i) => Math.abs(x - want[i]!)));
-            expect(diff / scale, `${module}.${part}`).to.be.below(1e-3);
-          }
-        }
-        tf.dispose([inputs, targets, value, ...Object.values(grads)]);
         adapter.dispose();
         model.dispose();
+        for (const backend of ["wasm", "cpu"]) {
+          await initBackend(backend, true);
+          await compareWithReference(path, parsed, lora, weights, ref, backend);
+        }
       });
     }
   });
@@ -333,3 +308,50 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
     });
   });
 });
+
+/** The adapted model's logits, loss and every LoRA gradient on the current backend against the reference's. */
+async function compareWithReference(
+  path: string,
+  parsed: LlamaConfig,
+  lora: LoraConfig,
+  weights: Map<string, { A: Float32Array; B: Float32Array }>,
+  ref: { logits: number[]; loss: number; grads: Record<string, number[]> },
+  backend: string,
+): Promise<void> {
+  const { model } = await loadLlama(path);
+  const adapter = LoraAdapter.init(parsed, lora, 3);
+  adapter.assign(weights);
+  const logits = tf.tidy(() => model.forward(tf.tensor2d(IDS, [2, 8], "int32"), adapter));
+  const got = (await logits.data()) as Float32Array;
+  logits.dispose();
+  expect(Math.max(...got.map((x, i) => Math.abs(x - ref.logits[i]!))), `${backend} logits`).to.be.below(1e-4);
+  const inputs = tf.tensor2d(
+    IDS.map((r) => r.slice(0, -1)),
+    [2, 7],
+    "int32",
+  );
+  const targets = tf.tensor2d(
+    IDS.map((r) => r.slice(1)),
+    [2, 7],
+    "int32",
+  );
+  const { value, grads } = tf.variableGrads(() => model.loss(inputs, targets, adapter, true), adapter.variables());
+  expect(Math.abs((await value.data())[0]! - ref.loss), `${backend} loss`).to.be.below(1e-5);
+  for (const [module, m] of adapter.modules) {
+    for (const [part, v, peftShape] of [
+      ["lora_A", m.A, [lora.r, m.inWidth]],
+      ["lora_B", m.B, [m.outWidth, lora.r]],
+    ] as const) {
+      // ours are A [in, r] and B [r, out]: PEFT's transposed
+      const g = (await tf.transpose(grads[v.name]!).data()) as Float32Array;
+      const want = ref.grads[`base_model.model.${module}.${part}.weight`]!;
+      expect(g.length).to.equal(peftShape[0] * peftShape[1]);
+      const scale = Math.max(...want.map(Math.abs));
+      const diff = Math.max(...g.map((x, i) => Math.abs(x - want[i]!)));
+      expect(diff / scale, `${backend} ${module}.${part}`).to.be.below(1e-3);
+    }
+  }
+  tf.dispose([inputs, targets, value, ...Object.values(grads)]);
+  adapter.dispose();
+  model.dispose();
+}
