@@ -20,6 +20,7 @@ import {
   CheckpointError,
   readSafetensors,
   readSafetensorsHeader,
+  readSafetensorsRaw,
   writeSafetensors,
   type NamedTensor,
 } from "./safetensors.js";
@@ -184,7 +185,7 @@ function familyOf(config: unknown): string | null {
 
 /** A Llama-family bundle: config, tokenizer (with its end-of-sequence token) and weights, all checked first. */
 function parseLlamaBase(bytes: Uint8Array): BaseModel {
-  const file = readSafetensors(bytes);
+  const file = readSafetensorsRaw(bytes); // widened tensor by tensor into the backend (Llama.fromRawTensors)
   const md = file.metadata;
   const config = parseLlamaConfig(JSON.parse(md["fok.config"]!));
   if (md["fok.tokenizer"] === undefined) throw new CheckpointError("no tokenizer: the checkpoint lacks tokenizer.json");
@@ -194,7 +195,7 @@ function parseLlamaBase(bytes: Uint8Array): BaseModel {
       `tokenizer.json has ${tokenizer.vocabSize} tokens, more than the embedding's vocab_size ${config.vocabSize}`,
     );
   }
-  return { model: Llama.fromTensors(config, file.tensors), tokenizer, sha256: sha256Hex(bytes), bytes };
+  return { model: Llama.fromRawTensors(config, file.tensors), tokenizer, sha256: sha256Hex(bytes), bytes };
 }
 
 /** The end-of-sequence token: tokenizer_config.json's eos_token, else generation_config.json's eos_token_id. */

@@ -11,7 +11,7 @@ import { tf } from "./backend.js";
 import { InvalidArgumentError } from "../errors.js";
 import { causalAttention } from "./attention.js";
 import { FrozenProducts } from "./products.js";
-import { CheckpointError, type NamedTensor } from "./safetensors.js";
+import { CheckpointError, widenTensor, type NamedTensor, type RawTensor } from "./safetensors.js";
 import { meanTokenLoss } from "./gpt.js";
 import type { CausalLM } from "./causal-lm.js";
 import type { LoraAdapter } from "./lora.js";
@@ -239,6 +239,28 @@ export class Llama implements CausalLM {
     for (const w of weights.values()) w.dispose();
   }
 
+  /**
+   * A model from stored tensors (any float dtype), checked by their headers first and then widened to f32 and moved
+   * into the backend one at a time, so loading never holds a whole f32 copy of the model outside the backend.
+   */
+  static fromRawTensors(config: LlamaConfig, raw: RawTensor[], trainable = false): Llama {
+    const problem = checkShapes(
+      new Map(llamaParameterShapes(config)),
+      new Map(raw.map((t) => [t.name, t.shape])),
+      config,
+    );
+    if (problem) throw new CheckpointError(problem);
+    const weights = new Map<string, tf.Tensor>();
+    try {
+      for (const t of raw)
+        if (!IGNORED.test(t.name)) weights.set(t.name, tf.tensor(widenTensor(t), t.shape, "float32"));
+    } catch (e) {
+      for (const w of weights.values()) w.dispose();
+      throw e;
+    }
+    return new Llama(config, weights, trainable);
+  }
+
   /** A model from f32 tensors by Hub key (as read from a checkpoint). */
   static fromTensors(config: LlamaConfig, tensors: Map<string, NamedTensor>, trainable = false): Llama {
     const weights = new Map<string, tf.Tensor>();
@@ -369,12 +391,17 @@ export class Llama implements CausalLM {
 
 /** What is wrong with `weights` for `shapes`, or null. A tied model may carry lm_head (it is not used). */
 function checkWeights(shapes: Map<string, number[]>, weights: Map<string, tf.Tensor>, c: LlamaConfig): string | null {
+  return checkShapes(shapes, new Map([...weights].map(([name, w]) => [name, w.shape])), c);
+}
+
+/** What is wrong with the tensors `given` (name → shape) for `shapes`, or null. */
+function checkShapes(shapes: Map<string, number[]>, given: Map<string, number[]>, c: LlamaConfig): string | null {
   for (const [name, shape] of shapes) {
-    const w = weights.get(name);
+    const w = given.get(name);
     if (!w) return `missing weight ${name}`;
-    if (w.shape.join() !== shape.join()) return `weight ${name} has shape [${w.shape}], expected [${shape}]`;
+    if (w.join() !== shape.join()) return `weight ${name} has shape [${w}], expected [${shape}]`;
   }
-  for (const name of weights.keys()) {
+  for (const name of given.keys()) {
     if (shapes.has(name) || IGNORED.test(name) || (c.tieWordEmbeddings && name === "lm_head.weight")) continue;
     return `unexpected weight ${name} for a ${c.family} config`;
   }

@@ -169,14 +169,20 @@ export function readSafetensors(bytes: Uint8Array, options: ReadOptions = {}): S
 
   const tensors = new Map<string, NamedTensor>();
   for (const e of entries) {
-    const raw = buf.subarray(dataStart + e.begin, dataStart + e.end);
-    const data = toFloat32(raw, e.dtype);
-    if (!options.allowNonFinite) {
-      for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new NonFiniteTensorError(e.name, i);
-    }
+    const bytes = buf.subarray(dataStart + e.begin, dataStart + e.end);
+    const data = widenTensor({ name: e.name, dtype: e.dtype, shape: e.shape, bytes }, options.allowNonFinite);
     tensors.set(e.name, { shape: e.shape, data, dtype: e.dtype as DType });
   }
   return { tensors, metadata };
+}
+
+/** One stored tensor's values as float32; a NaN or Inf is a NonFiniteTensorError naming it (unless allowed). */
+export function widenTensor(t: RawTensor, allowNonFinite = false): Float32Array {
+  const data = toFloat32(Buffer.from(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength), t.dtype);
+  if (!allowNonFinite) {
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new NonFiniteTensorError(t.name, i);
+  }
+  return data;
 }
 
 function toFloat32(raw: Buffer, dtype: string): Float32Array {

@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sha256Hex } from "../../node/digest.js";
-import { initBackend } from "../../node/model/backend.js";
+import { initBackend, tf } from "../../node/model/backend.js";
 import { parseBaseModel, readBaseBytes } from "../../node/model/checkpoint.js";
 import { parseLlamaConfig } from "../../node/model/llama.js";
 import { buildTokenizerJson } from "../../node/model/tokenizer.js";
@@ -23,7 +23,7 @@ import {
   tinyLlamaConfig,
   writeHubCheckpoint,
 } from "../fixtures/tiny-llama.js";
-import { CheckpointError } from "../../node/model/safetensors.js";
+import { CheckpointError, NonFiniteTensorError } from "../../node/model/safetensors.js";
 import { rejection } from "../../node/testing/rejection.js";
 
 const { ethers } = await network.create();
@@ -92,6 +92,22 @@ describe("federation on a Llama-family base (tiny llama, in-process chain, embed
     await rm(join(small, "generation_config.json"));
     const noEos = await rejection(readBaseBytes(small).then((b) => parseBaseModel(b)));
     expect(noEos.message).to.match(/^no end-of-sequence token: tokenizer_config\.json has no eos_token/);
+  });
+
+  it("a NaN in a bundled base is refused naming the tensor, leaving no tensor behind", async function () {
+    await initBackend("wasm", true);
+    const config = tinyLlamaConfig({ vocab_size: 260 });
+    const weights = randomWeights(config, 6);
+    weights.get("model.layers.1.mlp.down_proj.weight")!.data[7] = NaN;
+    const path = join(dir, "nan-base");
+    await writeHubCheckpoint(path, config, weights, { dtype: "BF16" });
+    await writeFile(join(path, "tokenizer.json"), buildTokenizerJson([]));
+    await writeFile(join(path, "generation_config.json"), JSON.stringify({ eos_token_id: 256 }));
+    const before = tf.memory().numTensors;
+    const err = await rejection(readBaseBytes(path).then((b) => parseBaseModel(b)));
+    expect(err).to.be.instanceOf(NonFiniteTensorError);
+    expect(err.message).to.contain("model.layers.1.mlp.down_proj.weight");
+    expect(tf.memory().numTensors).to.equal(before);
   });
 
   it("2 hospitals × 2 rounds of LoRA on a llama base end in fok verify passing", async function () {
