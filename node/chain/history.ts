@@ -2,6 +2,7 @@
  * A task's and the registry's history rebuilt from events alone. Rounds are read with indexed queries (task and
  * round are indexed topics), so a poll for one round costs four log queries however long the history is.
  */
+import { ZeroAddress } from "ethers";
 import type { Federation, LLMIdentity } from "../../types/ethers-contracts/index.js";
 import { ChainDataError } from "../errors.js";
 import {
@@ -17,8 +18,6 @@ import {
   type SubmittedUpdate,
   type TaskHistory,
 } from "./types.js";
-
-const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000";
 
 type Log<A> = { args: A; blockNumber: number; transactionHash: string; index: number };
 type OpenedArgs = { round: bigint; startCid: string; startSha256: string; deadline: bigint };
@@ -202,7 +201,7 @@ function submittedUpdate(e: Log<SubmittedArgs>): SubmittedUpdate {
     round: Number(a.round),
     identity: Number(a.identity),
     signer: a.signer,
-    relayer: a.relayer === ZERO_ADDRESS ? null : a.relayer,
+    relayer: a.relayer === ZeroAddress ? null : a.relayer,
     cid: a.cid,
     adapterSha256: a.adapterSha256,
     numExamples: Number(a.numExamples),

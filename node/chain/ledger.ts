@@ -10,6 +10,8 @@ import {
   type Signer,
   type TransactionReceipt,
   verifyTypedData,
+  ZeroAddress,
+  ZeroHash,
 } from "ethers";
 import {
   Federation__factory,
@@ -131,7 +133,7 @@ export class FederationLedger {
   /** The identity's consent (signed by its current key `signer`) to move to `newSigner`, valid until `deadline`. */
   async signKeyRotation(signer: Signer, tokenId: number, newSigner: string, deadline: number): Promise<string> {
     const nonce = Number(await this.#identity.rotationNonce(tokenId));
-    const domain = await this.identityDomain();
+    const domain = this.domain("FlowOfKnowledgeIdentity", this.deployment.identity);
     return signer.signTypedData(domain, KEY_ROTATION_TYPES, { identity: tokenId, newSigner, nonce, deadline });
   }
 
@@ -157,7 +159,7 @@ export class FederationLedger {
   /** The identity's pending rotation, or null. */
   async pendingKeyRotation(tokenId: number): Promise<{ newSigner: string; executableAt: number } | null> {
     const [newSigner, executableAt] = await this.#identity.pendingKeyRotation(tokenId);
-    return newSigner === ZERO_ADDRESS ? null : { newSigner, executableAt: Number(executableAt) };
+    return newSigner === ZeroAddress ? null : { newSigner, executableAt: Number(executableAt) };
   }
 
   // ---- identities: reads -----------------------------------------------------------------------------------
@@ -336,13 +338,14 @@ export class FederationLedger {
     );
   }
 
+  /** The EIP-712 domain of relayed updates (the Federation contract). */
   eip712Domain() {
-    return {
-      name: "FlowOfKnowledgeFederation",
-      version: "1",
-      chainId: this.deployment.chainId,
-      verifyingContract: this.deployment.federation,
-    };
+    return this.domain("FlowOfKnowledgeFederation", this.deployment.federation);
+  }
+
+  /** An EIP-712 domain of ours: `name`, version 1, this chain, `contract`. */
+  private domain(name: string, contract: string) {
+    return { name, version: "1", chainId: this.deployment.chainId, verifyingContract: contract };
   }
 
   // ---- tasks and rounds: reads -----------------------------------------------------------------------------
@@ -357,7 +360,7 @@ export class FederationLedger {
     const t = await this.#federation.task(task);
     return {
       aggregator: t.aggregator,
-      pendingAggregator: t.pendingAggregator === ZERO_ADDRESS ? null : t.pendingAggregator,
+      pendingAggregator: t.pendingAggregator === ZeroAddress ? null : t.pendingAggregator,
       minUpdates: Number(t.minUpdates),
       maxRounds: Number(t.maxRounds),
       currentRound: Number(t.currentRound),
@@ -476,15 +479,6 @@ export class FederationLedger {
     return runner.getAddress();
   }
 
-  private async identityDomain() {
-    return {
-      name: "FlowOfKnowledgeIdentity",
-      version: "1",
-      chainId: this.deployment.chainId,
-      verifyingContract: this.deployment.identity,
-    };
-  }
-
   private provider(): Provider {
     const provider = this.runner.provider;
     if (!provider) throw new ChainDataError("the ledger's runner has no provider");
@@ -505,8 +499,8 @@ function toTypedMessage(c: UpdateCommitment, b: RelayBinding) {
   };
 }
 
-const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000";
-const ADMIN_ROLE = "0x0000000000000000000000000000000000000000000000000000000000000000";
+/** OpenZeppelin's DEFAULT_ADMIN_ROLE. */
+const ADMIN_ROLE = ZeroHash;
 
 /** A norm in the chain's 1e-6 units, rounded down (at least 1: the contract refuses a zero bound). */
 export function normUnits(norm: number): bigint {

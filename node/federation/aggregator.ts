@@ -9,9 +9,8 @@
  */
 import { FederationLedger, IdentityStatus, Revert, TaskStatus, isRevert, type RoundHistory } from "../chain/index.js";
 import { FokError } from "../errors.js";
-import { LoraAdapter, type LoraConfig } from "../model/lora.js";
-import type { ModelConfig } from "../model/lora.js";
-import { adapterByteLimit, parseAdapter, serializeAdapter } from "../model/adapter.js";
+import { LoraAdapter, type LoraConfig, type ModelConfig } from "../model/lora.js";
+import { adapterByteLimit, parseAdapter, serializeAdapter, type LoraWeights } from "../model/adapter.js";
 import {
   unitsToWeights,
   strategyFor,
@@ -56,7 +55,13 @@ export interface RoundReport {
 export { AggregationError };
 
 export class Aggregator {
-  constructor(private readonly o: AggregatorOptions) {}
+  /** The largest adapter of the task's model and LoRA config. */
+  private readonly maxAdapterBytes: number;
+  private start: { cid: string; weights: LoraWeights } | null = null;
+
+  constructor(private readonly o: AggregatorOptions) {
+    this.maxAdapterBytes = adapterByteLimit(o.model, o.lora);
+  }
 
   private log(line: string) {
     this.o.log?.(line);
@@ -88,14 +93,28 @@ export class Aggregator {
     return strategyFor((await this.o.ledger.taskInfo(this.o.task)).strategy);
   }
 
-  /** Fetches, verifies and parses the round's updates; each failure is a reason, not an exception. */
-  async collect(round: RoundHistory): Promise<{ updates: ClientUpdate[]; excluded: RoundReport["excluded"] }> {
+  /** The round's start adapter, parsed once per round (collect runs again while the aggregator waits for more). */
+  private async startWeights(round: RoundHistory): Promise<LoraWeights> {
+    if (this.start?.cid !== round.startCid) {
+      const get = { expectedSha256: round.startSha256, maxBytes: this.maxAdapterBytes };
+      const bytes = await this.o.store.get(round.startCid, get);
+      this.start = { cid: round.startCid, weights: parseAdapter(bytes, this.o.model, this.o.lora).weights };
+    }
+    return this.start.weights;
+  }
+
+  /**
+   * Fetches, verifies and parses the round's updates, leaving out those whose change from the round's start exceeds
+   * `maxUpdateNorm`; each failure is a reason, not an exception.
+   */
+  async collect(
+    round: RoundHistory,
+    maxUpdateNorm: number,
+  ): Promise<{ updates: ClientUpdate[]; excluded: RoundReport["excluded"] }> {
     const updates: ClientUpdate[] = [];
     const excluded: RoundReport["excluded"] = [];
-    const { maxUpdateNorm } = await this.o.ledger.taskInfo(this.o.task);
-    const maxBytes = adapterByteLimit(this.o.model, this.o.lora);
-    const startBytes = await this.o.store.get(round.startCid, { expectedSha256: round.startSha256, maxBytes });
-    const start = parseAdapter(startBytes, this.o.model, this.o.lora).weights;
+    const maxBytes = this.maxAdapterBytes;
+    const start = await this.startWeights(round);
     for (const s of round.submissions) {
       try {
         const { status } = await this.o.ledger.identityRecord(s.identity);
@@ -122,14 +141,14 @@ export class Aggregator {
    */
   async finalize(roundNumber: number, signal?: AbortSignal): Promise<RoundReport | null> {
     const { ledger, task } = this.o;
-    const { minUpdates } = await ledger.taskInfo(task);
+    const { minUpdates, maxUpdateNorm } = await ledger.taskInfo(task);
     let awaited = this.o.expectedUpdates ?? Infinity;
     let t0: number, t1: number, collected: Awaited<ReturnType<Aggregator["collect"]>>;
     for (;;) {
       const round = await this.awaitSubmissions(roundNumber, awaited, signal);
       if (!round) return null;
       t0 = performance.now();
-      collected = await this.collect(round);
+      collected = await this.collect(round, maxUpdateNorm);
       t1 = performance.now();
       if (collected.updates.length >= minUpdates) break;
       const usable = `${collected.updates.length} usable updates, the task needs ${minUpdates}`;

@@ -5,8 +5,7 @@
  */
 import type { Signer } from "ethers";
 import { deployContracts, identityMetadata, type FederationLedger } from "../chain/index.js";
-import type { ModelConfig } from "../model/lora.js";
-import type { LoraConfig } from "../model/lora.js";
+import type { LoraConfig, ModelConfig } from "../model/lora.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import { Aggregator, type AggregatorOptions, type RoundReport } from "./aggregator.js";

@@ -8,9 +8,10 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   CheckpointError,
-  readSafetensors,
   readSafetensorsRaw,
+  widenTensor,
   writeRawSafetensors,
+  type DType,
   type NamedTensor,
   type RawTensor,
 } from "./safetensors.js";
@@ -27,15 +28,15 @@ export interface HubCheckpoint {
 
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 
-/** Reads a Hub checkpoint folder's config and weights. */
+/** Reads a Hub checkpoint folder's config and weights (widened to f32; a NaN or Inf names its file and tensor). */
 export async function readHubCheckpoint(dir: string): Promise<HubCheckpoint> {
   const config = await readJson(dir, "config.json");
   const tensors = new Map<string, NamedTensor>();
-  const shards = await shardsOf(dir);
-  for (const shard of shards) {
-    const held = await readShard(dir, shard.file);
-    checkShard(shard.file, [...held.keys()], shard.names);
-    for (const [k, t] of held) tensors.set(k, t);
+  const shards = await readShards(dir);
+  for (const { file, tensors: raw } of shards) {
+    for (const t of raw) {
+      tensors.set(t.name, { shape: t.shape, data: inFile(file, () => widenTensor(t)), dtype: t.dtype as DType });
+    }
   }
   return { config, tensors, files: shards.map((s) => s.file) };
 }
@@ -60,29 +61,7 @@ export async function bundleHubCheckpoint(dir: string): Promise<Uint8Array> {
     });
     if (text !== null) metadata[`fok.${file.slice(0, -".json".length)}`] = text;
   }
-  const tensors: RawTensor[] = [];
-  for (const shard of await shardsOf(dir)) {
-    const bytes = await readFile(join(dir, shard.file)).catch((e) => {
-      throw new CheckpointError(`missing checkpoint file ${join(dir, shard.file)}`, { cause: e });
-    });
-    let raw: RawTensor[];
-    try {
-      raw = readSafetensorsRaw(bytes).tensors;
-    } catch (e) {
-      if (e instanceof CheckpointError) e.message = `${shard.file}: ${e.message}`;
-      throw e;
-    }
-    checkShard(
-      shard.file,
-      raw.map((t) => t.name),
-      shard.names,
-    );
-    for (const t of raw) {
-      if (!FLOAT_DTYPES.has(t.dtype))
-        throw new CheckpointError(`${shard.file}: tensor ${t.name}: dtype ${t.dtype} is not F32/F16/BF16`);
-      tensors.push(t);
-    }
-  }
+  const tensors = (await readShards(dir)).flatMap((s) => s.tensors);
   return writeRawSafetensors(tensors, metadata);
 }
 
@@ -147,22 +126,35 @@ async function readJson(dir: string, file: string): Promise<Record<string, unkno
   }
 }
 
-async function readShard(dir: string, file: string): Promise<Map<string, NamedTensor>> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(join(dir, file));
-  } catch (e) {
-    throw new CheckpointError(`missing checkpoint file ${join(dir, file)}`, { cause: e });
+/**
+ * Every shard of a folder as stored tensors (nothing widened): each file present, every tensor a float dtype, each
+ * shard holding exactly what the index maps to it.
+ */
+async function readShards(dir: string): Promise<{ file: string; tensors: RawTensor[] }[]> {
+  const out = [];
+  for (const shard of await shardsOf(dir)) {
+    const bytes = await readFile(join(dir, shard.file)).catch((e) => {
+      throw new CheckpointError(`missing checkpoint file ${join(dir, shard.file)}`, { cause: e });
+    });
+    const tensors = inFile(shard.file, () => readSafetensorsRaw(bytes).tensors);
+    checkShard(
+      shard.file,
+      tensors.map((t) => t.name),
+      shard.names,
+    );
+    for (const t of tensors) {
+      if (!FLOAT_DTYPES.has(t.dtype))
+        throw new CheckpointError(`${shard.file}: tensor ${t.name}: dtype ${t.dtype} is not F32/F16/BF16`);
+    }
+    out.push({ file: shard.file, tensors });
   }
+  return out;
+}
+
+/** `fn()`, with a CheckpointError's message prefixed by the file it is about. */
+function inFile<T>(file: string, fn: () => T): T {
   try {
-    return readSafetensors(bytes, {
-      checkHeader: (_, headers) => {
-        for (const h of headers) {
-          if (!FLOAT_DTYPES.has(h.dtype))
-            throw new CheckpointError(`tensor ${h.name}: dtype ${h.dtype} is not F32/F16/BF16`);
-        }
-      },
-    }).tensors;
+    return fn();
   } catch (e) {
     if (e instanceof CheckpointError) e.message = `${file}: ${e.message}`;
     throw e;

@@ -28,8 +28,7 @@ import {
   type LoraWeights,
   type ParsedAdapter,
 } from "../model/adapter.js";
-import type { ModelConfig } from "../model/lora.js";
-import { loraConfigHash, type LoraConfig } from "../model/lora.js";
+import { loraConfigHash, type LoraConfig, type ModelConfig } from "../model/lora.js";
 import {
   flattenWeights,
   strategyFor,
@@ -95,7 +94,9 @@ export async function verifyTask(
   o: VerifyOptions,
 ): Promise<VerifyReport> {
   const v = new Verification(ledger, store, await ledger.readTaskHistory(task), o);
-  await v.fetchVerified(null, null, "base model", v.history.baseModelCid, v.history.baseModelSha256);
+  // the base model may be as large as the store allows; every other blob verify reads is an adapter
+  const h = v.history;
+  await v.fetchVerified(null, null, "base model", h.baseModelCid, h.baseModelSha256, Number.POSITIVE_INFINITY);
   v.loraConfig();
   let previous: Head | null = null;
   for (const round of v.history.rounds) {
@@ -112,6 +113,8 @@ export async function verifyTask(
 class Verification {
   readonly checks: Check[] = [];
   readonly contributions: ContributionFigure[] = [];
+  /** The largest adapter of the model and LoRA config verify parses with (set on the first adapter read). */
+  private maxAdapterBytes?: number;
   /** The task's strategy, or why verify cannot run it (an unknown name fails the aggregate check, never throws). */
   private readonly strategy: Strategy | Error;
 
@@ -133,13 +136,21 @@ class Verification {
   }
 
   /**
-   * The bytes of `cid` if they hash to `sha` (a check either way); null when they do not or cannot be read.
-   * Anything but the base model is an adapter, read with the adapter size limit of the task's model and LoRA config.
+   * The bytes of `cid` if they hash to `sha` (a check either way); null when they do not or cannot be read. At most
+   * `maxBytes` are read: by default the adapter size limit of the task's model and LoRA config.
    */
-  async fetchVerified(round: number | null, identity: number | null, what: string, cid: string, sha: string) {
+  async fetchVerified(
+    round: number | null,
+    identity: number | null,
+    what: string,
+    cid: string,
+    sha: string,
+    maxBytes?: number,
+  ) {
     try {
-      const maxBytes = what === "base model" ? undefined : adapterByteLimit(this.o.model, this.o.lora);
-      const bytes = await this.store.get(cid, { maxBytes });
+      // computed once, inside the try: a LoRA config the model cannot take fails this check, as parsing would
+      this.maxAdapterBytes ??= adapterByteLimit(this.o.model, this.o.lora);
+      const bytes = await this.store.get(cid, { maxBytes: maxBytes ?? this.maxAdapterBytes });
       const got = sha256Hex(bytes);
       const ok = got === sha;
       this.add(

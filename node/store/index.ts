@@ -175,9 +175,7 @@ class HeliaStore implements AdapterStore {
   async add(bytes: Uint8Array, options: AbortOptions = {}): Promise<string> {
     if (bytes.length > this.opts.maxBlobBytes) throw new BlobTooLargeError(bytes.length, this.opts.maxBlobBytes);
     const cid = await importBytes(this.helia.blockstore, bytes, options.signal);
-    if (!(await this.helia.pins.isPinned(cid))) {
-      for await (const _ of this.helia.pins.add(cid, { signal: options.signal })) void _;
-    }
+    await this.pin(cid, options.signal);
     return cid.toString();
   }
 
@@ -283,22 +281,30 @@ class HeliaStore implements AdapterStore {
   async importCar(car: Uint8Array, options: AbortOptions = {}): Promise<string[]> {
     const { blocks, roots } = await readCar(car, this.opts.maxBlobBytes);
     if (roots.length === 0) throw new InvalidCarError("CAR has no roots");
-    // every root must be a complete DAG within the limits, walked over the CAR's own blocks, before anything is
-    // stored: one bad root and nothing is
-    const dags: VerifiedNode[][] = [];
-    for (const r of roots) dags.push(await completeDag(blocks, r, this.opts.maxBlobBytes, options.signal));
-    for (const nodes of dags) for (const n of nodes) await this.local.put(n.cid, n.bytes);
-    for (const r of roots)
-      if (!(await this.helia.pins.isPinned(r))) for await (const _ of this.helia.pins.add(r)) void _;
+    await this.storeDags(blocks, roots, this.opts.maxBlobBytes, options.signal);
     return roots.map(String);
   }
 
-  /** Stores the DAG of `root` from `car` (a gateway's answer) once it is complete and verified, and pins `root`. */
+  /** Stores the DAG of `root` from `car` (a gateway's answer, whatever roots it names) and pins `root`. */
   private async storeVerifiedDag(car: Uint8Array, root: CID, maxBytes: number, signal: AbortSignal): Promise<void> {
-    const { blocks } = await readCar(car, maxBytes);
-    const nodes = await completeDag(blocks, root, maxBytes, signal);
-    for (const n of nodes) await this.local.put(n.cid, n.bytes);
-    if (!(await this.helia.pins.isPinned(root))) for await (const _ of this.helia.pins.add(root)) void _;
+    await this.storeDags((await readCar(car, maxBytes)).blocks, [root], maxBytes, signal);
+  }
+
+  /**
+   * Stores and pins the DAG of each root, read from `blocks` alone. Every root must be a complete DAG within the
+   * limits of a file of `maxBytes`, walked over those blocks, before anything is stored: one bad root and nothing is.
+   * Only the blocks of those DAGs are stored, each once.
+   */
+  private async storeDags(blocks: Map<string, Uint8Array>, roots: CID[], maxBytes: number, signal?: AbortSignal) {
+    const nodes = new Map<string, VerifiedNode>();
+    for (const r of roots) for (const n of await completeDag(blocks, r, maxBytes, signal)) nodes.set(String(n.cid), n);
+    for (const n of nodes.values()) await this.local.put(n.cid, n.bytes);
+    for (const r of roots) await this.pin(r, signal);
+  }
+
+  /** Pins `cid` unless it is pinned already. */
+  private async pin(cid: CID, signal?: AbortSignal): Promise<void> {
+    if (!(await this.helia.pins.isPinned(cid))) for await (const _ of this.helia.pins.add(cid, { signal })) void _;
   }
 
   multiaddrs(): string[] {
