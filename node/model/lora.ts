@@ -15,7 +15,7 @@ import { tf } from "./backend.js";
 import { InvalidArgumentError } from "../errors.js";
 import { sha256Hex } from "../digest.js";
 import type { GPT, GPTConfig } from "./gpt.js";
-import type { LlamaConfig } from "./llama.js";
+import { llamaParameterShapes, type LlamaConfig } from "./llama.js";
 
 /** Any model family's config: GPT-2's, or the Llama family's (which carries `family`). */
 export type ModelConfig = GPTConfig | LlamaConfig;
@@ -137,30 +137,15 @@ export function loraLayout(model: ModelConfig, lora: LoraConfig): Omit<LoraModul
 }
 
 function llamaLayout(c: LlamaConfig, lora: LoraConfig): Omit<LoraModule, "A" | "B">[] {
-  const q = c.nHead * c.headDim;
-  const kv = c.nKvHead * c.headDim;
-  const shape: Record<string, [number, number]> = {
-    q_proj: [c.hiddenSize, q],
-    k_proj: [c.hiddenSize, kv],
-    v_proj: [c.hiddenSize, kv],
-    o_proj: [q, c.hiddenSize],
-    gate_proj: [c.hiddenSize, c.intermediateSize],
-    up_proj: [c.hiddenSize, c.intermediateSize],
-    down_proj: [c.intermediateSize, c.hiddenSize],
-  };
+  const weights = new Map(llamaParameterShapes(c)); // nn.Linear weights: [out, in]
   const out: Omit<LoraModule, "A" | "B">[] = [];
   const targets = resolveLlamaTargets(lora.targetModules);
   for (let i = 0; i < c.nLayer; i++) {
     for (const t of targets) {
-      const [fanIn, width] = shape[t]!;
-      const block = t.endsWith("_proj") && ["gate_proj", "up_proj", "down_proj"].includes(t) ? "mlp" : "self_attn";
-      out.push({
-        module: `model.layers.${i}.${block}.${t}`,
-        sections: [0],
-        sectionWidth: width,
-        outWidth: width,
-        inWidth: fanIn,
-      });
+      const block = ["gate_proj", "up_proj", "down_proj"].includes(t) ? "mlp" : "self_attn";
+      const module = `model.layers.${i}.${block}.${t}`;
+      const [width, fanIn] = weights.get(`${module}.weight`)!;
+      out.push({ module, sections: [0], sectionWidth: width!, outWidth: width!, inWidth: fanIn! });
     }
   }
   return out;
