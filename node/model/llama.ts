@@ -11,6 +11,7 @@ import { tf } from "./backend.js";
 import { InvalidArgumentError } from "../errors.js";
 import { causalAttention } from "./attention.js";
 import { FrozenProducts } from "./products.js";
+import { recomputed } from "./recompute.js";
 import { CheckpointError, widenTensor, type NamedTensor, type RawTensor } from "./safetensors.js";
 import { meanTokenLoss } from "./gpt.js";
 import type { CausalLM } from "./causal-lm.js";
@@ -206,6 +207,9 @@ export function ropeInverseFrequencies(c: LlamaConfig): Float64Array {
   });
 }
 
+/** Above this estimate of a training step's kept activations, "auto" recomputes each layer instead (see recomputes). */
+export const RECOMPUTE_ABOVE_BYTES = 256 * 2 ** 20;
+
 /** Keys a Hub checkpoint may carry that are not parameters (old rotary buffers). */
 const IGNORED = /\.rotary_emb\.inv_freq$/;
 
@@ -215,6 +219,8 @@ export class Llama implements CausalLM {
   readonly params: Map<string, tf.Variable>;
   private readonly products = new FrozenProducts();
   private readonly rope = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D; mask: tf.Tensor2D }>();
+  /** Activation checkpointing in LoRA training: always, never, or "auto" (see recomputes). */
+  recompute: boolean | "auto" = "auto";
 
   /**
    * Wraps Hub-layout weights (every key of llamaParameterShapes, exact shapes; a tied checkpoint's lm_head and old
@@ -288,39 +294,61 @@ export class Llama implements CausalLM {
       );
     }
     const N = B * T;
-    const { cos, sin, mask } = this.positions(T);
     return tf.tidy(() => {
       let x = tf.gather(this.p("model.embed_tokens.weight"), tf.reshape(idx, [N])) as tf.Tensor2D; // [N, H]
+      const recompute = training && lora !== null && this.recomputes(B, T);
       for (let i = 0; i < c.nLayer; i++) {
-        const p = `model.layers.${i}.`;
-        const h = this.rmsNorm(x, p + "input_layernorm.weight");
-        const heads = (t: tf.Tensor2D, n: number) =>
-          tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, D]
-        const q = rotate(heads(this.linear(h, p + "self_attn.q_proj", lora, training), c.nHead), cos, sin);
-        const k = repeatKv(
-          rotate(heads(this.linear(h, p + "self_attn.k_proj", lora, training), c.nKvHead), cos, sin),
-          c,
-        );
-        const v = repeatKv(heads(this.linear(h, p + "self_attn.v_proj", lora, training), c.nKvHead), c);
-        const flat = (t: tf.Tensor4D) => tf.reshape(t, [B * c.nHead, T, c.headDim]) as tf.Tensor3D;
-        const y = causalAttention(flat(q), flat(k), flat(v), mask); // [B·nH, T, D]
-        const merged = tf.reshape(tf.transpose(tf.reshape(y, [B, c.nHead, T, c.headDim]), [0, 2, 1, 3]), [
-          N,
-          c.nHead * c.headDim,
-        ]) as tf.Tensor2D;
-        x = tf.add(x, this.linear(merged, p + "self_attn.o_proj", lora, training));
-        const h2 = this.rmsNorm(x, p + "post_attention_layernorm.weight");
-        const gate = this.linear(h2, p + "mlp.gate_proj", lora, training);
-        const up = this.linear(h2, p + "mlp.up_proj", lora, training);
-        x = tf.add(
-          x,
-          this.linear(tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor2D, p + "mlp.down_proj", lora, training),
-        );
+        // this layer's LoRA dropout masks come from one seed, so a recomputed layer draws the same ones again
+        const seed = Math.floor(Math.random() * 2 ** 31);
+        const layer = (xi: tf.Tensor2D) =>
+          lora
+            ? lora.withDropoutSeed(seed, () => this.layer(i, xi, B, T, lora, training))
+            : this.layer(i, xi, B, T, null, training);
+        x = recompute && lora ? recomputed(layer, x, lora.variablesUnder(`model.layers.${i}.`)) : layer(x);
       }
       const xf = this.rmsNorm(x, "model.norm.weight");
       const head = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
       return this.products.productT(xf, head, this.p(head)); // [N, V]
     });
+  }
+
+  /** Decoder layer i on x [B·T, H]: x + attention(norm(x)), then + SwiGLU MLP(norm(·)). */
+  private layer(i: number, x: tf.Tensor2D, B: number, T: number, lora: LoraAdapter | null, training: boolean) {
+    const c = this.config;
+    const N = B * T;
+    const { cos, sin, mask } = this.positions(T);
+    const p = `model.layers.${i}.`;
+    const h = this.rmsNorm(x, p + "input_layernorm.weight");
+    const heads = (t: tf.Tensor2D, n: number) =>
+      tf.transpose(tf.reshape(t, [B, T, n, c.headDim]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, n, T, D]
+    const q = rotate(heads(this.linear(h, p + "self_attn.q_proj", lora, training), c.nHead), cos, sin);
+    const k = repeatKv(rotate(heads(this.linear(h, p + "self_attn.k_proj", lora, training), c.nKvHead), cos, sin), c);
+    const v = repeatKv(heads(this.linear(h, p + "self_attn.v_proj", lora, training), c.nKvHead), c);
+    const flat = (t: tf.Tensor4D) => tf.reshape(t, [B * c.nHead, T, c.headDim]) as tf.Tensor3D;
+    const y = causalAttention(flat(q), flat(k), flat(v), mask); // [B·nH, T, D]
+    const merged = tf.reshape(tf.transpose(tf.reshape(y, [B, c.nHead, T, c.headDim]), [0, 2, 1, 3]), [
+      N,
+      c.nHead * c.headDim,
+    ]) as tf.Tensor2D;
+    const xa = tf.add(x, this.linear(merged, p + "self_attn.o_proj", lora, training)) as tf.Tensor2D;
+    const h2 = this.rmsNorm(xa, p + "post_attention_layernorm.weight");
+    const gate = this.linear(h2, p + "mlp.gate_proj", lora, training);
+    const up = this.linear(h2, p + "mlp.up_proj", lora, training);
+    const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor2D;
+    return tf.add(xa, this.linear(act, p + "mlp.down_proj", lora, training)) as tf.Tensor2D;
+  }
+
+  /**
+   * Whether a LoRA training step of [B, T] recomputes each layer in its backward pass (recompute.ts) rather than
+   * keep every layer's activations: `recompute` true or false, or with "auto" when the kept activations would
+   * exceed RECOMPUTE_ABOVE_BYTES by an estimate measured on SmolLM2-135M (about 100 floats per token, layer and
+   * hidden unit of the wider of hidden and intermediate, counting tfjs's saved copies and their gradients).
+   */
+  recomputes(B: number, T: number): boolean {
+    if (this.recompute !== "auto") return this.recompute;
+    const c = this.config;
+    const perTokenLayer = 4 * (60 * c.hiddenSize + 20 * c.intermediateSize + 6 * c.nHead * T);
+    return B * T * c.nLayer * perTokenLayer > RECOMPUTE_ABOVE_BYTES;
   }
 
   /**

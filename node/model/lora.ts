@@ -207,11 +207,42 @@ export class LoraAdapter {
     return [...this.modules.values()].flatMap((m) => [m.A, m.B]);
   }
 
+  /** The variables of the modules whose name starts with `prefix` (one layer's: "model.layers.3."). */
+  variablesUnder(prefix: string): tf.Variable[] {
+    return [...this.modules.values()].filter((m) => m.module.startsWith(prefix)).flatMap((m) => [m.A, m.B]);
+  }
+
+  /**
+   * f() with this adapter's dropout masks drawn from seeds seed, seed + 1, … in call order, so that running the same
+   * computation again (a recomputed layer's backward pass) draws the same masks.
+   */
+  withDropoutSeed<T>(seed: number, f: () => T): T {
+    const outer = this.dropoutSeed;
+    this.dropoutSeed = { next: seed };
+    try {
+      return f();
+    } finally {
+      this.dropoutSeed = outer;
+    }
+  }
+
+  private dropoutSeed: { next: number } | null = null;
+
+  private dropout(x: tf.Tensor2D, training: boolean): tf.Tensor2D {
+    if (!training || this.config.dropout === 0) return x;
+    return tf.dropout(
+      x,
+      this.config.dropout,
+      undefined,
+      this.dropoutSeed ? this.dropoutSeed.next++ : undefined,
+    ) as tf.Tensor2D;
+  }
+
   /** Adds this adapter's update to projection `module`'s output y (= x·W + b). */
   apply(module: string, x: tf.Tensor2D, y: tf.Tensor2D, training: boolean): tf.Tensor2D {
     const m = this.modules.get(module);
     if (!m) return y;
-    const xin = training && this.config.dropout > 0 ? tf.dropout(x, this.config.dropout) : x;
+    const xin = this.dropout(x, training);
     const delta = tf.mul(tf.matMul(tf.matMul(xin, m.A), m.B), this.scale) as tf.Tensor2D; // [N, width]
     return tf.add(y, this.expand(m, delta)) as tf.Tensor2D;
   }
@@ -223,7 +254,7 @@ export class LoraAdapter {
   sectionDeltas(module: string, x: tf.Tensor2D, training: boolean): (tf.Tensor2D | undefined)[] | null {
     const m = this.modules.get(module);
     if (!m) return null;
-    const xin = training && this.config.dropout > 0 ? tf.dropout(x, this.config.dropout) : x;
+    const xin = this.dropout(x, training);
     const xa = tf.mul(tf.matMul(xin, m.A), this.scale) as tf.Tensor2D; // [N, r]
     const out: (tf.Tensor2D | undefined)[] = [];
     m.sections.forEach((s, k) => {

@@ -196,6 +196,48 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
     }
   });
 
+  it("a recomputed layer draws the same LoRA dropout masks: gradients equal kept activations", async function () {
+    await initBackend("wasm", true);
+    const config = tinyLlamaConfig({});
+    const path = join(dir, "recompute-dropout");
+    await writeHubCheckpoint(path, config, randomWeights(config, 13));
+    const { model, config: parsed } = await loadLlama(path);
+    expect([model.recomputes(2, 8), model.recomputes(8192, 64)]).to.deep.equal([false, true]); // "auto"
+    const ids = tf.tensor2d(IDS, [2, 8], "int32");
+    const targets = tf.tensor2d(
+      IDS.map((r) => [...r.slice(1), 0]),
+      [2, 8],
+      "int32",
+    );
+    const gradsWith = async (dropout: number, recompute: boolean) => {
+      const adapter = LoraAdapter.init(parsed, { r: 4, alpha: 8, dropout, targetModules: ["q", "v", "up_proj"] }, 3);
+      const weights = await adapter.exportWeights();
+      for (const w of weights.values()) w.B.fill(0.05);
+      adapter.assign(weights);
+      model.recompute = recompute;
+      const random = Math.random;
+      let k = 0;
+      Math.random = () => ((k++ * 0.618034) % 1) * 0.999; // the same layer seeds on every run
+      try {
+        const { value, grads } = tf.variableGrads(() => model.loss(ids, targets, adapter, true), adapter.variables());
+        const flat = await tf.concat(adapter.variables().map((v) => tf.reshape(grads[v.name]!, [-1]))).data();
+        tf.dispose([value, ...Object.values(grads)]);
+        return Float32Array.from(flat);
+      } finally {
+        Math.random = random;
+        adapter.dispose();
+      }
+    };
+    const kept = await gradsWith(0.5, false);
+    const again = await gradsWith(0.5, true);
+    const none = await gradsWith(0, false);
+    const maxDiff = (a: Float32Array, b: Float32Array) => Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
+    expect(maxDiff(kept, again)).to.be.below(1e-6);
+    expect(maxDiff(kept, none)).to.be.above(1e-3); // dropout did act
+    tf.dispose([ids, targets]);
+    model.dispose();
+  });
+
   it("llama3 rope scaling keeps short wavelengths, divides long ones by the factor, ramps between", function () {
     const c = parseLlamaConfig(tinyLlamaConfig(CASES[3]![1]));
     const inv = ropeInverseFrequencies(c);
@@ -335,23 +377,29 @@ async function compareWithReference(
     [2, 7],
     "int32",
   );
-  const { value, grads } = tf.variableGrads(() => model.loss(inputs, targets, adapter, true), adapter.variables());
-  expect(Math.abs((await value.data())[0]! - ref.loss), `${backend} loss`).to.be.below(1e-5);
-  for (const [module, m] of adapter.modules) {
-    for (const [part, v, peftShape] of [
-      ["lora_A", m.A, [lora.r, m.inWidth]],
-      ["lora_B", m.B, [m.outWidth, lora.r]],
-    ] as const) {
-      // ours are A [in, r] and B [r, out]: PEFT's transposed
-      const g = (await tf.transpose(grads[v.name]!).data()) as Float32Array;
-      const want = ref.grads[`base_model.model.${module}.${part}.weight`]!;
-      expect(g.length).to.equal(peftShape[0] * peftShape[1]);
-      const scale = Math.max(...want.map(Math.abs));
-      const diff = Math.max(...g.map((x, i) => Math.abs(x - want[i]!)));
-      expect(diff / scale, `${backend} ${module}.${part}`).to.be.below(1e-3);
+  // every layer's activations kept, then every layer recomputed in the backward pass (activation checkpointing)
+  for (const recompute of [false, true]) {
+    model.recompute = recompute;
+    const { value, grads } = tf.variableGrads(() => model.loss(inputs, targets, adapter, true), adapter.variables());
+    const label = `${backend}${recompute ? ", recomputed" : ""}`;
+    expect(Math.abs((await value.data())[0]! - ref.loss), `${label} loss`).to.be.below(1e-5);
+    for (const [module, m] of adapter.modules) {
+      for (const [part, v, peftShape] of [
+        ["lora_A", m.A, [lora.r, m.inWidth]],
+        ["lora_B", m.B, [m.outWidth, lora.r]],
+      ] as const) {
+        // ours are A [in, r] and B [r, out]: PEFT's transposed
+        const g = (await tf.transpose(grads[v.name]!).data()) as Float32Array;
+        const want = ref.grads[`base_model.model.${module}.${part}.weight`]!;
+        expect(g.length).to.equal(peftShape[0] * peftShape[1]);
+        const scale = Math.max(...want.map(Math.abs));
+        const diff = Math.max(...g.map((x, i) => Math.abs(x - want[i]!)));
+        expect(diff / scale, `${label} ${module}.${part}`).to.be.below(1e-3);
+      }
     }
+    tf.dispose([value, ...Object.values(grads)]);
   }
-  tf.dispose([inputs, targets, value, ...Object.values(grads)]);
+  tf.dispose([inputs, targets]);
   adapter.dispose();
   model.dispose();
 }
