@@ -1,7 +1,7 @@
 /**
  * Real sizes of the Llama family on this machine: random BF16 checkpoints with the exact published configurations of
- * SmolLM2-135M and Qwen2.5-0.5B, written in the Hub layout (2 shards), then for each: load time and peak RSS (bundle
- * + parse + tensors), forward tokens/s (batch 1, sequence 256), LoRA (r 8 on q, k, v, o) training tokens/s at
+ * SmolLM2-135M and Qwen2.5-0.5B, written in the Hub layout (2 shards), then for each: load time and peak RSS (the
+ * folder streamed: bundle digest + tensors), forward tokens/s (batch 1, sequence 256), LoRA (r 8 on q, k, v, o) training tokens/s at
  * sequence 256 through the same train() the clients use, and the same forward and step in PyTorch on one thread
  * (scripts/reference_llama.py's model, timed by scripts/bench_llm_torch.py) for the ratio.
  *
@@ -13,7 +13,7 @@ import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initBackend, tf } from "../node/model/backend.js";
-import { parseBaseModel, readBaseBytes } from "../node/model/checkpoint.js";
+import { loadBaseModel } from "../node/model/checkpoint.js";
 import { llamaParameterShapes, parseLlamaConfig } from "../node/model/llama.js";
 import { LoraAdapter } from "../node/model/lora.js";
 import { buildTokenizerJson } from "../node/model/tokenizer.js";
@@ -132,7 +132,7 @@ async function measure(name: string): Promise<Row> {
   try {
     await initBackend("wasm", true);
     const t0 = performance.now();
-    const base = parseBaseModel(await readBaseBytes(dir));
+    const base = await loadBaseModel(dir); // streamed: hashed and moved into the backend tensor by tensor
     row.loadSeconds = (performance.now() - t0) / 1000;
     row.peakRssMB = Math.round(process.resourceUsage().maxRSS / 1024);
     const ids = Int32Array.from({ length: T }, (_, i) => (i * 7919) % 257);

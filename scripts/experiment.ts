@@ -3,6 +3,7 @@
  * non-IID hospitals, through the federation code (node/experiment), and writes a results folder.
  *
  *   npm run experiment -- [--config experiment.json] [--quick] [--out results/experiment] [--data ori_pqal.json]
+ *                         [--base DIR]   # ours (models/base), a GPT-2 folder or a Llama-family Hub folder
  *   npm run experiment -- --from results/experiment/results.json --out DIR   # re-render report and plots only
  *
  * A config file holds any fields of ExperimentConfig (node/experiment/run.ts); --quick is the CI smoke size.
@@ -18,6 +19,7 @@ const { values } = parseArgs({
     quick: { type: "boolean", default: false },
     out: { type: "string", default: "results/experiment" },
     data: { type: "string" },
+    base: { type: "string" },
     "no-workers": { type: "boolean", default: false },
     from: { type: "string" },
   },
@@ -38,6 +40,7 @@ const cfg: ExperimentConfig = {
   ...(values.quick ? QUICK : {}),
   ...fromFile,
   ...(values.data ? { data: values.data } : {}),
+  ...(values.base ? { baseDir: values.base } : {}),
   ...(values["no-workers"] ? { workers: false } : {}),
 };
 const t0 = performance.now();

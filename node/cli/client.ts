@@ -24,7 +24,7 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
   const lora = loraFrom(v);
   await withStore(v, async (store) => {
     await initBackend();
-    const { task, base, bytes } = await taskModel(v, ledger, store, lora);
+    const { task, base } = await taskModel(v, ledger, store, lora);
     const docs = await clientDocuments(v, io);
     const [split] = splitClients([{ name: "local", docs }], 0.1, 1);
     const data = {
@@ -33,10 +33,9 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
       numExamples: split!.train.length,
     };
     const maxAdapterBytes = adapterByteLimit(base.model.config, lora);
-    base.model.dispose();
     const held = split!.heldOut.length;
     io.log(`client: ${split!.train.length} training documents (${data.trainTokens.length} tokens), ${held} held out`);
-    const trainer = await InlineTrainer.create(bytes, lora, data, (s) => {
+    const trainer = await InlineTrainer.fromBase(base, lora, data, (s) => {
       if (s.step % 10 === 0 || s.step === s.steps) {
         io.log(`  step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSec)} tok/s`);
       }

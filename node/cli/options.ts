@@ -9,7 +9,7 @@ import { FokError, InvalidArgumentError } from "../errors.js";
 import { FederationLedger, type Deployment } from "../chain/index.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import { DEFAULT_LORA_CONFIG, validateLoraConfig, type LoraConfig } from "../model/lora.js";
-import { parseBaseModel, readBaseBytes } from "../model/checkpoint.js";
+import { loadBaseModel, parseBaseModel, type BaseModel } from "../model/checkpoint.js";
 import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM, loraConfigHash } from "../federation/task-config.js";
 import { DEFAULT_DEMO } from "../federation/demo.js";
 
@@ -259,15 +259,15 @@ export async function taskModel(v: Values, ledger: FederationLedger, store: Adap
       `LoRA config ${JSON.stringify(lora)} does not match task ${task}'s hash ${history.loraConfigHash}`,
     );
   }
-  let bytes: Uint8Array;
+  let base: BaseModel;
   try {
-    bytes = await readBaseBytes(v.base as string);
+    base = await loadBaseModel(v.base as string); // a folder streams into the backend, never held whole
   } catch {
-    bytes = await store.get(history.baseModelCid, { expectedSha256: history.baseModelSha256 });
+    base = parseBaseModel(await store.get(history.baseModelCid, { expectedSha256: history.baseModelSha256 }));
   }
-  const base = parseBaseModel(bytes);
   if (base.sha256 !== history.baseModelSha256) {
+    base.model.dispose();
     throw new InvalidArgumentError(`base model ${base.sha256} is not task ${task}'s ${history.baseModelSha256}`);
   }
-  return { task, history, base, bytes };
+  return { task, history, base };
 }

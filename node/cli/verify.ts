@@ -31,10 +31,14 @@ export async function verifyCommand(args: (string | undefined)[], io: CliIO): Pr
 
 /** The model layout comes from the task's own base model, fetched and checked against the chain (else --base). */
 async function taskBase(store: AdapterStore, cid: string, sha256: string, baseDir: string): Promise<BaseModel> {
-  const bytes = await store
-    .get(cid, { expectedSha256: sha256 })
-    .catch(async () => (await loadBaseModel(baseDir)).bytes);
-  return parseBaseModel(bytes);
+  const bytes = await store.get(cid, { expectedSha256: sha256 }).catch(() => null);
+  if (bytes) return parseBaseModel(bytes);
+  const base = await loadBaseModel(baseDir);
+  if (base.sha256 !== sha256) {
+    base.model.dispose();
+    throw new InvalidArgumentError(`base model in ${baseDir} is ${base.sha256}, not the task's ${sha256}`);
+  }
+  return base;
 }
 
 /** Leave-one-out effects on this held-out text (JSONL), scored with the task's base model. */

@@ -77,6 +77,16 @@ export class LocalTrainer {
     return new LocalTrainer(parseBaseModel(baseBytes), lora, data, onStep);
   }
 
+  /** A trainer on a base model already loaded in this thread; takes ownership of it. */
+  static fromBase(
+    base: BaseModel,
+    lora: LoraConfig,
+    data: ClientDataset,
+    onStep?: LocalTrainer["onStep"],
+  ): LocalTrainer {
+    return new LocalTrainer(base, lora, data, onStep);
+  }
+
   get baseSha256(): string {
     return this.base.sha256;
   }

@@ -96,6 +96,17 @@ export class InlineTrainer implements RoundTrainer {
     return new InlineTrainer(await LocalTrainer.create(baseBytes, lora, data, onStep));
   }
 
+  /** An inline trainer on a base model already loaded in this thread (a folder streamed by loadBaseModel). */
+  static async fromBase(
+    base: import("../model/checkpoint.js").BaseModel,
+    lora: LoraConfig,
+    data: ClientDataset,
+    onStep?: (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => void,
+  ): Promise<InlineTrainer> {
+    const { LocalTrainer } = await import("./local-trainer.js");
+    return new InlineTrainer(LocalTrainer.fromBase(base, lora, data, onStep));
+  }
+
   trainRound(job: RoundJob): Promise<RoundOutput> {
     return this.inner.trainRound(job);
   }

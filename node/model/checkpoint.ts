@@ -7,6 +7,7 @@
  *
  * Loading validates everything before creating a single tensor: a bad file leaves no partial model behind.
  */
+import { createHash } from "node:crypto";
 import { sha256Hex } from "../digest.js";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -14,13 +15,14 @@ import { tf } from "./backend.js";
 import { GPT, parameterShapes, validateConfig, type GPTConfig } from "./gpt.js";
 import { BPETokenizer, END_OF_TEXT } from "./tokenizer.js";
 import type { CausalLM } from "./causal-lm.js";
-import { LLAMA_FAMILIES, Llama, UnsupportedModelError, parseLlamaConfig } from "./llama.js";
-import { bundleHubCheckpoint } from "./hub.js";
+import { LLAMA_FAMILIES, Llama, UnsupportedModelError, parseLlamaConfig, type LlamaConfig } from "./llama.js";
+import { bundleHubCheckpoint, planHubBundle, readHubBundle } from "./hub.js";
 import {
   CheckpointError,
   readSafetensors,
   readSafetensorsHeader,
   readSafetensorsRaw,
+  widenTensor,
   writeSafetensors,
   type NamedTensor,
 } from "./safetensors.js";
@@ -40,8 +42,11 @@ export interface BaseModel {
   tokenizer: BPETokenizer;
   /** sha256 (0x hex) of model.safetensors: the base-model hash. */
   sha256: string;
-  /** The exact model.safetensors bytes. */
-  bytes: Uint8Array;
+  /**
+   * The exact bytes hashed (model.safetensors, or a Llama-family folder's bundle) where they were read whole; a
+   * folder streamed by loadBaseModel has none (readBaseBytes reads them when they must travel).
+   */
+  bytes?: Uint8Array;
 }
 
 /** GPT-2's config.json for a config (the keys transformers reads). */
@@ -186,7 +191,38 @@ function familyOf(config: unknown): string | null {
 /** A Llama-family bundle: config, tokenizer (with its end-of-sequence token) and weights, all checked first. */
 function parseLlamaBase(bytes: Uint8Array): BaseModel {
   const file = readSafetensorsRaw(bytes); // widened tensor by tensor into the backend (Llama.fromRawTensors)
-  const md = file.metadata;
+  const { config, tokenizer } = llamaParts(file.metadata);
+  return { model: Llama.fromRawTensors(config, file.tensors), tokenizer, sha256: sha256Hex(bytes), bytes };
+}
+
+/**
+ * A Llama-family Hub folder streamed into the backend: the bundle (see planHubBundle) is hashed as its tensors are
+ * read from the shards, one at a time, each widened to f32 and moved into the backend before the next is read, so
+ * neither the bundle nor an f32 copy of the model is ever held outside the backend. Config, tokenizer and every
+ * tensor's name, shape and dtype are checked from the headers before any weight is read.
+ */
+async function loadLlamaFolder(dir: string): Promise<BaseModel> {
+  const plan = await planHubBundle(dir);
+  const { config, tokenizer } = llamaParts(plan.metadata);
+  const hash = createHash("sha256");
+  async function* weights() {
+    for await (const { tensor, bytes } of readHubBundle(dir, plan)) {
+      hash.update(bytes);
+      if (!tensor) continue;
+      try {
+        yield { name: tensor.name, shape: tensor.shape, data: widenTensor({ ...tensor, bytes }) };
+      } catch (e) {
+        if (e instanceof CheckpointError) e.message = `${tensor.file}: ${e.message}`;
+        throw e;
+      }
+    }
+  }
+  const model = await Llama.fromStream(config, plan.tensors, weights());
+  return { model, tokenizer, sha256: "0x" + hash.digest("hex") };
+}
+
+/** A Llama-family bundle's config and tokenizer (with its end-of-sequence token), checked against each other. */
+function llamaParts(md: Record<string, string>): { config: LlamaConfig; tokenizer: BPETokenizer } {
   const config = parseLlamaConfig(JSON.parse(md["fok.config"]!));
   if (md["fok.tokenizer"] === undefined) throw new CheckpointError("no tokenizer: the checkpoint lacks tokenizer.json");
   const tokenizer = BPETokenizer.fromJSON(md["fok.tokenizer"], endOfSequence(md));
@@ -195,7 +231,7 @@ function parseLlamaBase(bytes: Uint8Array): BaseModel {
       `tokenizer.json has ${tokenizer.vocabSize} tokens, more than the embedding's vocab_size ${config.vocabSize}`,
     );
   }
-  return { model: Llama.fromRawTensors(config, file.tensors), tokenizer, sha256: sha256Hex(bytes), bytes };
+  return { config, tokenizer };
 }
 
 /** The end-of-sequence token: tokenizer_config.json's eos_token, else generation_config.json's eos_token_id. */
@@ -252,7 +288,7 @@ async function isHubFamilyFolder(dir: string): Promise<boolean> {
  * its canonical bundle, or the Hugging Face GPT-2 layout (ours, or a GPT-2-family checkpoint).
  */
 export async function loadBaseModel(dir: string): Promise<BaseModel> {
-  if (await isHubFamilyFolder(dir)) return parseBaseModel(await bundleHubCheckpoint(dir));
+  if (await isHubFamilyFolder(dir)) return loadLlamaFolder(dir);
   const bytes = await readFile(join(dir, "model.safetensors"));
   const meta = readSafetensors(bytes).metadata;
   const config = meta["fok.config"] ?? (await readJsonFile(join(dir, "config.json")));

@@ -4,16 +4,17 @@
  * missing file or shard, a tensor the index names but its shard lacks (or the reverse), a dtype the engine cannot
  * read and a NaN or Inf are each a CheckpointError naming the file and the tensor; nothing partial is returned.
  */
-import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { open, readFile, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import {
   CheckpointError,
-  readSafetensorsRaw,
+  rawSafetensorsHeader,
+  readSafetensorsLocations,
   widenTensor,
-  writeRawSafetensors,
   type DType,
   type NamedTensor,
-  type RawTensor,
+  type TensorLocation,
 } from "./safetensors.js";
 import { Llama, parseLlamaConfig, type LlamaConfig } from "./llama.js";
 
@@ -31,28 +32,47 @@ const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 /** Reads a Hub checkpoint folder's config and weights (widened to f32; a NaN or Inf names its file and tensor). */
 export async function readHubCheckpoint(dir: string): Promise<HubCheckpoint> {
   const config = await readJson(dir, "config.json");
+  const plan = await planHubBundle(dir);
   const tensors = new Map<string, NamedTensor>();
-  const shards = await readShards(dir);
-  for (const { file, tensors: raw } of shards) {
-    for (const t of raw) {
-      tensors.set(t.name, { shape: t.shape, data: inFile(file, () => widenTensor(t)), dtype: t.dtype as DType });
-    }
+  for await (const { tensor, bytes } of readHubBundle(dir, plan)) {
+    if (!tensor) continue;
+    const data = inFile(tensor.file, () => widenTensor({ ...tensor, bytes }));
+    tensors.set(tensor.name, { shape: tensor.shape, data, dtype: tensor.dtype as DType });
   }
-  return { config, tensors, files: shards.map((s) => s.file) };
+  return { config, tensors, files: [...new Set(plan.tensors.map((t) => t.file))] };
 }
 
 /** The Hub files a base-model bundle carries beside the weights, each under `fok.<name without .json>`. */
 const BUNDLED_JSON = ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] as const;
 
+/** A tensor of a Hub folder: its header, the shard it is in and where in that file its bytes lie. */
+export interface ShardTensor extends TensorLocation {
+  file: string;
+}
+
 /**
- * One canonical file for a Hub checkpoint folder, so that a sharded base has one digest and travels as one blob:
- * every tensor of model.safetensors or of the shards model.safetensors.index.json names, in its stored dtype and
- * bytes, sorted by name, with config.json, tokenizer.json, tokenizer_config.json and generation_config.json (those
- * present) as text in the metadata (`fok.config`, `fok.tokenizer`, `fok.tokenizer_config`,
- * `fok.generation_config`). The same folder content always gives the same bytes; the base model's on-chain digest
- * is their sha256. The shard layout is not part of it: re-sharding the same tensors gives the same bundle.
+ * A Hub folder's canonical bundle, planned from the JSON files and the shards' headers alone: the bundle's metadata
+ * and header bytes, and its tensors in bundle order, each with where its bytes lie in its shard.
  */
-export async function bundleHubCheckpoint(dir: string): Promise<Uint8Array> {
+export interface HubBundlePlan {
+  metadata: Record<string, string>;
+  header: Uint8Array;
+  tensors: ShardTensor[];
+  /** The bundle's size in bytes. */
+  size: number;
+}
+
+/**
+ * Plans the one canonical file for a Hub checkpoint folder, so that a sharded base has one digest and travels as
+ * one blob: every tensor of model.safetensors or of the shards model.safetensors.index.json names, in its stored
+ * dtype and bytes, sorted by name, with config.json, tokenizer.json, tokenizer_config.json and
+ * generation_config.json (those present) as text in the metadata (`fok.config`, `fok.tokenizer`,
+ * `fok.tokenizer_config`, `fok.generation_config`). The same folder content always gives the same bytes; the base
+ * model's on-chain digest is their sha256. The shard layout is not part of it: re-sharding the same tensors gives
+ * the same bundle. Each shard is checked (present, holding exactly what the index maps to it, float dtypes only)
+ * from its header; no tensor is read.
+ */
+export async function planHubBundle(dir: string): Promise<HubBundlePlan> {
   const metadata: Record<string, string> = { format: "pt" };
   for (const file of BUNDLED_JSON) {
     const text = await readFile(join(dir, file), "utf8").catch((e) => {
@@ -61,8 +81,61 @@ export async function bundleHubCheckpoint(dir: string): Promise<Uint8Array> {
     });
     if (text !== null) metadata[`fok.${file.slice(0, -".json".length)}`] = text;
   }
-  const tensors = (await readShards(dir)).flatMap((s) => s.tensors);
-  return writeRawSafetensors(tensors, metadata);
+  const located: ShardTensor[] = [];
+  for (const shard of await shardsOf(dir)) {
+    const path = join(dir, shard.file);
+    if (!existsSync(path)) throw new CheckpointError(`missing checkpoint file ${path}`);
+    const { tensors } = await inFileAsync(shard.file, () => readSafetensorsLocations(path));
+    checkShard(
+      shard.file,
+      tensors.map((t) => t.name),
+      shard.names,
+    );
+    for (const t of tensors) {
+      if (!FLOAT_DTYPES.has(t.dtype))
+        throw new CheckpointError(`${shard.file}: tensor ${t.name}: dtype ${t.dtype} is not F32/F16/BF16`);
+      located.push({ ...t, file: shard.file });
+    }
+  }
+  const { header, sorted, dataLength } = rawSafetensorsHeader(located, metadata);
+  return { metadata, header, tensors: sorted, size: header.length + dataLength };
+}
+
+/**
+ * The bundle's bytes in order, read from the shards as they go: first its header (tensor null), then each tensor's
+ * stored bytes. Only one tensor's bytes are held at a time. A shard that changed since it was planned (shorter
+ * than its header says) is a CheckpointError naming it.
+ */
+export async function* readHubBundle(
+  dir: string,
+  plan: HubBundlePlan,
+): AsyncGenerator<{ tensor: ShardTensor | null; bytes: Uint8Array }> {
+  yield { tensor: null, bytes: plan.header };
+  const handles = new Map<string, FileHandle>();
+  try {
+    for (const t of plan.tensors) {
+      let fh = handles.get(t.file);
+      if (!fh) handles.set(t.file, (fh = await open(join(dir, t.file), "r")));
+      const bytes = Buffer.allocUnsafe(t.length);
+      const { bytesRead } = await fh.read(bytes, 0, t.length, t.offset);
+      if (bytesRead !== t.length) throw new CheckpointError(`${t.file}: tensor ${t.name}: file ends early (changed?)`);
+      yield { tensor: t, bytes };
+    }
+  } finally {
+    for (const fh of handles.values()) await fh.close();
+  }
+}
+
+/** The canonical bundle of a Hub folder (see planHubBundle) as one buffer. */
+export async function bundleHubCheckpoint(dir: string): Promise<Uint8Array> {
+  const plan = await planHubBundle(dir);
+  const out = Buffer.allocUnsafe(plan.size);
+  let pos = 0;
+  for await (const { bytes } of readHubBundle(dir, plan)) {
+    out.set(bytes, pos);
+    pos += bytes.length;
+  }
+  return out;
 }
 
 /** The safetensors files of a folder and the tensors the index maps to each (null: a single file, unchecked). */
@@ -126,35 +199,20 @@ async function readJson(dir: string, file: string): Promise<Record<string, unkno
   }
 }
 
-/**
- * Every shard of a folder as stored tensors (nothing widened): each file present, every tensor a float dtype, each
- * shard holding exactly what the index maps to it.
- */
-async function readShards(dir: string): Promise<{ file: string; tensors: RawTensor[] }[]> {
-  const out = [];
-  for (const shard of await shardsOf(dir)) {
-    const bytes = await readFile(join(dir, shard.file)).catch((e) => {
-      throw new CheckpointError(`missing checkpoint file ${join(dir, shard.file)}`, { cause: e });
-    });
-    const tensors = inFile(shard.file, () => readSafetensorsRaw(bytes).tensors);
-    checkShard(
-      shard.file,
-      tensors.map((t) => t.name),
-      shard.names,
-    );
-    for (const t of tensors) {
-      if (!FLOAT_DTYPES.has(t.dtype))
-        throw new CheckpointError(`${shard.file}: tensor ${t.name}: dtype ${t.dtype} is not F32/F16/BF16`);
-    }
-    out.push({ file: shard.file, tensors });
-  }
-  return out;
-}
-
 /** `fn()`, with a CheckpointError's message prefixed by the file it is about. */
 function inFile<T>(file: string, fn: () => T): T {
   try {
     return fn();
+  } catch (e) {
+    if (e instanceof CheckpointError) e.message = `${file}: ${e.message}`;
+    throw e;
+  }
+}
+
+/** `fn()` awaited, with a CheckpointError's message prefixed by the file it is about. */
+async function inFileAsync<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
   } catch (e) {
     if (e instanceof CheckpointError) e.message = `${file}: ${e.message}`;
     throw e;

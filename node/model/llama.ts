@@ -12,7 +12,7 @@ import { InvalidArgumentError } from "../errors.js";
 import { causalAttention } from "./attention.js";
 import { FrozenProducts } from "./products.js";
 import { recomputed } from "./recompute.js";
-import { CheckpointError, widenTensor, type NamedTensor, type RawTensor } from "./safetensors.js";
+import { CheckpointError, widenTensor, type NamedTensor, type RawTensor, type TensorHeader } from "./safetensors.js";
 import { meanTokenLoss } from "./gpt.js";
 import type { CausalLM } from "./causal-lm.js";
 import type { LoraAdapter } from "./lora.js";
@@ -260,6 +260,32 @@ export class Llama implements CausalLM {
     try {
       for (const t of raw)
         if (!IGNORED.test(t.name)) weights.set(t.name, tf.tensor(widenTensor(t), t.shape, "float32"));
+    } catch (e) {
+      for (const w of weights.values()) w.dispose();
+      throw e;
+    }
+    return new Llama(config, weights, trainable);
+  }
+
+  /**
+   * A model from f32 tensors arriving one at a time (a checkpoint streamed from disk), their headers checked first:
+   * each moves into the backend before the next is read. On any error nothing is kept.
+   */
+  static async fromStream(
+    config: LlamaConfig,
+    headers: TensorHeader[],
+    tensors: AsyncIterable<{ name: string; shape: number[]; data: Float32Array }>,
+    trainable = false,
+  ): Promise<Llama> {
+    const problem = checkShapes(
+      new Map(llamaParameterShapes(config)),
+      new Map(headers.map((t) => [t.name, t.shape])),
+      config,
+    );
+    if (problem) throw new CheckpointError(problem);
+    const weights = new Map<string, tf.Tensor>();
+    try {
+      for await (const t of tensors) if (!IGNORED.test(t.name)) weights.set(t.name, tf.tensor(t.data, t.shape));
     } catch (e) {
       for (const w of weights.values()) w.dispose();
       throw e;

@@ -4,6 +4,7 @@
  * anything that does not add up: a short file, a header that is not JSON, offsets that overlap, leave gaps or run
  * past the end, a dtype/shape that disagrees with the byte count, and NaN/Inf values.
  */
+import { open } from "node:fs/promises";
 import { FokError } from "../errors.js";
 
 /** Base of every checkpoint or adapter file error. */
@@ -87,13 +88,17 @@ export function readSafetensorsHeader(bytes: Uint8Array): {
   return { metadata, tensors: entries.map(({ name, dtype, shape }) => ({ name, dtype, shape })) };
 }
 
-function parseHeader(buf: Buffer) {
-  if (buf.length < 8)
-    throw new SafetensorsFormatError(`file is ${buf.length} bytes, shorter than the 8-byte header length`);
+/**
+ * The header of a file of `fileLength` bytes whose first bytes are `buf` (all of them, or at least the 8-byte length
+ * and the header), validated against that length.
+ */
+function parseHeader(buf: Buffer, fileLength = buf.length) {
+  if (fileLength < 8)
+    throw new SafetensorsFormatError(`file is ${fileLength} bytes, shorter than the 8-byte header length`);
   const headerLen = Number(buf.readBigUInt64LE(0));
-  if (headerLen > MAX_HEADER || 8 + headerLen > buf.length) {
+  if (headerLen > MAX_HEADER || 8 + headerLen > fileLength) {
     throw new SafetensorsFormatError(
-      `header length ${headerLen} runs past the end of a ${buf.length}-byte file (truncated?)`,
+      `header length ${headerLen} runs past the end of a ${fileLength}-byte file (truncated?)`,
     );
   }
   let header: Record<string, unknown>;
@@ -105,7 +110,7 @@ function parseHeader(buf: Buffer) {
   if (!header || typeof header !== "object" || Array.isArray(header))
     throw new SafetensorsFormatError("header is not a JSON object");
   const dataStart = 8 + headerLen;
-  const dataLen = buf.length - dataStart;
+  const dataLen = fileLength - dataStart;
   const metadata: Record<string, string> = {};
   const entries: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] = [];
   for (const [name, v] of Object.entries(header)) {
@@ -250,8 +255,51 @@ export function readSafetensorsRaw(bytes: Uint8Array): { metadata: Record<string
   return { metadata, tensors };
 }
 
-/** Writes tensors in their own dtypes; tensor names and metadata keys sorted, so the bytes are reproducible. */
-export function writeRawSafetensors(tensors: RawTensor[], metadata: Record<string, string> = {}): Uint8Array {
+/** One tensor's place in a file: its header and its bytes' absolute offset and length. */
+export interface TensorLocation extends TensorHeader {
+  offset: number;
+  length: number;
+}
+
+/**
+ * A safetensors file's validated header and where each tensor lies, read from the file's first bytes only (no
+ * tensor data is read): what a streaming reader needs.
+ */
+export async function readSafetensorsLocations(
+  path: string,
+): Promise<{ metadata: Record<string, string>; tensors: TensorLocation[] }> {
+  const fh = await open(path, "r");
+  try {
+    const { size } = await fh.stat();
+    const len = Buffer.alloc(8);
+    await fh.read(len, 0, Math.min(8, size), 0);
+    const headerLen = size >= 8 ? Number(len.readBigUInt64LE(0)) : 0;
+    const head = Buffer.alloc(8 + Math.min(headerLen, MAX_HEADER + 1, Math.max(0, size - 8)));
+    await fh.read(head, 0, head.length, 0);
+    const { metadata, entries, dataStart } = parseHeader(head, size);
+    return {
+      metadata,
+      tensors: entries.map((e) => ({
+        name: e.name,
+        dtype: e.dtype,
+        shape: e.shape,
+        offset: dataStart + e.begin,
+        length: e.end - e.begin,
+      })),
+    };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The header bytes (8-byte length and JSON) of a file holding tensors of these dtypes, shapes and byte lengths,
+ * sorted by name, and that order: tensor names and metadata keys sorted, so the bytes are reproducible.
+ */
+export function rawSafetensorsHeader<T extends TensorHeader & { length: number }>(
+  tensors: T[],
+  metadata: Record<string, string> = {},
+): { header: Buffer; sorted: T[]; dataLength: number } {
   const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const header: Record<string, unknown> = {};
   const metaKeys = Object.keys(metadata).sort();
@@ -259,16 +307,27 @@ export function writeRawSafetensors(tensors: RawTensor[], metadata: Record<strin
   let offset = 0;
   for (const t of sorted) {
     if (header[t.name] !== undefined) throw new SafetensorsFormatError(`tensor ${t.name} given twice`);
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.length] };
-    offset += t.bytes.length;
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.length] };
+    offset += t.length;
   }
   let json = JSON.stringify(header);
   json += " ".repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
   const headerBytes = Buffer.from(json, "utf8");
-  const out = Buffer.alloc(8 + headerBytes.length + offset);
+  const out = Buffer.alloc(8 + headerBytes.length);
   out.writeBigUInt64LE(BigInt(headerBytes.length), 0);
   headerBytes.copy(out, 8);
-  let pos = 8 + headerBytes.length;
+  return { header: out, sorted, dataLength: offset };
+}
+
+/** Writes tensors in their own dtypes; tensor names and metadata keys sorted, so the bytes are reproducible. */
+export function writeRawSafetensors(tensors: RawTensor[], metadata: Record<string, string> = {}): Uint8Array {
+  const { header, sorted, dataLength } = rawSafetensorsHeader(
+    tensors.map((t) => ({ ...t, length: t.bytes.length })),
+    metadata,
+  );
+  const out = Buffer.alloc(header.length + dataLength);
+  header.copy(out, 0);
+  let pos = header.length;
   for (const t of sorted) {
     out.set(t.bytes, pos);
     pos += t.bytes.length;

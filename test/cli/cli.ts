@@ -519,4 +519,31 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect(control).to.deep.equal([]);
     expect(r.out).to.include("  round 1 from ?[2J?]0;pwned??31mevil");
   });
+
+  it("on a Llama-family Hub folder: task create, aggregator and client runs with --base, then verify", async function () {
+    const llama = join(dir, "tiny-llama-task");
+    const config = tinyLlamaConfig({ vocab_size: 260 });
+    await writeHubCheckpoint(llama, config, randomWeights(config, 8), { dtype: "BF16", shards: 2 });
+    await writeFile(join(llama, "tokenizer.json"), buildTokenizerJson([]));
+    await writeFile(join(llama, "generation_config.json"), JSON.stringify({ eos_token_id: 256 }));
+    const lora = ["--base", llama, "--lora-targets", "q,k,v,o,gate_proj"];
+    const created = await fok(["task", "create", "--aggregator", ADDRESSES[1]!, "--rounds", "1", ...lora, ...chain(0)]);
+    const task = created.out[0]!.match(/^task (\d+) created/)![1]!;
+    const common = ["--task", task, "--steps", "2", "--batch-size", "2", ...lora];
+    const [agg, a, b] = await Promise.all([
+      fok(["aggregator", "run", "--task", task, "--expected", "2", ...lora, ...chain(1)]),
+      fok(["client", "run", ...common, "--wordnet-category", "disease", ...chain(2)]),
+      fok(["client", "run", ...common, "--wordnet-category", "drug", ...chain(3)]),
+    ]);
+    expect([agg.code, a.code, b.code, agg.err.at(-1)]).to.deep.equal([
+      0,
+      0,
+      0,
+      `aggregator: task ${task} done, 1 rounds finalized by this run`,
+    ]);
+    const verified = await fok(["verify", "--task", task, "--json", ...lora, ...chain(0)]);
+    const report = JSON.parse(verified.out.join("\n")) as { ok: boolean; checks: { ok: boolean }[] };
+    expect([verified.code, report.ok, report.checks.filter((c) => !c.ok)]).to.deep.equal([0, true, []]);
+    expect(report.checks.length).to.be.above(5);
+  });
 });

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sha256Hex } from "../../node/digest.js";
 import { initBackend, tf } from "../../node/model/backend.js";
-import { parseBaseModel, readBaseBytes } from "../../node/model/checkpoint.js";
+import { loadBaseModel, parseBaseModel, readBaseBytes } from "../../node/model/checkpoint.js";
 import { parseLlamaConfig } from "../../node/model/llama.js";
 import { buildTokenizerJson } from "../../node/model/tokenizer.js";
 import { readSafetensorsHeader } from "../../node/model/safetensors.js";
@@ -108,6 +108,30 @@ describe("federation on a Llama-family base (tiny llama, in-process chain, embed
     expect(err).to.be.instanceOf(NonFiniteTensorError);
     expect(err.message).to.contain("model.layers.1.mlp.down_proj.weight");
     expect(tf.memory().numTensors).to.equal(before);
+    // streamed from the folder: the same refusal, naming the shard too, and nothing left behind
+    const streamed = await rejection(loadBaseModel(path));
+    expect(streamed).to.be.instanceOf(NonFiniteTensorError);
+    expect(streamed.message).to.equal(
+      "model.safetensors: tensor model.layers.1.mlp.down_proj.weight holds a non-finite value at flat index 7",
+    );
+    expect(tf.memory().numTensors).to.equal(before);
+  });
+
+  it("a folder streamed into the backend has the bundle's digest and computes the same logits", async function () {
+    await initBackend("wasm", true);
+    const path = join(dir, "shards-3");
+    const bytes = await readBaseBytes(path);
+    const whole = parseBaseModel(bytes);
+    const streamed = await loadBaseModel(path);
+    expect(streamed.sha256).to.equal(sha256Hex(bytes));
+    expect(streamed.bytes).to.equal(undefined); // never held whole
+    expect(streamed.model.config).to.deep.equal(whole.model.config);
+    const ids = tf.tensor2d([[1, 5, 9, 33, 2, 63, 17, 8]], [1, 8], "int32");
+    const [a, b] = [whole, streamed].map((m) => tf.tidy(() => m.model.forward(ids)).dataSync());
+    expect(Math.max(...a!.map((x, i) => Math.abs(x - b![i]!)))).to.equal(0);
+    tf.dispose(ids);
+    whole.model.dispose();
+    streamed.model.dispose();
   });
 
   it("2 hospitals × 2 rounds of LoRA on a llama base end in fok verify passing", async function () {
