@@ -1,9 +1,9 @@
 /**
  * Real sizes of the Llama family on this machine: random BF16 checkpoints with the exact published configurations of
  * SmolLM2-135M and Qwen2.5-0.5B, written in the Hub layout (2 shards), then for each: load time and peak RSS (the
- * folder streamed: bundle digest + tensors), forward tokens/s (batch 1, sequence 256), LoRA (r 8 on q, k, v, o) training tokens/s at
- * sequence 256 through the same train() the clients use, and the same forward and step in PyTorch on one thread
- * (scripts/reference_llama.py's model, timed by scripts/bench_llm_torch.py) for the ratio.
+ * folder streamed: bundle digest + tensors), forward tokens/s (batch 1, sequence 256), LoRA (r 8 on q, k, v, o)
+ * training tokens/s at sequence 256 through the same train() the clients use, and the same forward and step in
+ * PyTorch on one thread (scripts/reference_llama.py's model, timed by scripts/bench_llm_torch.py) for the ratio.
  *
  *   npx tsx scripts/bench-llm.ts [--models smollm2-135m,qwen2.5-0.5b] [--steps 2] [--seq 256] [--json]
  */

@@ -520,7 +520,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect(r.out).to.include("  round 1 from ?[2J?]0;pwned??31mevil");
   });
 
-  it("on a Llama-family Hub folder: task create, aggregator and client runs with --base, then verify", async function () {
+  it("on a Llama-family Hub folder: task create, aggregator and client runs with --base, verify", async function () {
     const llama = join(dir, "tiny-llama-task");
     const config = tinyLlamaConfig({ vocab_size: 260 });
     await writeHubCheckpoint(llama, config, randomWeights(config, 8), { dtype: "BF16", shards: 2 });
