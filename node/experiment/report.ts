@@ -26,6 +26,8 @@ export interface SummaryRow {
   minAccuracy: Stat;
   meanAccuracy: Stat;
   hmeanAccuracy: Stat;
+  /** Knowledge-flow probe: Min-Acc and H-mean over hospitals on their own items and across all hospitals' items. */
+  probe: { ownMin: Stat; ownHmean: Stat; crossMin: Stat; crossHmean: Stat } | null;
   roundsToConvergence: Stat | null;
 }
 
@@ -46,6 +48,14 @@ export function summarizeRuns(runs: RunResult[]): SummaryRow[] {
         minAccuracy: stat(ms.map((m) => m.minAccuracy)),
         meanAccuracy: stat(ms.map((m) => m.meanAccuracy)),
         hmeanAccuracy: stat(ms.map((m) => m.hmeanAccuracy)),
+        probe: ms.every((m) => m.probe)
+          ? {
+              ownMin: stat(ms.map((m) => m.probe!.own.min)),
+              ownHmean: stat(ms.map((m) => m.probe!.own.hmean)),
+              crossMin: stat(ms.map((m) => m.probe!.cross.min)),
+              crossHmean: stat(ms.map((m) => m.probe!.cross.hmean)),
+            }
+          : null,
         roundsToConvergence: conv.length ? stat(conv) : null,
       });
     }
@@ -78,6 +88,7 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
         `${r.roundsToConvergence ? pm(r.roundsToConvergence, 1) : "-"} |`,
     ),
     "",
+    ...probeSection(rows),
     "## Partitions",
     "",
   ];
@@ -110,15 +121,100 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
         lines.push(`| *${m.method} (shared)* | ${cells.join(" | ")} |`);
       }
     }
+    lines.push(...probeMatrix(run));
     lines.push("");
   }
   lines.push(
     "Plots: `convergence.svg` (per-hospital held-out loss after each round), " +
+      "`probe-heatmap.svg` (the probe's cross-client accuracy, first seed), " +
       "`min-vs-mean.svg` (Min-Acc vs mean accuracy per method), " +
       "`partitions.svg` (documents per hospital and specialty).",
     "",
   );
   return lines.join("\n");
+}
+
+/** One run's probe accuracy matrix: local-only adapters by row, then each shared adapter's row. */
+function probeMatrix(run: RunResult): string[] {
+  const local = run.methods.find((m) => m.method === "local")?.probe;
+  if (!local || !run.crossClient) return [];
+  const lines = [
+    "",
+    "Knowledge-flow probe, local-only adapters (accuracy %; row: trained at, column: whose items; chance 25):",
+    "",
+    `| | ${run.crossClient.clients.join(" | ")} |`,
+    `| --- | ${run.crossClient.clients.map(() => "---:").join(" | ")} |`,
+  ];
+  local.matrix.forEach((row, i) =>
+    lines.push(`| ${run.crossClient!.clients[i]} | ${row.map((x) => (x * 100).toFixed(0)).join(" | ")} |`),
+  );
+  for (const m of run.methods.filter((m) => m.method !== "local" && m.probe)) {
+    lines.push(`| *${m.method}* | ${m.probe!.matrix[0]!.map((x) => (x * 100).toFixed(0)).join(" | ")} |`);
+  }
+  return lines;
+}
+
+/** The knowledge-flow probe's Min-Acc and H-mean table, with its definitions; empty when no run has a probe. */
+function probeSection(rows: SummaryRow[]): string[] {
+  const withProbe = rows.filter((r) => r.probe);
+  if (withProbe.length === 0) return [];
+  return [
+    "## Knowledge-flow probe",
+    "",
+    "Four-option cloze items built from each hospital's own training documents (node/data/probe.ts), scored by " +
+      "length-normalised log-likelihood; chance is 25%. For each method, hospital k's model (its own adapter for " +
+      "local-only, the shared adapter otherwise) is scored on k's own items (own) and on every hospital's items " +
+      "(cross: the mean over hospitals j). Min-Acc = min over k; H-mean = K / Σₖ 1/Accₖ.",
+    "",
+    "| partition | method | own Min-Acc % | own H-mean % | cross Min-Acc % | cross H-mean % |",
+    "| --- | --- | ---: | ---: | ---: | ---: |",
+    ...withProbe.map(
+      (r) =>
+        `| ${r.partition} | ${r.method} | ${pm(r.probe!.ownMin, 1, 100)} | ${pm(r.probe!.ownHmean, 1, 100)} | ` +
+        `${pm(r.probe!.crossMin, 1, 100)} | ${pm(r.probe!.crossHmean, 1, 100)} |`,
+    ),
+    "",
+  ];
+}
+
+/** The probe's cross-client accuracy (row: the model hospital k ends with; column: whose items), per method. */
+function probePlot(first: RunResult[]): TopLevelSpec {
+  const cells = first.flatMap((r) =>
+    r.methods
+      .filter((m) => m.probe)
+      .flatMap((m) =>
+        m.probe!.matrix.flatMap((row, k) =>
+          row.map((acc, j) => ({
+            panel: `${r.partition} · ${m.method}`,
+            model: m.clients[k]!.client,
+            items: m.clients[j]!.client,
+            acc: Math.round(acc * 100),
+          })),
+        ),
+      ),
+  );
+  return {
+    data: { values: cells },
+    facet: { field: "panel", type: "nominal", title: null },
+    columns: 3,
+    spec: {
+      width: 160,
+      height: 160,
+      encoding: {
+        x: { field: "items", type: "nominal", title: "items of" },
+        y: { field: "model", type: "nominal", title: "model of" },
+      },
+      layer: [
+        {
+          mark: "rect",
+          encoding: {
+            color: { field: "acc", type: "quantitative", title: "accuracy %", scale: { domain: [0, 100] } },
+          },
+        },
+        { mark: { type: "text", fontSize: 8 }, encoding: { text: { field: "acc", type: "quantitative" } } },
+      ],
+    },
+  };
 }
 
 async function toSvg(spec: TopLevelSpec): Promise<string> {
@@ -145,6 +241,8 @@ export async function writeResults(
   await write("convergence.svg", await toSvg(convergencePlot(first)));
   await write("min-vs-mean.svg", await toSvg(minVsMeanPlot(rows)));
   await write("partitions.svg", await toSvg(partitionsPlot(first)));
+  if (first.some((r) => r.methods.some((m) => m.probe)))
+    await write("probe-heatmap.svg", await toSvg(probePlot(first)));
   return files;
 }
 

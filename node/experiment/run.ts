@@ -12,7 +12,8 @@ import { parseBaseModel, readBaseBytes, type BaseModel } from "../model/checkpoi
 import { LoraAdapter, DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora.js";
 import { parseAdapter, serializeAdapter, type LoraWeights } from "../model/adapter.js";
 import { evaluateLoss } from "../train/evaluate.js";
-import { qaAccuracy, fairness } from "../train/qa.js";
+import { fairness, probeAccuracy, qaAccuracy } from "../train/qa.js";
+import { buildProbe, type ProbeItem } from "../data/probe.js";
 import { loadPubMedQA, qaDocuments, type QAItem } from "../data/pubmedqa.js";
 import { partition, splitClients, type PartitionSpec } from "../data/partition.js";
 import type { Document } from "../data/types.js";
@@ -51,6 +52,8 @@ export interface ExperimentConfig {
   qaPerClient: number;
   /** Held-out windows of 64 tokens scored for perplexity per hospital (0 = all). */
   evalSequences: number;
+  /** Knowledge-flow probe items built from each hospital's training documents (node/data/probe.ts; 0 = none). */
+  probeItems: number;
   workers: boolean;
   lora: LoraConfig;
 }
@@ -76,6 +79,7 @@ export const DEFAULT_EXPERIMENT: ExperimentConfig = {
   heldOutFraction: 0.2,
   qaPerClient: 20,
   evalSequences: 24,
+  probeItems: 24,
   workers: true,
   lora: DEFAULT_LORA_CONFIG,
 };
@@ -87,12 +91,23 @@ export const QUICK: Partial<ExperimentConfig> = {
   stepsPerRound: 2,
   qaPerClient: 3,
   evalSequences: 4,
+  probeItems: 4,
 };
 
 export interface ClientResult {
   client: string;
   perplexity: number;
   accuracy: number;
+  /** Probe accuracy of the model this hospital ends with on its own items, and on every hospital's (the mean). */
+  probeOwn?: number;
+  probeCross?: number;
+}
+
+/** Min, mean and harmonic mean over hospitals (node/train/qa.ts fairness). */
+export interface Fairness {
+  min: number;
+  mean: number;
+  hmean: number;
 }
 
 export interface MethodResult {
@@ -103,6 +118,11 @@ export interface MethodResult {
   minAccuracy: number;
   meanAccuracy: number;
   hmeanAccuracy: number;
+  /**
+   * The knowledge-flow probe: matrix[k][j] = accuracy of the model hospital k ends with on hospital j's items; own
+   * = the diagonal, cross = each row's mean; Min-Acc and H-mean over hospitals of each.
+   */
+  probe?: { matrix: number[][]; own: Fairness; cross: Fairness };
   /** Federated methods: mean held-out loss over hospitals after each round. */
   curve?: number[];
   /** Per hospital, held-out loss after each round. */
@@ -137,6 +157,8 @@ interface Hospital {
   trainWeights?: Float32Array;
   heldOut: Int32Array;
   qa: QAItem[];
+  /** Knowledge-flow probe items from this hospital's training documents. */
+  probe: ProbeItem[];
   numExamples: number;
 }
 
@@ -199,7 +221,7 @@ async function runPartition(x: Context, spec: PartitionSpec, seed: number): Prom
   const { cfg, base, log } = x;
   const split = splitClients(partition(x.docs, spec, seed), cfg.heldOutFraction, seed);
   const summary = await summarizePartition(split, (t) => base.tokenizer.encode(t));
-  const hospitals = await hospitalsOf(x, split);
+  const hospitals = await hospitalsOf(x, split, seed);
   const name = partitionName(spec);
   log(`[experiment] ${name}, seed ${seed}: ${hospitals.map((h) => `${h.name} ${h.numExamples}`).join(", ")}`);
   const run: RunResult = { partition: name, seed, summary, methods: [] };
@@ -221,20 +243,25 @@ async function runPartition(x: Context, spec: PartitionSpec, seed: number): Prom
     log(
       `[experiment]   ${method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, ` +
         `mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, ` +
-        `mean acc ${(m.meanAccuracy * 100).toFixed(1)}% (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+        `mean acc ${(m.meanAccuracy * 100).toFixed(1)}%` +
+        (m.probe
+          ? `, probe Min-Acc own ${(m.probe.own.min * 100).toFixed(1)}% cross ${(m.probe.cross.min * 100).toFixed(1)}%`
+          : "") +
+        ` (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
     );
   }
   return run;
 }
 
 /** Each hospital's training data (text windows, or supervised QA windows), held-out tokens and QA items. */
-async function hospitalsOf(x: Context, split: ReturnType<typeof splitClients>): Promise<Hospital[]> {
+async function hospitalsOf(x: Context, split: ReturnType<typeof splitClients>, seed: number): Promise<Hospital[]> {
   const { cfg, base } = x;
   const hospitals: Hospital[] = [];
   for (const c of split) {
     const qa = c.heldOut.map((d) => x.byId.get(d.id)!).slice(0, cfg.qaPerClient || undefined);
     const heldOut = await tokenizeDocuments(base.tokenizer, c.heldOut);
-    const common = { name: c.name, heldOut, qa, numExamples: c.train.length };
+    const probe = buildProbe(c.name, c.train, { items: cfg.probeItems, seed });
+    const common = { name: c.name, heldOut, qa, probe, numExamples: c.train.length };
     if (cfg.trainOn === "qa") {
       const items = c.train.map((d) => x.byId.get(d.id)!);
       const w = await qaWindows(base.tokenizer, items, base.model.contextLength, cfg.answerWeight);
@@ -270,8 +297,10 @@ async function trainAlone(
   // each hospital's own adapter on its own held-out set; and the cross-hospital matrix
   const per = [];
   const matrix: number[][] = [];
+  const probeMatrix: number[][] = [];
   for (const [i, h] of hospitals.entries()) {
     const a = load(base, cfg.lora, adapters[i]!);
+    probeMatrix.push(await probeRow(base, a, hospitals));
     per.push({
       client: h.name,
       perplexity: (await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).perplexity,
@@ -284,7 +313,7 @@ async function trainAlone(
     a.dispose();
   }
   run.crossClient = { clients: hospitals.map((h) => h.name), perplexity: matrix };
-  return summarize(method, per);
+  return summarize(method, per, probeMatrix);
 }
 
 async function federate(
@@ -366,14 +395,22 @@ async function score(
       accuracy: withQa ? (await qaAccuracy(base.model, a, base.tokenizer, h.qa)).accuracy : NaN,
     });
   }
+  const row = withQa ? await probeRow(base, a, hospitals) : null;
   a?.dispose();
-  return summarize(method, per);
+  return summarize(method, per, row ? hospitals.map(() => row) : undefined);
 }
 
-function summarize(method: Method, per: ClientResult[]): MethodResult {
+/** One model's probe accuracy on each hospital's items. */
+async function probeRow(base: BaseModel, a: LoraAdapter | null, hospitals: Hospital[]): Promise<number[]> {
+  const row: number[] = [];
+  for (const h of hospitals) row.push((await probeAccuracy(base.model, a, base.tokenizer, h.probe)).accuracy);
+  return row;
+}
+
+function summarize(method: Method, per: ClientResult[], probeMatrix?: number[][]): MethodResult {
   const ppl = per.map((c) => c.perplexity);
   const acc = fairness(per.map((c) => c.accuracy));
-  return {
+  const result: MethodResult = {
     method,
     clients: per,
     worstPerplexity: Math.max(...ppl),
@@ -381,6 +418,19 @@ function summarize(method: Method, per: ClientResult[]): MethodResult {
     minAccuracy: acc.min,
     meanAccuracy: acc.mean,
     hmeanAccuracy: acc.hmean,
+  };
+  if (!probeMatrix || probeMatrix.every((r) => r.every(Number.isNaN))) return result;
+  per.forEach((c, k) => {
+    c.probeOwn = probeMatrix[k]![k]!;
+    c.probeCross = probeMatrix[k]!.reduce((s, v) => s + v, 0) / probeMatrix[k]!.length;
+  });
+  return {
+    ...result,
+    probe: {
+      matrix: probeMatrix,
+      own: fairness(per.map((c) => c.probeOwn!)),
+      cross: fairness(per.map((c) => c.probeCross!)),
+    },
   };
 }
 
@@ -421,6 +471,7 @@ function pool(hospitals: Hospital[]): Hospital {
       trainWeights: w.weights,
       heldOut: new Int32Array(0),
       qa: [],
+      probe: [],
       numExamples,
     };
   }
@@ -429,6 +480,7 @@ function pool(hospitals: Hospital[]): Hospital {
     train: concatTokens(hospitals.map((h) => h.train)),
     heldOut: new Int32Array(0),
     qa: [],
+    probe: [],
     numExamples,
   };
 }

@@ -8,6 +8,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   isLlamaConfig,
+  LM_HEAD,
   loraLayout,
   resolveLlamaTargets,
   validateLoraConfig,
@@ -58,9 +59,13 @@ export interface ParsedAdapter {
   metadata: AdapterMetadata;
 }
 
-/** PEFT's key prefix of a module: GPT-2's modules live under `transformer.`, the Llama family's paths are whole. */
-function prefix(model: ModelConfig): string {
-  return isLlamaConfig(model) ? "base_model.model." : "base_model.model.transformer.";
+/**
+ * PEFT's key of a module's tensors: GPT-2's blocks live under `transformer.`, the Llama family's paths are whole,
+ * and either's output head is `lm_head` at the top.
+ */
+function peftModule(model: ModelConfig, module: string): string {
+  if (module === LM_HEAD || isLlamaConfig(model)) return `base_model.model.${module}`;
+  return `base_model.model.transformer.${module}`;
 }
 
 /** PEFT's adapter_config.json for our LoRA config on `model`'s family (fixed key order: same config, same bytes). */
@@ -69,7 +74,7 @@ export function peftConfig(lora: LoraConfig, model: ModelConfig, baseModel = "")
   return {
     base_model_name_or_path: baseModel,
     bias: "none",
-    // GPT-2's Conv1D stores [in, out]; nn.Linear [out, in]
+    // GPT-2's Conv1D stores [in, out]; nn.Linear [out, in] (PEFT turns it off itself for GPT-2's Linear lm_head)
     fan_in_fan_out: !llama,
     inference_mode: true,
     init_lora_weights: true,
@@ -89,6 +94,7 @@ function gptPeftModules(targets: string[]): string[] {
   const modules = new Set<string>();
   for (const t of targets) {
     if (["q", "k", "v", "c_attn", "attn.c_attn"].includes(t)) modules.add("c_attn");
+    else if (t === LM_HEAD) modules.add(LM_HEAD);
     else if (t === "o" || t === "attn.c_proj") modules.add("attn.c_proj");
     else if (t === "c_fc" || t === "mlp.c_fc") modules.add("c_fc");
     else modules.add("mlp.c_proj");
@@ -121,8 +127,8 @@ export function serializeAdapter(
         for (let j = 0; j < r; j++) B[(s * m.sectionWidth + c) * r + j] = w.B[j * width + k * m.sectionWidth + c]!;
       }
     });
-    tensors.set(`${prefix(model)}${m.module}.lora_A.weight`, { shape: [r, fanIn], data: A });
-    tensors.set(`${prefix(model)}${m.module}.lora_B.weight`, { shape: [m.outWidth, r], data: B });
+    tensors.set(`${peftModule(model, m.module)}.lora_A.weight`, { shape: [r, fanIn], data: A });
+    tensors.set(`${peftModule(model, m.module)}.lora_B.weight`, { shape: [m.outWidth, r], data: B });
   }
   const md: Record<string, string> = {
     format: "pt",
@@ -153,8 +159,8 @@ export function parseAdapter(bytes: Uint8Array, model: ModelConfig, expected?: L
   });
   const weights: LoraWeights = new Map();
   for (const m of loraLayout(model, lora!)) {
-    const aName = `${prefix(model)}${m.module}.lora_A.weight`;
-    const bName = `${prefix(model)}${m.module}.lora_B.weight`;
+    const aName = `${peftModule(model, m.module)}.lora_A.weight`;
+    const bName = `${peftModule(model, m.module)}.lora_B.weight`;
     weights.set(m.module, moduleWeights(file.tensors, lora!, m, aName, bName));
   }
   return { weights, config: lora!, metadata: adapterMetadata(file.metadata) };
@@ -164,8 +170,8 @@ export function parseAdapter(bytes: Uint8Array, model: ModelConfig, expected?: L
 function expectedTensors(model: ModelConfig, lora: LoraConfig): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const m of loraLayout(model, lora)) {
-    out.set(`${prefix(model)}${m.module}.lora_A.weight`, [lora.r, m.inWidth]);
-    out.set(`${prefix(model)}${m.module}.lora_B.weight`, [m.outWidth, lora.r]);
+    out.set(`${peftModule(model, m.module)}.lora_A.weight`, [lora.r, m.inWidth]);
+    out.set(`${peftModule(model, m.module)}.lora_B.weight`, [m.outWidth, lora.r]);
   }
   return out;
 }

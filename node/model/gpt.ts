@@ -9,7 +9,7 @@
  */
 import { tf } from "./backend.js";
 import { InvalidArgumentError } from "../errors.js";
-import type { LoraAdapter } from "./lora.js";
+import { LM_HEAD, type LoraAdapter } from "./lora.js";
 import { causalAttention } from "./attention.js";
 import { FrozenProducts } from "./products.js";
 import type { CausalLM } from "./causal-lm.js";
@@ -170,7 +170,8 @@ export class GPT implements CausalLM {
       }
       const xf = this.layerNorm(x, "ln_f");
       const wte = this.p("wte.weight"); // the tied head: wteᵀ [C, V] made explicit, so it stays a plain product
-      return this.product(xf, "wte.T", wte, () => tf.transpose(wte)); // [N, V]
+      const logits = this.product(xf, "wte.T", wte, () => tf.transpose(wte)); // [N, V]
+      return lora ? lora.apply(LM_HEAD, xf, logits, training) : logits;
     });
   }
 

@@ -15,7 +15,7 @@ import { recomputed } from "./recompute.js";
 import { CheckpointError, widenTensor, type NamedTensor, type RawTensor, type TensorHeader } from "./safetensors.js";
 import { meanTokenLoss } from "./gpt.js";
 import type { CausalLM } from "./causal-lm.js";
-import type { LoraAdapter } from "./lora.js";
+import { LM_HEAD, type LoraAdapter } from "./lora.js";
 
 export type LlamaFamily = "llama" | "qwen2" | "mistral";
 export const LLAMA_FAMILIES: readonly LlamaFamily[] = ["llama", "qwen2", "mistral"];
@@ -334,7 +334,8 @@ export class Llama implements CausalLM {
       }
       const xf = this.rmsNorm(x, "model.norm.weight");
       const head = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-      return this.products.productT(xf, head, this.p(head)); // [N, V]
+      const logits = this.products.productT(xf, head, this.p(head)); // [N, V]
+      return lora ? lora.apply(LM_HEAD, xf, logits, training) : logits;
     });
   }
 

@@ -10,6 +10,10 @@
  *
  * On the Llama family the targets are nn.Linear projections named as PEFT names them: `q_proj`, `k_proj`, `v_proj`,
  * `o_proj` (also `q`, `k`, `v`, `o`), `gate_proj`, `up_proj`, `down_proj`, each with its own A and B.
+ *
+ * Either family also takes `lm_head`: an update on the output head (logits = x·Wᵀ + scale·x·A·B, B [r, vocab]),
+ * which PEFT accepts as a target too; with a tied head the embedding stays as it is and only the head moves. It is
+ * what lets a small adapter change which answer token is likely (a LoRA below a frozen tied head barely can).
  */
 import { tf } from "./backend.js";
 import { InvalidArgumentError } from "../errors.js";
@@ -23,6 +27,9 @@ export type ModelConfig = GPTConfig | LlamaConfig;
 export function isLlamaConfig(c: ModelConfig): c is LlamaConfig {
   return "family" in c;
 }
+
+/** The output head's module name, as PEFT names it in both families. */
+export const LM_HEAD = "lm_head";
 
 /** The Llama family's LoRA targets, PEFT's names, in layer order; aliases q, k, v, o. */
 const LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
@@ -68,22 +75,26 @@ const KIND_ALIASES: Record<string, string> = {
 };
 
 /** Resolves target names to per-layer module suffixes and c_attn sections; rejects unknown names. */
-export function resolveTargets(targets: string[]): { cAttnSections: number[]; others: string[] } {
+export function resolveTargets(targets: string[]): { cAttnSections: number[]; others: string[]; head: boolean } {
   const sections = new Set<number>();
   const others = new Set<string>();
+  let head = false;
   for (const t of targets) {
-    if (t === "c_attn" || t === "attn.c_attn") [0, 1, 2].forEach((s) => sections.add(s));
+    if (t === LM_HEAD) head = true;
+    else if (t === "c_attn" || t === "attn.c_attn") [0, 1, 2].forEach((s) => sections.add(s));
     else if (t === "q" || t === "k" || t === "v") sections.add("qkv".indexOf(t));
     else if (KIND_ALIASES[t]) others.add(KIND_ALIASES[t]!);
     else
       throw new InvalidArgumentError(
-        `unknown LoRA target module ${JSON.stringify(t)}; use q, k, v, c_attn, attn.c_proj, c_fc, mlp.c_proj`,
+        `unknown LoRA target module ${JSON.stringify(t)}; use q, k, v, c_attn, attn.c_proj, c_fc, mlp.c_proj, lm_head`,
       );
   }
-  if (sections.size === 0 && others.size === 0) throw new InvalidArgumentError("LoRA needs at least one target module");
+  if (sections.size === 0 && others.size === 0 && !head)
+    throw new InvalidArgumentError("LoRA needs at least one target module");
   return {
     cAttnSections: [...sections].sort(),
     others: ["attn.c_proj", "mlp.c_fc", "mlp.c_proj"].filter((o) => others.has(o)),
+    head,
   };
 }
 
@@ -92,15 +103,20 @@ export function resolveLlamaTargets(targets: string[]): string[] {
   const chosen = new Set<string>();
   for (const t of targets) {
     const name = LLAMA_ALIASES[t] ?? t;
-    if (!(LLAMA_TARGETS as readonly string[]).includes(name)) {
+    if (!isLlamaTarget(name)) {
       throw new InvalidArgumentError(
-        `unknown LoRA target module ${JSON.stringify(t)} for a Llama-family model; use ${LLAMA_TARGETS.join(", ")}`,
+        `unknown LoRA target module ${JSON.stringify(t)} for a Llama-family model; ` +
+          `use ${LLAMA_TARGETS.join(", ")}, ${LM_HEAD}`,
       );
     }
     chosen.add(name);
   }
   if (chosen.size === 0) throw new InvalidArgumentError("LoRA needs at least one target module");
-  return LLAMA_TARGETS.filter((t) => chosen.has(t));
+  return [...LLAMA_TARGETS, LM_HEAD].filter((t) => chosen.has(t));
+}
+
+function isLlamaTarget(name: string): boolean {
+  return name === LM_HEAD || (LLAMA_TARGETS as readonly string[]).includes(name);
 }
 
 /** r, alpha and dropout in range, and every target a known name of some family (the layout checks the family). */
@@ -111,7 +127,7 @@ export function validateLoraConfig(c: LoraConfig): void {
   if (!(c.dropout >= 0 && c.dropout < 1))
     throw new InvalidArgumentError(`LoRA dropout must be in [0, 1), got ${c.dropout}`);
   if (!Array.isArray(c.targetModules)) throw new InvalidArgumentError("LoRA target modules must be a list");
-  const llama = c.targetModules.every((t) => (LLAMA_TARGETS as readonly string[]).includes(LLAMA_ALIASES[t] ?? t));
+  const llama = c.targetModules.every((t) => isLlamaTarget(LLAMA_ALIASES[t] ?? t));
   if (!llama || c.targetModules.length === 0) resolveTargets(c.targetModules);
 }
 
@@ -119,7 +135,7 @@ export function validateLoraConfig(c: LoraConfig): void {
 export function loraLayout(model: ModelConfig, lora: LoraConfig): Omit<LoraModule, "A" | "B">[] {
   validateLoraConfig(lora);
   if (isLlamaConfig(model)) return llamaLayout(model, lora);
-  const { cAttnSections, others } = resolveTargets(lora.targetModules);
+  const { cAttnSections, others, head } = resolveTargets(lora.targetModules);
   const C = model.nEmbd;
   const out: Omit<LoraModule, "A" | "B">[] = [];
   for (let i = 0; i < model.nLayer; i++) {
@@ -133,7 +149,12 @@ export function loraLayout(model: ModelConfig, lora: LoraConfig): Omit<LoraModul
       out.push({ module: `h.${i}.${o}`, sections: [0], sectionWidth: width, outWidth: width, inWidth: fanIn });
     }
   }
+  if (head) out.push(headModule(C, model.vocabSize));
   return out;
+}
+
+function headModule(inWidth: number, vocab: number): Omit<LoraModule, "A" | "B"> {
+  return { module: LM_HEAD, sections: [0], sectionWidth: vocab, outWidth: vocab, inWidth };
 }
 
 function llamaLayout(c: LlamaConfig, lora: LoraConfig): Omit<LoraModule, "A" | "B">[] {
@@ -141,13 +162,14 @@ function llamaLayout(c: LlamaConfig, lora: LoraConfig): Omit<LoraModule, "A" | "
   const out: Omit<LoraModule, "A" | "B">[] = [];
   const targets = resolveLlamaTargets(lora.targetModules);
   for (let i = 0; i < c.nLayer; i++) {
-    for (const t of targets) {
+    for (const t of targets.filter((t) => t !== LM_HEAD)) {
       const block = ["gate_proj", "up_proj", "down_proj"].includes(t) ? "mlp" : "self_attn";
       const module = `model.layers.${i}.${block}.${t}`;
       const [width, fanIn] = weights.get(`${module}.weight`)!;
       out.push({ module, sections: [0], sectionWidth: width!, outWidth: width!, inWidth: fanIn! });
     }
   }
+  if (targets.includes(LM_HEAD)) out.push(headModule(c.hiddenSize, c.vocabSize));
   return out;
 }
 
@@ -284,8 +306,13 @@ export class LoraAdapter {
     return tf.tidy(() => this.expand(m, tf.mul(tf.matMul(m.A, m.B), this.scale) as tf.Tensor2D));
   }
 
-  /** Adds ΔW into the GPT's weights (inference without the extra branch; GPT-2's [in, out] layout). */
+  /**
+   * Adds ΔW into the GPT's weights (inference without the extra branch; GPT-2's [in, out] layout). An lm_head
+   * update cannot be merged: the head is tied to the embedding, which would change too.
+   */
   merge(gpt: GPT): void {
+    if (this.modules.has(LM_HEAD))
+      throw new InvalidArgumentError("an lm_head update cannot be merged into GPT-2's head, which is tied");
     for (const module of this.modules.keys()) {
       const w = gpt.params.get(module + ".weight")!;
       tf.tidy(() => w.assign(tf.add(w, this.deltaWeight(module))));

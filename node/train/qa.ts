@@ -7,6 +7,7 @@ import type { CausalLM } from "../model/causal-lm.js";
 import type { LoraAdapter } from "../model/lora.js";
 import type { BPETokenizer } from "../model/tokenizer.js";
 import { DECISIONS, qaPrompt, type Decision, type QAItem } from "../data/pubmedqa.js";
+import type { ProbeItem } from "../data/probe.js";
 
 export interface QAResult {
   accuracy: number;
@@ -117,6 +118,44 @@ export async function qaAccuracy(
     predictions.push(pred);
     if (pred === item.decision) correct++;
   });
+  return { accuracy: items.length ? correct / items.length : NaN, correct, total: items.length, predictions };
+}
+
+export interface ProbeResult {
+  accuracy: number;
+  correct: number;
+  total: number;
+  /** The option picked for each item. */
+  predictions: number[];
+}
+
+/**
+ * Knowledge-flow probe accuracy (node/data/probe.ts): each option scored by its length-normalised log-likelihood
+ * after the prompt (the mean log p per token of the option, so longer words are not penalised), the best one
+ * picked. Chance is 1 / options.
+ */
+export async function probeAccuracy(
+  model: CausalLM,
+  lora: LoraAdapter | null,
+  tokenizer: BPETokenizer,
+  items: readonly ProbeItem[],
+): Promise<ProbeResult> {
+  const seqs: Scored[] = [];
+  for (const item of items) {
+    const prompt = await tokenizer.encode(item.prompt);
+    for (const option of item.options)
+      seqs.push(sequenceFor(prompt, await tokenizer.encode(option), model.contextLength));
+  }
+  const scores = await scoreSequences(model, lora, seqs);
+  const predictions: number[] = [];
+  let correct = 0;
+  let k = 0;
+  for (const item of items) {
+    const mine = item.options.map(() => scores[k]! / seqs[k++]!.candidateLength);
+    const pick = mine.indexOf(Math.max(...mine));
+    predictions.push(pick);
+    if (pick === item.answer) correct++;
+  }
   return { accuracy: items.length ? correct / items.length : NaN, correct, total: items.length, predictions };
 }
 

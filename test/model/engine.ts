@@ -35,7 +35,10 @@ describe("node/model engine", function () {
           const gpt = GPT.init(TINY, 7);
           // frozen is how train() runs LoRA (GPT then keeps derived weights and uses its own product gradient)
           if (frozen) gpt.params.forEach((v) => (v.trainable = false));
-          const lora = LoraAdapter.init(TINY, ALL_TARGETS, 3);
+          // every projection, and the (tied) output head
+          const targets = [...ALL_TARGETS.targetModules, "lm_head"];
+          const lora = LoraAdapter.init(TINY, { ...ALL_TARGETS, targetModules: targets }, 3);
+          expect(lora.modules.get("lm_head")!.B.shape).to.deep.equal([ALL_TARGETS.r, TINY.vocabSize]);
           randomizeB(lora, 11);
           const x = tokens2d([
             [1, 5, 7, 2, 9, 3, 4, 8],
@@ -106,6 +109,10 @@ describe("node/model engine", function () {
         expect(maxW).to.be.below(1e-6);
         const again = (await gpt.forward(x).data()) as Float32Array;
         expect(Math.max(...again.map((v, i) => Math.abs(v - plain[i]!)))).to.be.below(1e-5);
+        // an lm_head update is refused: merging it into the tied head would change the embedding too
+        const head = LoraAdapter.init(TINY, { ...ALL_TARGETS, targetModules: ["q", "lm_head"] }, 3);
+        expect(() => head.merge(gpt)).to.throw("an lm_head update cannot be merged into GPT-2's head, which is tied");
+        head.dispose();
         gpt.dispose();
         lora.dispose();
       });

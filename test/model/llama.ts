@@ -123,11 +123,12 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
   });
 
   describe("LoRA on q, k, v, o, gate, up, down: PEFT layout, logits and gradients match the reference", function () {
-    for (const [name, overrides] of [
-      ["llama, GQA, untied", { tie_word_embeddings: false }],
-      ["qwen2 with q/k/v biases", { model_type: "qwen2" }],
-      ["llama with llama3 rope scaling and head_dim 8", CASES[3]![1]],
-      ["mistral", { model_type: "mistral", sliding_window: 16 }],
+    for (const [name, overrides, head] of [
+      ["llama, GQA, untied", { tie_word_embeddings: false }, false],
+      ["qwen2 with q/k/v biases", { model_type: "qwen2" }, false],
+      ["llama with llama3 rope scaling and head_dim 8", CASES[3]![1], false],
+      ["mistral", { model_type: "mistral", sliding_window: 16 }, false],
+      ["llama, tied head, and lm_head as a target too", {}, true],
     ] as const) {
       it(name, async function () {
         if (!(await torchAvailable())) this.skip();
@@ -140,7 +141,7 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
           r: 4,
           alpha: 8,
           dropout: 0,
-          targetModules: ["q", "k", "v", "o", "gate_proj", "up_proj", "down_proj"],
+          targetModules: ["q", "k", "v", "o", "gate_proj", "up_proj", "down_proj", ...(head ? ["lm_head"] : [])],
         };
         // A as initialised, B random (a zero B would leave A without a gradient)
         const adapter = LoraAdapter.init(parsed, lora, 3);
@@ -168,13 +169,15 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
           "gate_proj",
           "up_proj",
           "down_proj",
+          ...(head ? ["lm_head"] : []),
         ]);
         const header = readSafetensorsHeader(await readFile(join(peft, "adapter_model.safetensors")));
         const shapes = Object.fromEntries(header.tensors.map((t) => [t.name, t.shape]));
         expect(shapes["base_model.model.model.layers.1.self_attn.k_proj.lora_A.weight"]).to.deep.equal([4, 32]);
         expect(shapes["base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight"]).to.deep.equal([16, 4]);
         expect(shapes["base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"]).to.deep.equal([4, 48]);
-        expect(header.tensors).to.have.length(2 * 7 * 2);
+        expect(header.tensors).to.have.length(2 * 7 * 2 + (head ? 2 : 0));
+        if (head) expect(shapes["base_model.model.lm_head.lora_B.weight"]).to.deep.equal([config.vocab_size, 4]);
         // parse back: the same weights
         expect(parseAdapter(bytes, parsed, lora).weights.get("model.layers.0.self_attn.o_proj")!.B).to.deep.equal(
           weights.get("model.layers.0.self_attn.o_proj")!.B,
