@@ -1,7 +1,7 @@
 /** Turning documents into one token stream for training and evaluation. */
 import type { BPETokenizer } from "../model/tokenizer.js";
 import type { Document } from "./types.js";
-import { qaPrompt, type QAItem } from "./pubmedqa.js";
+import type { QAItem } from "./pubmedqa.js";
 import { InvalidArgumentError } from "../errors.js";
 
 /** The parts one after another in one Int32Array. */
@@ -23,12 +23,26 @@ export interface WindowedTokens {
 }
 
 /**
- * Supervised QA windows: per item, the prompt (question and context, as qaAccuracy scores it) followed by the
+ * The prompt tokens of a QA item that fit `budget` tokens: "Question: …\nContext:", the context, "\nAnswer:", each
+ * tokenized on its own, the context cut at its end when the whole would not fit. A question and the start of its
+ * context always make it into the window (cutting from the left, as a plain sliding window does, drops the question
+ * first). The head alone longer than the budget is cut from the left.
+ */
+export async function fitQaPrompt(tokenizer: BPETokenizer, item: QAItem, budget: number): Promise<number[]> {
+  const head = await tokenizer.encode(`Question: ${item.question}\nContext:`);
+  const tail = await tokenizer.encode("\nAnswer:");
+  const context = await tokenizer.encode(` ${item.contexts.join(" ")}`);
+  const room = Math.max(0, budget - head.length - tail.length);
+  return [...head, ...context.slice(0, room), ...tail].slice(-budget);
+}
+
+/**
+ * Supervised QA windows: per item, the prompt (question and the start of its context: fitQaPrompt) followed by the
  * answer " yes" / " no" / " maybe", tokenized the way the scorer tokenizes them (prompt and answer separately), and
- * a training window (seqLen inputs, their seqLen next-token targets) whose last target is the answer. Items follow
- * each other in one stream, so a prompt shorter than the window is preceded by the previous item (or by
- * <|endoftext|> at the very start). Every target weighs 1 but the answer's tokens, which weigh `answerWeight`: with
- * seqLen − 1 the answer carries as much of the loss as the context it follows.
+ * a training window (seqLen inputs, their seqLen next-token targets) whose last target is the answer. A prompt
+ * shorter than the window is left-padded with <|endoftext|>, as qaAccuracy pads it, so the answer sits at the same
+ * positions in training and in scoring and no window sees another item. Padding targets weigh 0, the prompt's 1 and
+ * the answer's tokens `answerWeight` (with seqLen − 1 the answer carries as much of the loss as its context).
  */
 export async function qaWindows(
   tokenizer: BPETokenizer,
@@ -38,22 +52,29 @@ export async function qaWindows(
 ): Promise<WindowedTokens> {
   if (items.length === 0) throw new InvalidArgumentError("no QA items to build training windows from");
   const eot = tokenizer.endOfTextId;
-  const parts: number[][] = [new Array(seqLen).fill(eot)];
+  const parts: number[][] = [];
+  const weights: number[] = [];
   const ends: number[] = [];
-  const answers: [number, number][] = [];
-  let n = seqLen;
+  let n = 0;
   for (const item of items) {
-    const prompt = await tokenizer.encode(qaPrompt(item));
     const answer = await tokenizer.encode(` ${item.decision}`);
-    parts.push([...prompt, ...answer, eot]);
-    answers.push([n + prompt.length, n + prompt.length + answer.length]);
-    n += prompt.length + answer.length + 1;
+    const prompt = await fitQaPrompt(tokenizer, item, seqLen - answer.length);
+    const pad = seqLen + 1 - prompt.length - answer.length; // window: seqLen + 1 tokens, inputs then targets
+    parts.push([...new Array<number>(pad).fill(eot), ...prompt, ...answer, eot]);
+    weights.push(
+      ...new Array<number>(pad).fill(0),
+      ...prompt.map(() => 1),
+      ...answer.map(() => answerWeight),
+      0, // the <|endoftext|> after the answer is never a target of its window
+    );
+    n += pad + prompt.length + answer.length + 1;
     ends.push(n - 2); // the window ends on the answer's last token, before <|endoftext|>
   }
-  const tokens = concatTokens(parts);
-  const weights = new Float32Array(n).fill(1);
-  for (const [from, to] of answers) weights.fill(answerWeight, from, to);
-  return { tokens, starts: Int32Array.from(ends, (e) => e - seqLen), weights };
+  return {
+    tokens: concatTokens(parts),
+    starts: Int32Array.from(ends, (e) => e - seqLen),
+    weights: Float32Array.from(weights),
+  };
 }
 
 /** Several windowed streams as one (for pooling clients' data). */

@@ -1,12 +1,13 @@
 /**
- * Yes/no/maybe accuracy for PubMedQA: each answer is scored by its log-likelihood after the prompt (question and
- * context, cut from the left to fit the context window), and the most likely answer is the prediction.
+ * Yes/no/maybe accuracy for PubMedQA: each answer is scored by its log-likelihood after the prompt (the question and
+ * as much of its context as fits the window: fitQaPrompt), and the most likely answer is the prediction.
  */
 import { tf } from "../model/backend.js";
 import type { CausalLM } from "../model/causal-lm.js";
 import type { LoraAdapter } from "../model/lora.js";
 import type { BPETokenizer } from "../model/tokenizer.js";
-import { DECISIONS, qaPrompt, type Decision, type QAItem } from "../data/pubmedqa.js";
+import { DECISIONS, type Decision, type QAItem } from "../data/pubmedqa.js";
+import { fitQaPrompt } from "../data/tokens.js";
 import type { ProbeItem } from "../data/probe.js";
 
 export interface QAResult {
@@ -105,9 +106,14 @@ export async function qaAccuracy(
 ): Promise<QAResult> {
   const candidates = await Promise.all(DECISIONS.map((d) => tokenizer.encode(` ${d}`)));
   const seqs: Scored[] = [];
+  const T = gpt.contextLength;
   for (const item of items) {
-    const prompt = await tokenizer.encode(qaPrompt(item));
-    for (const c of candidates) seqs.push(sequenceFor(prompt, c, gpt.contextLength));
+    for (const c of candidates) {
+      // left-padded to the window as qaWindows pads training windows: the answer at the same positions
+      const prompt = await fitQaPrompt(tokenizer, item, T - c.length);
+      const padded = [...new Array<number>(T + 1 - prompt.length - c.length).fill(tokenizer.endOfTextId), ...prompt];
+      seqs.push(sequenceFor(padded, c, T));
+    }
   }
   const scores = await scoreSequences(gpt, lora, seqs);
   const predictions: Decision[] = [];

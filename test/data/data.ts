@@ -12,7 +12,7 @@ import { GENERAL_MEDICINE, SPECIALTIES, specialtyOf } from "../../node/data/spec
 import { apportion, partition, splitClients } from "../../node/data/partition.js";
 import { jensenShannon, summarizePartition } from "../../node/data/summary.js";
 import type { Document } from "../../node/data/types.js";
-import { concatWindowed, qaWindows } from "../../node/data/tokens.js";
+import { concatWindowed, fitQaPrompt, qaWindows } from "../../node/data/tokens.js";
 import { BPETokenizer } from "../../node/model/tokenizer.js";
 import type { QAItem } from "../../node/data/pubmedqa.js";
 
@@ -272,7 +272,7 @@ describe("node/data", function () {
       expect(w.starts.length).to.equal(2);
       for (const [i, it] of items.entries()) {
         const answer = await tokenizer.encode(` ${it.decision}`);
-        const prompt = await tokenizer.encode(qaPrompt(it));
+        const prompt = await fitQaPrompt(tokenizer, it, seqLen - answer.length);
         const s = w.starts[i]!;
         // targets are tokens s+1 .. s+seqLen: the last answer.length of them are the answer, after the prompt's tail
         expect([...w.tokens.subarray(s + seqLen + 1 - answer.length, s + seqLen + 1)]).to.deep.equal(answer);
@@ -289,6 +289,14 @@ describe("node/data", function () {
       expect([...pooled.starts]).to.deep.equal([...w.starts, ...[...w.starts].map((s) => s + w.tokens.length)]);
       expect(pooled.weights.length).to.equal(2 * w.tokens.length);
       expect((await rejection(qaWindows(tokenizer, [], seqLen))).name).to.equal("InvalidArgumentError");
+      // a long context is cut at its end, never the question: head, the context's first tokens, then the cue
+      const long = { ...item("3", "is it safe?", "no"), contexts: [Array(60).fill("aspirin helps").join(" ")] };
+      const head = await tokenizer.encode("Question: is it safe?\nContext:");
+      const tail = await tokenizer.encode("\nAnswer:");
+      const context = await tokenizer.encode(` ${long.contexts[0]}`);
+      const fitted = await fitQaPrompt(tokenizer, long, head.length + tail.length + 10);
+      expect(fitted).to.deep.equal([...head, ...context.slice(0, 10), ...tail]);
+      expect(await fitQaPrompt(tokenizer, long, 5)).to.deep.equal([...head, ...tail].slice(-5)); // a head too long
     });
   });
 });
