@@ -36,7 +36,7 @@ function toyItems(n: number, offset: number): QAItem[] {
 describe("node/train QA fine-tuning moves answers", function () {
   this.timeout(300_000);
 
-  it("LoRA on every projection and lm_head lifts a toy set from a constant answer to 87.5% (majority 50%)", async function () {
+  it("LoRA on all projections and lm_head: a toy set from a fixed answer to 87.5% (majority 50%)", async function () {
     await initBackend("wasm", true);
     const tokenizer = BPETokenizer.fromJSON(buildTokenizerJson([]), "<|endoftext|>");
     const config = { nLayer: 2, nEmbd: 32, nHead: 2, blockSize: 96, vocabSize: 257, dropout: 0, layerNormEps: 1e-5 };
