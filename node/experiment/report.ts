@@ -4,6 +4,7 @@ import { join } from "node:path";
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import type { ExperimentConfig, Method, RunResult } from "./run.js";
+import { answersSection, claimsSection, minAccuracyPlot } from "./claims.js";
 
 interface Stat {
   mean: number;
@@ -88,7 +89,9 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
         `${r.roundsToConvergence ? pm(r.roundsToConvergence, 1) : "-"} |`,
     ),
     "",
+    ...answersSection(runs),
     ...probeSection(rows),
+    ...claimsSection(runs),
     "## Partitions",
     "",
   ];
@@ -127,6 +130,7 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
   lines.push(
     "Plots: `convergence.svg` (per-hospital held-out loss after each round), " +
       "`probe-heatmap.svg` (the probe's cross-client accuracy, first seed), " +
+      "`min-acc-rounds.svg` (Min-Acc with the global adapter after each round, every seed), " +
       "`min-vs-mean.svg` (Min-Acc vs mean accuracy per method), " +
       "`partitions.svg` (documents per hospital and specialty).",
     "",
@@ -243,6 +247,8 @@ export async function writeResults(
   await write("partitions.svg", await toSvg(partitionsPlot(first)));
   if (first.some((r) => r.methods.some((m) => m.probe)))
     await write("probe-heatmap.svg", await toSvg(probePlot(first)));
+  if (runs.some((r) => r.methods.some((m) => m.minAccuracyCurve)))
+    await write("min-acc-rounds.svg", await toSvg(minAccuracyPlot(runs)));
   return files;
 }
 

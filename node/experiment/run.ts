@@ -14,11 +14,11 @@ import { parseAdapter, serializeAdapter, type LoraWeights } from "../model/adapt
 import { evaluateLoss } from "../train/evaluate.js";
 import { fairness, probeAccuracy, qaAccuracy } from "../train/qa.js";
 import { buildProbe, type ProbeItem } from "../data/probe.js";
-import { loadPubMedQA, qaDocuments, type QAItem } from "../data/pubmedqa.js";
+import { DECISIONS, loadPubMedQA, qaDocuments, type Decision, type QAItem } from "../data/pubmedqa.js";
 import { partition, splitClients, type PartitionSpec } from "../data/partition.js";
 import type { Document } from "../data/types.js";
 import { summarizePartition, type PartitionSummary } from "../data/summary.js";
-import { concatTokens, concatWindowed, qaWindows, tokenizeDocuments } from "../data/tokens.js";
+import { concatTokens, concatWindowed, fitQaPrompt, qaWindows, tokenizeDocuments } from "../data/tokens.js";
 import type { Signer } from "ethers";
 import { startLocalFederation } from "../federation/local.js";
 import { startTrainers } from "../federation/trainer-pool.js";
@@ -61,31 +61,28 @@ export interface ExperimentConfig {
 export const DEFAULT_EXPERIMENT: ExperimentConfig = {
   data: "../shared/data/pubmedqa/ori_pqal.json",
   baseDir: "models/base",
-  partitions: [
-    { kind: "label" },
-    { kind: "dirichlet", clients: 5, alpha: 0.1 },
-    { kind: "dirichlet", clients: 5, alpha: 1 },
-    { kind: "iid", clients: 5 },
-  ],
-  methods: METHODS,
+  partitions: [{ kind: "label" }, { kind: "dirichlet", clients: 5, alpha: 0.1 }],
+  methods: ["base", "local", "fedavg", "fedprox", "centralized"],
   seeds: [1, 2, 3],
   rounds: 4,
   stepsPerRound: 4,
-  trainOn: "text",
+  trainOn: "qa",
   answerWeight: 63,
   batchSize: 8,
   lr: 5e-3,
   proxMu: 0.01,
   heldOutFraction: 0.2,
   qaPerClient: 20,
-  evalSequences: 24,
+  evalSequences: 12,
   probeItems: 24,
   workers: true,
-  lora: DEFAULT_LORA_CONFIG,
+  // every projection and the output head: a LoRA below a frozen tied head cannot move the answer (test/train/qa.ts)
+  lora: { ...DEFAULT_LORA_CONFIG, targetModules: ["c_attn", "o", "c_fc", "mlp.c_proj", "lm_head"] },
 };
 
 export const QUICK: Partial<ExperimentConfig> = {
   partitions: [{ kind: "label" }],
+  methods: METHODS,
   seeds: [1],
   rounds: 2,
   stepsPerRound: 2,
@@ -98,6 +95,8 @@ export interface ClientResult {
   client: string;
   perplexity: number;
   accuracy: number;
+  /** How often the model answered yes, no and maybe on this hospital's QA items. */
+  answers?: Record<Decision, number>;
   /** Probe accuracy of the model this hospital ends with on its own items, and on every hospital's (the mean). */
   probeOwn?: number;
   probeCross?: number;
@@ -127,6 +126,8 @@ export interface MethodResult {
   curve?: number[];
   /** Per hospital, held-out loss after each round. */
   clientCurves?: number[][];
+  /** Federated methods: Min-Acc (the worst hospital's QA accuracy) with the global adapter after each round. */
+  minAccuracyCurve?: number[];
   roundsToConvergence?: number;
 }
 
@@ -137,6 +138,8 @@ export interface RunResult {
   methods: MethodResult[];
   /** Local-only: matrix[i][j] = perplexity of hospital i's adapter on hospital j's held-out set. */
   crossClient?: { clients: string[]; perplexity: number[][] };
+  /** Each hospital answering every question with its training majority: accuracy per hospital, Min, mean, H-mean. */
+  majority?: { clients: ClientResult[]; fairness: Fairness };
 }
 
 export function partitionName(p: PartitionSpec): string {
@@ -160,6 +163,15 @@ interface Hospital {
   /** Knowledge-flow probe items from this hospital's training documents. */
   probe: ProbeItem[];
   numExamples: number;
+  /** The most frequent answer in this hospital's training items, and its accuracy on the held-out QA items. */
+  majority: Decision;
+  majorityAccuracy: number;
+}
+
+/** The most frequent decision among items (ties: yes, then no, then maybe). */
+function majorityDecision(items: readonly QAItem[]): Decision {
+  const counts = DECISIONS.map((d) => items.filter((q) => q.decision === d).length);
+  return DECISIONS[counts.indexOf(Math.max(...counts))]!;
 }
 
 /** Refuses a config (e.g. from a --config file) that would run something other than it says. */
@@ -224,7 +236,14 @@ async function runPartition(x: Context, spec: PartitionSpec, seed: number): Prom
   const hospitals = await hospitalsOf(x, split, seed);
   const name = partitionName(spec);
   log(`[experiment] ${name}, seed ${seed}: ${hospitals.map((h) => `${h.name} ${h.numExamples}`).join(", ")}`);
-  const run: RunResult = { partition: name, seed, summary, methods: [] };
+  const majority = hospitals.map((h) => ({ client: h.name, perplexity: NaN, accuracy: h.majorityAccuracy }));
+  const run: RunResult = {
+    partition: name,
+    seed,
+    summary,
+    methods: [],
+    majority: { clients: majority, fairness: fairness(majority.map((c) => c.accuracy)) },
+  };
   const initBytes = await initAdapter(base, cfg.lora, seed);
   let baseScore: MethodResult | undefined; // the federated methods' convergence starts from the base's loss
   for (const method of cfg.methods) {
@@ -260,11 +279,30 @@ async function hospitalsOf(x: Context, split: ReturnType<typeof splitClients>, s
   for (const c of split) {
     const qa = c.heldOut.map((d) => x.byId.get(d.id)!).slice(0, cfg.qaPerClient || undefined);
     const heldOut = await tokenizeDocuments(base.tokenizer, c.heldOut);
-    const probe = buildProbe(c.name, c.train, { items: cfg.probeItems, seed });
-    const common = { name: c.name, heldOut, qa, probe, numExamples: c.train.length };
+    const trainItems = c.train.map((d) => x.byId.get(d.id)!);
+    // the probe asks about the text the hospital trains on: with QA windows, each question and its context's start
+    const trained =
+      cfg.trainOn === "qa"
+        ? await Promise.all(
+            trainItems.map(async (q, i) => ({
+              id: c.train[i]!.id,
+              text: await base.tokenizer.decode(await fitQaPrompt(base.tokenizer, q, base.model.contextLength - 1)),
+            })),
+          )
+        : c.train;
+    const probe = buildProbe(c.name, trained, { items: cfg.probeItems, seed });
+    const majority = majorityDecision(trainItems);
+    const common = {
+      name: c.name,
+      heldOut,
+      qa,
+      probe,
+      numExamples: c.train.length,
+      majority,
+      majorityAccuracy: qa.filter((q) => q.decision === majority).length / qa.length,
+    };
     if (cfg.trainOn === "qa") {
-      const items = c.train.map((d) => x.byId.get(d.id)!);
-      const w = await qaWindows(base.tokenizer, items, base.model.contextLength, cfg.answerWeight);
+      const w = await qaWindows(base.tokenizer, trainItems, base.model.contextLength, cfg.answerWeight);
       hospitals.push({ ...common, train: w.tokens, trainStarts: w.starts, trainWeights: w.weights });
     } else hospitals.push({ ...common, train: await tokenizeDocuments(base.tokenizer, c.train) });
   }
@@ -304,7 +342,7 @@ async function trainAlone(
     per.push({
       client: h.name,
       perplexity: (await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).perplexity,
-      accuracy: (await qaAccuracy(base.model, a, base.tokenizer, h.qa)).accuracy,
+      ...(await answered(base, a, h)),
     });
     const row: number[] = [];
     for (const other of hospitals)
@@ -328,6 +366,7 @@ async function federate(
   baseScore: MethodResult,
 ): Promise<MethodResult> {
   const clientCurves: number[][] = hospitals.map(() => []);
+  const minAccuracyCurve: number[] = [];
   let lastGlobal: LoraWeights | null = null;
   const fed = await startLocalFederation({
     signers,
@@ -352,9 +391,12 @@ async function federate(
     onGlobal: async (_round, bytes) => {
       lastGlobal = parseAdapter(bytes, base.model.config, cfg.lora).weights;
       const a = load(base, cfg.lora, lastGlobal);
+      const accuracies: number[] = [];
       for (const [i, h] of hospitals.entries()) {
         clientCurves[i]!.push((await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
+        accuracies.push((await qaAccuracy(base.model, a, base.tokenizer, h.qa)).accuracy);
       }
+      minAccuracyCurve.push(Math.min(...accuracies));
       a.dispose();
     },
   });
@@ -367,7 +409,8 @@ async function federate(
   }
   const curve = clientCurves[0]!.map((_, r) => clientCurves.reduce((s, c) => s + c[r]!, 0) / clientCurves.length);
   const result = await score(method, base, cfg, lastGlobal!, hospitals);
-  return { ...result, curve, clientCurves, roundsToConvergence: roundsToConvergence(curve, baseScore, cfg.rounds) };
+  const convergence = roundsToConvergence(curve, baseScore, cfg.rounds);
+  return { ...result, curve, clientCurves, minAccuracyCurve, roundsToConvergence: convergence };
 }
 
 /** First round that gets 90% of the way from the base's mean log-perplexity to the final loss (else all rounds). */
@@ -392,12 +435,19 @@ async function score(
     per.push({
       client: h.name,
       perplexity: (await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).perplexity,
-      accuracy: withQa ? (await qaAccuracy(base.model, a, base.tokenizer, h.qa)).accuracy : NaN,
+      ...(withQa ? await answered(base, a, h) : { accuracy: NaN }),
     });
   }
   const row = withQa ? await probeRow(base, a, hospitals) : null;
   a?.dispose();
   return summarize(method, per, row ? hospitals.map(() => row) : undefined);
+}
+
+/** One model's QA accuracy on a hospital's held-out items and how often it gave each answer. */
+async function answered(base: BaseModel, a: LoraAdapter | null, h: Hospital) {
+  const r = await qaAccuracy(base.model, a, base.tokenizer, h.qa);
+  const answers = Object.fromEntries(DECISIONS.map((d) => [d, r.predictions.filter((p) => p === d).length]));
+  return { accuracy: r.accuracy, answers: answers as Record<Decision, number> };
 }
 
 /** One model's probe accuracy on each hospital's items. */
@@ -473,6 +523,8 @@ function pool(hospitals: Hospital[]): Hospital {
       qa: [],
       probe: [],
       numExamples,
+      majority: "yes",
+      majorityAccuracy: NaN,
     };
   }
   return {
@@ -482,6 +534,8 @@ function pool(hospitals: Hospital[]): Hospital {
     qa: [],
     probe: [],
     numExamples,
+    majority: "yes",
+    majorityAccuracy: NaN,
   };
 }
 

@@ -35,7 +35,7 @@ describe("experiment --quick", function () {
     expect(bad({})).to.not.throw();
   });
 
-  it("writes results.json, report.md and three SVG plots, every method scored for every hospital", async function () {
+  it("writes results.json, report.md and five SVG plots, every method scored for every hospital", async function () {
     if (!existsSync(DATA)) this.skip(); // set FOK_PUBMEDQA to ori_pqal.json
     const out = await mkdtemp(join(tmpdir(), "fok-experiment-"));
     try {
@@ -53,6 +53,8 @@ describe("experiment --quick", function () {
         "convergence.svg",
         "min-vs-mean.svg",
         "partitions.svg",
+        "probe-heatmap.svg",
+        "min-acc-rounds.svg",
       ]);
       const results = JSON.parse(await readFile(join(out, "results.json"), "utf8"));
       expect(results.runs.length).to.equal(1);
@@ -64,13 +66,26 @@ describe("experiment --quick", function () {
         for (const c of m.clients) {
           expect(Number.isFinite(c.perplexity) && c.perplexity > 1, `${m.method} ${c.client} ppl`).to.equal(true);
           expect(c.accuracy, `${m.method} ${c.client} accuracy`).to.be.within(0, 1);
+          // every held-out question answered once (QUICK scores 3 per hospital)
+          expect(c.answers.yes + c.answers.no + c.answers.maybe, `${m.method} ${c.client} answers`).to.equal(3);
+          expect(c.probeOwn, `${m.method} ${c.client} probe`).to.be.within(0, 1);
         }
+        // the probe's cross-client matrix: the model each hospital ends with, on every hospital's items
+        expect(m.probe.matrix.length, m.method).to.equal(7);
+        expect(m.probe.matrix.every((row: number[]) => row.length === 7)).to.equal(true);
+        const shared = m.method !== "local";
+        if (shared) expect(new Set(m.probe.matrix.map((r: number[]) => r.join())).size, m.method).to.equal(1);
       }
+      expect(run.majority.clients.length).to.equal(7);
+      expect(run.majority.fairness.min).to.equal(
+        Math.min(...run.majority.clients.map((c: { accuracy: number }) => c.accuracy)),
+      );
       for (const m of run.methods.filter((x: { method: string }) =>
         ["fedavg", "exact-svd", "fedprox"].includes(x.method),
       )) {
         expect(m.curve.length, m.method).to.equal(QUICK.rounds);
         expect(m.roundsToConvergence, m.method).to.be.within(1, QUICK.rounds!);
+        expect(m.minAccuracyCurve.length, m.method).to.equal(QUICK.rounds);
       }
       expect(run.crossClient.perplexity.length).to.equal(7);
       expect(results.summary.length).to.equal(METHODS.length);
@@ -78,7 +93,12 @@ describe("experiment --quick", function () {
       expect(md).to.contain(
         "| partition | method | worst ppl | mean ppl | Min-Acc % | mean Acc % | H-mean % | rounds to converge |",
       );
-      expect(md.split("\n").filter((l) => l.startsWith("| specialty |")).length).to.equal(METHODS.length);
+      const main = md.split("\n## ")[0]!; // the first table, before the sections
+      expect(main.split("\n").filter((l) => l.startsWith("| specialty |")).length).to.equal(METHODS.length);
+      for (const section of ["## Answers given", "## Knowledge-flow probe", "## The claims, run by run"])
+        expect(md, section).to.contain(section);
+      expect(md).to.contain("| specialty | majority class |");
+      expect(md).to.contain("| FedAvg raises Min-Acc over local-only | specialty | ");
       // under the local-only matrix, one row per shared adapter (every method but base and local),
       // a column per hospital
       const shared = md.split("\n").filter((l) => / \(shared\)\* \|/.test(l));
@@ -89,7 +109,7 @@ describe("experiment --quick", function () {
         "*centralized (shared)*",
       ]);
       expect(shared.every((l) => l.split("|").length === 7 + 3)).to.equal(true);
-      for (const svg of ["convergence.svg", "min-vs-mean.svg", "partitions.svg"]) {
+      for (const svg of files.filter((f) => f.endsWith(".svg")).map((f) => f.slice(out.length + 1))) {
         const text = await readFile(join(out, svg), "utf8");
         expect(text.startsWith("<svg"), svg).to.equal(true);
         expect(text.trimEnd().endsWith("</svg>"), svg).to.equal(true);
