@@ -250,12 +250,7 @@ export class Llama implements CausalLM {
    * into the backend one at a time, so loading never holds a whole f32 copy of the model outside the backend.
    */
   static fromRawTensors(config: LlamaConfig, raw: RawTensor[], trainable = false): Llama {
-    const problem = checkShapes(
-      new Map(llamaParameterShapes(config)),
-      new Map(raw.map((t) => [t.name, t.shape])),
-      config,
-    );
-    if (problem) throw new CheckpointError(problem);
+    refuseMisshapen(config, raw);
     const weights = new Map<string, tf.Tensor>();
     try {
       for (const t of raw)
@@ -277,12 +272,7 @@ export class Llama implements CausalLM {
     tensors: AsyncIterable<{ name: string; shape: number[]; data: Float32Array }>,
     trainable = false,
   ): Promise<Llama> {
-    const problem = checkShapes(
-      new Map(llamaParameterShapes(config)),
-      new Map(headers.map((t) => [t.name, t.shape])),
-      config,
-    );
-    if (problem) throw new CheckpointError(problem);
+    refuseMisshapen(config, headers);
     const weights = new Map<string, tf.Tensor>();
     try {
       for await (const t of tensors) if (!IGNORED.test(t.name)) weights.set(t.name, tf.tensor(t.data, t.shape));
@@ -442,6 +432,13 @@ export class Llama implements CausalLM {
     this.rope.clear();
     this.products.dispose();
   }
+}
+
+/** A CheckpointError naming the first tensor of `headers` missing, unexpected or misshapen for `config`. */
+function refuseMisshapen(config: LlamaConfig, headers: { name: string; shape: number[] }[]): void {
+  const given = new Map(headers.map((t) => [t.name, t.shape]));
+  const problem = checkShapes(new Map(llamaParameterShapes(config)), given, config);
+  if (problem) throw new CheckpointError(problem);
 }
 
 /** What is wrong with `weights` for `shapes`, or null. A tied model may carry lm_head (it is not used). */
