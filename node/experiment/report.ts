@@ -73,7 +73,8 @@ export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: S
     "",
     `PubMedQA PQA-L (${cfg.data}), base model \`${cfg.baseDir}\`, ` +
       `LoRA r ${cfg.lora.r} on ${cfg.lora.targetModules.join(",")}; ` +
-      `${cfg.rounds} rounds × ${cfg.stepsPerRound} local steps of ${cfg.batchSize} × 64 tokens per hospital ` +
+      `${cfg.rounds} rounds × ${cfg.stepsPerRound} local steps of ${cfg.batchSize} × ${runs[0]?.seqLen ?? 64} tokens ` +
+      `per hospital (${cfg.trainOn === "qa" ? "QA windows ending on the answer" : "text windows"}) ` +
       `(local-only: the same budget alone; centralized: the sum, pooled); ` +
       `seeds ${cfg.seeds.join(", ")}; ${seconds.toFixed(0)} s in all.`,
     "",
