@@ -68,7 +68,7 @@ export const OPTIONS: ParseArgsConfig["options"] = {
   "text-dir": { type: "string" },
   "wordnet-category": { type: "string" },
   steps: { type: "string", default: "40" },
-  "batch-size": { type: "string", default: "8" },
+  "batch-size": { type: "string", default: "4" },
   lr: { type: "string", default: "5e-3" },
   relay: { type: "boolean", default: false },
   "relayer-key": { type: "string" },

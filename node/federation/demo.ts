@@ -47,7 +47,7 @@ export const DEFAULT_DEMO: DemoOptions = {
   clients: 4,
   rounds: 3,
   steps: 40,
-  batchSize: 8,
+  batchSize: 4, // windows of the base's context (256 tokens)
   lr: 5e-3,
   strategy: "fedavg",
   workers: true,
