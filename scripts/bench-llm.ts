@@ -109,6 +109,8 @@ interface Row {
   f32MB: number;
   forwardTokensPerSec: number | null;
   trainTokensPerSec: number | null;
+  /** Peak tfjs memory during one LoRA training step (weights included). */
+  trainPeakMB?: number;
   torchForwardTokensPerSec: number | null;
   torchTrainTokensPerSec: number | null;
   error?: string;
@@ -152,6 +154,14 @@ async function measure(name: string): Promise<Row> {
       dropout: 0,
       targetModules: ["q", "k", "v", "o"],
     });
+    // one LoRA step's peak tfjs memory (each layer recomputed in the backward pass when large: recompute.ts)
+    const x = tf.tensor2d(ids, [1, T], "int32");
+    const profile = await tf.profile(() => {
+      const { value, grads } = tf.variableGrads(() => base.model.loss(x, x, lora, true), lora.variables());
+      tf.dispose([value, ...Object.values(grads)]);
+    });
+    x.dispose();
+    row.trainPeakMB = Math.round(profile.peakBytes / 2 ** 20);
     const tokens = Int32Array.from({ length: 4 * T }, (_, i) => (i * 104729) % 257);
     const r = await train({
       gpt: base.model,
@@ -187,15 +197,16 @@ for (const name of arg("--models", Object.keys(MODELS).join(",")).split(",")) {
 if (process.argv.includes("--json")) console.log(JSON.stringify(rows, null, 2));
 else {
   const f = (x: number | null, d = 0) => (x === null ? "-" : x.toFixed(d));
-  const columns = ["model", "params", "f32 MB", "load s", "peak RSS MB", "fwd tok/s", "train tok/s", "torch fwd"];
-  console.log(`| ${[...columns, "torch train", "tfjs/torch train"].join(" | ")} |`);
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  const columns = ["model", "params", "f32 MB", "load s", "peak RSS MB", "fwd tok/s", "train tok/s", "step peak MB"];
+  console.log(`| ${[...columns, "torch fwd", "torch train", "tfjs/torch train"].join(" | ")} |`);
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const r of rows) {
     const ratio =
       r.trainTokensPerSec && r.torchTrainTokensPerSec ? r.trainTokensPerSec / r.torchTrainTokensPerSec : null;
     console.log(
       `| ${r.model} | ${(r.params / 1e6).toFixed(1)}M | ${r.f32MB} | ${f(r.loadSeconds, 1)} | ${f(r.peakRssMB)} | ` +
-        `${f(r.forwardTokensPerSec)} | ${f(r.trainTokensPerSec, 1)} | ${f(r.torchForwardTokensPerSec)} | ` +
+        `${f(r.forwardTokensPerSec)} | ${f(r.trainTokensPerSec, 1)} | ${f(r.trainPeakMB ?? null)} | ` +
+        `${f(r.torchForwardTokensPerSec)} | ` +
         `${f(r.torchTrainTokensPerSec, 1)} | ${f(ratio, 2)} |`,
     );
     if (r.error) console.log(`|   ${r.model}: ${r.error} |`);
