@@ -37,6 +37,21 @@ export async function fitQaPrompt(tokenizer: BPETokenizer, item: QAItem, budget:
 }
 
 /**
+ * A QA window's tokens before its answer of `answerLength` tokens: `pad` <|endoftext|> tokens, then fitQaPrompt's
+ * prompt, so that pad + prompt + answer are exactly seqLen + 1 tokens (the window's inputs and its last target).
+ * Training windows (qaWindows) and scoring (qaAccuracy) both lay out the answer this way.
+ */
+export async function paddedQaPrompt(
+  tokenizer: BPETokenizer,
+  item: QAItem,
+  answerLength: number,
+  seqLen: number,
+): Promise<{ pad: number; prompt: number[] }> {
+  const prompt = await fitQaPrompt(tokenizer, item, seqLen - answerLength);
+  return { pad: seqLen + 1 - prompt.length - answerLength, prompt };
+}
+
+/**
  * Supervised QA windows: per item, the prompt (question and the start of its context: fitQaPrompt) followed by the
  * answer " yes" / " no" / " maybe", tokenized the way the scorer tokenizes them (prompt and answer separately), and
  * a training window (seqLen inputs, their seqLen next-token targets) whose last target is the answer. A prompt
@@ -58,8 +73,7 @@ export async function qaWindows(
   let n = 0;
   for (const item of items) {
     const answer = await tokenizer.encode(` ${item.decision}`);
-    const prompt = await fitQaPrompt(tokenizer, item, seqLen - answer.length);
-    const pad = seqLen + 1 - prompt.length - answer.length; // window: seqLen + 1 tokens, inputs then targets
+    const { pad, prompt } = await paddedQaPrompt(tokenizer, item, answer.length, seqLen);
     parts.push([...new Array<number>(pad).fill(eot), ...prompt, ...answer, eot]);
     weights.push(
       ...new Array<number>(pad).fill(0),

@@ -12,7 +12,7 @@ import { parseBaseModel, readBaseBytes, type BaseModel } from "../model/checkpoi
 import { LoraAdapter, DEFAULT_LORA_CONFIG, type LoraConfig } from "../model/lora.js";
 import { parseAdapter, serializeAdapter, type LoraWeights } from "../model/adapter.js";
 import { evaluateLoss } from "../train/evaluate.js";
-import { fairness, probeAccuracy, qaAccuracy } from "../train/qa.js";
+import { fairness, probeAccuracy, qaAccuracy, type Fairness } from "../train/qa.js";
 import { buildProbe, type ProbeItem } from "../data/probe.js";
 import { DECISIONS, loadPubMedQA, qaDocuments, type Decision, type QAItem } from "../data/pubmedqa.js";
 import { partition, splitClients, type PartitionSpec } from "../data/partition.js";
@@ -101,13 +101,6 @@ export interface ClientResult {
   /** Probe accuracy of the model this hospital ends with on its own items, and on every hospital's (the mean). */
   probeOwn?: number;
   probeCross?: number;
-}
-
-/** Min, mean and harmonic mean over hospitals (node/train/qa.ts fairness). */
-export interface Fairness {
-  min: number;
-  mean: number;
-  hmean: number;
 }
 
 export interface MethodResult {

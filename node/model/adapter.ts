@@ -68,6 +68,12 @@ function peftModule(model: ModelConfig, module: string): string {
   return `base_model.model.transformer.${module}`;
 }
 
+/** PEFT's keys of a module's lora_A and lora_B weights. */
+function peftKeys(model: ModelConfig, module: string): { a: string; b: string } {
+  const m = peftModule(model, module);
+  return { a: `${m}.lora_A.weight`, b: `${m}.lora_B.weight` };
+}
+
 /** PEFT's adapter_config.json for our LoRA config on `model`'s family (fixed key order: same config, same bytes). */
 export function peftConfig(lora: LoraConfig, model: ModelConfig, baseModel = ""): Record<string, unknown> {
   const llama = isLlamaConfig(model);
@@ -127,8 +133,9 @@ export function serializeAdapter(
         for (let j = 0; j < r; j++) B[(s * m.sectionWidth + c) * r + j] = w.B[j * width + k * m.sectionWidth + c]!;
       }
     });
-    tensors.set(`${peftModule(model, m.module)}.lora_A.weight`, { shape: [r, fanIn], data: A });
-    tensors.set(`${peftModule(model, m.module)}.lora_B.weight`, { shape: [m.outWidth, r], data: B });
+    const keys = peftKeys(model, m.module);
+    tensors.set(keys.a, { shape: [r, fanIn], data: A });
+    tensors.set(keys.b, { shape: [m.outWidth, r], data: B });
   }
   const md: Record<string, string> = {
     format: "pt",
@@ -159,9 +166,8 @@ export function parseAdapter(bytes: Uint8Array, model: ModelConfig, expected?: L
   });
   const weights: LoraWeights = new Map();
   for (const m of loraLayout(model, lora!)) {
-    const aName = `${peftModule(model, m.module)}.lora_A.weight`;
-    const bName = `${peftModule(model, m.module)}.lora_B.weight`;
-    weights.set(m.module, moduleWeights(file.tensors, lora!, m, aName, bName));
+    const keys = peftKeys(model, m.module);
+    weights.set(m.module, moduleWeights(file.tensors, lora!, m, keys.a, keys.b));
   }
   return { weights, config: lora!, metadata: adapterMetadata(file.metadata) };
 }
@@ -170,8 +176,9 @@ export function parseAdapter(bytes: Uint8Array, model: ModelConfig, expected?: L
 function expectedTensors(model: ModelConfig, lora: LoraConfig): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const m of loraLayout(model, lora)) {
-    out.set(`${peftModule(model, m.module)}.lora_A.weight`, [lora.r, m.inWidth]);
-    out.set(`${peftModule(model, m.module)}.lora_B.weight`, [m.outWidth, lora.r]);
+    const keys = peftKeys(model, m.module);
+    out.set(keys.a, [lora.r, m.inWidth]);
+    out.set(keys.b, [m.outWidth, lora.r]);
   }
   return out;
 }

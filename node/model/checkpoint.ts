@@ -16,13 +16,12 @@ import { GPT, parameterShapes, validateConfig, type GPTConfig } from "./gpt.js";
 import { BPETokenizer, END_OF_TEXT } from "./tokenizer.js";
 import type { CausalLM } from "./causal-lm.js";
 import { LLAMA_FAMILIES, Llama, UnsupportedModelError, parseLlamaConfig, type LlamaConfig } from "./llama.js";
-import { bundleHubCheckpoint, planHubBundle, readHubBundle } from "./hub.js";
+import { bundleHubCheckpoint, planHubBundle, readHubWeights } from "./hub.js";
 import {
   CheckpointError,
   readSafetensors,
   readSafetensorsHeader,
   readSafetensorsRaw,
-  widenTensor,
   writeSafetensors,
   type NamedTensor,
 } from "./safetensors.js";
@@ -205,19 +204,11 @@ async function loadLlamaFolder(dir: string): Promise<BaseModel> {
   const plan = await planHubBundle(dir);
   const { config, tokenizer } = llamaParts(plan.metadata);
   const hash = createHash("sha256");
-  async function* weights() {
-    for await (const { tensor, bytes } of readHubBundle(dir, plan)) {
-      hash.update(bytes);
-      if (!tensor) continue;
-      try {
-        yield { name: tensor.name, shape: tensor.shape, data: widenTensor({ ...tensor, bytes }) };
-      } catch (e) {
-        if (e instanceof CheckpointError) e.message = `${tensor.file}: ${e.message}`;
-        throw e;
-      }
-    }
-  }
-  const model = await Llama.fromStream(config, plan.tensors, weights());
+  const model = await Llama.fromStream(
+    config,
+    plan.tensors,
+    readHubWeights(dir, plan, (b) => hash.update(b)),
+  );
   return { model, tokenizer, sha256: "0x" + hash.digest("hex") };
 }
 

@@ -34,11 +34,8 @@ export async function readHubCheckpoint(dir: string): Promise<HubCheckpoint> {
   const config = await readJson(dir, "config.json");
   const plan = await planHubBundle(dir);
   const tensors = new Map<string, NamedTensor>();
-  for await (const { tensor, bytes } of readHubBundle(dir, plan)) {
-    if (!tensor) continue;
-    const data = inFile(tensor.file, () => widenTensor({ ...tensor, bytes }));
-    tensors.set(tensor.name, { shape: tensor.shape, data, dtype: tensor.dtype as DType });
-  }
+  for await (const t of readHubWeights(dir, plan))
+    tensors.set(t.name, { shape: t.shape, data: t.data, dtype: t.dtype as DType });
   return { config, tensors, files: [...new Set(plan.tensors.map((t) => t.file))] };
 }
 
@@ -85,7 +82,7 @@ export async function planHubBundle(dir: string): Promise<HubBundlePlan> {
   for (const shard of await shardsOf(dir)) {
     const path = join(dir, shard.file);
     if (!existsSync(path)) throw new CheckpointError(`missing checkpoint file ${path}`);
-    const { tensors } = await inFileAsync(shard.file, () => readSafetensorsLocations(path));
+    const { tensors } = await inFile(shard.file, () => readSafetensorsLocations(path));
     checkShard(
       shard.file,
       tensors.map((t) => t.name),
@@ -123,6 +120,23 @@ export async function* readHubBundle(
     }
   } finally {
     for (const fh of handles.values()) await fh.close();
+  }
+}
+
+/**
+ * The bundle's tensors widened to f32 one at a time (see readHubBundle); `onBytes` sees every byte of the bundle in
+ * order (its header too), for a digest. A NaN or Inf is a CheckpointError naming the shard and the tensor.
+ */
+export async function* readHubWeights(
+  dir: string,
+  plan: HubBundlePlan,
+  onBytes: (bytes: Uint8Array) => void = () => {},
+): AsyncGenerator<{ name: string; dtype: string; shape: number[]; data: Float32Array }> {
+  for await (const { tensor, bytes } of readHubBundle(dir, plan)) {
+    onBytes(bytes);
+    if (!tensor) continue;
+    const data = await inFile(tensor.file, () => widenTensor({ ...tensor, bytes }));
+    yield { name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, data };
   }
 }
 
@@ -199,18 +213,8 @@ async function readJson(dir: string, file: string): Promise<Record<string, unkno
   }
 }
 
-/** `fn()`, with a CheckpointError's message prefixed by the file it is about. */
-function inFile<T>(file: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof CheckpointError) e.message = `${file}: ${e.message}`;
-    throw e;
-  }
-}
-
-/** `fn()` awaited, with a CheckpointError's message prefixed by the file it is about. */
-async function inFileAsync<T>(file: string, fn: () => Promise<T>): Promise<T> {
+/** `fn()` (awaited), with a CheckpointError's message prefixed by the file it is about. */
+async function inFile<T>(file: string, fn: () => T | Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {

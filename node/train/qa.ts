@@ -7,15 +7,20 @@ import type { CausalLM } from "../model/causal-lm.js";
 import type { LoraAdapter } from "../model/lora.js";
 import type { BPETokenizer } from "../model/tokenizer.js";
 import { DECISIONS, type Decision, type QAItem } from "../data/pubmedqa.js";
-import { fitQaPrompt } from "../data/tokens.js";
+import { paddedQaPrompt } from "../data/tokens.js";
 import type { ProbeItem } from "../data/probe.js";
 
-export interface QAResult {
+/** A multiple-choice evaluation: accuracy, counts, and the option predicted for each item. */
+export interface ChoiceResult<P> {
   accuracy: number;
   correct: number;
   total: number;
-  predictions: Decision[];
+  predictions: P[];
 }
+
+export type QAResult = ChoiceResult<Decision>;
+/** Probe accuracy; the predictions are option indices. */
+export type ProbeResult = ChoiceResult<number>;
 
 /** One sequence to score: inputs, targets, and how many final targets are the candidate's tokens. */
 interface Scored {
@@ -108,10 +113,14 @@ export async function qaAccuracy(
   const seqs: Scored[] = [];
   const T = gpt.contextLength;
   for (const item of items) {
+    // laid out as qaWindows lays out training windows: the answer at the same positions (one prompt per length)
+    const prompts = new Map<number, number[]>();
     for (const c of candidates) {
-      // left-padded to the window as qaWindows pads training windows: the answer at the same positions
-      const prompt = await fitQaPrompt(tokenizer, item, T - c.length);
-      const padded = [...new Array<number>(T + 1 - prompt.length - c.length).fill(tokenizer.endOfTextId), ...prompt];
+      let padded = prompts.get(c.length);
+      if (!padded) {
+        const { pad, prompt } = await paddedQaPrompt(tokenizer, item, c.length, T);
+        prompts.set(c.length, (padded = [...new Array<number>(pad).fill(tokenizer.endOfTextId), ...prompt]));
+      }
       seqs.push(sequenceFor(padded, c, T));
     }
   }
@@ -125,14 +134,6 @@ export async function qaAccuracy(
     if (pred === item.decision) correct++;
   });
   return { accuracy: items.length ? correct / items.length : NaN, correct, total: items.length, predictions };
-}
-
-export interface ProbeResult {
-  accuracy: number;
-  correct: number;
-  total: number;
-  /** The option picked for each item. */
-  predictions: number[];
 }
 
 /**
@@ -165,8 +166,15 @@ export async function probeAccuracy(
   return { accuracy: items.length ? correct / items.length : NaN, correct, total: items.length, predictions };
 }
 
+/** Min, mean and harmonic mean over hospitals. */
+export interface Fairness {
+  min: number;
+  mean: number;
+  hmean: number;
+}
+
 /** Min, mean and harmonic mean of per-client values (H-mean is 0 when any value is 0). */
-export function fairness(values: number[]): { min: number; mean: number; hmean: number } {
+export function fairness(values: number[]): Fairness {
   if (values.length === 0) return { min: NaN, mean: NaN, hmean: NaN };
   const min = Math.min(...values);
   const mean = values.reduce((a, b) => a + b, 0) / values.length;
