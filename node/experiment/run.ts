@@ -449,11 +449,19 @@ async function answered(base: BaseModel, a: LoraAdapter | null, h: Hospital) {
   return { accuracy: r.accuracy, answers: answers as Record<Decision, number> };
 }
 
-/** One model's probe accuracy on each hospital's items. */
+/** One model's probe accuracy on each hospital's items (scored in one pass, so batches fill). */
 async function probeRow(base: BaseModel, a: LoraAdapter | null, hospitals: Hospital[]): Promise<number[]> {
-  const row: number[] = [];
-  for (const h of hospitals) row.push((await probeAccuracy(base.model, a, base.tokenizer, h.probe)).accuracy);
-  return row;
+  const { predictions } = await probeAccuracy(
+    base.model,
+    a,
+    base.tokenizer,
+    hospitals.flatMap((h) => h.probe),
+  );
+  let k = 0;
+  return hospitals.map((h) => {
+    const correct = h.probe.filter((item) => predictions[k++] === item.answer).length;
+    return h.probe.length ? correct / h.probe.length : NaN;
+  });
 }
 
 function summarize(method: Method, per: ClientResult[], probeMatrix?: number[][]): MethodResult {

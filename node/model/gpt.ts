@@ -136,9 +136,14 @@ export class GPT implements CausalLM {
 
   /**
    * Logits [B·T, vocab] for token ids [B, T] (T <= blockSize). With `lora`, its low-rank updates are added to the
-   * targeted projections. `training` turns dropout on.
+   * targeted projections. `training` turns dropout on. With `rows`, the logits of those positions only.
    */
-  forward(idx: tf.Tensor2D, lora: LoraAdapter | null = null, training = false): tf.Tensor2D {
+  forward(
+    idx: tf.Tensor2D,
+    lora: LoraAdapter | null = null,
+    training = false,
+    rows: tf.Tensor1D | null = null,
+  ): tf.Tensor2D {
     const c = this.config;
     const [B, T] = idx.shape;
     if (T > c.blockSize) throw new InvalidArgumentError(`sequence length ${T} exceeds the context ${c.blockSize}`);
@@ -168,7 +173,7 @@ export class GPT implements CausalLM {
         const f = gelu(this.linear(h2, p + "mlp.c_fc", lora, training)); // [N, 4C]
         x = tf.add(x, drop(this.linear(f, p + "mlp.c_proj", lora, training), c.dropout));
       }
-      const xf = this.layerNorm(x, "ln_f");
+      const xf = this.layerNorm(rows ? tf.gather(x, rows) : x, "ln_f");
       const wte = this.p("wte.weight"); // the tied head: wteᵀ [C, V] made explicit, so it stays a plain product
       const logits = this.product(xf, "wte.T", wte, () => tf.transpose(wte)); // [N, V]
       return lora ? lora.apply(LM_HEAD, xf, logits, training) : logits;

@@ -299,8 +299,13 @@ export class Llama implements CausalLM {
     return Math.min(this.config.maxPositions, this.config.slidingWindow ?? Infinity);
   }
 
-  /** Logits [B·T, vocab] for token ids [B, T]; with `lora`, its updates on the targeted projections. */
-  forward(idx: tf.Tensor2D, lora: LoraAdapter | null = null, training = false): tf.Tensor2D {
+  /** Logits [B·T, vocab] for token ids [B, T], or of `rows` of them (CausalLM.forward). */
+  forward(
+    idx: tf.Tensor2D,
+    lora: LoraAdapter | null = null,
+    training = false,
+    rows: tf.Tensor1D | null = null,
+  ): tf.Tensor2D {
     const c = this.config;
     const [B, T] = idx.shape;
     if (c.slidingWindow !== null && T > c.slidingWindow) {
@@ -322,7 +327,7 @@ export class Llama implements CausalLM {
             : this.layer(i, xi, B, T, null, training);
         x = recompute && lora ? recomputed(layer, x, lora.variablesUnder(`model.layers.${i}.`)) : layer(x);
       }
-      const xf = this.rmsNorm(x, "model.norm.weight");
+      const xf = this.rmsNorm(rows ? tf.gather(x, rows) : x, "model.norm.weight");
       const head = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
       const logits = this.products.productT(xf, head, this.p(head)); // [N, V]
       return lora ? lora.apply(LM_HEAD, xf, logits, training) : logits;

@@ -35,8 +35,10 @@ function sequenceFor(prompt: number[], cand: number[], T: number): Scored {
 }
 
 /**
- * Sum of log p(candidate tokens | sequence) for each sequence, forwarding sequences of equal length together in
- * batches (`batchSize` rows); the log-probabilities are read at the candidate positions only.
+ * Sum of log p(candidate tokens | sequence) for each sequence. Sequences with the same inputs (one prompt, answers
+ * of one token: " yes", " no", " maybe") share one forward row; rows are forwarded `batchSize` at a time, shortest
+ * first, each batch right-padded to its longest row — exact, since a causal model's logits at a position never see
+ * the positions after it. The log-probabilities are read at the candidate positions only.
  */
 async function scoreSequences(
   gpt: CausalLM,
@@ -44,49 +46,48 @@ async function scoreSequences(
   seqs: Scored[],
   batchSize = 32,
 ): Promise<number[]> {
-  const scores = new Array<number>(seqs.length);
-  const byLength = new Map<number, number[]>();
-  seqs.forEach((s, i) => {
-    const members = byLength.get(s.input.length);
-    if (members) members.push(i);
-    else byLength.set(s.input.length, [i]);
+  const rowOf = new Map<string, number>();
+  const rows: number[][] = [];
+  const seqRow = seqs.map((s) => {
+    const key = s.input.join(",");
+    let r = rowOf.get(key);
+    if (r === undefined) rowOf.set(key, (r = rows.push(s.input) - 1));
+    return r;
   });
-  for (const [L, members] of byLength) {
-    for (let o = 0; o < members.length; o += batchSize) {
-      const batch = members.slice(o, o + batchSize);
-      const x = new Int32Array(batch.length * L);
-      const rows: number[] = [];
-      const cols: number[] = [];
-      batch.forEach((i, b) => {
-        const s = seqs[i]!;
-        x.set(s.input, b * L);
-        for (let k = L - s.candidateLength; k < L; k++) {
-          rows.push(b * L + k);
-          cols.push(s.target[k]!);
-        }
-      });
-      const picked = tf.tidy(() => {
-        const logp = tf.logSoftmax(gpt.forward(tf.tensor2d(x, [batch.length, L], "int32"), lora), -1);
-        return tf.gatherND(
-          logp,
-          tf.tensor2d(
-            rows.flatMap((r, j) => [r, cols[j]!]),
-            [rows.length, 2],
-            "int32",
-          ),
-        );
-      });
-      const values = (await picked.data()) as Float32Array;
-      picked.dispose();
-      let j = 0;
-      for (const i of batch) {
-        let sum = 0;
-        for (let k = 0; k < seqs[i]!.candidateLength; k++) sum += values[j++]!;
-        scores[i] = sum;
-      }
-    }
+  // for each row, the (position, token) pairs whose log-probability some sequence needs, each once
+  const wanted = rows.map(() => new Map<string, [number, number]>());
+  seqs.forEach((s, i) => {
+    const L = s.input.length;
+    for (let k = L - s.candidateLength; k < L; k++) wanted[seqRow[i]!]!.set(`${k},${s.target[k]}`, [k, s.target[k]!]);
+  });
+  const logp = rows.map(() => new Map<string, number>());
+  const order = rows.map((_, r) => r).sort((a, b) => rows[a]!.length - rows[b]!.length);
+  for (let o = 0; o < order.length; o += batchSize) {
+    const batch = order.slice(o, o + batchSize);
+    const L = rows[batch[batch.length - 1]!]!.length;
+    const x = new Int32Array(batch.length * L); // right-padded with token 0
+    const positions: number[] = []; // into the batch's B·L positions
+    const picks: number[] = []; // (index into positions, token)
+    batch.forEach((r, b) => {
+      x.set(rows[r]!, b * L);
+      for (const [k, t] of wanted[r]!.values()) picks.push(positions.push(b * L + k) - 1, t);
+    });
+    const picked = tf.tidy(() => {
+      const at = tf.tensor1d(positions, "int32");
+      const out = tf.logSoftmax(gpt.forward(tf.tensor2d(x, [batch.length, L], "int32"), lora, false, at), -1);
+      return tf.gatherND(out, tf.tensor2d(picks, [picks.length / 2, 2], "int32"));
+    });
+    const values = (await picked.data()) as Float32Array;
+    picked.dispose();
+    let j = 0;
+    for (const r of batch) for (const key of wanted[r]!.keys()) logp[r]!.set(key, values[j++]!);
   }
-  return scores;
+  return seqs.map((s, i) => {
+    const L = s.input.length;
+    let sum = 0;
+    for (let k = L - s.candidateLength; k < L; k++) sum += logp[seqRow[i]!]!.get(`${k},${s.target[k]}`)!;
+    return sum;
+  });
 }
 
 /** Sum of log p(candidate tokens | prompt) for each candidate (the prompt cut from the left to fit the context). */

@@ -241,6 +241,30 @@ describe("node/model Llama family (llama, qwen2, mistral)", function () {
     model.dispose();
   });
 
+  it("forward with rows gives those rows of the full logits, a LoRA on lm_head included", async function () {
+    await initBackend("wasm", true);
+    const config = tinyLlamaConfig({ tie_word_embeddings: false });
+    const path = join(dir, "rows");
+    await writeHubCheckpoint(path, config, randomWeights(config, 17));
+    const { model, config: parsed } = await loadLlama(path);
+    const adapter = LoraAdapter.init(parsed, { r: 4, alpha: 8, dropout: 0, targetModules: ["q", "lm_head"] }, 5);
+    const weights = await adapter.exportWeights();
+    for (const w of weights.values()) w.B.fill(0.05);
+    adapter.assign(weights);
+    const ids = tf.tensor2d(IDS, [2, 8], "int32");
+    const rows = [15, 0, 7, 8];
+    const [full, some] = tf.tidy(() => [
+      tf.gather(model.forward(ids, adapter), rows).arraySync() as number[][],
+      model.forward(ids, adapter, false, tf.tensor1d(rows, "int32")).arraySync() as number[][],
+    ]);
+    expect(some.length).to.equal(4);
+    const diff = Math.max(...full.flatMap((r, i) => r.map((v, j) => Math.abs(v - some[i]![j]!))));
+    expect(diff).to.be.below(1e-5);
+    tf.dispose(ids);
+    adapter.dispose();
+    model.dispose();
+  });
+
   it("llama3 rope scaling keeps short wavelengths, divides long ones by the factor, ramps between", function () {
     const c = parseLlamaConfig(tinyLlamaConfig(CASES[3]![1]));
     const inv = ropeInverseFrequencies(c);

@@ -27,12 +27,25 @@ describe("node/train evaluation", function () {
     gpt.dispose();
   });
 
-  it("scores candidates in batches as one pass each would, long prompts cut from the left", async function () {
+  // long prompts cut from the left; one-token candidates share a row; short rows right-padded in one batch
+  for (const [name, prompt, candidates] of [
+    ["a long prompt", [1, 2, 3, 4, 5, 6, 7, 8], [[9], [10, 11], [3]]],
+    ["a short prompt", [1, 2], [[9], [10, 11, 4], [3], [5, 6]]],
+  ] as const) {
+    it(`scores candidates after ${name} in batches as one pass each would`, async function () {
+      await expectOnePassScores(prompt, candidates);
+    });
+  }
+
+  async function expectOnePassScores(prompt: readonly number[], candidates: readonly (readonly number[])[]) {
     const cfg = { nLayer: 1, nEmbd: 8, nHead: 2, blockSize: 6, vocabSize: 12, dropout: 0, layerNormEps: 1e-5 };
     const gpt = GPT.init(cfg, 3);
-    const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
-    const candidates = [[9], [10, 11], [3]];
-    const scores = await scoreCandidates(gpt, null, prompt, candidates);
+    const scores = await scoreCandidates(
+      gpt,
+      null,
+      [...prompt],
+      candidates.map((c) => [...c]),
+    );
     for (const [c, cand] of candidates.entries()) {
       const seq = [...prompt, ...cand].slice(-(cfg.blockSize + 1));
       const logp = tf.tidy(
@@ -46,7 +59,7 @@ describe("node/train evaluation", function () {
       expect(Math.abs(scores[c]! - expected), `candidate ${c}`).to.be.below(1e-5);
     }
     gpt.dispose();
-  });
+  }
 
   it("reports Min, mean and harmonic mean of client accuracies", function () {
     const f = fairness([0.5, 0.25, 1]);
