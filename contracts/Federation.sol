@@ -25,6 +25,9 @@ contract Federation is AccessControl, EIP712, IFederation {
     /// and 1,000 of them cost about 7.2 million gas, well inside a block.
     uint32 public constant MAX_MIN_UPDATES = 1000;
 
+    /// @notice The most identities one secure round takes: Shamir shares over GF(2^8) number at most 255.
+    uint32 public constant MAX_SECURE_PARTICIPANTS = 255;
+
     /// @notice Aggregation weights are fixed-point numbers that add up to this.
     uint256 public constant WEIGHT_SCALE = 1e18;
 
@@ -48,6 +51,8 @@ contract Federation is AccessControl, EIP712, IFederation {
         uint64 maxUpdateNorm;
         /// @dev Set by the task admin; becomes the aggregator when it accepts (two-step handover).
         address pendingAggregator;
+        Privacy privacy;
+        uint32 threshold;
         bytes32 baseModelSha256;
         bytes32 loraConfigHash;
         bytes32 strategyId;
@@ -70,6 +75,13 @@ contract Federation is AccessControl, EIP712, IFederation {
     uint256 private _lastTaskId;
     mapping(uint256 task => Task) private _tasks;
     mapping(uint256 task => mapping(uint256 round => mapping(uint256 identity => Submission))) private _submissions;
+    mapping(uint256 task => mapping(uint256 round => SecureRoundInfo)) private _secureRounds;
+    /// @dev Per identity in a secure round: bit 0 keys advertised, bit 1 shares dealt, bit 2 shares revealed.
+    mapping(uint256 task => mapping(uint256 round => mapping(uint256 identity => uint8))) private _steps;
+
+    uint8 private constant KEYS_BIT = 1;
+    uint8 private constant DEALT_BIT = 2;
+    uint8 private constant REVEALED_BIT = 4;
 
     constructor(ILLMIdentity identityRegistry, address admin) EIP712("FlowOfKnowledgeFederation", "1") {
         if (address(identityRegistry) == address(0) || admin == address(0)) revert FederationZeroAddress();
@@ -80,6 +92,83 @@ contract Federation is AccessControl, EIP712, IFederation {
 
     /// @inheritdoc IFederation
     function createTask(TaskConfig calldata c) external onlyRole(TASK_ADMIN_ROLE) returns (uint256 taskId) {
+        taskId = _createTask(c);
+    }
+
+    /// @inheritdoc IFederation
+    function createSecureTask(TaskConfig calldata c, uint32 threshold)
+        external
+        onlyRole(TASK_ADMIN_ROLE)
+        returns (uint256 taskId)
+    {
+        if (threshold < 2 || threshold > c.minUpdates || c.minUpdates > MAX_SECURE_PARTICIPANTS) {
+            revert FederationInvalidThreshold(threshold, c.minUpdates);
+        }
+        taskId = _createTask(c);
+        Task storage t = _tasks[taskId];
+        t.privacy = Privacy.Secure;
+        t.threshold = threshold;
+        emit TaskPrivacy(taskId, Privacy.Secure, threshold);
+    }
+
+    /// @inheritdoc IFederation
+    function advertiseKeys(uint256 taskId, uint256 round, bytes32 encryptionKey, bytes32 maskKey) external {
+        if (encryptionKey == bytes32(0) || maskKey == bytes32(0)) revert FederationZeroKey();
+        (uint256 id, SecureRoundInfo storage r) = _secureStep(taskId, round, SecurePhase.Keys, 0, KEYS_BIT);
+        if (r.keys >= MAX_SECURE_PARTICIPANTS) revert FederationTooManyParticipants(taskId, round, MAX_SECURE_PARTICIPANTS);
+        ++r.keys;
+        emit KeysAdvertised(taskId, round, id, encryptionKey, maskKey);
+    }
+
+    /// @inheritdoc IFederation
+    function dealShares(uint256 taskId, uint256 round, string calldata cid, bytes32 digest) external {
+        _requireBlob(cid, digest);
+        (uint256 id, SecureRoundInfo storage r) = _secureStep(taskId, round, SecurePhase.Shares, KEYS_BIT, DEALT_BIT);
+        ++r.dealt;
+        emit SharesDealt(taskId, round, id, cid, digest);
+    }
+
+    /// @inheritdoc IFederation
+    function revealShares(uint256 taskId, uint256 round, string calldata cid, bytes32 digest) external {
+        _requireBlob(cid, digest);
+        (uint256 id, SecureRoundInfo storage r) = _secureStep(taskId, round, SecurePhase.Reveal, 0, REVEALED_BIT);
+        if (_submissions[taskId][round][id].numExamples == 0) {
+            revert FederationNotParticipant(taskId, round, id, SecurePhase.Masked);
+        }
+        ++r.revealed;
+        emit SharesRevealed(taskId, round, id, cid, digest);
+    }
+
+    /// @inheritdoc IFederation
+    function advancePhase(uint256 taskId, uint256 round) external {
+        Task storage t = _requireAggregator(taskId);
+        if (t.privacy != Privacy.Secure) revert FederationWrongPrivacy(taskId, t.privacy);
+        Schedule memory s = t.schedule;
+        if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        SecureRoundInfo storage r = _secureRounds[taskId][round];
+        SecurePhase phase = r.phase;
+        (uint256 count, uint256 required) = phase == SecurePhase.Keys
+            ? (r.keys, t.threshold)
+            : phase == SecurePhase.Shares ? (r.dealt, t.threshold) : (r.masked, s.minUpdates);
+        if (phase == SecurePhase.Reveal) revert FederationWrongPhase(taskId, round, SecurePhase.Masked, phase);
+        if (count < required) revert FederationPhaseShort(taskId, round, phase, count, required);
+        r.phase = SecurePhase(uint8(phase) + 1);
+        emit SecurePhaseAdvanced(taskId, round, r.phase, uint32(count));
+    }
+
+    /// @inheritdoc IFederation
+    function privacy(uint256 taskId) external view returns (Privacy mode, uint32 threshold) {
+        Task storage t = _requireTask(taskId);
+        return (t.privacy, t.threshold);
+    }
+
+    /// @inheritdoc IFederation
+    function secureRound(uint256 taskId, uint256 round) external view returns (SecureRoundInfo memory) {
+        _requireTask(taskId);
+        return _secureRounds[taskId][round];
+    }
+
+    function _createTask(TaskConfig calldata c) private returns (uint256 taskId) {
         if (c.aggregator == address(0)) revert FederationZeroAddress();
         if (bytes(c.baseModelCid).length == 0) revert FederationZeroCid();
         if (c.baseModelSha256 == bytes32(0)) revert FederationZeroDigest();
@@ -214,6 +303,7 @@ contract Federation is AccessControl, EIP712, IFederation {
         if (globalSha256 == bytes32(0)) revert FederationZeroDigest();
         uint256 n = contributors.length;
         if (n != weights.length) revert FederationLengthMismatch(n, weights.length);
+        if (t.privacy == Privacy.Secure) _requireUnmaskable(taskId, round, t.threshold, n);
         if (n < s.minUpdates) revert FederationTooFewUpdates(taskId, round, n, s.minUpdates);
 
         // a contributor with weight zero contributes nothing: it does not count towards the minimum
@@ -295,7 +385,8 @@ contract Federation is AccessControl, EIP712, IFederation {
         address signer,
         address relayer
     ) private returns (uint256 id) {
-        Schedule storage s = _requireTask(taskId).schedule;
+        Task storage t = _requireTask(taskId);
+        Schedule storage s = t.schedule;
         if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
         uint64 deadline = s.roundDeadline;
         if (block.timestamp > deadline) revert FederationDeadlinePassed(taskId, round, deadline);
@@ -311,6 +402,15 @@ contract Federation is AccessControl, EIP712, IFederation {
         if (numExamples > s.maxExamples) revert FederationTooManyExamples(taskId, id, numExamples, s.maxExamples);
         Submission storage sub = _submissions[taskId][round][id];
         if (sub.numExamples != 0) revert FederationAlreadySubmitted(taskId, round, id);
+        if (t.privacy == Privacy.Secure) {
+            // only a participant (its shares dealt) submits, and only in the masked phase
+            SecureRoundInfo storage r = _secureRounds[taskId][round];
+            if (r.phase != SecurePhase.Masked) revert FederationWrongPhase(taskId, round, SecurePhase.Masked, r.phase);
+            if (_steps[taskId][round][id] & DEALT_BIT == 0) {
+                revert FederationNotParticipant(taskId, round, id, SecurePhase.Shares);
+            }
+            ++r.masked;
+        }
         sub.adapterSha256 = adapterSha256;
         sub.numExamples = numExamples;
         sub.submittedAt = uint40(block.timestamp);
@@ -340,6 +440,46 @@ contract Federation is AccessControl, EIP712, IFederation {
             if (weights[i] != 0) ++nonZero;
         }
         if (sum != WEIGHT_SCALE) revert FederationWeightsSum(sum);
+    }
+
+    /// @dev One step of a secure round by the caller's Active identity: the task secure, the round open in `phase`
+    /// (before its deadline, but for reveals), the identity done with `needs` and not yet with `marks`.
+    function _secureStep(uint256 taskId, uint256 round, SecurePhase phase, uint8 needs, uint8 marks)
+        private
+        returns (uint256 id, SecureRoundInfo storage r)
+    {
+        Task storage t = _requireTask(taskId);
+        if (t.privacy != Privacy.Secure) revert FederationWrongPrivacy(taskId, t.privacy);
+        Schedule memory s = t.schedule;
+        if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        r = _secureRounds[taskId][round];
+        if (r.phase != phase) revert FederationWrongPhase(taskId, round, phase, r.phase);
+        if (phase != SecurePhase.Reveal && block.timestamp > s.roundDeadline) {
+            revert FederationDeadlinePassed(taskId, round, s.roundDeadline);
+        }
+        ILLMIdentity.Status status;
+        (id, status) = identities.identityOfSigner(msg.sender);
+        if (id == 0 || status != ILLMIdentity.Status.Active) {
+            revert FederationIdentityNotActive(msg.sender, id, uint8(status));
+        }
+        uint8 steps = _steps[taskId][round][id];
+        if (steps & marks != 0) revert FederationAlreadyDone(taskId, round, id, phase);
+        if (steps & needs != needs) revert FederationNotParticipant(taskId, round, id, SecurePhase(uint8(phase) - 1));
+        _steps[taskId][round][id] = steps | marks;
+    }
+
+    /// @dev A secure round may be finalized in phase Reveal, with `threshold` reveals, over exactly its survivors
+    /// (`n` contributors, each of which submitted: _markContributors checks that).
+    function _requireUnmaskable(uint256 taskId, uint256 round, uint32 threshold, uint256 n) private view {
+        SecureRoundInfo storage r = _secureRounds[taskId][round];
+        if (r.phase != SecurePhase.Reveal) revert FederationWrongPhase(taskId, round, SecurePhase.Reveal, r.phase);
+        if (r.revealed < threshold) revert FederationPhaseShort(taskId, round, SecurePhase.Reveal, r.revealed, threshold);
+        if (n != r.masked) revert FederationNotSurvivors(taskId, round, n, r.masked);
+    }
+
+    function _requireBlob(string calldata cid, bytes32 digest) private pure {
+        if (bytes(cid).length == 0) revert FederationZeroCid();
+        if (digest == bytes32(0)) revert FederationZeroDigest();
     }
 
     /// @dev After round `round` ends (finalized or closed), completes the task or opens the next round from

@@ -15,6 +15,32 @@ interface IFederation {
         Completed // max rounds finalized; nothing more happens
     }
 
+    /// @notice How a task's updates travel: in the clear (`Open`), or masked so that only their weighted sum can be
+    /// recovered (`Secure`: secure aggregation with keys, encrypted shares and reveals committed on-chain).
+    enum Privacy {
+        Open,
+        Secure
+    }
+
+    /// @notice The steps of a secure round, in order: per-round keys are advertised, Shamir shares of each
+    /// participant's mask secrets are dealt (encrypted, pinned, digest committed), masked updates are submitted,
+    /// then survivors reveal the shares the unmasking needs.
+    enum SecurePhase {
+        Keys,
+        Shares,
+        Masked,
+        Reveal
+    }
+
+    /// @notice A secure round's phase and how many identities did each step.
+    struct SecureRoundInfo {
+        SecurePhase phase;
+        uint32 keys; // identities that advertised keys
+        uint32 dealt; // identities that committed their shares (the participants: every mask is agreed among them)
+        uint32 masked; // participants that submitted a masked update (the survivors)
+        uint32 revealed; // survivors that revealed their shares
+    }
+
     /// @notice What a task is created with.
     struct TaskConfig {
         string baseModelCid;
@@ -108,6 +134,25 @@ interface IFederation {
     error FederationWrongStartCid(uint256 task, uint256 round);
     /// @notice A round must be finalized under the task's own strategy.
     error FederationWrongStrategy(uint256 task, bytes32 expected, bytes32 given);
+    /// @notice The secure threshold must be at least 2 and at most the task's minimum of contributors, which may be
+    /// at most MAX_SECURE_PARTICIPANTS.
+    error FederationInvalidThreshold(uint32 threshold, uint32 minUpdates);
+    /// @notice The call belongs to the other privacy mode than the task's.
+    error FederationWrongPrivacy(uint256 task, Privacy mode);
+    /// @notice The secure round is not in the phase this call belongs to.
+    error FederationWrongPhase(uint256 task, uint256 round, SecurePhase expected, SecurePhase actual);
+    /// @notice The identity already did this step of the secure round.
+    error FederationAlreadyDone(uint256 task, uint256 round, uint256 identity, SecurePhase phase);
+    /// @notice The identity did not do the step of the secure round this one builds on.
+    error FederationNotParticipant(uint256 task, uint256 round, uint256 identity, SecurePhase missing);
+    /// @notice Too few identities did the phase's step to go on (the threshold, or the minimum of contributors).
+    error FederationPhaseShort(uint256 task, uint256 round, SecurePhase phase, uint256 count, uint256 required);
+    /// @notice More identities than a secure round can take.
+    error FederationTooManyParticipants(uint256 task, uint256 round, uint256 limit);
+    /// @notice A secure round's contributors must be exactly its survivors.
+    error FederationNotSurvivors(uint256 task, uint256 round, uint256 given, uint256 survivors);
+    /// @notice A zero public key.
+    error FederationZeroKey();
 
     /// @notice A task was created.
     event TaskCreated(
@@ -158,6 +203,21 @@ interface IFederation {
         uint256[] contributors,
         uint96[] weights
     );
+    /// @notice Task `task` runs in privacy mode `mode`; secure tasks need `threshold` survivors' shares to unmask.
+    event TaskPrivacy(uint256 indexed task, Privacy mode, uint32 threshold);
+    /// @notice Identity `identity` takes part in secure round `round` with these X25519 public keys: one to which its
+    /// shares are encrypted, one with which its pairwise masks are agreed.
+    event KeysAdvertised(
+        uint256 indexed task, uint256 indexed round, uint256 indexed identity, bytes32 encryptionKey, bytes32 maskKey
+    );
+    /// @notice Identity `identity` pinned its encrypted shares (and their commitments) at `cid` / `digest`.
+    event SharesDealt(uint256 indexed task, uint256 indexed round, uint256 indexed identity, string cid, bytes32 digest);
+    /// @notice The aggregator moved secure round `round` into `phase`; `count` identities did the step before it.
+    event SecurePhaseAdvanced(uint256 indexed task, uint256 indexed round, SecurePhase phase, uint32 count);
+    /// @notice Survivor `identity` revealed its shares (plaintext, checkable against the dealt commitments).
+    event SharesRevealed(
+        uint256 indexed task, uint256 indexed round, uint256 indexed identity, string cid, bytes32 digest
+    );
     /// @notice The task finalized its last round.
     event TaskCompleted(uint256 indexed task, uint256 rounds, string finalCid, bytes32 finalSha256);
 
@@ -168,6 +228,41 @@ interface IFederation {
     /// `maxRounds`, `maxExamples` (below 2^56) and `maxUpdateNorm` each at least 1.
     /// Emits {TaskCreated}.
     function createTask(TaskConfig calldata config) external returns (uint256 taskId);
+
+    /// @notice Creates a task as {createTask} does, in secure mode: updates are masked, and `threshold` survivors'
+    /// shares are needed to unmask their sum.
+    /// Requirements: as {createTask}; 2 <= `threshold` <= `minUpdates` <= MAX_SECURE_PARTICIPANTS.
+    /// Emits {TaskCreated}, then {TaskPrivacy}.
+    function createSecureTask(TaskConfig calldata config, uint32 threshold) external returns (uint256 taskId);
+
+    /// @notice Advertises the caller's identity's per-round X25519 public keys for secure round `round`.
+    /// Requirements: secure task; `round` open, in phase Keys, deadline not passed; caller Active, not yet
+    /// advertised; keys non-zero; fewer than MAX_SECURE_PARTICIPANTS advertised so far.
+    /// Emits {KeysAdvertised}.
+    function advertiseKeys(uint256 taskId, uint256 round, bytes32 encryptionKey, bytes32 maskKey) external;
+
+    /// @notice Commits the caller's encrypted shares (pinned at `cid` / `digest`) for secure round `round`.
+    /// Requirements: phase Shares, deadline not passed; the caller's identity advertised keys and has not dealt.
+    /// Emits {SharesDealt}.
+    function dealShares(uint256 taskId, uint256 round, string calldata cid, bytes32 digest) external;
+
+    /// @notice Commits the caller's revealed shares (pinned at `cid` / `digest`) for secure round `round`.
+    /// Requirements: phase Reveal; the caller's identity submitted a masked update and has not revealed.
+    /// Emits {SharesRevealed}.
+    function revealShares(uint256 taskId, uint256 round, string calldata cid, bytes32 digest) external;
+
+    /// @notice Moves secure round `round` to its next phase: Keys to Shares once `threshold` identities advertised
+    /// keys, Shares to Masked once `threshold` dealt, Masked to Reveal once the minimum of contributors submitted.
+    /// The participants, the survivors and the reveals are then fixed by what the chain recorded.
+    /// Requirements: caller is the task's aggregator; `round` open and not in phase Reveal.
+    /// Emits {SecurePhaseAdvanced}.
+    function advancePhase(uint256 taskId, uint256 round) external;
+
+    /// @notice The task's privacy mode and secure threshold (0 for open tasks).
+    function privacy(uint256 taskId) external view returns (Privacy mode, uint32 threshold);
+
+    /// @notice Where secure round `round` of `taskId` stands.
+    function secureRound(uint256 taskId, uint256 round) external view returns (SecureRoundInfo memory);
 
     /// @notice Proposes `proposed` as the task's aggregator (zero cancels a pending proposal); it takes over when it
     /// calls {acceptAggregator}. Until then the current aggregator stays in charge.
