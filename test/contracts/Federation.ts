@@ -324,7 +324,8 @@ describe("Federation", function () {
         .to.emit(federation, "UpdateSubmitted")
         .withArgs(1n, 1n, 1n, alice.address, relayer.address, c.cid, c.adapterSha256, 100n, c.metricsDigest);
       expect((await federation.submission(1n, 1n, 1n)).adapterSha256).to.equal(c.adapterSha256);
-      expect(Number((await tx.wait())!.gasUsed)).to.be.at.most(90_000);
+      // about 1,000 more than a direct submission's ceiling: the signature, and reading the task's privacy mode
+      expect(Number((await tx.wait())!.gasUsed)).to.be.at.most(92_000);
     });
 
     it("rejects a used signature when replayed", async function () {
