@@ -10,7 +10,10 @@ import {
   NORM_SCALE,
   decodeStrategy,
   type ClosedRound,
+  type CommittedBlob,
   type EventSource,
+  type SecurePhase,
+  type SecureRoundHistory,
   type FinalizedRound,
   type IdentityEvent,
   type IdentityHistory,
@@ -42,7 +45,7 @@ type FinalizedArgs = {
 
 /** Rebuilds a task's whole history from events alone. */
 export async function readTaskHistory(f: Federation, from: number, task: number): Promise<TaskHistory> {
-  const [created, opened, submitted, finalized, closed, completed, handovers] = await Promise.all([
+  const [created, opened, submitted, finalized, closed, completed, handovers, privacy] = await Promise.all([
     f.queryFilter(f.filters.TaskCreated(task), from),
     f.queryFilter(f.filters.RoundOpened(task), from),
     f.queryFilter(f.filters.UpdateSubmitted(task), from),
@@ -50,6 +53,7 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
     f.queryFilter(f.filters.RoundClosed(task), from),
     f.queryFilter(f.filters.TaskCompleted(task), from),
     f.queryFilter(f.filters.AggregatorChanged(task), from),
+    f.queryFilter(f.filters.TaskPrivacy(task), from),
   ]);
   if (created.length !== 1) {
     throw new ChainDataError(`task ${task}: expected one TaskCreated event, found ${created.length}`);
@@ -64,6 +68,11 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
   for (const e of sortBySource(submitted)) roundOf(Number(e.args.round)).submissions.push(submittedUpdate(e));
   for (const e of finalized) roundOf(Number(e.args.round)).finalized = finalizedRound(e);
   for (const e of closed) roundOf(Number(e.args.round)).closed = closedRound(e);
+  const secure = privacy.length > 0 && Number(privacy[0]!.args.mode) === 1;
+  if (secure) {
+    const events = await secureEvents(f, from, task);
+    for (const r of rounds.values()) r.secure = secureRoundOf(events, r.round);
+  }
   const c = created[0]!.args;
   return {
     task,
@@ -78,6 +87,8 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
     maxRounds: Number(c.maxRounds),
     maxExamples: Number(c.maxExamples),
     maxUpdateNorm: Number(c.maxUpdateNorm) / NORM_SCALE,
+    privacy: secure ? "secure" : "open",
+    threshold: secure ? Number(privacy[0]!.args.threshold) : 0,
     ...source(created[0]!),
     aggregatorChanges: sortBySource(handovers).map((e) => ({
       previous: e.args.previous,
@@ -113,6 +124,54 @@ export async function readRound(
   r.finalized = finalized.length ? finalizedRound(finalized[0]!) : null;
   r.closed = closed.length ? closedRound(closed[0]!) : null;
   return r;
+}
+
+/** The secure events of a task (one round's with `round`), each kind in the order mined. */
+async function secureEvents(f: Federation, from: number, task: number, round?: number) {
+  const [keys, dealt, phases, revealed] = await Promise.all([
+    f.queryFilter(f.filters.KeysAdvertised(task, round), from),
+    f.queryFilter(f.filters.SharesDealt(task, round), from),
+    f.queryFilter(f.filters.SecurePhaseAdvanced(task, round), from),
+    f.queryFilter(f.filters.SharesRevealed(task, round), from),
+  ]);
+  return {
+    keys: sortBySource(keys),
+    dealt: sortBySource(dealt),
+    phases: sortBySource(phases),
+    revealed: sortBySource(revealed),
+  };
+}
+
+type BlobArgs = { round: bigint; identity: bigint; cid: string; digest: string };
+
+function secureRoundOf(e: Awaited<ReturnType<typeof secureEvents>>, round: number): SecureRoundHistory {
+  const mine = <T extends { args: { round: bigint } }>(xs: T[]) => xs.filter((x) => Number(x.args.round) === round);
+  const blob = (x: Log<BlobArgs>): CommittedBlob => ({
+    identity: Number(x.args.identity),
+    cid: x.args.cid,
+    digest: x.args.digest,
+    ...source(x),
+  });
+  return {
+    keys: mine(e.keys).map((x) => ({
+      identity: Number(x.args.identity),
+      encryptionKey: x.args.encryptionKey,
+      maskKey: x.args.maskKey,
+      ...source(x),
+    })),
+    dealings: mine(e.dealt).map(blob),
+    phases: mine(e.phases).map((x) => ({
+      phase: Number(x.args.phase) as SecurePhase,
+      count: Number(x.args.count),
+      ...source(x),
+    })),
+    reveals: mine(e.revealed).map(blob),
+  };
+}
+
+/** One secure round's keys, dealings, phase changes and reveals, from its own indexed events. */
+export async function readSecureRound(f: Federation, from: number, task: number, round: number) {
+  return secureRoundOf(await secureEvents(f, from, task, round), round);
 }
 
 /** Every RoundFinalized event of one round (the contract allows one; this shows whether more were ever emitted). */

@@ -20,14 +20,25 @@ import {
   type LLMIdentity,
 } from "../../types/ethers-contracts/index.js";
 import { ChainDataError, InvalidArgumentError } from "../errors.js";
-import { readFinalizations, readIdentities, readRound, readSubmissions, readTaskHistory } from "./history.js";
+import {
+  readFinalizations,
+  readIdentities,
+  readRound,
+  readSecureRound,
+  readSubmissions,
+  readTaskHistory,
+} from "./history.js";
 import { send } from "./reverts.js";
 import {
   bytes32Id,
   decodeStrategy,
   strategyId,
   NORM_SCALE,
+  PRIVACY_MODES,
   type DecodedTransaction,
+  type PrivacyMode,
+  type SecurePhase,
+  type SecureRoundInfo,
   type RelayBinding,
   type Deployment,
   type IdentityRecord,
@@ -239,21 +250,68 @@ export class FederationLedger {
 
   /** {@link createTask}, with the receipt. */
   async createTaskTx(p: TaskParams) {
-    const receipt = await send("createTask", () =>
-      this.#federation.createTask({
-        baseModelCid: p.baseModelCid,
-        baseModelSha256: p.baseModelSha256,
-        loraConfigHash: p.loraConfigHash,
-        aggregator: p.aggregator,
-        strategyId: strategyId(p.strategy),
-        minUpdates: p.minUpdates,
-        roundDuration: p.roundDuration,
-        maxRounds: p.maxRounds,
-        maxExamples: p.maxExamples,
-        maxUpdateNorm: normUnits(p.maxUpdateNorm),
-      }),
-    );
+    const config = {
+      baseModelCid: p.baseModelCid,
+      baseModelSha256: p.baseModelSha256,
+      loraConfigHash: p.loraConfigHash,
+      aggregator: p.aggregator,
+      strategyId: strategyId(p.strategy),
+      minUpdates: p.minUpdates,
+      roundDuration: p.roundDuration,
+      maxRounds: p.maxRounds,
+      maxExamples: p.maxExamples,
+      maxUpdateNorm: normUnits(p.maxUpdateNorm),
+    };
+    const secure = (p.privacy ?? "open") === "secure";
+    const receipt = secure
+      ? await send("createSecureTask", () => this.#federation.createSecureTask(config, p.threshold ?? 0))
+      : await send("createTask", () => this.#federation.createTask(config));
     return { task: Number(findEvent(receipt, this.#federation.interface, "TaskCreated").args.task), receipt };
+  }
+
+  // ---- secure rounds ---------------------------------------------------------------------------------------
+
+  /** Advertises the connected identity's round keys (X25519 public keys, 0x hex). */
+  async advertiseKeys(task: number, round: number, encryptionKey: string, maskKey: string) {
+    return send("advertiseKeys", () => this.#federation.advertiseKeys(task, round, encryptionKey, maskKey));
+  }
+
+  /** Commits the connected identity's pinned dealing of shares. */
+  async dealShares(task: number, round: number, cid: string, digest: string) {
+    return send("dealShares", () => this.#federation.dealShares(task, round, cid, digest));
+  }
+
+  /** Commits the connected identity's pinned reveal. */
+  async revealShares(task: number, round: number, cid: string, digest: string) {
+    return send("revealShares", () => this.#federation.revealShares(task, round, cid, digest));
+  }
+
+  /** Moves a secure round to its next phase (the task's aggregator only). */
+  async advancePhase(task: number, round: number) {
+    return send("advancePhase", () => this.#federation.advancePhase(task, round));
+  }
+
+  /** The task's privacy mode and threshold. */
+  async privacy(task: number): Promise<{ mode: PrivacyMode; threshold: number }> {
+    const [mode, threshold] = await this.#federation.privacy(task);
+    return { mode: PRIVACY_MODES[Number(mode)] ?? "open", threshold: Number(threshold) };
+  }
+
+  /** Where a secure round stands (storage). */
+  async secureRound(task: number, round: number): Promise<SecureRoundInfo> {
+    const r = await this.#federation.secureRound(task, round);
+    return {
+      phase: Number(r.phase) as SecurePhase,
+      keys: Number(r.keys),
+      dealt: Number(r.dealt),
+      masked: Number(r.masked),
+      revealed: Number(r.revealed),
+    };
+  }
+
+  /** One secure round's keys, dealings, phase changes and reveals, from its events. */
+  async readSecureRound(task: number, round: number) {
+    return readSecureRound(this.#federation, this.deployment.deployBlock, task, round);
   }
 
   async openFirstRound(task: number, startCid: string, startSha256: string): Promise<TransactionReceipt> {

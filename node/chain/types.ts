@@ -57,6 +57,54 @@ export interface TaskParams {
    * on-chain in units of 1e-6 ({@link NORM_SCALE}); the aggregator leaves larger updates out and verify checks it.
    */
   maxUpdateNorm: number;
+  /** How updates travel: in the clear (default), or masked for secure aggregation (fixed at creation). */
+  privacy?: PrivacyMode;
+  /** Secure mode: how many survivors' shares unmask the sum (2 ≤ threshold ≤ minUpdates). */
+  threshold?: number;
+}
+
+/** A task's privacy mode, as IFederation.Privacy numbers it: 0 open, 1 secure. */
+export type PrivacyMode = "open" | "secure";
+export const PRIVACY_MODES: readonly PrivacyMode[] = ["open", "secure"];
+
+/** A secure round's phase, as IFederation.SecurePhase numbers it. */
+export enum SecurePhase {
+  Keys = 0,
+  Shares = 1,
+  Masked = 2,
+  Reveal = 3,
+}
+
+/** A secure round's phase and step counts (`secureRound` view). */
+export interface SecureRoundInfo {
+  phase: SecurePhase;
+  keys: number;
+  dealt: number;
+  masked: number;
+  revealed: number;
+}
+
+/** An identity's advertised round keys (`KeysAdvertised`). */
+export interface AdvertisedKeys extends EventSource {
+  identity: number;
+  encryptionKey: string;
+  maskKey: string;
+}
+
+/** A pinned blob an identity committed in a secure round (`SharesDealt`, `SharesRevealed`). */
+export interface CommittedBlob extends EventSource {
+  identity: number;
+  cid: string;
+  digest: string;
+}
+
+/** A secure round's own events, in the order they were mined. */
+export interface SecureRoundHistory {
+  keys: AdvertisedKeys[];
+  dealings: CommittedBlob[];
+  /** Each phase change: the phase entered and how many did the step before it. */
+  phases: ({ phase: SecurePhase; count: number } & EventSource)[];
+  reveals: CommittedBlob[];
 }
 
 /** The on-chain unit of `maxUpdateNorm`: 1e-6. */
@@ -170,10 +218,15 @@ export interface RoundHistory {
   finalized: FinalizedRound | null;
   /** Set when the round ended without a global adapter; the next round starts where this one did. */
   closed: ClosedRound | null;
+  /** Secure tasks (readTaskHistory, readSecureRound): the round's keys, dealings, phases and reveals. */
+  secure?: SecureRoundHistory;
 }
 
 export interface TaskHistory extends TaskParams, EventSource {
   task: number;
+  privacy: PrivacyMode;
+  /** Secure tasks: survivors' shares needed to unmask (0 for open tasks). */
+  threshold: number;
   strategyId: string;
   /** Every aggregator handover, in order (`aggregator` is the one the task was created with). */
   aggregatorChanges: AggregatorChange[];

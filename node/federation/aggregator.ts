@@ -22,6 +22,7 @@ import {
 import type { AdapterStore } from "../store/index.js";
 import { sha256Hex } from "../digest.js";
 import { AggregationError, sleep, untilDone, waitForRound } from "./rounds.js";
+import { runSecureRound } from "./secure-aggregator.js";
 
 export interface AggregatorOptions {
   /** The ledger seen through the task aggregator's account. */
@@ -141,6 +142,8 @@ export class Aggregator {
    */
   async finalize(roundNumber: number, signal?: AbortSignal): Promise<RoundReport | null> {
     const { ledger, task } = this.o;
+    const privacy = await ledger.privacy(task);
+    if (privacy.mode === "secure") return this.finalizeSecure(roundNumber, privacy.threshold, signal);
     const { minUpdates, maxUpdateNorm } = await ledger.taskInfo(task);
     let awaited = this.o.expectedUpdates ?? Infinity;
     let t0: number, t1: number, collected: Awaited<ReturnType<Aggregator["collect"]>>;
@@ -198,6 +201,36 @@ export class Aggregator {
       excluded,
       diagnostics: result.diagnostics,
       timings: { fetchVerifyMs: t1 - t0, aggregateMs: t2 - t1, pinMs: t3 - t2, finalizeMs: t4 - t3 },
+    };
+  }
+
+  /** A secure round: phases, unmasking and finalization (secure-aggregator.ts). */
+  private async finalizeSecure(round: number, threshold: number, signal?: AbortSignal): Promise<RoundReport | null> {
+    const t0 = performance.now();
+    const r = await runSecureRound(
+      {
+        ...this.o,
+        threshold,
+        expected: this.o.expectedUpdates,
+        pollMs: this.o.pollMs ?? 500,
+        startWeights: (h) => this.startWeights(h),
+        log: (l) => this.log(l),
+      },
+      round,
+      signal,
+    );
+    if (r.kind !== "finalized") return null;
+    await this.o.onGlobal?.(round, r.bytes);
+    const ms = performance.now() - t0;
+    return {
+      round,
+      globalCid: r.cid,
+      globalSha256: r.sha,
+      contributors: r.contributors,
+      weights: r.weights,
+      excluded: [],
+      diagnostics: {},
+      timings: { fetchVerifyMs: 0, aggregateMs: ms, pinMs: 0, finalizeMs: 0 },
     };
   }
 

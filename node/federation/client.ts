@@ -22,6 +22,8 @@ import type { TrainConfig } from "../train/train.js";
 import type { RoundTrainer } from "./trainer-pool.js";
 import { canonicalJson } from "./local-trainer.js";
 import { sleep, untilDone, waitForRound } from "./rounds.js";
+import { SecureClientError, SecureParticipant } from "./secure-client.js";
+import type { LoraConfig, ModelConfig } from "../model/lora.js";
 
 export interface ClientOptions {
   /** The ledger as seen by the identity's key (direct) or by a relayer's account (with `relayFor`). */
@@ -38,12 +40,23 @@ export interface ClientOptions {
   stateDir?: string;
   /** The largest a start adapter of the task may be (adapterByteLimit of its model and LoRA config). */
   maxAdapterBytes?: number;
+  /** The task's model and LoRA config: a secure task's client lays out its update with them (required there). */
+  model?: ModelConfig;
+  lora?: LoraConfig;
   /** How often to poll the chain, ms. Default 500. */
   pollMs?: number;
   log?: (line: string) => void;
 }
 
-export type RoundOutcome = "submitted" | "already-submitted" | "not-open" | "deadline-passed" | "round-closed";
+export type RoundOutcome =
+  | "submitted"
+  | "already-submitted"
+  | "not-open"
+  | "deadline-passed"
+  | "round-closed"
+  /** Secure rounds: this identity revealed its shares, or missed a step (it then sits the round out). */
+  | "revealed"
+  | "missed";
 
 /** The client's identity is missing or not Active. */
 export class ClientIdentityError extends FokError {}
@@ -86,6 +99,8 @@ export class FederationClient {
     const identity = await this.identity();
     const info = await ledger.taskInfo(task);
     if (info.status !== TaskStatus.Open || info.currentRound !== round) return "not-open";
+    const privacy = await ledger.privacy(task);
+    if (privacy.mode === "secure") return this.secure(privacy.threshold).run(round, info);
     if ((await ledger.submission(task, round, identity)).numExamples > 0) return "already-submitted";
     if ((await ledger.chainTime()) > info.roundDeadline) return "deadline-passed";
     const state = await this.trainedUpdate(round, identity, info.maxUpdateNorm);
@@ -116,11 +131,36 @@ export class FederationClient {
     return "submitted";
   }
 
-  /** This round's update: the one pinned before a crash, if its bytes are still here; else trained and pinned now. */
-  private async trainedUpdate(round: number, identity: number, maxUpdateNorm: number): Promise<RoundState> {
+  /** This round's secure participant: the update stays here; only masked, encrypted and revealed bytes leave. */
+  private secure(threshold: number): SecureParticipant {
+    const { model, lora } = this.o;
+    if (!model || !lora) throw new SecureClientError("a secure task's client needs the task's model and LoRA config");
+    let round = 0;
+    return new SecureParticipant({
+      ledger: this.o.ledger,
+      store: this.o.store,
+      task: this.o.task,
+      identity: this.identityId,
+      threshold,
+      model,
+      lora,
+      train: async () => {
+        const info = await this.o.ledger.taskInfo(this.o.task);
+        round = info.currentRound;
+        const { out, start } = await this.train(round, this.identityId, info.maxUpdateNorm);
+        const metricsDigest = sha256Hex(Buffer.from(canonicalJson(out.metrics)));
+        this.log(`round ${round}: trained (${out.tokensPerSec} tok/s, update norm ${fmt(out.metrics.updateNorm)})`);
+        return { adapter: out.adapter, start, numExamples: out.metrics.numExamples, metricsDigest };
+      },
+      stateDir: this.o.stateDir,
+      pollMs: this.o.pollMs ?? 500,
+      log: (l) => this.log(l),
+    });
+  }
+
+  /** Trains this round's update from the round's start adapter (fetched and checked against the chain). */
+  private async train(round: number, identity: number, maxUpdateNorm: number) {
     const { ledger, task } = this.o;
-    const saved = await this.loadState(round);
-    if (saved && (await this.o.store.has(saved.cid))) return saved;
     const opened = await waitForRound(ledger, task, round, this.o.pollMs ?? 500);
     const maxBytes = this.o.maxAdapterBytes;
     const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256, maxBytes });
@@ -130,6 +170,14 @@ export class FederationClient {
     const clipped = out.metrics.clippedFrom;
     if (clipped !== null)
       this.log(`round ${round}: update norm ${fmt(clipped)} clipped to the task's ${maxUpdateNorm}`);
+    return { out, start };
+  }
+
+  /** This round's update: the one pinned before a crash, if its bytes are still here; else trained and pinned now. */
+  private async trainedUpdate(round: number, identity: number, maxUpdateNorm: number): Promise<RoundState> {
+    const saved = await this.loadState(round);
+    if (saved && (await this.o.store.has(saved.cid))) return saved;
+    const { out } = await this.train(round, identity, maxUpdateNorm);
     const cid = await this.o.store.add(out.adapter);
     const state: RoundState = {
       cid,
@@ -162,6 +210,7 @@ export class FederationClient {
         if (outcome !== "not-open") lastRound = round;
         if (outcome === "deadline-passed") this.log(`round ${round}: deadline passed, skipped`);
         if (outcome === "round-closed") this.log(`round ${round}: finalized before this update was in, skipped`);
+        if (outcome === "missed") this.log(`round ${round}: a secure step was missed; this identity sits it out`);
       }
       await sleep(pollMs, signal);
       return undefined;

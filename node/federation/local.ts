@@ -4,14 +4,20 @@
  * The demo, the experiment, the round benchmark and the end-to-end tests all build their federation here.
  */
 import type { Signer } from "ethers";
-import { deployContracts, identityMetadata, type FederationLedger } from "../chain/index.js";
+import { deployContracts, identityMetadata, type FederationLedger, type PrivacyMode } from "../chain/index.js";
 import type { LoraConfig, ModelConfig } from "../model/lora.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import { Aggregator, type AggregatorOptions, type RoundReport } from "./aggregator.js";
 import { FederationClient } from "./client.js";
 import type { ClientDataset } from "./local-trainer.js";
-import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM, loraConfigHash, modelFingerprint } from "./task-config.js";
+import {
+  DEFAULT_MAX_EXAMPLES,
+  DEFAULT_MAX_UPDATE_NORM,
+  defaultThreshold,
+  loraConfigHash,
+  modelFingerprint,
+} from "./task-config.js";
 import { adapterByteLimit } from "../model/adapter.js";
 import { startTrainers, type RoundTrainer, type StepReport } from "./trainer-pool.js";
 
@@ -51,6 +57,10 @@ export interface LocalFederationOptions {
   maxExamples?: number;
   /** The task's bound on ‖update − start‖ (default DEFAULT_MAX_UPDATE_NORM). */
   maxUpdateNorm?: number;
+  /** Secure aggregation (node/secure) or updates in the clear (default). */
+  privacy?: PrivacyMode;
+  /** Secure mode: survivors' shares needed to unmask. Default defaultThreshold(minUpdates). */
+  threshold?: number;
   /** The aggregator finalizes once this many updates are in. Default: every hospital. */
   expectedUpdates?: number;
   train: Partial<TrainConfig>;
@@ -124,6 +134,8 @@ export async function startLocalFederation(o: LocalFederationOptions): Promise<L
         train: o.train,
         stateDir: h.stateDir,
         maxAdapterBytes: adapterByteLimit(o.model, o.lora),
+        model: o.model,
+        lora: o.lora,
         pollMs: o.pollMs ?? 100,
         log: o.log && ((l) => o.log!(`[client ${h.name}] ${l}`)),
       });
@@ -153,13 +165,16 @@ export async function startLocalFederation(o: LocalFederationOptions): Promise<L
 }
 
 async function createTask(o: LocalFederationOptions, ledger: FederationLedger, baseCid: string, aggregator: string) {
+  const minUpdates = o.minUpdates ?? o.hospitals.length;
   return ledger.createTask({
+    privacy: o.privacy,
+    threshold: o.privacy === "secure" ? (o.threshold ?? defaultThreshold(minUpdates)) : undefined,
     baseModelCid: baseCid,
     baseModelSha256: o.baseModelSha256,
     loraConfigHash: loraConfigHash(o.lora),
     aggregator,
     strategy: o.strategy,
-    minUpdates: o.minUpdates ?? o.hospitals.length,
+    minUpdates,
     roundDuration: o.roundDuration ?? 3600,
     maxRounds: o.rounds,
     maxExamples: o.maxExamples ?? DEFAULT_MAX_EXAMPLES,

@@ -21,3 +21,12 @@ export const DEFAULT_MAX_UPDATE_NORM = 20;
 export function modelFingerprint(baseModelSha256: string, loraHash: string): string {
   return solidityPackedKeccak256(["bytes32", "bytes32"], [baseModelSha256, loraHash]);
 }
+
+/**
+ * The default secure threshold for a task needing `minUpdates` contributors: a majority of them, at least 2. A
+ * coalition of fewer than this many participants (with the aggregator) learns nothing of an honest one's update;
+ * a round survives the loss of all but this many.
+ */
+export function defaultThreshold(minUpdates: number): number {
+  return Math.max(2, Math.min(minUpdates, Math.floor(minUpdates / 2) + 1));
+}

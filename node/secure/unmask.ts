@@ -12,7 +12,7 @@
  */
 import { sha256 } from "@noble/hashes/sha2.js";
 import type { LoraWeights } from "../model/adapter.js";
-import { addInto, prg, quantize, signed, SecureDataError } from "./ring.js";
+import { addInto, prg, quantize, signed, SecureDataError, type RingVector } from "./ring.js";
 import {
   REVEAL_FORMAT,
   hex,
@@ -35,7 +35,7 @@ export interface PublicRound extends SecureContext {
   /** The participants' dealings (checked with checkDealing). */
   dealings: ReadonlyMap<number, Dealing>;
   /** The survivors' masked vectors. */
-  masked: ReadonlyMap<number, Float64Array>;
+  masked: ReadonlyMap<number, RingVector>;
   /** The survivors' reveals. */
   reveals: ReadonlyMap<number, Reveal>;
 }
@@ -55,10 +55,10 @@ export function maskVector(
   ctx: SecureContext,
   me: number,
   secrets: RoundSecrets,
-  x: Float64Array,
+  x: RingVector,
   participants: readonly RoundKeys[],
-): Float64Array {
-  const y = addInto(Float64Array.from(x), prg(hexBytes(secrets.seed), x.length));
+): RingVector {
+  const y = addInto(BigUint64Array.from(x), prg(hexBytes(secrets.seed), x.length));
   for (const p of participants) {
     if (p.identity === me) continue;
     const s = pairwiseSeed(ctx, me, secrets.maskSecret, p.identity, p.maskKey);
@@ -122,7 +122,7 @@ export async function unmaskSum(p: PublicRound): Promise<{ sum: Float64Array; pr
   const { shares, problems } = checkReveals(p);
   const survivors = [...p.masked.keys()].sort((a, b) => a - b);
   const n = p.masked.get(survivors[0]!)?.length ?? 0;
-  const sum = new Float64Array(n);
+  const sum = new BigUint64Array(n);
   const secretOf = async (dealer: number) => {
     const got = shares.get(dealer) ?? [];
     if (got.length < p.threshold)
@@ -163,7 +163,7 @@ export function updateVector(update: LoraWeights, start: LoraWeights, onlyB: boo
 }
 
 /** The round's weighted quantized update: what a client masks. */
-export function weightedUpdate(delta: Float64Array, clip: number, bits: number, numExamples: number): Float64Array {
+export function weightedUpdate(delta: Float64Array, clip: number, bits: number, numExamples: number): RingVector {
   return quantize(Float32Array.from(delta), clip, bits, numExamples);
 }
 

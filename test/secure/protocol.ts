@@ -15,6 +15,7 @@ import {
   addInto,
   SecureConfigError,
   SecureDataError,
+  type RingVector,
 } from "../../node/secure/ring.js";
 import {
   checkDealing,
@@ -39,7 +40,7 @@ interface Party {
   secrets: RoundSecrets;
   keys: RoundKeys;
   delta: Float32Array;
-  x: Float64Array;
+  x: RingVector;
   numExamples: number;
 }
 
@@ -81,7 +82,9 @@ async function round() {
     reveals.set(p.id, reveal(CTX, p.id, new Set(masked.keys()), opened));
   }
   const pub: PublicRound = { ...CTX, keys: new Map(keys.map((k) => [k.identity, k])), dealings, masked, reveals };
-  const expected = signed(survivors.reduce((acc, p) => addInto(acc, p.x), new Float64Array(N)));
+  const acc = new BigUint64Array(N);
+  for (const p of survivors) addInto(acc, p.x);
+  const expected = signed(acc);
   return { pub, parties, survivors, expected, bits };
 }
 
@@ -105,7 +108,7 @@ describe("node/secure protocol", function () {
   it("an outsider who removes every reconstructable mask from one masked vector still sees noise", async function () {
     const { pub, parties } = await round();
     const victim = parties[0]!;
-    const y = Float64Array.from(pub.masked.get(victim.id)!);
+    const y = BigUint64Array.from(pub.masked.get(victim.id)!);
     // the victim survived: its self-mask seed is reconstructable; the dropped one's mask key too
     const { shares } = checkReveals(pub);
     const { reconstruct } = await import("../../node/secure/shares.js");
@@ -116,8 +119,8 @@ describe("node/secure protocol", function () {
     // what is left is x plus the pairwise masks with the other survivors: nowhere near x
     const left = signed(y);
     const x = signed(victim.x);
-    const close = [...left].filter((v, i) => Math.abs(v - x[i]!) < 2 ** 40).length;
-    expect(close).to.be.below(3); // uniform over 2^48: each value lands within 2^40 of x with probability 2^-7
+    const close = [...left].filter((v, i) => Math.abs(v - x[i]!) < 2 ** 56).length;
+    expect(close).to.be.below(3); // uniform over 2^64: each value lands within 2^56 of x with probability 2^-7
   });
 
   it("names a revealed share that does not match its commitment, and one revealing both shares of a client", async function () {
@@ -164,7 +167,7 @@ describe("node/secure protocol", function () {
   });
 
   it("masked vectors round-trip through their bytes; scales refuse bounds that could overflow", function () {
-    const v = Float64Array.from([0, 1, 2 ** 48 - 1, 2 ** 47, 123456789012]);
+    const v = BigUint64Array.from([0n, 1n, 2n ** 64n - 1n, 2n ** 63n, 123456789012n]);
     const bytes = serializeMasked({ task: 1, round: 2, identity: 3, scaleBits: 20 }, v);
     const { header, vector } = parseMasked(bytes);
     expect(header).to.deep.equal({
@@ -178,12 +181,13 @@ describe("node/secure protocol", function () {
     expect([...vector]).to.deep.equal([...v]);
     expect(() => parseMasked(bytes.subarray(0, bytes.length - 1))).to.throw(
       SecureDataError,
-      "29 bytes of data for 5 elements",
+      "39 bytes of data for 5 elements",
     );
-    // 255 clients × 10,000 examples × norm 5: the largest S with 255·1e4·(5·S + 1) < 2^47 is 2^23
-    expect(scaleBits(10_000, 5)).to.equal(23);
-    expect(255 * 10_000 * (5 * 2 ** 23 + 1)).to.be.below(2 ** 47);
-    expect(255 * 10_000 * (5 * 2 ** 24 + 1)).to.be.above(2 ** 47);
+    // 255 clients × 2^20 examples × norm 1000: the largest S with 255·2^20·(1000·S + 1) < 2^63 is 2^25
+    expect(scaleBits(2 ** 20, 1000)).to.equal(25);
+    expect(255n * 2n ** 20n * (1000n * 2n ** 25n + 1n)).to.be.below(2n ** 63n);
+    expect(255n * 2n ** 20n * (1000n * 2n ** 26n + 1n)).to.be.above(2n ** 63n);
+    expect(scaleBits(100_000, 20)).to.equal(30); // the defaults: capped at 2^-30, finer than float32 needs
     expect(MAX_SECURE_PARTICIPANTS).to.equal(255);
     expect(() => scaleBits(2 ** 40, 1)).to.throw(SecureConfigError, /lower the example cap or the max update norm/);
   });

@@ -1,0 +1,194 @@
+/**
+ * A hospital's part in a secure round (node/secure): advertise per-round keys, train, deal encrypted Shamir shares
+ * of its mask secrets to every identity that advertised keys, submit its clipped, quantized, weighted update
+ * masked, and finally reveal — for each dealer, as the chain's record of who submitted decides — the seed share or
+ * the key share. Its plaintext update never leaves the hospital: nothing but the masked vector, the encrypted
+ * dealing and the reveal is pinned. Each step is done once, judged from the chain, so a restart goes on where it
+ * stopped (with `stateDir`, the round's secrets are kept there, readable by the owner only).
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { isRevert, Revert, SecurePhase, TaskStatus, type FederationLedger, type TaskInfo } from "../chain/index.js";
+import { sha256Hex } from "../digest.js";
+import { FokError } from "../errors.js";
+import { parseAdapter } from "../model/adapter.js";
+import type { LoraConfig, ModelConfig } from "../model/lora.js";
+import type { AdapterStore } from "../store/index.js";
+import { scaleBits, serializeMasked } from "../secure/ring.js";
+import {
+  checkDealing,
+  deal,
+  newRoundSecrets,
+  openShares,
+  reveal,
+  type RoundKeys,
+  type RoundSecrets,
+  type SecureContext,
+} from "../secure/shares.js";
+import { maskVector, updateVector, weightedUpdate } from "../secure/unmask.js";
+import { sleep } from "./rounds.js";
+
+/** A secure task's client lacks what secure mode needs (the model and LoRA config to lay out its update). */
+export class SecureClientError extends FokError {}
+
+/** What the secure participant needs of its client. */
+export interface SecureParticipantOptions {
+  ledger: FederationLedger;
+  store: AdapterStore;
+  task: number;
+  identity: number;
+  threshold: number;
+  model: ModelConfig;
+  lora: LoraConfig;
+  /** Trains this round's update from its start adapter: the adapter's bytes and the examples it claims. */
+  train: () => Promise<{ adapter: Uint8Array; start: Uint8Array; numExamples: number; metricsDigest: string }>;
+  stateDir?: string;
+  pollMs: number;
+  log: (line: string) => void;
+}
+
+export type SecureOutcome = "revealed" | "missed" | "round-closed";
+
+interface SecureState {
+  secrets: RoundSecrets;
+  encryptionKey: string;
+  maskKey: string;
+}
+
+/** Strategies whose update is B only (A frozen at the task's initialisation). */
+export const B_ONLY_STRATEGIES = new Set(["ffa-lora"]);
+
+export class SecureParticipant {
+  private trained: Awaited<ReturnType<SecureParticipantOptions["train"]>> | null = null;
+
+  constructor(private readonly o: SecureParticipantOptions) {}
+
+  /** Takes part in `round` until this identity has revealed, missed a step, or the round ended. */
+  async run(round: number, info: TaskInfo): Promise<SecureOutcome> {
+    const { ledger, task, identity } = this.o;
+    const ctx: SecureContext = { task, round, threshold: this.o.threshold };
+    const state = await this.state(round);
+    for (;;) {
+      const now = await ledger.taskInfo(task);
+      if (now.status !== TaskStatus.Open || now.currentRound !== round) return "round-closed";
+      const { phase } = await ledger.secureRound(task, round);
+      const hist = await ledger.readSecureRound(task, round);
+      const advertised = hist.keys.some((k) => k.identity === identity);
+      const dealt = hist.dealings.some((d) => d.identity === identity);
+      const submitted = (await ledger.submission(task, round, identity)).numExamples > 0;
+      if (phase === SecurePhase.Keys && !advertised) {
+        await this.step(() => ledger.advertiseKeys(task, round, state.encryptionKey, state.maskKey));
+        this.o.log(`round ${round}: advertised keys`);
+      } else if (phase === SecurePhase.Shares && advertised && !dealt) {
+        await this.deal(ctx, state, hist.keys);
+      } else if (!this.trained && (phase <= SecurePhase.Shares || (phase === SecurePhase.Masked && dealt))) {
+        this.trained = await this.o.train();
+      } else if (phase === SecurePhase.Masked && dealt && !submitted) {
+        await this.submitMasked(
+          ctx,
+          state,
+          info,
+          hist.keys.filter((k) => hist.dealings.some((d) => d.identity === k.identity)),
+        );
+      } else if (phase === SecurePhase.Reveal && submitted) {
+        if (!hist.reveals.some((r) => r.identity === identity)) await this.reveal(ctx, state, round);
+        return "revealed";
+      } else if (phase > SecurePhase.Keys && !advertised) return "missed";
+      else if (phase > SecurePhase.Shares && !dealt) return "missed";
+      else if (phase > SecurePhase.Masked && !submitted) return "missed";
+      else await sleep(this.o.pollMs);
+    }
+  }
+
+  /** Runs a transaction; a step the chain already has (a restart, a race) is not an error. */
+  private async step(tx: () => Promise<unknown>): Promise<void> {
+    try {
+      await tx();
+    } catch (e) {
+      if (isRevert(e, Revert.AlreadyDone) || isRevert(e, Revert.AlreadySubmitted)) return;
+      throw e;
+    }
+  }
+
+  private async deal(ctx: SecureContext, state: SecureState, keys: readonly RoundKeys[]): Promise<void> {
+    const dealing = await deal(ctx, this.o.identity, state.secrets, keys);
+    const bytes = new TextEncoder().encode(JSON.stringify(dealing));
+    const cid = await this.o.store.add(bytes);
+    await this.step(() => this.o.ledger.dealShares(ctx.task, ctx.round, cid, sha256Hex(bytes)));
+    this.o.log(`round ${ctx.round}: dealt shares to ${keys.length} identities (threshold ${ctx.threshold}), ${cid}`);
+  }
+
+  private async submitMasked(
+    ctx: SecureContext,
+    state: SecureState,
+    info: TaskInfo,
+    participants: RoundKeys[],
+  ): Promise<void> {
+    const t = this.trained!;
+    const { model, lora } = this.o;
+    const onlyB = B_ONLY_STRATEGIES.has(info.strategy);
+    const delta = updateVector(
+      parseAdapter(t.adapter, model, lora).weights,
+      parseAdapter(t.start, model, lora).weights,
+      onlyB,
+    );
+    const bits = scaleBits(info.maxExamples, info.maxUpdateNorm);
+    const numExamples = Math.min(t.numExamples, info.maxExamples);
+    const x = weightedUpdate(delta, info.maxUpdateNorm, bits, numExamples);
+    const y = maskVector(ctx, this.o.identity, state.secrets, x, participants);
+    const bytes = serializeMasked({ task: ctx.task, round: ctx.round, identity: this.o.identity, scaleBits: bits }, y);
+    const cid = await this.o.store.add(bytes);
+    const c = {
+      task: ctx.task,
+      round: ctx.round,
+      cid,
+      adapterSha256: sha256Hex(bytes),
+      numExamples,
+      metricsDigest: t.metricsDigest,
+    };
+    await this.step(() => this.o.ledger.submitUpdate(c));
+    this.o.log(`round ${ctx.round}: submitted its masked update ${cid} (${participants.length} participants)`);
+  }
+
+  private async reveal(ctx: SecureContext, state: SecureState, round: number): Promise<void> {
+    const { ledger, store, identity } = this.o;
+    const hist = await ledger.readSecureRound(ctx.task, round);
+    const survivors = new Set((await ledger.readRound(ctx.task, round))!.submissions.map((s) => s.identity));
+    const advertised = hist.keys.map((k) => k.identity);
+    const opened = new Map<number, { seed: Uint8Array; key: Uint8Array }>();
+    for (const d of hist.dealings) {
+      try {
+        const bytes = await store.get(d.cid, { expectedSha256: d.digest, maxBytes: 4 << 20 });
+        const dealing = checkDealing(ctx, d.identity, advertised, JSON.parse(new TextDecoder().decode(bytes)));
+        const keys = hist.keys.find((k) => k.identity === d.identity)!;
+        opened.set(d.identity, openShares(ctx, dealing, identity, state.secrets, keys));
+      } catch (e) {
+        this.o.log(`round ${round}: no share of identity ${d.identity} to reveal: ${(e as Error).message}`);
+      }
+    }
+    const doc = reveal(ctx, identity, survivors, opened);
+    const bytes = new TextEncoder().encode(JSON.stringify(doc));
+    const cid = await store.add(bytes);
+    await this.step(() => ledger.revealShares(ctx.task, round, cid, sha256Hex(bytes)));
+    const dropped = doc.shares.filter((s) => s.kind === "key").map((s) => s.dealer);
+    this.o.log(`round ${round}: revealed ${doc.shares.length} shares (key shares of dropped [${dropped.join(", ")}])`);
+  }
+
+  /** This round's secrets: kept in the state folder (owner-only) when there is one, so a restart can go on. */
+  private async state(round: number): Promise<SecureState> {
+    const path = this.o.stateDir && join(this.o.stateDir, `task-${this.o.task}-round-${round}-secure.json`);
+    if (path) {
+      try {
+        return JSON.parse(await readFile(path, "utf8")) as SecureState;
+      } catch {
+        // none yet
+      }
+    }
+    const fresh = newRoundSecrets();
+    if (path) {
+      await mkdir(this.o.stateDir!, { recursive: true });
+      await writeFile(path, JSON.stringify(fresh), { mode: 0o600 });
+    }
+    return fresh;
+  }
+}

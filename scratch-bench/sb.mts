@@ -1,0 +1,16 @@
+import { initBackend } from "../node/model/backend.js";
+import { loadBaseModel } from "../node/model/checkpoint.js";
+import { loadPubMedQA, qaDocuments } from "../node/data/pubmedqa.js";
+import { buildProbe } from "../node/data/probe.js";
+import { qaAccuracy, probeAccuracy } from "../node/train/qa.js";
+await initBackend("wasm", true);
+const base = await loadBaseModel("models/base");
+const { items } = await loadPubMedQA("../shared/data/pubmedqa/ori_pqal.json");
+const qa = items.slice(0, 20);
+const probe = buildProbe("h", qaDocuments(items.slice(100, 300)), { items: 64, seed: 1 });
+let t = performance.now();
+const r = await qaAccuracy(base.model, null, base.tokenizer, qa);
+console.log("qa", r.accuracy, r.predictions.join(""), ((performance.now() - t) / 1000).toFixed(2), "s");
+t = performance.now();
+const p = await probeAccuracy(base.model, null, base.tokenizer, probe);
+console.log("probe", p.accuracy, p.predictions.join(""), ((performance.now() - t) / 1000).toFixed(2), "s");
