@@ -12,12 +12,16 @@ const LAYERS = {
   aggregate: ["model"],
   chain: [],
   store: [],
-  provenance: ["model", "aggregate", "chain"],
-  federation: ["model", "data", "train", "aggregate", "chain", "store"],
-  dashboard: ["model", "aggregate", "chain", "store", "provenance"],
-  experiment: ["model", "data", "train", "aggregate", "chain", "store", "federation"],
-  testing: ["model", "data", "train", "aggregate", "chain", "store", "federation", "provenance"],
-  cli: ["model", "data", "train", "aggregate", "chain", "store", "federation", "provenance", "dashboard", "experiment"],
+  secure: ["model", "aggregate", "chain"],
+  provenance: ["model", "aggregate", "chain", "secure"],
+  federation: ["model", "data", "train", "aggregate", "chain", "store", "secure"],
+  dashboard: ["model", "aggregate", "chain", "store", "provenance", "secure"],
+  experiment: ["model", "data", "train", "aggregate", "chain", "store", "federation", "secure"],
+  testing: ["model", "data", "train", "aggregate", "chain", "store", "federation", "provenance", "secure"],
+  cli: [
+    ...["model", "data", "train", "aggregate", "chain", "store", "secure"],
+    ...["federation", "provenance", "dashboard", "experiment"],
+  ],
 };
 const FOLDERS = Object.keys(LAYERS);
 const CONTRACT_BINDINGS = {

@@ -299,13 +299,14 @@ export class FederationLedger {
 
   /** Where a secure round stands (storage). */
   async secureRound(task: number, round: number): Promise<SecureRoundInfo> {
-    const r = await this.#federation.secureRound(task, round);
+    // by position: an ethers Result's `keys` is its method, not the field
+    const [phase, keys, dealt, masked, revealed] = [...(await this.#federation.secureRound(task, round))];
     return {
-      phase: Number(r.phase) as SecurePhase,
-      keys: Number(r.keys),
-      dealt: Number(r.dealt),
-      masked: Number(r.masked),
-      revealed: Number(r.revealed),
+      phase: Number(phase) as SecurePhase,
+      keys: Number(keys),
+      dealt: Number(dealt),
+      masked: Number(masked),
+      revealed: Number(revealed),
     };
   }
 

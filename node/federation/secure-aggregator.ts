@@ -14,7 +14,6 @@ import {
   type FederationLedger,
   type RoundHistory,
   type SecureRoundInfo,
-  type TaskHistory,
   type TaskInfo,
 } from "../chain/index.js";
 import { sha256Hex } from "../digest.js";
@@ -22,10 +21,8 @@ import { unitsToWeights } from "../aggregate/index.js";
 import { serializeAdapter, type LoraWeights } from "../model/adapter.js";
 import type { LoraConfig, ModelConfig } from "../model/lora.js";
 import type { AdapterStore } from "../store/index.js";
-import { scaleBits, SecureDataError } from "../secure/ring.js";
-import { gatherSecureRound, secureAggregate, type SecureRoundSpec } from "../secure/round.js";
-import { updateVector } from "../secure/unmask.js";
-import { B_ONLY_STRATEGIES } from "./secure-client.js";
+import { SecureDataError } from "../secure/ring.js";
+import { B_ONLY_STRATEGIES, gatherSecureRound, secureAggregate, secureSpec } from "../secure/round.js";
 import { sleep } from "./rounds.js";
 
 export interface SecureAggregatorContext {
@@ -46,24 +43,6 @@ export interface SecureAggregatorContext {
 export type SecureRoundResult =
   | { kind: "finalized"; cid: string; sha: string; bytes: Uint8Array; contributors: number[]; weights: bigint[] }
   | { kind: "closed" | "gone" };
-
-/** The secure round's layout: its context, quantization scale and vector length. */
-export function secureSpec(
-  info: TaskInfo | TaskHistory,
-  task: number,
-  round: number,
-  threshold: number,
-  start: LoraWeights,
-): SecureRoundSpec {
-  const onlyB = B_ONLY_STRATEGIES.has(info.strategy);
-  return {
-    task,
-    round,
-    threshold,
-    scaleBits: scaleBits(info.maxExamples, info.maxUpdateNorm),
-    elements: updateVector(start, start, onlyB).length,
-  };
-}
 
 /** Drives one secure round to its end. */
 export async function runSecureRound(c: SecureAggregatorContext, round: number, signal?: AbortSignal) {

@@ -26,6 +26,7 @@ import {
   type SecureContext,
 } from "../secure/shares.js";
 import { maskVector, updateVector, weightedUpdate } from "../secure/unmask.js";
+import { B_ONLY_STRATEGIES } from "../secure/round.js";
 import { sleep } from "./rounds.js";
 
 /** A secure task's client lacks what secure mode needs (the model and LoRA config to lay out its update). */
@@ -54,9 +55,6 @@ interface SecureState {
   encryptionKey: string;
   maskKey: string;
 }
-
-/** Strategies whose update is B only (A frozen at the task's initialisation). */
-export const B_ONLY_STRATEGIES = new Set(["ffa-lora"]);
 
 export class SecureParticipant {
   private trained: Awaited<ReturnType<SecureParticipantOptions["train"]>> | null = null;

@@ -11,6 +11,7 @@
  * and check.
  */
 import { sha256Hex } from "../digest.js";
+import { verifySecureRound } from "./verify-secure.js";
 import { weightShare } from "../weights.js";
 import {
   FederationLedger,
@@ -184,6 +185,7 @@ class Verification {
   /** Lineage, every submission, then (once finalized) strategy, contributors, aggregate and contribution figures. */
   async round(round: RoundHistory, previous: Head | null): Promise<void> {
     const start = await this.lineage(round, previous);
+    if (this.history.privacy === "secure") return this.secureRound(round, start);
     const updates = await this.submissions(round, start);
     if (round.closed) await this.closedRound(round, updates);
     const fin = round.finalized;
@@ -206,6 +208,26 @@ class Verification {
     const strategy = this.replayAggregate(round.round, fin, listed, picked);
     const global = safeParse(globalBytes, this.o);
     if (strategy && start && global) await this.contributionFigures(round.round, fin, start, global, listed, strategy);
+  }
+
+  /** A secure round: submitters, strategy, then the checks from public data only (verify-secure.ts). */
+  private async secureRound(round: RoundHistory, start: ParsedAdapter | null): Promise<void> {
+    for (const s of round.submissions) {
+      await this.submitterWasActive(s);
+      this.exampleCap(s);
+      if (s.relayer) await this.relayedSignature(s);
+    }
+    const fin = round.finalized;
+    if (fin) this.strategyOfRound(round.round, fin);
+    const view = {
+      history: this.history,
+      model: this.o.model,
+      lora: this.o.lora,
+      add: this.add.bind(this),
+      fetchVerified: this.fetchVerified.bind(this),
+    };
+    await verifySecureRound(view, round, start);
+    if (fin) await this.fetchVerified(round.round, null, "global adapter", fin.globalCid, fin.globalSha256);
   }
 
   /** Round 1 starts from an unchanged initialisation of the base; later rounds from the previous global adapter. */

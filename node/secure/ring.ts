@@ -88,7 +88,8 @@ const LE = endianness() === "LE";
 
 /** n little-endian uint64 values from bytes (copied). */
 function littleEndian(bytes: Uint8Array, n: number): RingVector {
-  if (LE) return new BigUint64Array(bytes.slice(0, n * ELEMENT_BYTES).buffer);
+  // a copy into a fresh buffer (a Node Buffer's slice shares its pool, so .buffer would be the whole pool)
+  if (LE) return new BigUint64Array(Uint8Array.from(bytes.subarray(0, n * ELEMENT_BYTES)).buffer);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return BigUint64Array.from({ length: n }, (_, i) => view.getBigUint64(i * ELEMENT_BYTES, true));
 }

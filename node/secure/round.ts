@@ -4,11 +4,11 @@
  * on-chain digests; then the unmasked sum and the global adapter. The aggregator publishes with this code and
  * `fok verify` re-runs it, so both get the same bytes from the same public data.
  */
-import type { RoundHistory } from "../chain/index.js";
+import type { RoundHistory, TaskHistory, TaskInfo } from "../chain/index.js";
 import type { LoraWeights } from "../model/adapter.js";
-import { parseMasked, SecureDataError, type RingVector } from "./ring.js";
+import { parseMasked, scaleBits, SecureDataError, type RingVector } from "./ring.js";
 import { checkDealing, type Dealing, type Reveal, type RoundKeys, type SecureContext } from "./shares.js";
-import { meanAdapter, unmaskSum, type PublicRound, type RevealProblem } from "./unmask.js";
+import { meanAdapter, unmaskSum, updateVector, type PublicRound, type RevealProblem } from "./unmask.js";
 
 /** Reads a blob and checks it against its on-chain digest; null (and a problem reported) when it cannot. */
 export type VerifiedFetch = (what: string, identity: number, cid: string, digest: string) => Promise<Uint8Array | null>;
@@ -24,6 +24,27 @@ export interface SecureRoundSpec extends SecureContext {
   scaleBits: number;
   /** Values per masked vector (updateVector's length for the task's layout). */
   elements: number;
+}
+
+/** Strategies whose update is B only (A frozen at the task's initialisation): FFA-LoRA. */
+export const B_ONLY_STRATEGIES: ReadonlySet<string> = new Set(["ffa-lora"]);
+
+/** The secure round's layout: its context, quantization scale and vector length. */
+export function secureSpec(
+  info: TaskInfo | TaskHistory,
+  task: number,
+  round: number,
+  threshold: number,
+  start: LoraWeights,
+): SecureRoundSpec {
+  const onlyB = B_ONLY_STRATEGIES.has(info.strategy);
+  return {
+    task,
+    round,
+    threshold,
+    scaleBits: scaleBits(info.maxExamples, info.maxUpdateNorm),
+    elements: updateVector(start, start, onlyB).length,
+  };
 }
 
 /** Every public piece of a secure round, fetched and checked; `problems` lists what could not be used. */
@@ -67,7 +88,8 @@ export async function gatherSecureRound(
     const doc = await fetchJson(fetch, "reveal", r.identity, r.cid, r.digest, problems);
     if (doc !== undefined) reveals.set(r.identity, doc as Reveal);
   }
-  return { pub: { ...spec, keys, dealings, masked, reveals }, problems };
+  const survivors = new Set(round.submissions.map((s) => s.identity));
+  return { pub: { ...spec, keys, dealings, survivors, masked, reveals }, problems };
 }
 
 async function fetchJson(

@@ -34,7 +34,9 @@ export interface PublicRound extends SecureContext {
   keys: ReadonlyMap<number, RoundKeys>;
   /** The participants' dealings (checked with checkDealing). */
   dealings: ReadonlyMap<number, Dealing>;
-  /** The survivors' masked vectors. */
+  /** The survivors, as the chain records them (those who submitted a masked vector). */
+  survivors: ReadonlySet<number>;
+  /** The survivors' masked vectors (those that could be read). */
   masked: ReadonlyMap<number, RingVector>;
   /** The survivors' reveals. */
   reveals: ReadonlyMap<number, Reveal>;
@@ -84,10 +86,14 @@ export function checkReveals(p: PublicRound): { shares: Map<number, string[]>; p
     const entries = Array.isArray(r.shares) ? r.shares : [];
     const count = new Map<number, number>();
     for (const e of entries) count.set(e?.dealer, (count.get(e?.dealer) ?? 0) + 1);
+    const reported = new Set<unknown>();
     for (const e of entries) {
       const problem = shareProblem(p, revealer, e, count.get(e?.dealer)!);
-      if (problem) problems.push({ revealer, dealer: typeof e?.dealer === "number" ? e.dealer : null, problem });
-      else shares.set(e.dealer, [...(shares.get(e.dealer) ?? []), e.share]);
+      if (!problem) shares.set(e.dealer, [...(shares.get(e.dealer) ?? []), e.share]);
+      else if (!reported.has(e?.dealer)) {
+        reported.add(e?.dealer); // one problem per dealer: both shares of one client are one offence
+        problems.push({ revealer, dealer: typeof e?.dealer === "number" ? e.dealer : null, problem });
+      }
     }
   }
   return { shares, problems };
@@ -101,9 +107,9 @@ function shareProblem(
 ): string | null {
   const dealing = p.dealings.get(e?.dealer);
   if (!dealing) return `reveals a share of identity ${e?.dealer}, which dealt none`;
-  if (times > 1)
-    return `reveals ${times} shares of identity ${e.dealer}: seed and key shares of one client must never both be revealed`;
-  const want: ShareKind = p.masked.has(e.dealer) ? "seed" : "key";
+  if (times > 1) const rule = "seed and key shares of one client must never both be revealed";
+  return `reveals ${times} shares of identity ${e.dealer}: ${rule}`;
+  const want: ShareKind = p.survivors.has(e.dealer) ? "seed" : "key";
   if (e.kind !== want)
     return `reveals the ${e.kind} share of identity ${e.dealer}, which ${want === "seed" ? "survived" : "dropped"}`;
   const entry = dealing.shares.find((s) => s.recipient === revealer);
@@ -120,7 +126,9 @@ function shareProblem(
  */
 export async function unmaskSum(p: PublicRound): Promise<{ sum: Float64Array; problems: RevealProblem[] }> {
   const { shares, problems } = checkReveals(p);
-  const survivors = [...p.masked.keys()].sort((a, b) => a - b);
+  const survivors = [...p.survivors].sort((a, b) => a - b);
+  const unread = survivors.filter((u) => !p.masked.has(u));
+  if (unread.length) throw new SecureDataError(`survivors [${unread.join(", ")}] have no usable masked vector`);
   const n = p.masked.get(survivors[0]!)?.length ?? 0;
   const sum = new BigUint64Array(n);
   const secretOf = async (dealer: number) => {
@@ -136,7 +144,7 @@ export async function unmaskSum(p: PublicRound): Promise<{ sum: Float64Array; pr
       throw new SecureDataError(`the seed of identity ${u} reconstructs to one it did not commit to`);
     addInto(sum, prg(seed, n), -1);
   }
-  for (const v of [...p.dealings.keys()].filter((d) => !p.masked.has(d)).sort((a, b) => a - b)) {
+  for (const v of [...p.dealings.keys()].filter((d) => !p.survivors.has(d)).sort((a, b) => a - b)) {
     const secret = hex(await secretOf(v));
     if (publicKeyOf(secret) !== p.keys.get(v)?.maskKey)
       throw new SecureDataError(`the mask key of identity ${v} reconstructs to one it did not advertise`);

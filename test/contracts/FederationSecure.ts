@@ -107,7 +107,7 @@ describe("Federation secure mode", function () {
       .withArgs(1n, 1n, Phase.Masked, Phase.Reveal);
   });
 
-  it("takes each step once, only from identities that did the step before, and masked updates in phase", async function () {
+  it("takes each step once, only after the step before it, and masked updates only in their phase", async function () {
     const f = await networkHelpers.loadFixture(deploy);
     const { federation, aggregator, alice, bob, carol, outsider } = f;
     await federation.connect(alice).advertiseKeys(1n, 1n, KEY("e"), KEY("m"));
@@ -163,7 +163,7 @@ describe("Federation secure mode", function () {
       .withArgs(1n, 1n, roundDeadline);
   });
 
-  it("finalizes only in phase Reveal, with threshold reveals (after the deadline), over exactly the survivors", async function () {
+  it("finalizes only in phase Reveal, with threshold reveals (late ones too), over exactly the survivors", async function () {
     const f = await networkHelpers.loadFixture(deploy);
     const { federation, aggregator, alice, bob, carol } = f;
     const fin = (ids: bigint[], w: bigint[]) =>
