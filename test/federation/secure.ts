@@ -157,7 +157,7 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     await s.store.close();
   });
 
-  it("verify names a wrong aggregate, a bad revealed share, a reveal of both shares, swapped masked bytes", async function () {
+  it("verify names a wrong aggregate, a bad share, a reveal of both shares, swapped masked bytes", async function () {
     // identity 2 reveals a corrupted share of dealer 1; identity 3 reveals dealer 2's key share beside its seed share
     const tamperReveal = (l: FederationLedger, i: number) => {
       if (i !== 1 && i !== 2) return;
