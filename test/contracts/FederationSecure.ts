@@ -163,7 +163,7 @@ describe("Federation secure mode", function () {
       .withArgs(1n, 1n, roundDeadline);
   });
 
-  it("finalizes only in phase Reveal, with threshold reveals (late too), over exactly the survivors", async function () {
+  it("finalizes only in phase Reveal, with threshold reveals (late too), over just the survivors", async function () {
     const f = await networkHelpers.loadFixture(deploy);
     const { federation, aggregator, alice, bob, carol } = f;
     const fin = (ids: bigint[], w: bigint[]) =>
