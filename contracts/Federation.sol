@@ -115,7 +115,9 @@ contract Federation is AccessControl, EIP712, IFederation {
     function advertiseKeys(uint256 taskId, uint256 round, bytes32 encryptionKey, bytes32 maskKey) external {
         if (encryptionKey == bytes32(0) || maskKey == bytes32(0)) revert FederationZeroKey();
         (uint256 id, SecureRoundInfo storage r) = _secureStep(taskId, round, SecurePhase.Keys, 0, KEYS_BIT);
-        if (r.keys >= MAX_SECURE_PARTICIPANTS) revert FederationTooManyParticipants(taskId, round, MAX_SECURE_PARTICIPANTS);
+        if (r.keys >= MAX_SECURE_PARTICIPANTS) {
+            revert FederationTooManyParticipants(taskId, round, MAX_SECURE_PARTICIPANTS);
+        }
         ++r.keys;
         emit KeysAdvertised(taskId, round, id, encryptionKey, maskKey);
     }
@@ -473,7 +475,9 @@ contract Federation is AccessControl, EIP712, IFederation {
     function _requireUnmaskable(uint256 taskId, uint256 round, uint32 threshold, uint256 n) private view {
         SecureRoundInfo storage r = _secureRounds[taskId][round];
         if (r.phase != SecurePhase.Reveal) revert FederationWrongPhase(taskId, round, SecurePhase.Reveal, r.phase);
-        if (r.revealed < threshold) revert FederationPhaseShort(taskId, round, SecurePhase.Reveal, r.revealed, threshold);
+        if (r.revealed < threshold) {
+            revert FederationPhaseShort(taskId, round, SecurePhase.Reveal, r.revealed, threshold);
+        }
         if (n != r.masked) revert FederationNotSurvivors(taskId, round, n, r.masked);
     }
 

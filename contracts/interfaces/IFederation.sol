@@ -211,7 +211,9 @@ interface IFederation {
         uint256 indexed task, uint256 indexed round, uint256 indexed identity, bytes32 encryptionKey, bytes32 maskKey
     );
     /// @notice Identity `identity` pinned its encrypted shares (and their commitments) at `cid` / `digest`.
-    event SharesDealt(uint256 indexed task, uint256 indexed round, uint256 indexed identity, string cid, bytes32 digest);
+    event SharesDealt(
+        uint256 indexed task, uint256 indexed round, uint256 indexed identity, string cid, bytes32 digest
+    );
     /// @notice The aggregator moved secure round `round` into `phase`; `count` identities did the step before it.
     event SecurePhaseAdvanced(uint256 indexed task, uint256 indexed round, SecurePhase phase, uint32 count);
     /// @notice Survivor `identity` revealed its shares (plaintext, checkable against the dealt commitments).
