@@ -107,15 +107,17 @@ function shareProblem(
 ): string | null {
   const dealing = p.dealings.get(e?.dealer);
   if (!dealing) return `reveals a share of identity ${e?.dealer}, which dealt none`;
-  if (times > 1) const rule = "seed and key shares of one client must never both be revealed";
-  return `reveals ${times} shares of identity ${e.dealer}: ${rule}`;
+  if (times > 1) {
+    const rule = "seed and key shares of one client must never both be revealed";
+    return `reveals ${times} shares of identity ${e.dealer}: ${rule}`;
+  }
   const want: ShareKind = p.survivors.has(e.dealer) ? "seed" : "key";
   if (e.kind !== want)
     return `reveals the ${e.kind} share of identity ${e.dealer}, which ${want === "seed" ? "survived" : "dropped"}`;
   const entry = dealing.shares.find((s) => s.recipient === revealer);
-  const digest = typeof e.share === "string" && /^0x[0-9a-f]{66}$/.test(e.share) ? e.share : null;
+  const share = typeof e.share === "string" && /^0x[0-9a-f]{66}$/.test(e.share) ? e.share : null;
   const committed = e.kind === "seed" ? entry?.seedShareDigest : entry?.keyShareDigest;
-  if (!entry || !digest || shareDigest(p, e.dealer, revealer, e.kind, hexBytes(digest)) !== committed)
+  if (!entry || !share || shareDigest(p, e.dealer, revealer, e.kind, hexBytes(share)) !== committed)
     return `its ${e.kind} share of identity ${e.dealer} does not match the dealer's commitment`;
   return null;
 }
