@@ -1,15 +1,30 @@
 /** Aggregation strategies, one per file, behind one interface; `strategyFor` picks one by its on-chain id. */
 import { InvalidArgumentError } from "../errors.js";
 import { ExactLora } from "./exact.js";
-import { FedAvg, FedProx } from "./fedavg.js";
+import { FedAvg, FedProx, FfaLora } from "./fedavg.js";
 import { CoordinateMedian, Krum, TrimmedMean } from "./robust.js";
 import type { Strategy } from "./types.js";
 
 export * from "./types.js";
 export * from "./norm.js";
-export { ExactLora, FedAvg, FedProx, CoordinateMedian, Krum, TrimmedMean };
+export { ExactLora, FedAvg, FedProx, FfaLora, CoordinateMedian, Krum, TrimmedMean };
 
-export const STRATEGIES = ["fedavg", "fedprox", "exact-svd", "median", "trimmed-mean", "krum", "multi-krum"] as const;
+export const STRATEGIES = [
+  "fedavg",
+  "fedprox",
+  "ffa-lora",
+  "exact-svd",
+  "median",
+  "trimmed-mean",
+  "krum",
+  "multi-krum",
+] as const;
+
+/**
+ * The strategies a secure task can run: linear in the updates, so the unmasked weighted sum is all they need.
+ * Median, trimmed mean, Krum and exact-SVD need each update on its own, which secure mode never reveals.
+ */
+export const SECURE_STRATEGIES: readonly string[] = ["fedavg", "fedprox", "ffa-lora"];
 
 export function strategyFor(
   id: string,
@@ -20,6 +35,8 @@ export function strategyFor(
       return new FedAvg();
     case "fedprox":
       return new FedProx(options.proxMu ?? 0.01);
+    case "ffa-lora":
+      return new FfaLora();
     case "exact-svd":
       return new ExactLora();
     case "median":

@@ -42,6 +42,11 @@ export interface Strategy {
    * selected updates as it does after selecting (the selection itself is not re-checked from this alone).
    */
   replay(listed: ClientUpdate[], ctx: StrategyContext): AggregateResult;
+  /**
+   * Why an update cannot be used by this strategy given the round's start adapter (null when it can): FFA-LoRA
+   * refuses an update that changed its frozen A. The aggregator leaves such updates out; verify checks it.
+   */
+  validate?(update: LoraWeights, start: LoraWeights): string | null;
 }
 
 /** An update does not have the tensors, shapes or values the task's adapter layout needs. */

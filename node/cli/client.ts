@@ -50,6 +50,8 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
       train: { steps: Number(v.steps), batchSize: Number(v["batch-size"]), lr: Number(v.lr), warmupSteps: 5 },
       stateDir: join(v["store-dir"] as string, "..", "client-state", String(await (signer as Signer).getAddress())),
       maxAdapterBytes,
+      model: base.model.config,
+      lora,
       log: io.log,
     });
     io.log(`client: identity ${await client.identity()}, task ${task}`);

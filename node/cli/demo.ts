@@ -1,7 +1,7 @@
 /** `fok demo`: a whole federation in one process, then a per-hospital table and the final adapter's provenance. */
 import { formatWeight } from "../weights.js";
 import { runDemo, type DemoReport } from "../federation/demo.js";
-import { int, loraFrom, toJson, type CliIO, type Values } from "./options.js";
+import { int, loraFrom, privacyFrom, toJson, type CliIO, type Values } from "./options.js";
 
 export async function demoCommand(v: Values, io: CliIO): Promise<void> {
   const report = await runDemo({
@@ -11,6 +11,7 @@ export async function demoCommand(v: Values, io: CliIO): Promise<void> {
     batchSize: int(v, "batch-size"),
     lr: Number(v.lr),
     strategy: v.strategy as string,
+    privacy: privacyFrom(v, 2).privacy,
     workers: !v["no-workers"],
     storeDir: v["store-dir"] === ".fok/store" ? undefined : (v["store-dir"] as string),
     baseDir: v.base as string,
@@ -62,11 +63,12 @@ function provenance(r: DemoReport): string[] {
     `  sha256 ${fin.globalSha256}  (tx ${fin.transactionHash}, block ${fin.blockNumber})`,
     `  started from ${last.startCid}`,
   ];
+  const what = r.history.privacy === "secure" ? "masked update" : "update";
   for (const [i, id] of fin.contributors.entries()) {
     const sub = last.submissions.find((s) => s.identity === id)!;
     const share = formatWeight(fin.weights[i]!);
     lines.push(
-      `  identity ${id} (${sub.signer.slice(0, 10)}…) weight ${share}  ${sub.numExamples} examples  update ${sub.cid}`,
+      `  identity ${id} (${sub.signer.slice(0, 10)}…) weight ${share}  ${sub.numExamples} examples  ${what} ${sub.cid}`,
     );
   }
   const contributors = r.history.rounds.map((x) => `${x.round}: ${x.finalized?.contributors.length ?? 0} contributors`);

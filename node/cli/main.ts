@@ -21,7 +21,8 @@ import { verifyCommand } from "./verify.js";
 
 export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
 
-  fok demo [--clients 4] [--rounds 3] [--steps 40] [--strategy fedavg] [--local-only] [--no-workers] [--json]
+  fok demo [--clients 4] [--rounds 3] [--steps 40] [--strategy fedavg] [--privacy open|secure] [--local-only]
+           [--no-workers] [--json]
       a whole federation in one process: in-process chain, embedded IPFS, aggregator and clients
 
   fok chain deploy [--out .fok/deployment.json] [--registrar ADDR] [--task-admin ADDR] [--admin ADDR]
@@ -33,6 +34,7 @@ export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
                   proposal the key can cancel)    fok identity cancel-rotation | complete-rotation --id N
   fok task create --aggregator ADDR [--base models/base] [--strategy fedavg] [--rounds 3] [--min-updates 2]
                   [--duration 3600] [--max-examples 100000] [--max-update-norm ${DEFAULT_MAX_UPDATE_NORM}]
+                  [--privacy open|secure] [--threshold T]   (secure: fedavg, fedprox or ffa-lora only)
   fok task propose-aggregator --task T --aggregator ADDR   |   fok task accept --task T   (two-step handover)
   fok task close --task T      end a round past its deadline without a global adapter
   fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40]

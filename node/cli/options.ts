@@ -6,11 +6,16 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFile } from "node:fs/promises";
 import { JsonRpcProvider, Network, NonceManager, Wallet, isAddress, type Signer } from "ethers";
 import { FokError, InvalidArgumentError } from "../errors.js";
-import { FederationLedger, type Deployment } from "../chain/index.js";
+import { FederationLedger, PRIVACY_MODES, type Deployment, type PrivacyMode } from "../chain/index.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import { DEFAULT_LORA_CONFIG, validateLoraConfig, type LoraConfig } from "../model/lora.js";
 import { loadBaseModel, parseBaseModel, type BaseModel } from "../model/checkpoint.js";
-import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM, loraConfigHash } from "../federation/task-config.js";
+import {
+  DEFAULT_MAX_EXAMPLES,
+  DEFAULT_MAX_UPDATE_NORM,
+  defaultThreshold,
+  loraConfigHash,
+} from "../federation/task-config.js";
 import { DEFAULT_DEMO } from "../federation/demo.js";
 
 /** Where a command writes, and what stops a command that serves until told to stop. */
@@ -57,6 +62,8 @@ export const OPTIONS: ParseArgsConfig["options"] = {
   "consent-deadline": { type: "string" },
   "valid-for": { type: "string", default: "86400" },
   strategy: { type: "string", default: "fedavg" },
+  privacy: { type: "string", default: "open" },
+  threshold: { type: "string" },
   rounds: { type: "string", default: "3" },
   round: { type: "string" },
   "held-out": { type: "string" },
@@ -270,4 +277,18 @@ export async function taskModel(v: Values, ledger: FederationLedger, store: Adap
     throw new InvalidArgumentError(`base model ${base.sha256} is not task ${task}'s ${history.baseModelSha256}`);
   }
   return { task, history, base };
+}
+
+/** --privacy open|secure and, in secure mode, --threshold (default: a majority of --min-updates, at least 2). */
+export function privacyFrom(v: Values, minUpdates: number): { privacy: PrivacyMode; threshold?: number } {
+  const privacy = v.privacy as PrivacyMode;
+  if (!PRIVACY_MODES.includes(privacy))
+    throw new InvalidArgumentError(
+      `--privacy must be one of ${PRIVACY_MODES.join(", ")}, got ${JSON.stringify(v.privacy)}`,
+    );
+  if (privacy === "open") {
+    if (v.threshold !== undefined) throw new InvalidArgumentError("--threshold applies to --privacy secure only");
+    return { privacy };
+  }
+  return { privacy, threshold: v.threshold === undefined ? defaultThreshold(minUpdates) : int(v, "threshold") };
 }

@@ -5,8 +5,19 @@
  */
 import { sha256Hex } from "../digest.js";
 import { InvalidArgumentError } from "../errors.js";
-import { loraConfigHash } from "../federation/task-config.js";
-import { address, id, int, ledgerFrom, loraFrom, parse, positive, withStore, type CliIO } from "./options.js";
+import { checkTaskParams, loraConfigHash } from "../federation/task-config.js";
+import {
+  address,
+  id,
+  int,
+  ledgerFrom,
+  loraFrom,
+  parse,
+  positive,
+  privacyFrom,
+  withStore,
+  type CliIO,
+} from "./options.js";
 import { parseBaseModel, readBaseBytes } from "../model/checkpoint.js";
 import { initBackend } from "../model/backend.js";
 
@@ -36,24 +47,26 @@ export async function taskCommand(sub: string | undefined, rest: string[], io: C
   const aggregator = address(v, "aggregator");
   const lora = loraFrom(v);
   positive(v, "max-update-norm"); // checked before anything is read or pinned
+  const params = {
+    aggregator,
+    loraConfigHash: loraConfigHash(lora),
+    strategy: v.strategy as string,
+    minUpdates: int(v, "min-updates"),
+    roundDuration: int(v, "duration"),
+    maxRounds: int(v, "rounds"),
+    maxExamples: int(v, "max-examples"),
+    maxUpdateNorm: positive(v, "max-update-norm"),
+    ...privacyFrom(v, int(v, "min-updates")),
+  };
+  checkTaskParams({ ...params, baseModelCid: "", baseModelSha256: "" });
   const bytes = await readBaseBytes(v.base as string);
   await initBackend(undefined, true);
   parseBaseModel(bytes).model.dispose(); // a task must not commit to a base model nobody can load
   const ledger = await ledgerFrom(v, io);
   await withStore(v, async (store) => {
     const cid = await store.add(bytes);
-    const task = await ledger.createTask({
-      baseModelCid: cid,
-      baseModelSha256: sha256Hex(bytes),
-      loraConfigHash: loraConfigHash(lora),
-      aggregator,
-      strategy: v.strategy as string,
-      minUpdates: int(v, "min-updates"),
-      roundDuration: int(v, "duration"),
-      maxRounds: int(v, "rounds"),
-      maxExamples: int(v, "max-examples"),
-      maxUpdateNorm: positive(v, "max-update-norm"),
-    });
-    io.out(`task ${task} created (base model ${cid})`);
+    const task = await ledger.createTask({ ...params, baseModelCid: cid, baseModelSha256: sha256Hex(bytes) });
+    const mode = params.privacy === "secure" ? `, secure aggregation with threshold ${params.threshold}` : "";
+    io.out(`task ${task} created (base model ${cid}${mode})`);
   });
 }

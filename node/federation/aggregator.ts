@@ -127,6 +127,8 @@ export class Aggregator {
         const norm = updateNorm(parsed.weights, start, s.identity);
         if (!(norm <= maxUpdateNorm))
           throw new FokError(`update norm ${norm.toFixed(6)} exceeds the task's bound ${maxUpdateNorm}`);
+        const refused = (await this.strategy()).validate?.(parsed.weights, start);
+        if (refused) throw new FokError(refused);
         updates.push({ identity: s.identity, numExamples: s.numExamples, weights: parsed.weights });
       } catch (e) {
         excluded.push({ identity: s.identity, reason: `${(e as Error).name}: ${(e as Error).message}` });

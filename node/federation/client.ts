@@ -165,7 +165,10 @@ export class FederationClient {
     const maxBytes = this.o.maxAdapterBytes;
     const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256, maxBytes });
     this.log(`round ${round}: training from ${opened.startCid}`);
-    const job = { task, round, identity, startAdapter: start, train: this.o.train, maxUpdateNorm };
+    // FFA-LoRA tasks train B only: A stays the task's initialisation
+    const freezeA = (await ledger.taskInfo(task)).strategy === "ffa-lora";
+    const train = freezeA ? { ...this.o.train, freezeA } : this.o.train;
+    const job = { task, round, identity, startAdapter: start, train, maxUpdateNorm };
     const out = await this.o.trainer.trainRound(job);
     const clipped = out.metrics.clippedFrom;
     if (clipped !== null)

@@ -16,7 +16,7 @@ import type { TrainConfig } from "../train/train.js";
 import { loadWordnetMedical } from "../data/corpora.js";
 import { partition, splitClients } from "../data/partition.js";
 import { tokenizeDocuments } from "../data/tokens.js";
-import type { TaskHistory } from "../chain/index.js";
+import type { PrivacyMode, TaskHistory } from "../chain/index.js";
 import { createStore } from "../store/index.js";
 import type { RoundReport } from "./aggregator.js";
 import type { ClientDataset } from "./local-trainer.js";
@@ -31,6 +31,8 @@ export interface DemoOptions {
   batchSize: number;
   lr: number;
   strategy: string;
+  /** Secure aggregation (masked updates, node/secure) or updates in the clear (default). */
+  privacy: PrivacyMode;
   /** Train clients in worker threads (uses every core). */
   workers: boolean;
   baseDir: string;
@@ -50,6 +52,7 @@ export const DEFAULT_DEMO: DemoOptions = {
   batchSize: 4, // windows of the base's context (256 tokens)
   lr: 5e-3,
   strategy: "fedavg",
+  privacy: "open",
   workers: true,
   baseDir: "models/base",
   seed: 7,
@@ -117,8 +120,10 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
         data: h.data,
       })),
       strategy: o.strategy,
+      privacy: o.privacy,
       rounds: o.rounds,
-      minUpdates: Math.max(1, Math.ceil(hospitals.length / 2)),
+      // secure mode needs at least 2 (a sum of one is that one's update)
+      minUpdates: Math.max(o.privacy === "secure" ? 2 : 1, Math.ceil(hospitals.length / 2)),
       train,
       workers: o.workers,
       onStep: (i, s) => {
@@ -132,6 +137,7 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
     });
     o.log(
       `[demo] chain: identities ${fed.identities.join(", ")} registered; task ${fed.task} (${o.strategy}, ` +
+        (o.privacy === "secure" ? "secure aggregation, " : "") +
         `${o.rounds} rounds) created; base model pinned as ${fed.baseModelCid}`,
     );
     await evaluation.baseline();

@@ -4,7 +4,13 @@
  * The demo, the experiment, the round benchmark and the end-to-end tests all build their federation here.
  */
 import type { Signer } from "ethers";
-import { deployContracts, identityMetadata, type FederationLedger, type PrivacyMode } from "../chain/index.js";
+import {
+  deployContracts,
+  identityMetadata,
+  type FederationLedger,
+  type PrivacyMode,
+  type TaskParams,
+} from "../chain/index.js";
 import type { LoraConfig, ModelConfig } from "../model/lora.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
@@ -14,6 +20,7 @@ import type { ClientDataset } from "./local-trainer.js";
 import {
   DEFAULT_MAX_EXAMPLES,
   DEFAULT_MAX_UPDATE_NORM,
+  checkTaskParams,
   defaultThreshold,
   loraConfigHash,
   modelFingerprint,
@@ -166,7 +173,7 @@ export async function startLocalFederation(o: LocalFederationOptions): Promise<L
 
 async function createTask(o: LocalFederationOptions, ledger: FederationLedger, baseCid: string, aggregator: string) {
   const minUpdates = o.minUpdates ?? o.hospitals.length;
-  return ledger.createTask({
+  const params: TaskParams = {
     privacy: o.privacy,
     threshold: o.privacy === "secure" ? (o.threshold ?? defaultThreshold(minUpdates)) : undefined,
     baseModelCid: baseCid,
@@ -179,7 +186,9 @@ async function createTask(o: LocalFederationOptions, ledger: FederationLedger, b
     maxRounds: o.rounds,
     maxExamples: o.maxExamples ?? DEFAULT_MAX_EXAMPLES,
     maxUpdateNorm: o.maxUpdateNorm ?? DEFAULT_MAX_UPDATE_NORM,
-  });
+  };
+  checkTaskParams(params);
+  return ledger.createTask(params);
 }
 
 async function registerHospitals(

@@ -1,5 +1,8 @@
 /** What a task commits to on-chain about the model: the LoRA config hash and each identity's model fingerprint. */
 import { solidityPackedKeccak256 } from "ethers";
+import { SECURE_STRATEGIES } from "../aggregate/index.js";
+import type { TaskParams } from "../chain/index.js";
+import { MAX_SECURE_PARTICIPANTS, scaleBits, SecureConfigError } from "../secure/ring.js";
 export { loraConfigHash } from "../model/lora.js";
 
 /**
@@ -29,4 +32,27 @@ export function modelFingerprint(baseModelSha256: string, loraHash: string): str
  */
 export function defaultThreshold(minUpdates: number): number {
   return Math.max(2, Math.min(minUpdates, Math.floor(minUpdates / 2) + 1));
+}
+
+/**
+ * What a task's settings must satisfy before anything is sent: in secure mode a strategy that needs only the
+ * weighted sum (SECURE_STRATEGIES), a threshold 2 ≤ t ≤ minUpdates ≤ 255, and bounds that quantize without overflow
+ * (scaleBits). Throws SecureConfigError naming the setting.
+ */
+export function checkTaskParams(p: TaskParams): void {
+  if ((p.privacy ?? "open") !== "secure") return;
+  if (!SECURE_STRATEGIES.includes(p.strategy)) {
+    throw new SecureConfigError(
+      `strategy ${p.strategy} needs each update on its own, which secure mode never reveals; ` +
+        `use one of ${SECURE_STRATEGIES.join(", ")}`,
+    );
+  }
+  const t = p.threshold ?? 0;
+  if (!(Number.isInteger(t) && t >= 2 && t <= p.minUpdates && p.minUpdates <= MAX_SECURE_PARTICIPANTS)) {
+    throw new SecureConfigError(
+      `secure threshold ${t} must be an integer with 2 <= threshold <= min updates (${p.minUpdates}) <= ` +
+        `${MAX_SECURE_PARTICIPANTS}`,
+    );
+  }
+  scaleBits(p.maxExamples, p.maxUpdateNorm);
 }

@@ -224,9 +224,9 @@ export class LoraAdapter {
     }
   }
 
-  /** Every trainable variable, in layout order (A then B per module). */
-  variables(): tf.Variable[] {
-    return [...this.modules.values()].flatMap((m) => [m.A, m.B]);
+  /** Every trainable variable, in layout order (A then B per module); with "B", the B's only (FFA-LoRA). */
+  variables(which: "all" | "B" = "all"): tf.Variable[] {
+    return [...this.modules.values()].flatMap((m) => (which === "B" ? [m.B] : [m.A, m.B]));
   }
 
   /** The variables of the modules whose name starts with `prefix` (one layer's: "model.layers.3."). */

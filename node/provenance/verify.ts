@@ -298,7 +298,7 @@ class Verification {
           : "metrics in the adapter do not match the on-chain digest",
       );
       const base = parsed.metadata.baseModelSha256;
-      const withinBound = start ? this.normBound(s, parsed, start) : false;
+      const withinBound = start ? this.normBound(s, parsed, start) && this.strategyRule(s, parsed, start) : false;
       const u = { identity: s.identity, numExamples: s.numExamples, weights: parsed.weights, base, withinBound };
       updates.set(s.identity, u);
     }
@@ -319,6 +319,15 @@ class Verification {
     const detail = `‖update − start‖ = ${norm.toFixed(6)}, the task's bound is ${bound}`;
     this.add(s.round, s.identity, "update norm", ok, detail);
     return ok;
+  }
+
+  /** The update keeps the task strategy's rule (FFA-LoRA: A unchanged); strategies without one pass silently. */
+  private strategyRule(s: SubmittedUpdate, parsed: ParsedAdapter, start: ParsedAdapter): boolean {
+    const strategy = this.strategy;
+    if (strategy instanceof Error || !strategy.validate) return true;
+    const refused = strategy.validate(parsed.weights, start.weights);
+    this.add(s.round, s.identity, "strategy rule", refused === null, refused ?? `keeps ${strategy.id}'s rule`);
+    return refused === null;
   }
 
   /** The valid updates (see contributorSet) as of `blockNumber`: the ones an honest aggregator must use. */

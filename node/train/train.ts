@@ -41,6 +41,8 @@ export interface TrainConfig {
   earlyStopPatience: number;
   /** FedProx μ: adds μ/2·||w − w_start||² over the trained variables (0 = off). */
   proxMu: number;
+  /** FFA-LoRA: train B only; A stays at the round's start (the task's seeded initialisation). */
+  freezeA: boolean;
   /** Seeds batch sampling and dropout. */
   seed: number;
 }
@@ -62,6 +64,7 @@ export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
   evalSequences: 0,
   earlyStopPatience: 0,
   proxMu: 0,
+  freezeA: false,
   seed: 0,
 };
 
@@ -126,7 +129,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const c: TrainConfig = { ...DEFAULT_TRAIN_CONFIG, ...options.config };
   validate(options, c);
   const { gpt, lora } = options;
-  const trainable = trainOnly(gpt, lora);
+  const trainable = trainOnly(gpt, lora, c.freezeA);
   const vars = trainable.vars;
   const m = vars.map((v) => tf.zerosLike(v));
   const v2 = vars.map((v) => tf.zerosLike(v));
@@ -211,8 +214,8 @@ function validate(options: TrainOptions, c: TrainConfig): void {
  * Makes only the trained variables trainable: with LoRA the base is frozen for the duration (GPT keeps derived
  * tensors of frozen weights); `restore` puts every flag back.
  */
-function trainOnly(gpt: CausalLM, lora: LoraAdapter | null) {
-  const vars = lora ? lora.variables() : [...gpt.params.values()];
+function trainOnly(gpt: CausalLM, lora: LoraAdapter | null, freezeA: boolean) {
+  const vars = lora ? (freezeA ? lora.variables("B") : lora.variables()) : [...gpt.params.values()];
   const touched = lora ? [...gpt.params.values(), ...vars] : vars;
   const wasTrainable = touched.map((v) => v.trainable);
   if (lora) gpt.params.forEach((v) => (v.trainable = false));
