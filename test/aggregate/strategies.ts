@@ -3,6 +3,7 @@ import {
   CoordinateMedian,
   ExactLora,
   FedAvg,
+  FfaLora,
   Krum,
   TrimmedMean,
   UpdateMismatchError,
@@ -57,6 +58,29 @@ describe("node/aggregate strategies", function () {
     expect(r.shares).to.deep.equal([0.25, 0.75]);
     expect([...r.weights.get("h.0.attn.c_attn")!.A]).to.deep.equal([2, 3, 4, 5]);
     expect([...r.weights.get("h.0.attn.c_attn")!.B]).to.deep.equal([3, 5]);
+  });
+
+  it("FFA-LoRA keeps the one shared A exactly, averages B by examples, and refuses an update that moved A", function () {
+    const a = [0.1, 0.2, 0.3, 0.7];
+    const r = new FfaLora().aggregate([update(1, 1, a, [1, 2, 3, 4]), update(2, 3, a, [5, 6, 7, 8])], ctx);
+    expect([...r.weights.get("h.0.attn.c_attn")!.A]).to.deep.equal([...Float32Array.from(a)]);
+    expect([...r.weights.get("h.0.attn.c_attn")!.B]).to.deep.equal([4, 5, 6, 7]);
+    expect(r.units).to.deep.equal([1, 3]);
+    const moved = update(3, 1, [0.1, 0.2, 0.3, 0.70001], [1, 1, 1, 1]);
+    const err = (() => {
+      try {
+        new FfaLora().aggregate([update(1, 1, a, [1, 2, 3, 4]), moved], ctx);
+      } catch (e) {
+        return e as UpdateMismatchError;
+      }
+    })();
+    expect([err?.name, err?.identity]).to.deep.equal(["UpdateMismatchError", 3]);
+    const start = update(0, 1, a, [0, 0, 0, 0]).weights;
+    expect(new FfaLora().validate(update(1, 1, a, [9, 9, 9, 9]).weights, start)).to.equal(null);
+    expect(new FfaLora().validate(moved.weights, start)).to.equal(
+      "module h.0.attn.c_attn: A changed; FFA-LoRA keeps A frozen",
+    );
+    expect(strategyFor("ffa-lora").id).to.equal("ffa-lora");
   });
 
   it("turns integer units into on-chain weights that add up to exactly 1e18", function () {

@@ -14,7 +14,7 @@ import { Aggregator } from "../../node/federation/aggregator.js";
 import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM } from "../../node/federation/task-config.js";
 import { sleep } from "../../node/federation/rounds.js";
 import { verifyTask, type ByteSource } from "../../node/provenance/verify.js";
-import { scaleBits } from "../../node/secure/ring.js";
+import { parseMasked, scaleBits } from "../../node/secure/ring.js";
 import { updateVector, weightedUpdate } from "../../node/secure/unmask.js";
 import type { Reveal } from "../../node/secure/shares.js";
 import { LORA, TINY, tinyFederation, type TinyFederation } from "../fixtures/tiny-federation.js";
@@ -218,5 +218,56 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     ]);
     // round 2's global adapter itself is well formed: only its bytes differ from the unmasked sum's
     await s.store.close();
+  });
+
+  it("FFA-LoRA in secure mode masks B only; the global adapter keeps the initial A; verify passes", async function () {
+    const s = await tinyFederation(await ethers.getSigners(), {
+      privacy: "secure",
+      strategy: "ffa-lora",
+      maxRounds: 1,
+    });
+    await s.aggregator.openFirstRound();
+    const [outcomes, report] = await Promise.all([
+      Promise.all(s.clients.map((c) => c.participate(1))),
+      s.aggregator.finalize(1),
+    ]);
+    expect(outcomes).to.deep.equal(["revealed", "revealed", "revealed"]);
+    expect(report!.contributors).to.deep.equal([1, 2, 3]);
+    const r1 = (await s.ledger.readTaskHistory(s.task)).rounds[0]!;
+    const init = parseAdapter(await s.store.get(r1.startCid), TINY, LORA).weights;
+    const global = parseAdapter(await s.store.get(r1.finalized!.globalCid), TINY, LORA).weights;
+    const [m, g] = [...global][0]!;
+    expect([...g.A]).to.deep.equal([...init.get(m)!.A]);
+    expect(g.B.some((x) => x !== 0)).to.equal(true);
+    const masked = parseMasked(await s.store.get(r1.submissions[0]!.cid)).header;
+    expect(masked.elements).to.equal(g.B.length); // B only: half the values of A and B here
+    const verified = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(verified.checks.filter((c) => !c.ok)).to.deep.equal([]);
+    await s.store.close();
+  });
+
+  it("refuses at task creation a strategy that needs single updates, a bad threshold, bounds that could overflow", async function () {
+    const signers = await ethers.getSigners();
+    const refused = async (o: Parameters<typeof tinyFederation>[1]) => {
+      try {
+        await tinyFederation(signers, { privacy: "secure", ...o });
+        return null;
+      } catch (e) {
+        return [(e as Error).name, (e as Error).message];
+      }
+    };
+    expect(await refused({ strategy: "median" })).to.deep.equal([
+      "SecureConfigError",
+      "strategy median needs each update on its own, which secure mode never reveals; use one of fedavg, fedprox, ffa-lora",
+    ]);
+    expect(await refused({ threshold: 3, minUpdates: 2 })).to.deep.equal([
+      "SecureConfigError",
+      "secure threshold 3 must be an integer with 2 <= threshold <= min updates (2) <= 255",
+    ]);
+    const overflow = await refused({ maxExamples: 2 ** 40, maxUpdateNorm: 1 });
+    expect(overflow![0]).to.equal("SecureConfigError");
+    expect(overflow![1]).to.match(
+      /^secure mode cannot quantize updates of norm up to 1 from up to 255 clients of up to/,
+    );
   });
 });
