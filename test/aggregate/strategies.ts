@@ -60,7 +60,7 @@ describe("node/aggregate strategies", function () {
     expect([...r.weights.get("h.0.attn.c_attn")!.B]).to.deep.equal([3, 5]);
   });
 
-  it("FFA-LoRA keeps the one shared A exactly, averages B by examples, and refuses an update that moved A", function () {
+  it("FFA-LoRA keeps the shared A exactly, averages B by examples, and refuses an update that moved A", function () {
     const a = [0.1, 0.2, 0.3, 0.7];
     const r = new FfaLora().aggregate([update(1, 1, a, [1, 2, 3, 4]), update(2, 3, a, [5, 6, 7, 8])], ctx);
     expect([...r.weights.get("h.0.attn.c_attn")!.A]).to.deep.equal([...Float32Array.from(a)]);

@@ -246,7 +246,7 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     await s.store.close();
   });
 
-  it("refuses at task creation a strategy that needs single updates, a bad threshold, bounds that could overflow", async function () {
+  it("refuses at creation a strategy needing single updates, a bad threshold, bounds that could overflow", async function () {
     const signers = await ethers.getSigners();
     const refused = async (o: Parameters<typeof tinyFederation>[1]) => {
       try {
@@ -258,7 +258,8 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     };
     expect(await refused({ strategy: "median" })).to.deep.equal([
       "SecureConfigError",
-      "strategy median needs each update on its own, which secure mode never reveals; use one of fedavg, fedprox, ffa-lora",
+      "strategy median needs each update on its own, which secure mode never reveals; " +
+        "use one of fedavg, fedprox, ffa-lora",
     ]);
     expect(await refused({ threshold: 3, minUpdates: 2 })).to.deep.equal([
       "SecureConfigError",
