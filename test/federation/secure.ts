@@ -246,7 +246,7 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     await s.store.close();
   });
 
-  it("refuses at creation a strategy needing single updates, a bad threshold, bounds that could overflow", async function () {
+  it("refuses at creation: a strategy needing single updates, a bad threshold, overflowing bounds", async function () {
     const signers = await ethers.getSigners();
     const refused = async (o: Parameters<typeof tinyFederation>[1]) => {
       try {
