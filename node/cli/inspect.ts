@@ -3,9 +3,11 @@ import { formatWeight } from "../weights.js";
 import { InvalidArgumentError } from "../errors.js";
 import {
   IdentityStatus,
+  SecurePhase,
   decodeStrategy,
   type FederationLedger,
   type IdentityHistory,
+  type RoundHistory,
   type TaskHistory,
 } from "../chain/index.js";
 import { id, readerFrom, parse, toJson, type CliIO, type Values } from "./options.js";
@@ -39,12 +41,19 @@ function printTask(t: TaskHistory, io: CliIO): void {
   );
   const limits = `at least ${t.minUpdates} contributors, at most ${t.maxExamples} examples per claim`;
   io.out(`  ${limits}, update norm at most ${t.maxUpdateNorm}, rounds of ${t.roundDuration} s`);
+  io.out(
+    t.privacy === "secure"
+      ? `  privacy: secure aggregation, threshold ${t.threshold} (only masked updates are published)`
+      : "  privacy: open (updates published in the clear)",
+  );
   for (const c of t.aggregatorChanges) io.out(`  aggregator ${c.previous} → ${c.current} (block ${c.blockNumber})`);
   for (const r of t.rounds) {
     io.out(`  round ${r.round} from ${r.startCid}`);
+    if (r.secure) printSecureRound(r, io);
+    const what = r.secure ? "masked update " : "";
     for (const s of r.submissions) {
       const relayed = s.relayer ? `, relayed by ${s.relayer}` : "";
-      io.out(`    identity ${s.identity} submitted ${s.cid} (${s.numExamples} examples${relayed})`);
+      io.out(`    identity ${s.identity} submitted ${what}${s.cid} (${s.numExamples} examples${relayed})`);
     }
     const f = r.finalized;
     if (f) {
@@ -52,6 +61,24 @@ function printTask(t: TaskHistory, io: CliIO): void {
       io.out(`    → global ${f.globalCid} by ${decodeStrategy(f.strategyId)} from [${shares}]`);
     } else if (r.closed) io.out(`    → closed without a global adapter by ${r.closed.closedBy}`);
   }
+}
+
+/** A secure round's phases: who advertised keys, dealt shares (the participants), survived and revealed, with txs. */
+function printSecureRound(r: RoundHistory, io: CliIO): void {
+  const sec = r.secure!;
+  const ids = (xs: { identity: number }[]) =>
+    `[${xs
+      .map((x) => x.identity)
+      .sort((a, b) => a - b)
+      .join(", ")}]`;
+  const survivors = r.submissions.map((s) => ({ identity: s.identity }));
+  const dropped = sec.dealings.filter((d) => !r.submissions.some((s) => s.identity === d.identity));
+  io.out(`    keys ${ids(sec.keys)}; participants (dealt shares) ${ids(sec.dealings)}`);
+  io.out(`    survivors ${ids(survivors)}, dropped ${ids(dropped)}; revealed ${ids(sec.reveals)}`);
+  for (const p of sec.phases)
+    io.out(`    phase ${SecurePhase[p.phase]} after ${p.count} (block ${p.blockNumber}, tx ${p.transactionHash})`);
+  for (const d of sec.dealings) io.out(`    identity ${d.identity} dealt ${d.cid} (tx ${d.transactionHash})`);
+  for (const x of sec.reveals) io.out(`    identity ${x.identity} revealed ${x.cid} (tx ${x.transactionHash})`);
 }
 
 /** Every submission of identity `id` across the tasks, with its weight where it was aggregated. */

@@ -78,6 +78,7 @@ function verdictLine(t) {
 }
 function taskHeading(t) {
   const summary = "task " + t.task + " — " + t.strategy + ", " + t.rounds.length + "/" + t.maxRounds + " rounds" +
+    (t.privacy === "secure" ? ", secure aggregation (threshold " + t.threshold + ")" : ", open") +
     (t.completed ? ", completed" : "");
   return el("div", { class: "task" },
     el("h3", {}, summary + " (created ", txLink(t.createdTx), ", base ", cidLink(t.baseModelCid), ")"),
@@ -100,8 +101,18 @@ function roundRow(t, r) {
       txLink(r.closed.transactionHash)]
     : [el("span", { class: "muted" }, "open")];
   const weights = f ? f.contributors.map((c, k) => c + " (" + (f.shares[k] * 100).toFixed(1) + "%)").join(", ") : "";
+  if (r.secure) subs.push(...secureLines(r.secure));
   return el("tr", { class: "round" }, td(r.round), td(cidLink(r.startCid)), td(...lines(subs)), td(...global),
     td(weights), roundVerdict(t, r));
+}
+function secureLines(s) {
+  const set = (xs) => "[" + xs.join(", ") + "]";
+  return [
+    el("span", { class: "muted" }, "masked updates; participants " + set(s.participants) + ", survivors " +
+      set(s.survivors) + ", dropped " + set(s.dropped) + ", revealed " + set(s.revealed)),
+    ...s.phases.map((p) => el("span", { class: "muted" }, "→ " + p.phase + " after " + p.count + " ",
+      txLink(p.transactionHash))),
+  ];
 }
 function roundsTable(t) {
   const head = el("tr", {}, ...["round", "starts from", "submissions", "global adapter", "contributors (weight)",

@@ -13,7 +13,7 @@ import { createRequire } from "node:module";
 import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
-import { FederationLedger, IdentityStatus, decodeStrategy } from "../chain/index.js";
+import { FederationLedger, IdentityStatus, SecurePhase, decodeStrategy, type RoundHistory } from "../chain/index.js";
 import type { AdapterStore } from "../store/index.js";
 import { readSafetensorsHeader } from "../model/safetensors.js";
 import { PAGE, SCRIPT, STYLE } from "./page.js";
@@ -53,6 +53,26 @@ const SECURITY_HEADERS = {
 const json = (x: unknown) => JSON.stringify(x, (_, v) => (typeof v === "bigint" ? v.toString() : v));
 
 /** The whole state the page shows, rebuilt from events and adapter metadata, with verify's verdicts. */
+/** A secure round's sets and phase transactions, as the page shows them. */
+function secureView(r: RoundHistory) {
+  const sec = r.secure!;
+  const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+  const survivors = sorted(r.submissions.map((s) => s.identity));
+  const participants = sorted(sec.dealings.map((d) => d.identity));
+  return {
+    keys: sorted(sec.keys.map((k) => k.identity)),
+    participants,
+    survivors,
+    dropped: participants.filter((p) => !survivors.includes(p)),
+    revealed: sorted(sec.reveals.map((x) => x.identity)),
+    phases: sec.phases.map((p) => ({
+      phase: SecurePhase[p.phase],
+      count: p.count,
+      transactionHash: p.transactionHash,
+    })),
+  };
+}
+
 export async function dashboardState(ledger: FederationLedger, store: AdapterStore, verdicts: Verdicts) {
   const [identities, total, block] = await Promise.all([
     ledger.readIdentities(),
@@ -88,6 +108,7 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
         openedTx: r.opened.transactionHash,
         closed: r.closed && { closedBy: r.closed.closedBy, transactionHash: r.closed.transactionHash },
         submissions,
+        secure: r.secure && secureView(r),
         finalized: f && {
           globalCid: f.globalCid,
           globalSha256: f.globalSha256,
@@ -102,6 +123,8 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
     tasks.push({
       task: h.task,
       strategy: h.strategy,
+      privacy: h.privacy,
+      threshold: h.threshold,
       baseModelCid: h.baseModelCid,
       maxRounds: h.maxRounds,
       minUpdates: h.minUpdates,

@@ -14,6 +14,8 @@ import { Aggregator } from "../../node/federation/aggregator.js";
 import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM } from "../../node/federation/task-config.js";
 import { sleep } from "../../node/federation/rounds.js";
 import { verifyTask, type ByteSource } from "../../node/provenance/verify.js";
+import { dashboardState } from "../../node/dashboard/server.js";
+import { Verdicts } from "../../node/dashboard/verdicts.js";
 import { parseMasked, scaleBits } from "../../node/secure/ring.js";
 import { updateVector, weightedUpdate } from "../../node/secure/unmask.js";
 import type { Reveal } from "../../node/secure/shares.js";
@@ -81,7 +83,7 @@ const floatBytes = (w: LoraWeights) =>
 describe("secure rounds end to end (5 hospitals, one drops)", function () {
   this.timeout(300_000);
 
-  it("completes with the survivors' FedAvg within the quantization bound, and verify passes", async function () {
+  it("completes with the survivors' FedAvg within the quantization bound; verify and the dashboard agree", async function () {
     const { s, plain } = await fiveWithDropout();
     await s.aggregator.openFirstRound();
     const report = await roundWithDropout(s, 1);
@@ -121,6 +123,23 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     const verified = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
     expect(verified.checks.filter((c) => !c.ok)).to.deep.equal([]);
     expect(verified.checks.filter((c) => c.check === "secure aggregate").map((c) => c.ok)).to.deep.equal([true]);
+    // the dashboard shows the mode, the sets and each phase's transaction, and verify's verdict
+    const state = await dashboardState(s.ledger, s.store, new Verdicts(s.ledger, s.store));
+    const t = state.tasks[0]!;
+    expect([t.privacy, t.threshold, t.verdict.ok]).to.deep.equal(["secure", 3, true]);
+    const { phases, ...sets } = t.rounds[0]!.secure!;
+    expect(sets).to.deep.equal({
+      keys: [1, 2, 3, 4, 5],
+      participants: [1, 2, 3, 4, 5],
+      survivors: [1, 2, 3, 4],
+      dropped: [5],
+      revealed: [1, 2, 3, 4],
+    });
+    expect(phases.map((p) => [p.phase, p.count])).to.deep.equal([
+      ["Shares", 5],
+      ["Masked", 5],
+      ["Reveal", 4],
+    ]);
     await s.store.close();
   });
 
