@@ -83,7 +83,7 @@ const floatBytes = (w: LoraWeights) =>
 describe("secure rounds end to end (5 hospitals, one drops)", function () {
   this.timeout(300_000);
 
-  it("completes with the survivors' FedAvg within the quantization bound; verify and the dashboard agree", async function () {
+  it("completes with the survivors' FedAvg within quantization; verify and the dashboard agree", async function () {
     const { s, plain } = await fiveWithDropout();
     await s.aggregator.openFirstRound();
     const report = await roundWithDropout(s, 1);
