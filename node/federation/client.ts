@@ -135,6 +135,11 @@ export class FederationClient {
   private secure(threshold: number): SecureParticipant {
     const { model, lora } = this.o;
     if (!model || !lora) throw new SecureClientError("a secure task's client needs the task's model and LoRA config");
+    if (this.o.relay) {
+      throw new SecureClientError(
+        "a secure task's client sends its keys, shares and reveals itself: relayed submission is not supported there",
+      );
+    }
     let round = 0;
     return new SecureParticipant({
       ledger: this.o.ledger,

@@ -12,6 +12,7 @@
  */
 import { sha256Hex } from "../digest.js";
 import { verifySecureRound } from "./verify-secure.js";
+import { SecureConfigError } from "../secure/ring.js";
 import { weightShare } from "../weights.js";
 import {
   FederationLedger,
@@ -94,7 +95,13 @@ export async function verifyTask(
   task: number,
   o: VerifyOptions,
 ): Promise<VerifyReport> {
-  const v = new Verification(ledger, store, await ledger.readTaskHistory(task), o);
+  const history = await ledger.readTaskHistory(task);
+  if (history.privacy === "secure" && o.heldOut) {
+    throw new SecureConfigError(
+      `task ${task} is secure: per-client contribution figures need single updates, which it never reveals`,
+    );
+  }
+  const v = new Verification(ledger, store, history, o);
   // the base model may be as large as the store allows; every other blob verify reads is an adapter
   const h = v.history;
   await v.fetchVerified(null, null, "base model", h.baseModelCid, h.baseModelSha256, Number.POSITIVE_INFINITY);
