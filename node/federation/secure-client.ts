@@ -71,7 +71,14 @@ export class SecureParticipant {
       if (now.status !== TaskStatus.Open || now.currentRound !== round) return "round-closed";
       const { phase } = await ledger.secureRound(task, round);
       const hist = await ledger.readSecureRound(task, round);
-      const advertised = hist.keys.some((k) => k.identity === identity);
+      const mine = hist.keys.find((k) => k.identity === identity);
+      if (mine && (mine.encryptionKey !== state.encryptionKey || mine.maskKey !== state.maskKey)) {
+        // restarted without the state folder that held this round's secrets: it cannot go on (if it dealt, its
+        // shares let the others unmask without it)
+        this.o.log(`round ${round}: this round's secrets are lost (keys on-chain are not these); sitting it out`);
+        return "missed";
+      }
+      const advertised = mine !== undefined;
       const dealt = hist.dealings.some((d) => d.identity === identity);
       const submitted = (await ledger.submission(task, round, identity)).numExamples > 0;
       if (phase === SecurePhase.Keys && !advertised) {

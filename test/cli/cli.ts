@@ -200,7 +200,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect(one.out.at(-1)).to.match(/^ {2}task 1 round 1: bafk\S+ \(\d+ examples\) → \d+\.\d\d% of bafk\S+$/);
   });
 
-  it("refuses 49 wrong invocations, each with one line on stderr naming the problem and exit 1", async function () {
+  it("refuses 53 wrong invocations, each with one line on stderr naming the problem and exit 1", async function () {
     const truncated = join(dir, "truncated-base");
     await mkdir(truncated, { recursive: true });
     const baseFile = await readFile("models/base/model.safetensors");
@@ -328,6 +328,16 @@ describe("node/cli (every fok command against a hardhat node)", function () {
         "ChainRevertError: cancelKeyRotation reverted: LLMIdentityNoPendingRotation(1)",
       ],
       [["chain", "deploy", "--registrar", "bob", ...chain(0)], "--registrar must be a 0x-prefixed 20-byte address"],
+      [["task", "create", ...agg, "--privacy", "hidden", ...chain(0)], "--privacy must be one of open, secure"],
+      [["task", "create", ...agg, "--threshold", "2", ...chain(0)], "--threshold applies to --privacy secure only"],
+      [
+        ["task", "create", ...agg, "--privacy", "secure", "--strategy", "krum", ...chain(0)],
+        "SecureConfigError: strategy krum needs each update on its own, which secure mode never reveals",
+      ],
+      [
+        ["task", "create", ...agg, "--privacy", "secure", "--threshold", "5", ...chain(0)],
+        "SecureConfigError: secure threshold 5 must be an integer with 2 <= threshold <= min updates (2) <= 255",
+      ],
     ];
     const wrong: string[] = [];
     for (const [args, expected] of cases) {

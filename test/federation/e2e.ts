@@ -235,6 +235,48 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     await s.store.close();
   });
 
+  it("FFA-LoRA: clients train B only, an update that moved A is left out, verify agrees", async function () {
+    const s = await setup({ maxRounds: 1, strategy: "ffa-lora" });
+    await s.aggregator.openFirstRound();
+    // hospital 3 trains as told, then nudges its A
+    const honest = s.trainers[2]!;
+    const moved: RoundTrainer = {
+      trainRound: async (job) => {
+        const out = await honest.trainRound(job);
+        const mine = parseAdapter(out.adapter, TINY, LORA);
+        for (const w of mine.weights.values()) w.A[0]! += 1e-3;
+        return { ...out, adapter: serializeAdapter(TINY, LORA, mine.weights, mine.metadata) };
+      },
+      close: async () => {},
+    };
+    const cheat = new FederationClient({
+      ledger: s.ledger.connect(s.signers[4]!),
+      signer: s.signers[4]!,
+      store: s.store,
+      task: s.task,
+      trainer: moved,
+      train: TRAIN,
+      pollMs: 50,
+    });
+    await Promise.all([s.clients[0]!.participate(1), s.clients[1]!.participate(1), cheat.participate(1)]);
+    const report = (await aggregatorExpecting(s, 3).finalize(1))!;
+    expect(report.contributors).to.deep.equal([1, 2]);
+    expect(report.excluded.map((e) => [e.identity, e.reason])).to.deep.equal([
+      [3, "FokError: module h.0.attn.c_attn: A changed; FFA-LoRA keeps A frozen"],
+    ]);
+    const r1 = (await s.ledger.readRound(s.task, 1))!;
+    const init = parseAdapter(await s.store.get(r1.startCid), TINY, LORA).weights;
+    for (const sub of r1.submissions.slice(0, 2)) {
+      const w = parseAdapter(await s.store.get(sub.cid), TINY, LORA).weights; // trained with A frozen
+      for (const [m, x] of w) expect([...x.A]).to.deep.equal([...init.get(m)!.A]);
+    }
+    const verified = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(verified.checks.filter((c) => !c.ok).map((c) => [c.round, c.identity, c.check])).to.deep.equal([
+      [1, 3, "strategy rule"],
+    ]);
+    await s.store.close();
+  });
+
   it("round below minimum at deadline is closed on-chain; the next opens from the same adapter", async function () {
     const s = await setup({ maxRounds: 2, minUpdates: 3 });
     const lines: string[] = [];
