@@ -127,18 +127,20 @@ for (const n of [4, 16, 64]) {
   const dealingKb = kb([...dealingBytes.values()].reduce((a, b) => a + b, 0) / n);
   const up = kb(64 + [...dealingBytes.values()][0]! + maskedBytes + revealBytes);
   const down = kb([...dealingBytes.values()].reduce((a, b) => a + b, 0) + adapterBytes);
+  const each = (ms: number, of: number) => (ms / of).toFixed(0);
+  const m = survivors.length;
+  const split = `deal ${each(time.deal, n)}, mask ${each(time.mask, m)}, reveal ${each(time.reveal, m)}`;
+  const sizes = `dealing ${dealingKb} KB, masked ${kb(maskedBytes)} KB, reveal ${kb(revealBytes)} KB`;
   rows.push(
     `${n} clients (${dropped} dropped, threshold ${ctx.threshold}):\n` +
-      `  secure: per client ${perClient} ms compute (deal ${(time.deal / n).toFixed(0)}, mask ${(time.mask / survivors.length).toFixed(0)}, reveal ${(time.reveal / survivors.length).toFixed(0)}); ` +
-      `up ${up} KB (dealing ${dealingKb} KB, masked ${kb(maskedBytes)} KB, reveal ${kb(revealBytes)} KB), down ${down} KB; ` +
+      `  secure: per client ${perClient} ms compute (${split}); up ${up} KB (${sizes}), down ${down} KB; ` +
       `gas ${gas.secureClient} per client; aggregator unmask ${unmaskMs.toFixed(0)} ms, gas ${gas.secureAggregator}\n` +
-      `  open:   per client 0 ms extra; up ${kb(adapterBytes)} KB, down ${kb(adapterBytes)} KB; gas ${gas.openClient} per client; ` +
-      `aggregator gas ${gas.openAggregator}`,
+      `  open:   per client 0 ms extra; up ${kb(adapterBytes)} KB, down ${kb(adapterBytes)} KB; ` +
+      `gas ${gas.openClient} per client; aggregator gas ${gas.openAggregator}`,
   );
 }
-console.log(
-  `adapter: ${updateVector(start, start, false).length} values (base ${JSON.stringify(model).slice(0, 60)}…, r ${lora.r}); scale 2^${bits}`,
-);
+const size = `${updateVector(start, start, false).length} values, r ${lora.r} on ${lora.targetModules.join(",")}`;
+console.log(`adapter: ${size} of the committed base; scale 2^${bits}`);
 console.log(rows.join("\n"));
 
 /** Gas of one round in each mode with `n` identities (synthetic CIDs: gas does not depend on the bytes). */

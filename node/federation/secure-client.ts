@@ -57,7 +57,9 @@ interface SecureState {
 }
 
 export class SecureParticipant {
-  private trained: Awaited<ReturnType<SecureParticipantOptions["train"]>> | null = null;
+  /** The round's training, started once the keys are out and awaited only when the masked update is due: the
+   * phases go on (shares are dealt) while it trains. */
+  private training: ReturnType<SecureParticipantOptions["train"]> | null = null;
 
   constructor(private readonly o: SecureParticipantOptions) {}
 
@@ -81,13 +83,15 @@ export class SecureParticipant {
       const advertised = mine !== undefined;
       const dealt = hist.dealings.some((d) => d.identity === identity);
       const submitted = (await ledger.submission(task, round, identity)).numExamples > 0;
+      if (advertised && !submitted && phase <= SecurePhase.Masked && !this.training) {
+        this.training = this.o.train();
+        this.training.catch(() => {}); // a failure surfaces where it is awaited (submitMasked), not as unhandled
+      }
       if (phase === SecurePhase.Keys && !advertised) {
         await this.step(() => ledger.advertiseKeys(task, round, state.encryptionKey, state.maskKey));
         this.o.log(`round ${round}: advertised keys`);
       } else if (phase === SecurePhase.Shares && advertised && !dealt) {
         await this.deal(ctx, state, hist.keys);
-      } else if (!this.trained && (phase <= SecurePhase.Shares || (phase === SecurePhase.Masked && dealt))) {
-        this.trained = await this.o.train();
       } else if (phase === SecurePhase.Masked && dealt && !submitted) {
         await this.submitMasked(
           ctx,
@@ -129,7 +133,7 @@ export class SecureParticipant {
     info: TaskInfo,
     participants: RoundKeys[],
   ): Promise<void> {
-    const t = this.trained!;
+    const t = await this.training!;
     const { model, lora } = this.o;
     const onlyB = B_ONLY_STRATEGIES.has(info.strategy);
     const delta = updateVector(
