@@ -78,7 +78,7 @@ function verdictLine(t) {
 }
 function taskHeading(t) {
   const summary = "task " + t.task + " — " + t.strategy + ", " + t.rounds.length + "/" + t.maxRounds + " rounds" +
-    (t.privacy === "secure" ? ", secure aggregation (threshold " + t.threshold + ")" : ", open") +
+    (t.privacy === "secure" ? ", secure aggregation (threshold " + t.threshold + ")" : "") +
     (t.completed ? ", completed" : "");
   return el("div", { class: "task" },
     el("h3", {}, summary + " (created ", txLink(t.createdTx), ", base ", cidLink(t.baseModelCid), ")"),

@@ -34,6 +34,18 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     ledger?: FederationLedger,
   ) => new Aggregator({ ...aggregatorOptions(s, ledger), expectedUpdates });
 
+  /** Hospital 3's client (identity 3, account 4) with another trainer: one that cheats. */
+  const hospital3With = (s: Awaited<ReturnType<typeof setup>>, trainer: RoundTrainer) =>
+    new FederationClient({
+      ledger: s.ledger.connect(s.signers[4]!),
+      signer: s.signers[4]!,
+      store: s.store,
+      task: s.task,
+      trainer,
+      train: TRAIN,
+      pollMs: 50,
+    });
+
   it("3 clients × 2 rounds: every commitment on-chain, every CID verified, global = FedAvg", async function () {
     const s = await setup();
     await s.aggregator.openFirstRound();
@@ -204,15 +216,7 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
       },
       close: async () => {},
     };
-    const cheat = new FederationClient({
-      ledger: s.ledger.connect(s.signers[4]!),
-      signer: s.signers[4]!,
-      store: s.store,
-      task: s.task,
-      trainer: scaled,
-      train: TRAIN,
-      pollMs: 50,
-    });
+    const cheat = hospital3With(s, scaled);
     expect(
       await Promise.all([s.clients[0]!.participate(1), s.clients[1]!.participate(1), cheat.participate(1)]),
     ).to.deep.equal(["submitted", "submitted", "submitted"]);
@@ -249,15 +253,7 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
       },
       close: async () => {},
     };
-    const cheat = new FederationClient({
-      ledger: s.ledger.connect(s.signers[4]!),
-      signer: s.signers[4]!,
-      store: s.store,
-      task: s.task,
-      trainer: moved,
-      train: TRAIN,
-      pollMs: 50,
-    });
+    const cheat = hospital3With(s, moved);
     await Promise.all([s.clients[0]!.participate(1), s.clients[1]!.participate(1), cheat.participate(1)]);
     const report = (await aggregatorExpecting(s, 3).finalize(1))!;
     expect(report.contributors).to.deep.equal([1, 2]);

@@ -232,7 +232,7 @@ describe("node/provenance verify (fok verify)", function () {
     ]);
     expect(report.checks.find((c) => !c.ok)!.detail).to.equal(
       'cannot re-run the aggregation: unknown strategy "secret-sauce"; choose one of ' +
-        "fedavg, fedprox, exact-svd, median, trimmed-mean, krum, multi-krum",
+        "fedavg, fedprox, ffa-lora, exact-svd, median, trimmed-mean, krum, multi-krum",
     );
     await s.store.close();
   });
