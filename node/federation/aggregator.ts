@@ -232,6 +232,7 @@ export class Aggregator {
       weights: r.weights,
       excluded: [],
       diagnostics: {},
+      // not split by step: the whole secure round, its phases' waiting included (npm run bench:secure splits it)
       timings: { fetchVerifyMs: 0, aggregateMs: ms, pinMs: 0, finalizeMs: 0 },
     };
   }
