@@ -85,10 +85,14 @@ export async function verifySecureRound(v: SecureVerification, round: RoundHisto
         : `cannot unmask from public data: ${why}`;
     v.add(r, null, "secure aggregate", ok, detail);
   } else if (round.closed) {
-    const ok = bytes === null || round.submissions.length < v.history.minUpdates;
-    const detail = ok
-      ? `closed: ${bytes ? `${round.submissions.length} masked updates, fewer than ${v.history.minUpdates}` : why}`
-      : `closed though the ${round.submissions.length} survivors' sum unmasks from public data`;
+    const n = round.submissions.length;
+    const few = n < v.history.minUpdates;
+    const ok = few || bytes === null;
+    const detail = few
+      ? `closed: ${n} masked updates, fewer than ${v.history.minUpdates}`
+      : ok
+        ? `closed: cannot unmask from public data: ${why}`
+        : `closed though the ${n} survivors' sum unmasks from public data`;
     v.add(r, null, "closed round", ok, detail);
   }
 }

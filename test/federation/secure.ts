@@ -11,6 +11,7 @@ import { unitsToWeights } from "../../node/aggregate/index.js";
 import { sha256Hex } from "../../node/digest.js";
 import { parseAdapter, serializeAdapter, type LoraWeights } from "../../node/model/adapter.js";
 import { Aggregator } from "../../node/federation/aggregator.js";
+import { FederationClient } from "../../node/federation/client.js";
 import { DEFAULT_MAX_EXAMPLES, DEFAULT_MAX_UPDATE_NORM } from "../../node/federation/task-config.js";
 import { sleep } from "../../node/federation/rounds.js";
 import { verifyTask, type ByteSource } from "../../node/provenance/verify.js";
@@ -19,7 +20,7 @@ import { Verdicts } from "../../node/dashboard/verdicts.js";
 import { parseMasked, scaleBits } from "../../node/secure/ring.js";
 import { updateVector, weightedUpdate } from "../../node/secure/unmask.js";
 import type { Reveal } from "../../node/secure/shares.js";
-import { LORA, TINY, tinyFederation, type TinyFederation } from "../fixtures/tiny-federation.js";
+import { LORA, TINY, TRAIN, tinyFederation, type TinyFederation } from "../fixtures/tiny-federation.js";
 
 const { ethers, networkHelpers } = await network.create();
 
@@ -289,5 +290,50 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     expect(overflow![1]).to.match(
       /^secure mode cannot quantize updates of norm up to 1 from up to 255 clients of up to/,
     );
+  });
+
+  it("a client whose on-chain round keys are not its own sits the round out; a relaying one is refused", async function () {
+    const s = await tinyFederation(await ethers.getSigners(), { privacy: "secure", maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    // identity 1's keys were advertised by an earlier process whose secrets are gone (no state folder)
+    await s.ledger.connect(s.signers[2]!).advertiseKeys(s.task, 1, sha256Hex("old e"), sha256Hex("old m"));
+    expect(await s.clients[0]!.participate(1)).to.equal("missed");
+    const relaying = new FederationClient({
+      ledger: s.ledger.connect(s.signers[5]!),
+      signer: s.signers[3]!,
+      relay: true,
+      store: s.store,
+      task: s.task,
+      trainer: s.trainers[1]!,
+      train: TRAIN,
+      model: TINY,
+      lora: LORA,
+      pollMs: 50,
+    });
+    const err = await relaying.participate(1).catch((e: Error) => e);
+    expect([(err as Error).name, (err as Error).message]).to.deep.equal([
+      "SecureClientError",
+      "a secure task's client sends its keys, shares and reveals itself: relayed submission is not supported there",
+    ]);
+    await s.store.close();
+  });
+
+  it("a secure round short of its threshold by the deadline is closed on-chain, and verify agrees", async function () {
+    const s = await tinyFederation(await ethers.getSigners(), { privacy: "secure", maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    const aggregating = s.aggregator.finalize(1);
+    const lonely = s.clients[0]!.participate(1); // the only one: 1 key, the threshold is 2
+    while ((await s.ledger.secureRound(s.task, 1)).keys < 1) await sleep(50);
+    await networkHelpers.time.increase(3601);
+    expect(await aggregating).to.equal(null);
+    expect(await lonely).to.equal("round-closed");
+    const h = await s.ledger.readTaskHistory(s.task);
+    expect([h.rounds[0]!.closed !== null, h.rounds[0]!.finalized, h.completed]).to.deep.equal([true, null, true]);
+    const verified = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(verified.checks.filter((c) => !c.ok)).to.deep.equal([]);
+    expect(verified.checks.find((c) => c.check === "closed round")!.detail).to.equal(
+      "closed: 0 masked updates, fewer than 2",
+    );
+    await s.store.close();
   });
 });
