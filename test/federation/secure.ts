@@ -292,7 +292,7 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     );
   });
 
-  it("a client whose on-chain round keys are not its own sits the round out; a relaying one is refused", async function () {
+  it("a client whose on-chain keys are not its own sits the round out; a relaying one is refused", async function () {
     const s = await tinyFederation(await ethers.getSigners(), { privacy: "secure", maxRounds: 1 });
     await s.aggregator.openFirstRound();
     // identity 1's keys were advertised by an earlier process whose secrets are gone (no state folder)
