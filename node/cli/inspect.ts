@@ -34,7 +34,8 @@ async function readTasks(ledger: FederationLedger, only: number | undefined): Pr
   return tasks;
 }
 
-function printTask(t: TaskHistory, io: CliIO): void {
+/** One task as `fok inspect` prints it (exported for tests). */
+export function printTask(t: TaskHistory, io: Pick<CliIO, "out">): void {
   const done = t.completed ? ", completed" : "";
   io.out(
     `task ${t.task}: strategy ${t.strategy}, ${t.rounds.length}/${t.maxRounds} rounds, base ${t.baseModelCid}${done}`,
@@ -64,7 +65,7 @@ function printTask(t: TaskHistory, io: CliIO): void {
 }
 
 /** A secure round's phases: who advertised keys, dealt shares (the participants), survived and revealed, with txs. */
-function printSecureRound(r: RoundHistory, io: CliIO): void {
+function printSecureRound(r: RoundHistory, io: Pick<CliIO, "out">): void {
   const sec = r.secure!;
   const ids = (xs: { identity: number }[]) =>
     `[${xs

@@ -17,6 +17,7 @@ import { sleep } from "../../node/federation/rounds.js";
 import { verifyTask, type ByteSource } from "../../node/provenance/verify.js";
 import { dashboardState } from "../../node/dashboard/server.js";
 import { Verdicts } from "../../node/dashboard/verdicts.js";
+import { printTask } from "../../node/cli/inspect.js";
 import { parseMasked, scaleBits } from "../../node/secure/ring.js";
 import { updateVector, weightedUpdate } from "../../node/secure/unmask.js";
 import type { Reveal } from "../../node/secure/shares.js";
@@ -124,6 +125,22 @@ describe("secure rounds end to end (5 hospitals, one drops)", function () {
     const verified = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
     expect(verified.checks.filter((c) => !c.ok)).to.deep.equal([]);
     expect(verified.checks.filter((c) => c.check === "secure aggregate").map((c) => c.ok)).to.deep.equal([true]);
+    // fok inspect prints the mode, the sets and each phase's transaction
+    const printed: string[] = [];
+    printTask(h, { out: (l) => printed.push(l) });
+    expect(printed.slice(2, 6)).to.deep.equal([
+      "  privacy: secure aggregation, threshold 3 (only masked updates are published)",
+      `  round 1 from ${r1.startCid}`,
+      "    keys [1, 2, 3, 4, 5]; participants (dealt shares) [1, 2, 3, 4, 5]",
+      "    survivors [1, 2, 3, 4], dropped [5]; revealed [1, 2, 3, 4]",
+    ]);
+    const phaseLines = printed.filter((l) => l.startsWith("    phase "));
+    expect(phaseLines.map((l) => l.split(" (block")[0])).to.deep.equal([
+      "    phase Shares after 5",
+      "    phase Masked after 5",
+      "    phase Reveal after 4",
+    ]);
+    expect(phaseLines[2]).to.include(`tx ${r1.secure!.phases[2]!.transactionHash}`);
     // the dashboard shows the mode, the sets and each phase's transaction, and verify's verdict
     const state = await dashboardState(s.ledger, s.store, new Verdicts(s.ledger, s.store));
     const t = state.tasks[0]!;
