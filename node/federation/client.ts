@@ -14,6 +14,7 @@ import {
   Revert,
   TaskStatus,
   isRevert,
+  type TaskInfo,
   type UpdateCommitment,
 } from "../chain/index.js";
 import { FokError } from "../errors.js";
@@ -23,6 +24,7 @@ import type { RoundTrainer } from "./trainer-pool.js";
 import { canonicalJson } from "./local-trainer.js";
 import { sleep, untilDone, waitForRound } from "./rounds.js";
 import { SecureClientError, SecureParticipant } from "./secure-client.js";
+import { B_ONLY_STRATEGIES } from "../secure/round.js";
 import type { LoraConfig, ModelConfig } from "../model/lora.js";
 
 export interface ClientOptions {
@@ -100,10 +102,10 @@ export class FederationClient {
     const info = await ledger.taskInfo(task);
     if (info.status !== TaskStatus.Open || info.currentRound !== round) return "not-open";
     const privacy = await ledger.privacy(task);
-    if (privacy.mode === "secure") return this.secure(privacy.threshold).run(round, info);
+    if (privacy.mode === "secure") return this.secure(privacy.threshold, round, info).run(round, info);
     if ((await ledger.submission(task, round, identity)).numExamples > 0) return "already-submitted";
     if ((await ledger.chainTime()) > info.roundDeadline) return "deadline-passed";
-    const state = await this.trainedUpdate(round, identity, info.maxUpdateNorm);
+    const state = await this.trainedUpdate(round, identity, info);
     // the task caps what one identity may claim: a hospital with more data claims the cap
     const numExamples = Math.min(state.numExamples, info.maxExamples);
     if (numExamples < state.numExamples) this.log(`round ${round}: claims the task's cap of ${numExamples} examples`);
@@ -132,7 +134,7 @@ export class FederationClient {
   }
 
   /** This round's secure participant: the update stays here; only masked, encrypted and revealed bytes leave. */
-  private secure(threshold: number): SecureParticipant {
+  private secure(threshold: number, round: number, info: TaskInfo): SecureParticipant {
     const { model, lora } = this.o;
     if (!model || !lora) throw new SecureClientError("a secure task's client needs the task's model and LoRA config");
     if (this.o.relay) {
@@ -140,7 +142,6 @@ export class FederationClient {
         "a secure task's client sends its keys, shares and reveals itself: relayed submission is not supported there",
       );
     }
-    let round = 0;
     return new SecureParticipant({
       ledger: this.o.ledger,
       store: this.o.store,
@@ -150,9 +151,7 @@ export class FederationClient {
       model,
       lora,
       train: async () => {
-        const info = await this.o.ledger.taskInfo(this.o.task);
-        round = info.currentRound;
-        const { out, start } = await this.train(round, this.identityId, info.maxUpdateNorm);
+        const { out, start } = await this.train(round, this.identityId, info);
         const metricsDigest = sha256Hex(Buffer.from(canonicalJson(out.metrics)));
         this.log(`round ${round}: trained (${out.tokensPerSec} tok/s, update norm ${fmt(out.metrics.updateNorm)})`);
         return { adapter: out.adapter, start, numExamples: out.metrics.numExamples, metricsDigest };
@@ -164,14 +163,15 @@ export class FederationClient {
   }
 
   /** Trains this round's update from the round's start adapter (fetched and checked against the chain). */
-  private async train(round: number, identity: number, maxUpdateNorm: number) {
+  private async train(round: number, identity: number, info: TaskInfo) {
+    const { maxUpdateNorm } = info;
     const { ledger, task } = this.o;
     const opened = await waitForRound(ledger, task, round, this.o.pollMs ?? 500);
     const maxBytes = this.o.maxAdapterBytes;
     const start = await this.o.store.get(opened.startCid, { expectedSha256: opened.startSha256, maxBytes });
     this.log(`round ${round}: training from ${opened.startCid}`);
     // FFA-LoRA tasks train B only: A stays the task's initialisation
-    const freezeA = (await ledger.taskInfo(task)).strategy === "ffa-lora";
+    const freezeA = B_ONLY_STRATEGIES.has(info.strategy);
     const train = freezeA ? { ...this.o.train, freezeA } : this.o.train;
     const job = { task, round, identity, startAdapter: start, train, maxUpdateNorm };
     const out = await this.o.trainer.trainRound(job);
@@ -182,10 +182,10 @@ export class FederationClient {
   }
 
   /** This round's update: the one pinned before a crash, if its bytes are still here; else trained and pinned now. */
-  private async trainedUpdate(round: number, identity: number, maxUpdateNorm: number): Promise<RoundState> {
+  private async trainedUpdate(round: number, identity: number, info: TaskInfo): Promise<RoundState> {
     const saved = await this.loadState(round);
     if (saved && (await this.o.store.has(saved.cid))) return saved;
-    const { out } = await this.train(round, identity, maxUpdateNorm);
+    const { out } = await this.train(round, identity, info);
     const cid = await this.o.store.add(out.adapter);
     const state: RoundState = {
       cid,

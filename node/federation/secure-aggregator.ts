@@ -22,7 +22,7 @@ import { serializeAdapter, type LoraWeights } from "../model/adapter.js";
 import type { LoraConfig, ModelConfig } from "../model/lora.js";
 import type { AdapterStore } from "../store/index.js";
 import { SecureDataError } from "../secure/ring.js";
-import { B_ONLY_STRATEGIES, gatherSecureRound, secureAggregate, secureSpec } from "../secure/round.js";
+import { B_ONLY_STRATEGIES, gatherSecureRound, secureAggregate, secureBlobLimit, secureSpec } from "../secure/round.js";
 import { sleep } from "./rounds.js";
 
 export interface SecureAggregatorContext {
@@ -106,7 +106,7 @@ async function tryFinalize(
   hist.secure = await c.ledger.readSecureRound(c.task, hist.round);
   const fetch = async (what: string, identity: number, cid: string, digest: string) => {
     try {
-      return await c.store.get(cid, { expectedSha256: digest, maxBytes: 8 * spec.elements + (4 << 20) });
+      return await c.store.get(cid, { expectedSha256: digest, maxBytes: secureBlobLimit(spec) });
     } catch (e) {
       c.log(`round ${hist.round}: ${what} of identity ${identity} unusable: ${(e as Error).message}`);
       return null;

@@ -26,7 +26,7 @@ import {
   type SecureContext,
 } from "../secure/shares.js";
 import { maskVector, updateVector, weightedUpdate } from "../secure/unmask.js";
-import { B_ONLY_STRATEGIES } from "../secure/round.js";
+import { B_ONLY_STRATEGIES, SECURE_DOCUMENT_BYTES } from "../secure/round.js";
 import { sleep } from "./rounds.js";
 
 /** A secure task's client lacks what secure mode needs (the model and LoRA config to lay out its update). */
@@ -167,7 +167,7 @@ export class SecureParticipant {
     const opened = new Map<number, { seed: Uint8Array; key: Uint8Array }>();
     for (const d of hist.dealings) {
       try {
-        const bytes = await store.get(d.cid, { expectedSha256: d.digest, maxBytes: 4 << 20 });
+        const bytes = await store.get(d.cid, { expectedSha256: d.digest, maxBytes: SECURE_DOCUMENT_BYTES });
         const dealing = checkDealing(ctx, d.identity, advertised, JSON.parse(new TextDecoder().decode(bytes)));
         const keys = hist.keys.find((k) => k.identity === d.identity)!;
         opened.set(d.identity, openShares(ctx, dealing, identity, state.secrets, keys));

@@ -15,6 +15,7 @@ import {
   B_ONLY_STRATEGIES,
   gatherSecureRound,
   secureAggregate,
+  secureBlobLimit,
   secureSpec,
   type VerifiedFetch,
 } from "../secure/round.js";
@@ -45,7 +46,7 @@ export async function verifySecureRound(v: SecureVerification, round: RoundHisto
   }
   const spec = secureSpec(v.history, v.history.task, r, v.history.threshold, start.weights);
   const fetch: VerifiedFetch = (what, identity, cid, digest) =>
-    v.fetchVerified(r, identity, what, cid, digest, 8 * spec.elements + (4 << 20));
+    v.fetchVerified(r, identity, what, cid, digest, secureBlobLimit(spec));
   const { pub, problems } = await gatherSecureRound(spec, round, fetch);
   for (const p of problems) v.add(r, p.identity, p.check, false, p.detail);
   const reveals = checkReveals(pub).problems;

@@ -219,11 +219,7 @@ class Verification {
 
   /** A secure round: submitters, strategy, then the checks from public data only (verify-secure.ts). */
   private async secureRound(round: RoundHistory, start: ParsedAdapter | null): Promise<void> {
-    for (const s of round.submissions) {
-      await this.submitterWasActive(s);
-      this.exampleCap(s);
-      if (s.relayer) await this.relayedSignature(s);
-    }
+    for (const s of round.submissions) await this.submitter(s);
     const fin = round.finalized;
     if (fin) this.strategyOfRound(round.round, fin);
     const view = {
@@ -283,9 +279,7 @@ class Verification {
   private async submissions(round: RoundHistory, start: ParsedAdapter | null): Promise<Map<number, ParsedUpdate>> {
     const updates = new Map<number, ParsedUpdate>();
     for (const s of round.submissions) {
-      await this.submitterWasActive(s);
-      this.exampleCap(s);
-      if (s.relayer) await this.relayedSignature(s);
+      await this.submitter(s);
       const bytes = await this.fetchVerified(round.round, s.identity, "update", s.cid, s.adapterSha256);
       if (!bytes) continue;
       const parsed = safeParse(bytes, this.o);
@@ -364,6 +358,13 @@ class Verification {
         ? `closed by ${closed.closedBy} with ${valid.length} valid updates ${ids}, fewer than the minimum ${min}`
         : `closed by ${closed.closedBy} though ${valid.length} valid updates ${ids} met the minimum ${min}`,
     );
+  }
+
+  /** Who submitted, in either mode: an active identity, a claim within the cap, the identity's relayed signature. */
+  private async submitter(s: SubmittedUpdate): Promise<void> {
+    await this.submitterWasActive(s);
+    this.exampleCap(s);
+    if (s.relayer) await this.relayedSignature(s);
   }
 
   private async submitterWasActive(s: SubmittedUpdate): Promise<void> {

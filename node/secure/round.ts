@@ -26,6 +26,14 @@ export interface SecureRoundSpec extends SecureContext {
   elements: number;
 }
 
+/** The most bytes a dealing or a reveal (JSON) may take. */
+export const SECURE_DOCUMENT_BYTES = 4 << 20;
+
+/** The most bytes any blob of a secure round may take: a masked vector (8 bytes a value) or a document. */
+export function secureBlobLimit(spec: SecureRoundSpec): number {
+  return 8 * spec.elements + SECURE_DOCUMENT_BYTES;
+}
+
 /** Strategies whose update is B only (A frozen at the task's initialisation): FFA-LoRA. */
 export const B_ONLY_STRATEGIES: ReadonlySet<string> = new Set(["ffa-lora"]);
 
@@ -121,7 +129,7 @@ export interface SecureAggregate {
 
 /**
  * Unmasks the survivors' sum and makes the global adapter: start + Σ n_u·q_u / (2^bits · Σ n_u). Throws
- * SecureDataError when a survivor's masked vector is missing or a secret cannot be reconstructed.
+ * SecureDataError as unmaskSum does.
  */
 export async function secureAggregate(
   pub: PublicRound,
@@ -130,10 +138,8 @@ export async function secureAggregate(
   start: LoraWeights,
   onlyB: boolean,
 ): Promise<SecureAggregate> {
-  const survivors = round.submissions.map((s) => s.identity).sort((a, b) => a - b);
-  const missing = survivors.filter((id) => !pub.masked.has(id) || !pub.dealings.has(id));
-  if (missing.length) throw new SecureDataError(`survivors [${missing.join(", ")}] have no usable masked vector`);
   const { sum, problems } = await unmaskSum(pub);
+  const survivors = [...pub.survivors].sort((a, b) => a - b);
   const units = survivors.map((id) => round.submissions.find((s) => s.identity === id)!.numExamples);
   const total = units.reduce((a, b) => a + b, 0);
   return {

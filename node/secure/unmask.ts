@@ -20,6 +20,7 @@ import {
   publicKeyOf,
   reconstruct,
   shareDigest,
+  unhex,
   type Dealing,
   type Reveal,
   type RoundKeys,
@@ -60,7 +61,7 @@ export function maskVector(
   x: RingVector,
   participants: readonly RoundKeys[],
 ): RingVector {
-  const y = addInto(BigUint64Array.from(x), prg(hexBytes(secrets.seed), x.length));
+  const y = addInto(BigUint64Array.from(x), prg(unhex(secrets.seed), x.length));
   for (const p of participants) {
     if (p.identity === me) continue;
     const s = pairwiseSeed(ctx, me, secrets.maskSecret, p.identity, p.maskKey);
@@ -117,20 +118,22 @@ function shareProblem(
   const entry = dealing.shares.find((s) => s.recipient === revealer);
   const share = typeof e.share === "string" && /^0x[0-9a-f]{66}$/.test(e.share) ? e.share : null;
   const committed = e.kind === "seed" ? entry?.seedShareDigest : entry?.keyShareDigest;
-  if (!entry || !share || shareDigest(p, e.dealer, revealer, e.kind, hexBytes(share)) !== committed)
+  if (!entry || !share || shareDigest(p, e.dealer, revealer, e.kind, unhex(share)) !== committed)
     return `its ${e.kind} share of identity ${e.dealer} does not match the dealer's commitment`;
   return null;
 }
 
 /**
- * The exact signed integer sum Σ n_u·q_u over the survivors. Throws SecureDataError when a secret cannot be
- * reconstructed (fewer than t good shares) or reconstructs to something other than the dealer committed to.
+ * The exact signed integer sum Σ n_u·q_u over the survivors. Throws SecureDataError when a survivor's masked vector
+ * or dealing could not be read, or a secret cannot be reconstructed (fewer than t good shares) or reconstructs to
+ * something other than the dealer committed to.
  */
 export async function unmaskSum(p: PublicRound): Promise<{ sum: Float64Array; problems: RevealProblem[] }> {
   const { shares, problems } = checkReveals(p);
   const survivors = [...p.survivors].sort((a, b) => a - b);
-  const unread = survivors.filter((u) => !p.masked.has(u));
-  if (unread.length) throw new SecureDataError(`survivors [${unread.join(", ")}] have no usable masked vector`);
+  const unread = survivors.filter((u) => !p.masked.has(u) || !p.dealings.has(u));
+  if (unread.length)
+    throw new SecureDataError(`survivors [${unread.join(", ")}] have no usable masked vector or dealing`);
   const n = p.masked.get(survivors[0]!)?.length ?? 0;
   const sum = new BigUint64Array(n);
   const secretOf = async (dealer: number) => {
@@ -197,8 +200,4 @@ export function meanAdapter(
   if (k !== sum.length) throw new SecureDataError(`the sum has ${sum.length} values, the adapter ${k}`);
   // the start adapter's module order, so that serialization gives the same bytes as any other global adapter
   return new Map([...start.keys()].map((m) => [m, out.get(m)!]));
-}
-
-function hexBytes(s: string): Uint8Array {
-  return Uint8Array.from(Buffer.from(s.slice(2), "hex"));
 }
