@@ -76,6 +76,13 @@ contract Federation is AccessControl, EIP712, IFederation {
     mapping(uint256 task => Task) private _tasks;
     mapping(uint256 task => mapping(uint256 round => mapping(uint256 identity => Submission))) private _submissions;
     mapping(uint256 task => mapping(uint256 round => SecureRoundInfo)) private _secureRounds;
+    /// @dev A DP task's settings and the epsilon spent so far (one slot).
+    struct DpState {
+        DpConfig config;
+        uint64 spent;
+    }
+
+    mapping(uint256 task => DpState) private _dp;
     /// @dev Per identity in a secure round: bit 0 keys advertised, bit 1 shares dealt, bit 2 shares revealed.
     mapping(uint256 task => mapping(uint256 round => mapping(uint256 identity => uint8))) private _steps;
 
@@ -101,6 +108,26 @@ contract Federation is AccessControl, EIP712, IFederation {
         onlyRole(TASK_ADMIN_ROLE)
         returns (uint256 taskId)
     {
+        taskId = _createSecureTask(c, threshold);
+    }
+
+    /// @inheritdoc IFederation
+    function createDpTask(TaskConfig calldata c, uint32 threshold, DpConfig calldata dp)
+        external
+        onlyRole(TASK_ADMIN_ROLE)
+        returns (uint256 taskId)
+    {
+        NoisePlacement want = threshold == 0 ? NoisePlacement.Central : NoisePlacement.Distributed;
+        if (dp.noiseMultiplier == 0 || dp.delta == 0 || dp.delta >= 1e18 || dp.epsilonMax == 0 || dp.placement != want)
+        {
+            revert FederationInvalidDpConfig(dp.noiseMultiplier, dp.delta, dp.epsilonMax, dp.placement);
+        }
+        taskId = threshold == 0 ? _createTask(c) : _createSecureTask(c, threshold);
+        _dp[taskId].config = dp;
+        emit TaskDp(taskId, dp.noiseMultiplier, dp.delta, dp.epsilonMax, dp.placement);
+    }
+
+    function _createSecureTask(TaskConfig calldata c, uint32 threshold) private returns (uint256 taskId) {
         if (threshold < 2 || threshold > c.minUpdates || c.minUpdates > MAX_SECURE_PARTICIPANTS) {
             revert FederationInvalidThreshold(threshold, c.minUpdates);
         }
@@ -109,6 +136,13 @@ contract Federation is AccessControl, EIP712, IFederation {
         t.privacy = Privacy.Secure;
         t.threshold = threshold;
         emit TaskPrivacy(taskId, Privacy.Secure, threshold);
+    }
+
+    /// @inheritdoc IFederation
+    function dpConfig(uint256 taskId) external view returns (DpConfig memory config, uint64 epsilonSpent) {
+        _requireTask(taskId);
+        DpState storage d = _dp[taskId];
+        return (d.config, d.spent);
     }
 
     /// @inheritdoc IFederation
@@ -297,6 +331,45 @@ contract Federation is AccessControl, EIP712, IFederation {
         uint96[] calldata weights,
         bytes32 strategyId
     ) external {
+        if (_dp[taskId].config.placement != NoisePlacement.None) revert FederationDpMismatch(taskId, true);
+        _finalize(taskId, round, globalCid, globalSha256, contributors, weights, strategyId);
+    }
+
+    /// @inheritdoc IFederation
+    function finalizeDpRound(
+        uint256 taskId,
+        uint256 round,
+        string calldata globalCid,
+        bytes32 globalSha256,
+        uint256[] calldata contributors,
+        uint96[] calldata weights,
+        bytes32 strategyId,
+        uint64 epsilonSpent
+    ) external {
+        DpState storage d = _dp[taskId];
+        if (d.config.placement == NoisePlacement.None) revert FederationDpMismatch(taskId, false);
+        if (epsilonSpent < d.spent || epsilonSpent > d.config.epsilonMax) {
+            revert FederationBudgetExceeded(taskId, round, epsilonSpent, d.spent, d.config.epsilonMax);
+        }
+        uint256 n = weights.length;
+        uint256 low = n == 0 ? 0 : WEIGHT_SCALE / n;
+        for (uint256 i; i < n; ++i) {
+            // the rounding remainder (below n units of 1e-18) may sit on any weight
+            if (weights[i] < low || weights[i] - low >= n) revert FederationWeightsNotUniform(i, weights[i]);
+        }
+        d.spent = epsilonSpent;
+        _finalize(taskId, round, globalCid, globalSha256, contributors, weights, strategyId);
+    }
+
+    function _finalize(
+        uint256 taskId,
+        uint256 round,
+        string calldata globalCid,
+        bytes32 globalSha256,
+        uint256[] calldata contributors,
+        uint96[] calldata weights,
+        bytes32 strategyId
+    ) private {
         Task storage t = _requireAggregator(taskId);
         Schedule memory s = t.schedule;
         if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
@@ -314,6 +387,8 @@ contract Federation is AccessControl, EIP712, IFederation {
 
         t.headSha256 = globalSha256;
         emit RoundFinalized(taskId, round, strategyId, globalCid, globalSha256, contributors, weights);
+        DpState storage d = _dp[taskId];
+        if (d.config.placement != NoisePlacement.None) emit PrivacySpent(taskId, round, d.spent);
         _advance(taskId, t, round, s.maxRounds, globalCid, globalSha256);
     }
 

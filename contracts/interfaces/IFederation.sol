@@ -32,6 +32,24 @@ interface IFederation {
         Reveal
     }
 
+    /// @notice Where a differentially private task's Gaussian noise is added: by the aggregator to the sum of the
+    /// clipped updates (`Central`, open tasks only), or by each client to its own update, its share calibrated so
+    /// that the sum over the task's minimum of contributors carries the whole noise (`Distributed`, secure tasks).
+    enum NoisePlacement {
+        None,
+        Central,
+        Distributed
+    }
+
+    /// @notice A task's client-level differential privacy, fixed at creation. The clipping norm is the task's
+    /// `maxUpdateNorm`; averaging is uniform over the round's contributors.
+    struct DpConfig {
+        uint64 noiseMultiplier; // sigma: the noise on the sum has standard deviation sigma x clip, in 1e-6 units
+        uint64 delta; // in 1e-18 units (0 < delta < 1)
+        uint64 epsilonMax; // the budget no finalized round may exceed, in 1e-6 units
+        NoisePlacement placement;
+    }
+
     /// @notice A secure round's phase and how many identities did each step.
     struct SecureRoundInfo {
         SecurePhase phase;
@@ -153,6 +171,14 @@ interface IFederation {
     error FederationNotSurvivors(uint256 task, uint256 round, uint256 given, uint256 survivors);
     /// @notice A zero public key.
     error FederationZeroKey();
+    /// @notice A DP configuration out of range, or a placement that does not match the privacy mode.
+    error FederationInvalidDpConfig(uint64 noiseMultiplier, uint64 delta, uint64 epsilonMax, NoisePlacement placement);
+    /// @notice A DP task's rounds are finalized with finalizeDpRound (and only a DP task's).
+    error FederationDpMismatch(uint256 task, bool dpTask);
+    /// @notice The reported privacy spent is below what the task already spent, or above its budget.
+    error FederationBudgetExceeded(uint256 task, uint256 round, uint64 epsilon, uint64 spent, uint64 epsilonMax);
+    /// @notice A DP task averages uniformly: every weight must be WEIGHT_SCALE / n, up to the rounding remainder.
+    error FederationWeightsNotUniform(uint256 index, uint96 weight);
 
     /// @notice A task was created.
     event TaskCreated(
@@ -220,6 +246,13 @@ interface IFederation {
     event SharesRevealed(
         uint256 indexed task, uint256 indexed round, uint256 indexed identity, string cid, bytes32 digest
     );
+    /// @notice Task `task` is differentially private with these settings (see {DpConfig}).
+    event TaskDp(
+        uint256 indexed task, uint64 noiseMultiplier, uint64 delta, uint64 epsilonMax, NoisePlacement placement
+    );
+    /// @notice Finalizing round `round` brought the privacy the task has spent to `epsilon` (1e-6 units), as the
+    /// aggregator computed it from the task's DP settings; verify recomputes it.
+    event PrivacySpent(uint256 indexed task, uint256 indexed round, uint64 epsilon);
     /// @notice The task finalized its last round.
     event TaskCompleted(uint256 indexed task, uint256 rounds, string finalCid, bytes32 finalSha256);
 
@@ -259,6 +292,20 @@ interface IFederation {
     /// Requirements: caller is the task's aggregator; `round` open and not in phase Reveal.
     /// Emits {SecurePhaseAdvanced}.
     function advancePhase(uint256 taskId, uint256 round) external;
+
+    /// @notice Creates a task as {createTask} (`threshold` 0: open mode, placement Central) or {createSecureTask}
+    /// (`threshold` >= 2: secure mode, placement Distributed) does, with client-level differential privacy `dp`.
+    /// Its rounds are finalized with {finalizeDpRound}, which records the privacy spent.
+    /// Requirements: as {createTask} / {createSecureTask}; noise multiplier and budget non-zero, 0 < delta < 1e18,
+    /// the placement matching the mode.
+    /// Emits {TaskCreated}, then {TaskPrivacy} (secure mode), then {TaskDp}.
+    function createDpTask(TaskConfig calldata config, uint32 threshold, DpConfig calldata dp)
+        external
+        returns (uint256 taskId);
+
+    /// @notice The task's differential privacy settings (placement None: not a DP task) and the epsilon its
+    /// finalized rounds have spent so far (1e-6 units).
+    function dpConfig(uint256 taskId) external view returns (DpConfig memory config, uint64 epsilonSpent);
 
     /// @notice The task's privacy mode and secure threshold (0 for open tasks).
     function privacy(uint256 taskId) external view returns (Privacy mode, uint32 threshold);
@@ -331,6 +378,22 @@ interface IFederation {
         uint256[] calldata contributors,
         uint96[] calldata weights,
         bytes32 strategyId
+    ) external;
+
+    /// @notice {finalizeRound} for a DP task: also records `epsilonSpent` (1e-6 units), the privacy the task has
+    /// spent once this round is published, as the aggregator computed it from the task's DP settings.
+    /// Requirements: as {finalizeRound}; a DP task; `epsilonSpent` at least what was spent before and at most the
+    /// task's budget; every weight WEIGHT_SCALE / n up to less than n units of 1e-18 (uniform averaging).
+    /// Emits {RoundFinalized}, then {PrivacySpent}, then {RoundOpened} or {TaskCompleted}.
+    function finalizeDpRound(
+        uint256 taskId,
+        uint256 round,
+        string calldata globalCid,
+        bytes32 globalSha256,
+        uint256[] calldata contributors,
+        uint96[] calldata weights,
+        bytes32 strategyId,
+        uint64 epsilonSpent
     ) external;
 
     /// @notice Ends round `round` without a global adapter and opens the next one from the same adapter (or

@@ -171,3 +171,8 @@ export function exampleWeightedMean(updates: ClientUpdate[]): AggregateResult {
     diagnostics: {},
   };
 }
+
+/** The updates with one example each: DP tasks average uniformly (each contributor's influence bounded by C). */
+export function uniformly(updates: ClientUpdate[]): ClientUpdate[] {
+  return updates.map((u) => ({ ...u, numExamples: 1 }));
+}

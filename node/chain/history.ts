@@ -8,7 +8,10 @@ import { ChainDataError } from "../errors.js";
 import {
   IdentityStatus,
   NORM_SCALE,
+  DP_SCALE,
+  NOISE_PLACEMENTS,
   decodeStrategy,
+  dpFromUnits,
   type ClosedRound,
   type CommittedBlob,
   type EventSource,
@@ -45,7 +48,7 @@ type FinalizedArgs = {
 
 /** Rebuilds a task's whole history from events alone. */
 export async function readTaskHistory(f: Federation, from: number, task: number): Promise<TaskHistory> {
-  const [created, opened, submitted, finalized, closed, completed, handovers, privacy] = await Promise.all([
+  const [created, opened, submitted, finalized, closed, completed, handovers, privacy, dp, spent] = await Promise.all([
     f.queryFilter(f.filters.TaskCreated(task), from),
     f.queryFilter(f.filters.RoundOpened(task), from),
     f.queryFilter(f.filters.UpdateSubmitted(task), from),
@@ -54,6 +57,8 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
     f.queryFilter(f.filters.TaskCompleted(task), from),
     f.queryFilter(f.filters.AggregatorChanged(task), from),
     f.queryFilter(f.filters.TaskPrivacy(task), from),
+    f.queryFilter(f.filters.TaskDp(task), from),
+    f.queryFilter(f.filters.PrivacySpent(task), from),
   ]);
   if (created.length !== 1) {
     throw new ChainDataError(`task ${task}: expected one TaskCreated event, found ${created.length}`);
@@ -68,6 +73,10 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
   for (const e of sortBySource(submitted)) roundOf(Number(e.args.round)).submissions.push(submittedUpdate(e));
   for (const e of finalized) roundOf(Number(e.args.round)).finalized = finalizedRound(e);
   for (const e of closed) roundOf(Number(e.args.round)).closed = closedRound(e);
+  for (const e of spent) {
+    const f = roundOf(Number(e.args.round)).finalized;
+    if (f) f.epsilon = Number(e.args.epsilon) / DP_SCALE;
+  }
   const secure = privacy.length > 0 && Number(privacy[0]!.args.mode) === 1;
   if (secure) {
     const events = await secureEvents(f, from, task);
@@ -89,6 +98,9 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
     maxUpdateNorm: Number(c.maxUpdateNorm) / NORM_SCALE,
     privacy: secure ? "secure" : "open",
     threshold: secure ? Number(privacy[0]!.args.threshold) : 0,
+    dpConfig: dp.length
+      ? { ...dpFromUnits(dp[0]!.args), placement: NOISE_PLACEMENTS[Number(dp[0]!.args.placement)] ?? "central" }
+      : null,
     ...source(created[0]!),
     aggregatorChanges: sortBySource(handovers).map((e) => ({
       previous: e.args.previous,

@@ -35,6 +35,12 @@ import {
   strategyId,
   NORM_SCALE,
   PRIVACY_MODES,
+  NOISE_PLACEMENTS,
+  DP_SCALE,
+  dpFromUnits,
+  dpUnits,
+  epsilonUnits,
+  type DpState,
   type DecodedTransaction,
   type PrivacyMode,
   type SecurePhase,
@@ -263,9 +269,12 @@ export class FederationLedger {
       maxUpdateNorm: normUnits(p.maxUpdateNorm),
     };
     const secure = (p.privacy ?? "open") === "secure";
-    const receipt = secure
-      ? await send("createSecureTask", () => this.#federation.createSecureTask(config, p.threshold ?? 0))
-      : await send("createTask", () => this.#federation.createTask(config));
+    const dp = p.dp && dpUnits(p.dp, secure ? "distributed" : "central");
+    const receipt = dp
+      ? await send("createDpTask", () => this.#federation.createDpTask(config, secure ? (p.threshold ?? 0) : 0, dp))
+      : secure
+        ? await send("createSecureTask", () => this.#federation.createSecureTask(config, p.threshold ?? 0))
+        : await send("createTask", () => this.#federation.createTask(config));
     return { task: Number(findEvent(receipt, this.#federation.interface, "TaskCreated").args.task), receipt };
   }
 
@@ -295,6 +304,25 @@ export class FederationLedger {
   async privacy(task: number): Promise<{ mode: PrivacyMode; threshold: number }> {
     const [mode, threshold] = await this.#federation.privacy(task);
     return { mode: PRIVACY_MODES[Number(mode)] ?? "open", threshold: Number(threshold) };
+  }
+
+  /** A DP task's settings and the ε spent so far; null for a task without DP. */
+  async dp(task: number): Promise<DpState | null> {
+    const [config, spent] = await this.#federation.dpConfig(task);
+    const placement = NOISE_PLACEMENTS[Number(config.placement)] ?? null;
+    if (!placement) return null;
+    return { ...dpFromUnits(config), placement, spent: Number(spent) / DP_SCALE };
+  }
+
+  /** The ε each finalized round of a DP task recorded (`PrivacySpent`), in round order. */
+  async privacySpent(task: number): Promise<{ round: number; epsilon: number }[]> {
+    const events = await this.#federation.queryFilter(
+      this.#federation.filters.PrivacySpent(task),
+      this.deployment.deployBlock,
+    );
+    return events
+      .map((e) => ({ round: Number(e.args.round), epsilon: Number(e.args.epsilon) / DP_SCALE }))
+      .sort((a, b) => a.round - b.round);
   }
 
   /** Where a secure round stands (storage). */
@@ -383,18 +411,20 @@ export class FederationLedger {
     contributors: readonly number[],
     weights: readonly bigint[],
     strategy: string,
+    epsilonSpent?: number,
   ): Promise<TransactionReceipt> {
-    return send("finalizeRound", () =>
-      this.#federation.finalizeRound(
-        task,
-        round,
-        globalCid,
-        globalSha256,
-        [...contributors],
-        [...weights],
-        strategyId(strategy),
-      ),
-    );
+    const args: [number, number, string, string, number[], bigint[], string] = [
+      task,
+      round,
+      globalCid,
+      globalSha256,
+      [...contributors],
+      [...weights],
+      strategyId(strategy),
+    ];
+    if (epsilonSpent === undefined) return send("finalizeRound", () => this.#federation.finalizeRound(...args));
+    const units = epsilonUnits(epsilonSpent);
+    return send("finalizeDpRound", () => this.#federation.finalizeDpRound(...args, units));
   }
 
   /** The EIP-712 domain of relayed updates (the Federation contract). */

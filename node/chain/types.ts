@@ -61,6 +61,72 @@ export interface TaskParams {
   privacy?: PrivacyMode;
   /** Secure mode: how many survivors' shares unmask the sum (2 ≤ threshold ≤ minUpdates). */
   threshold?: number;
+  /** Client-level differential privacy (fixed at creation; noise central in open mode, distributed in secure). */
+  dp?: DpParams;
+}
+
+/**
+ * A task's client-level differential privacy: Gaussian noise of standard deviation σ·C on the sum of the clipped
+ * updates of each round (C: the task's maxUpdateNorm), uniform averaging, a budget ε_max at δ.
+ */
+export interface DpParams {
+  /** σ (stored in 1e-6 units: {@link DP_SCALE}). */
+  noiseMultiplier: number;
+  /** δ (stored in 1e-18 units). */
+  delta: number;
+  /** ε_max: no finalized round may bring the spent ε above it (1e-6 units). */
+  epsilonMax: number;
+}
+
+/** Where a DP task's noise is added, as IFederation.NoisePlacement numbers it (0: not a DP task). */
+export type NoisePlacement = "central" | "distributed";
+export const NOISE_PLACEMENTS: readonly (NoisePlacement | null)[] = [null, "central", "distributed"];
+
+/** A DP task's settings as the chain holds them, and the ε its finalized rounds spent (`dpConfig` view). */
+export interface DpState extends DpParams {
+  placement: NoisePlacement;
+  /** ε spent so far (what the last finalized round recorded; 0 before any). */
+  spent: number;
+}
+
+/** The on-chain unit of σ and ε: 1e-6. */
+export const DP_SCALE = 1_000_000;
+/** The on-chain unit of δ: 1e-18. */
+export const DELTA_SCALE = 10n ** 18n;
+
+/**
+ * DP settings in the chain's units (σ and ε_max to 1e-6, rounded to nearest; δ to 1e-18). Everything that computes
+ * ε uses the settings as decoded from these units ({@link dpFromUnits}), so creator, aggregator and verify agree.
+ */
+export function dpUnits(dp: DpParams, placement: NoisePlacement) {
+  const ok = (x: number) => Number.isFinite(x) && x > 0;
+  if (!ok(dp.noiseMultiplier) || !ok(dp.epsilonMax) || !(dp.delta > 0 && dp.delta < 1))
+    throw new InvalidArgumentError(
+      `DP settings need σ > 0, ε_max > 0 and 0 < δ < 1; got σ ${dp.noiseMultiplier}, ε_max ${dp.epsilonMax}, ` +
+        `δ ${dp.delta}`,
+    );
+  return {
+    noiseMultiplier: BigInt(Math.max(1, Math.round(dp.noiseMultiplier * DP_SCALE))),
+    delta: BigInt(Math.max(1, Math.round(dp.delta * 1e18))),
+    epsilonMax: BigInt(Math.max(1, Math.round(dp.epsilonMax * DP_SCALE))),
+    placement: NOISE_PLACEMENTS.indexOf(placement),
+  };
+}
+
+/** DP settings from the chain's units. */
+export function dpFromUnits(u: { noiseMultiplier: bigint; delta: bigint; epsilonMax: bigint }): DpParams {
+  return {
+    noiseMultiplier: Number(u.noiseMultiplier) / DP_SCALE,
+    delta: Number(u.delta) / 1e18,
+    epsilonMax: Number(u.epsilonMax) / DP_SCALE,
+  };
+}
+
+/** An ε in the chain's 1e-6 units, rounded up (what is recorded is never below what was spent). */
+export function epsilonUnits(epsilon: number): bigint {
+  if (!(epsilon >= 0) || !Number.isFinite(epsilon))
+    throw new InvalidArgumentError(`ε must be finite, >= 0: ${epsilon}`);
+  return BigInt(Math.ceil(epsilon * DP_SCALE - 1e-9));
 }
 
 /** A task's privacy mode, as IFederation.Privacy numbers it: 0 open, 1 secure. */
@@ -194,6 +260,8 @@ export interface FinalizedRound extends EventSource {
   strategyId: string;
   contributors: number[];
   weights: bigint[];
+  /** DP tasks (readTaskHistory): the ε spent once this round was published, as recorded (`PrivacySpent`). */
+  epsilon?: number;
 }
 
 /** A round that ended without a global adapter (`closeRound`). */
@@ -227,6 +295,8 @@ export interface TaskHistory extends TaskParams, EventSource {
   privacy: PrivacyMode;
   /** Secure tasks: survivors' shares needed to unmask (0 for open tasks). */
   threshold: number;
+  /** DP tasks: the settings as created (`TaskDp`); null for other tasks. */
+  dpConfig: (DpParams & { placement: NoisePlacement }) | null;
   strategyId: string;
   /** Every aggregator handover, in order (`aggregator` is the one the task was created with). */
   aggregatorChanges: AggregatorChange[];

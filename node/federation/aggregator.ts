@@ -13,6 +13,7 @@ import { LoraAdapter, type LoraConfig, type ModelConfig } from "../model/lora.js
 import { adapterByteLimit, parseAdapter, serializeAdapter, type LoraWeights } from "../model/adapter.js";
 import {
   unitsToWeights,
+  uniformly,
   strategyFor,
   updateNorm,
   TooFewUpdatesError,
@@ -21,7 +22,10 @@ import {
 } from "../aggregate/index.js";
 import type { AdapterStore } from "../store/index.js";
 import { sha256Hex } from "../digest.js";
-import { AggregationError, sleep, untilDone, waitForRound } from "./rounds.js";
+import { AggregationError, roundBudget, sleep, untilDone, waitForRound } from "./rounds.js";
+import { addNoise, normalSource, type NormalSource } from "../dp/noise.js";
+import { fmtEpsilon, noiseStd } from "../dp/privacy.js";
+import { B_ONLY_STRATEGIES } from "../secure/round.js";
 import { runSecureRound } from "./secure-aggregator.js";
 
 export interface AggregatorOptions {
@@ -40,6 +44,11 @@ export interface AggregatorOptions {
   log?: (line: string) => void;
   /** Called after each round with the global adapter's bytes (e.g. to evaluate it on held-out data). */
   onGlobal?: (round: number, bytes: Uint8Array) => Promise<void>;
+  /**
+   * A DP task's central noise: 32 bytes that make it reproducible (simulations such as the experiment only — anyone
+   * with the seed can subtract the noise). Default: fresh randomness from the operating system.
+   */
+  noiseSeed?: Uint8Array;
 }
 
 export interface RoundReport {
@@ -59,9 +68,11 @@ export class Aggregator {
   /** The largest adapter of the task's model and LoRA config. */
   private readonly maxAdapterBytes: number;
   private start: { cid: string; weights: LoraWeights } | null = null;
+  private readonly normals: NormalSource;
 
   constructor(private readonly o: AggregatorOptions) {
     this.maxAdapterBytes = adapterByteLimit(o.model, o.lora);
+    this.normals = normalSource(o.noiseSeed);
   }
 
   private log(line: string) {
@@ -144,8 +155,10 @@ export class Aggregator {
    */
   async finalize(roundNumber: number, signal?: AbortSignal): Promise<RoundReport | null> {
     const { ledger, task } = this.o;
+    // a DP task whose budget this round would exceed: PrivacyBudgetError, before anything is done for it
+    const budget = await roundBudget(ledger, task, roundNumber);
     const privacy = await ledger.privacy(task);
-    if (privacy.mode === "secure") return this.finalizeSecure(roundNumber, privacy.threshold, signal);
+    if (privacy.mode === "secure") return this.finalizeSecure(roundNumber, privacy.threshold, budget, signal);
     const { minUpdates, maxUpdateNorm } = await ledger.taskInfo(task);
     let awaited = this.o.expectedUpdates ?? Infinity;
     let t0: number, t1: number, collected: Awaited<ReturnType<Aggregator["collect"]>>;
@@ -172,8 +185,18 @@ export class Aggregator {
     }
     const { updates, excluded } = collected;
     const strategy = await this.strategy();
-    const result = strategy.aggregate(updates, { scale: this.o.lora.alpha / this.o.lora.r, r: this.o.lora.r });
-    const bytes = serializeAdapter(this.o.model, this.o.lora, result.weights, {
+    const ctx = { scale: this.o.lora.alpha / this.o.lora.r, r: this.o.lora.r };
+    // DP: the uniform average of the clipped updates, plus N(0, (σC)²) on their sum, i.e. (σC/n)² on the average
+    const result = budget ? strategy.aggregate(uniformly(updates), ctx) : strategy.aggregate(updates, ctx);
+    const global = budget
+      ? addNoise(
+          result.weights,
+          noiseStd(budget.dp, maxUpdateNorm, "central", minUpdates) / result.contributors.length,
+          B_ONLY_STRATEGIES.has(strategy.id),
+          this.normals,
+        )
+      : result.weights;
+    const bytes = serializeAdapter(this.o.model, this.o.lora, global, {
       kind: "global",
       task,
       round: roundNumber,
@@ -186,13 +209,17 @@ export class Aggregator {
     const weights = unitsToWeights(result.units);
     const digest = sha256Hex(bytes);
     try {
-      await ledger.finalizeRound(task, roundNumber, cid, digest, result.contributors, weights, strategy.id);
+      const { contributors } = result;
+      await ledger.finalizeRound(task, roundNumber, cid, digest, contributors, weights, strategy.id, budget?.epsilon);
     } catch (e) {
       if (isRevert(e, Revert.RoundNotOpen)) return null; // finalized meanwhile
       throw e;
     }
     const t4 = performance.now();
-    this.log(`round ${roundNumber}: ${strategy.id} over identities [${result.contributors.join(", ")}] → ${cid}`);
+    const spent = budget ? ` (DP: ε ${fmtEpsilon(budget.epsilon)} of ${budget.dp.epsilonMax} spent)` : "";
+    this.log(
+      `round ${roundNumber}: ${strategy.id} over identities [${result.contributors.join(", ")}] → ${cid}${spent}`,
+    );
     await this.o.onGlobal?.(roundNumber, bytes);
     return {
       round: roundNumber,
@@ -207,12 +234,18 @@ export class Aggregator {
   }
 
   /** A secure round: phases, unmasking and finalization (secure-aggregator.ts). */
-  private async finalizeSecure(round: number, threshold: number, signal?: AbortSignal): Promise<RoundReport | null> {
+  private async finalizeSecure(
+    round: number,
+    threshold: number,
+    budget: Awaited<ReturnType<typeof roundBudget>>,
+    signal?: AbortSignal,
+  ): Promise<RoundReport | null> {
     const t0 = performance.now();
     const r = await runSecureRound(
       {
         ...this.o,
         threshold,
+        budget,
         expected: this.o.expectedUpdates,
         pollMs: this.o.pollMs ?? 500,
         startWeights: (h) => this.startWeights(h),

@@ -14,6 +14,7 @@ import {
   Revert,
   TaskStatus,
   isRevert,
+  type DpParams,
   type TaskInfo,
   type UpdateCommitment,
 } from "../chain/index.js";
@@ -22,7 +23,7 @@ import type { AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import type { RoundTrainer } from "./trainer-pool.js";
 import { canonicalJson } from "./local-trainer.js";
-import { sleep, untilDone, waitForRound } from "./rounds.js";
+import { roundBudget, sleep, untilDone, waitForRound } from "./rounds.js";
 import { SecureClientError, SecureParticipant } from "./secure-client.js";
 import { B_ONLY_STRATEGIES } from "../secure/round.js";
 import type { LoraConfig, ModelConfig } from "../model/lora.js";
@@ -101,9 +102,12 @@ export class FederationClient {
     const identity = await this.identity();
     const info = await ledger.taskInfo(task);
     if (info.status !== TaskStatus.Open || info.currentRound !== round) return "not-open";
+    const submitted = (await ledger.submission(task, round, identity)).numExamples > 0;
+    // a DP task whose budget this round would exceed: PrivacyBudgetError, before anything is trained or sent
+    const dp = submitted ? await ledger.dp(task) : ((await roundBudget(ledger, task, round))?.dp ?? null);
     const privacy = await ledger.privacy(task);
-    if (privacy.mode === "secure") return this.secure(privacy.threshold, round, info).run(round, info);
-    if ((await ledger.submission(task, round, identity)).numExamples > 0) return "already-submitted";
+    if (privacy.mode === "secure") return this.secure(privacy.threshold, round, info, dp).run(round, info);
+    if (submitted) return "already-submitted";
     if ((await ledger.chainTime()) > info.roundDeadline) return "deadline-passed";
     const state = await this.trainedUpdate(round, identity, info);
     // the task caps what one identity may claim: a hospital with more data claims the cap
@@ -134,7 +138,7 @@ export class FederationClient {
   }
 
   /** This round's secure participant: the update stays here; only masked, encrypted and revealed bytes leave. */
-  private secure(threshold: number, round: number, info: TaskInfo): SecureParticipant {
+  private secure(threshold: number, round: number, info: TaskInfo, dp: DpParams | null): SecureParticipant {
     const { model, lora } = this.o;
     if (!model || !lora) throw new SecureClientError("a secure task's client needs the task's model and LoRA config");
     if (this.o.relay) {
@@ -150,6 +154,7 @@ export class FederationClient {
       threshold,
       model,
       lora,
+      dp,
       train: async () => {
         const { out, start } = await this.train(round, this.identityId, info);
         const metricsDigest = sha256Hex(Buffer.from(canonicalJson(out.metrics)));

@@ -7,6 +7,7 @@ import type { Signer } from "ethers";
 import {
   deployContracts,
   identityMetadata,
+  type DpParams,
   type FederationLedger,
   type PrivacyMode,
   type TaskParams,
@@ -68,6 +69,15 @@ export interface LocalFederationOptions {
   privacy?: PrivacyMode;
   /** Secure mode: survivors' shares needed to unmask. Default defaultThreshold(minUpdates). */
   threshold?: number;
+  /** Client-level differential privacy (node/dp/privacy.ts): central noise in open mode, distributed in secure. */
+  dp?: DpParams;
+  /** The aggregator's central DP noise seed (reproducible simulations only; see AggregatorOptions.noiseSeed). */
+  noiseSeed?: Uint8Array;
+  /**
+   * Create the task without checkTaskParams, as a creator calling the contract directly could (tests of what the
+   * aggregator and verify do with such a task).
+   */
+  unchecked?: boolean;
   /** The aggregator finalizes once this many updates are in. Default: every hospital. */
   expectedUpdates?: number;
   train: Partial<TrainConfig>;
@@ -129,6 +139,7 @@ export async function startLocalFederation(o: LocalFederationOptions): Promise<L
       pollMs: o.pollMs ?? 100,
       log: o.log && ((l) => o.log!(`[aggregator] ${l}`)),
       onGlobal: o.onGlobal,
+      noiseSeed: o.noiseSeed,
     });
     const clients = o.hospitals.map((h, i) => {
       const signer = hospitalSigners[i]!;
@@ -186,8 +197,9 @@ async function createTask(o: LocalFederationOptions, ledger: FederationLedger, b
     maxRounds: o.rounds,
     maxExamples: o.maxExamples ?? DEFAULT_MAX_EXAMPLES,
     maxUpdateNorm: o.maxUpdateNorm ?? DEFAULT_MAX_UPDATE_NORM,
+    dp: o.dp,
   };
-  checkTaskParams(params);
+  if (!o.unchecked) checkTaskParams(params);
   return ledger.createTask(params);
 }
 

@@ -1,5 +1,6 @@
 /** Waiting on the chain, shared by clients and the aggregator. */
-import type { FederationLedger, RoundHistory } from "../chain/index.js";
+import type { DpState, FederationLedger, RoundHistory } from "../chain/index.js";
+import { epsilonAfter, PrivacyBudgetError } from "../dp/privacy.js";
 import { FokError } from "../errors.js";
 
 /** A round cannot go on (it never opened, or too few usable updates by the deadline). */
@@ -71,4 +72,22 @@ export async function untilDone<T>(
     }
   }
   return undefined;
+}
+
+/**
+ * For a DP task, its settings and the ε it will have spent once `round` is finalized (one more finalized round
+ * than those before it); throws PrivacyBudgetError when that is over the budget, so that neither the aggregator nor
+ * a client does anything for the round. Null for a task without DP.
+ */
+export async function roundBudget(
+  ledger: FederationLedger,
+  task: number,
+  round: number,
+): Promise<{ dp: DpState; epsilon: number } | null> {
+  const dp = await ledger.dp(task);
+  if (!dp) return null;
+  const before = (await ledger.privacySpent(task)).filter((r) => r.round < round).length;
+  const epsilon = epsilonAfter(dp, before + 1);
+  if (epsilon > dp.epsilonMax) throw new PrivacyBudgetError(task, round, epsilon, dp.epsilonMax, dp.delta);
+  return { dp, epsilon };
 }

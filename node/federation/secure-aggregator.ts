@@ -4,7 +4,7 @@
  * round's time is up (a quarter for keys, a quarter for shares, the rest until the deadline for masked updates);
  * then it unmasks the survivors' sum from public data (node/secure/round.ts, the code `fok verify` re-runs),
  * publishes the global adapter and finalizes over exactly the survivors with weights in proportion to their
- * claimed examples. A round that cannot go on (too few keys, shares or updates by the deadline; a secret that
+ * claimed examples (uniform in a DP task, whose clients added their shares of the noise before masking). A round that cannot go on (too few keys, shares or updates by the deadline; a secret that
  * cannot be reconstructed once every survivor revealed) is closed on-chain.
  */
 import {
@@ -14,6 +14,7 @@ import {
   type FederationLedger,
   type RoundHistory,
   type SecureRoundInfo,
+  type DpState,
   type TaskInfo,
 } from "../chain/index.js";
 import { sha256Hex } from "../digest.js";
@@ -33,6 +34,8 @@ export interface SecureAggregatorContext {
   lora: LoraConfig;
   baseModelSha256: string;
   threshold: number;
+  /** A DP task's settings and the ε this round will have spent (null: no DP). */
+  budget: { dp: DpState; epsilon: number } | null;
   /** Move on as soon as this many identities did a step (default: every one that did the step before). */
   expected?: number;
   pollMs: number;
@@ -102,7 +105,7 @@ async function tryFinalize(
   const allIn = sr.revealed >= sr.masked;
   if (!allIn && !(sr.revealed >= c.threshold && now > hist.deadline)) return null;
   const start = await c.startWeights(hist);
-  const spec = secureSpec(info, c.task, hist.round, c.threshold, start);
+  const spec = secureSpec(info, c.task, hist.round, c.threshold, start, c.budget?.dp ?? null);
   hist.secure = await c.ledger.readSecureRound(c.task, hist.round);
   const fetch = async (what: string, identity: number, cid: string, digest: string) => {
     try {
@@ -136,7 +139,8 @@ async function tryFinalize(
   const sha = sha256Hex(bytes);
   const weights = unitsToWeights(agg.units);
   try {
-    await c.ledger.finalizeRound(c.task, hist.round, cid, sha, agg.contributors, weights, info.strategy);
+    const epsilon = c.budget?.epsilon;
+    await c.ledger.finalizeRound(c.task, hist.round, cid, sha, agg.contributors, weights, info.strategy, epsilon);
   } catch (e) {
     if (isRevert(e, Revert.RoundNotOpen)) return { kind: "gone" };
     throw e;

@@ -8,13 +8,22 @@
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { isRevert, Revert, SecurePhase, TaskStatus, type FederationLedger, type TaskInfo } from "../chain/index.js";
+import {
+  isRevert,
+  Revert,
+  SecurePhase,
+  TaskStatus,
+  type DpParams,
+  type FederationLedger,
+  type TaskInfo,
+} from "../chain/index.js";
+import { normalSource, type NormalSource } from "../dp/noise.js";
 import { sha256Hex } from "../digest.js";
 import { FokError } from "../errors.js";
 import { parseAdapter } from "../model/adapter.js";
 import type { LoraConfig, ModelConfig } from "../model/lora.js";
 import type { AdapterStore } from "../store/index.js";
-import { scaleBits, serializeMasked } from "../secure/ring.js";
+import { serializeMasked } from "../secure/ring.js";
 import {
   checkDealing,
   deal,
@@ -26,7 +35,7 @@ import {
   type SecureContext,
 } from "../secure/shares.js";
 import { maskVector, updateVector, weightedUpdate } from "../secure/unmask.js";
-import { B_ONLY_STRATEGIES, SECURE_DOCUMENT_BYTES } from "../secure/round.js";
+import { B_ONLY_STRATEGIES, SECURE_DOCUMENT_BYTES, secureSpec } from "../secure/round.js";
 import { sleep } from "./rounds.js";
 
 /** A secure task's client lacks what secure mode needs (the model and LoRA config to lay out its update). */
@@ -41,6 +50,10 @@ export interface SecureParticipantOptions {
   threshold: number;
   model: ModelConfig;
   lora: LoraConfig;
+  /** The task's DP settings (null: none): the client then adds its share of the noise and claims weight 1. */
+  dp: DpParams | null;
+  /** Where that noise comes from (default: fresh OS randomness per participant). */
+  normals?: NormalSource;
   /** Trains this round's update from its start adapter: the adapter's bytes and the examples it claims. */
   train: () => Promise<{ adapter: Uint8Array; start: Uint8Array; numExamples: number; metricsDigest: string }>;
   stateDir?: string;
@@ -136,16 +149,19 @@ export class SecureParticipant {
     const t = await this.training!;
     const { model, lora } = this.o;
     const onlyB = B_ONLY_STRATEGIES.has(info.strategy);
-    const delta = updateVector(
-      parseAdapter(t.adapter, model, lora).weights,
-      parseAdapter(t.start, model, lora).weights,
-      onlyB,
-    );
-    const bits = scaleBits(info.maxExamples, info.maxUpdateNorm);
+    const start = parseAdapter(t.start, model, lora).weights;
+    const spec = secureSpec(info, ctx.task, ctx.round, ctx.threshold, start, this.o.dp);
+    const delta = updateVector(parseAdapter(t.adapter, model, lora).weights, start, onlyB);
+    if (spec.noiseStd > 0) {
+      // this client's share of the round's DP noise: added here, before masking, so nobody ever sees it alone
+      const z = (this.o.normals ?? normalSource())(delta.length);
+      for (let i = 0; i < delta.length; i++) delta[i]! += spec.noiseStd * z[i]!;
+    }
     const numExamples = Math.min(t.numExamples, info.maxExamples);
-    const x = weightedUpdate(delta, info.maxUpdateNorm, bits, numExamples);
+    const x = weightedUpdate(delta, spec.bound, spec.scaleBits, spec.uniform ? 1 : numExamples);
     const y = maskVector(ctx, this.o.identity, state.secrets, x, participants);
-    const bytes = serializeMasked({ task: ctx.task, round: ctx.round, identity: this.o.identity, scaleBits: bits }, y);
+    const header = { task: ctx.task, round: ctx.round, identity: this.o.identity, scaleBits: spec.scaleBits };
+    const bytes = serializeMasked(header, y);
     const cid = await this.o.store.add(bytes);
     const c = {
       task: ctx.task,

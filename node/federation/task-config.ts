@@ -3,6 +3,7 @@ import { solidityPackedKeccak256 } from "ethers";
 import { SECURE_STRATEGIES } from "../aggregate/index.js";
 import type { TaskParams } from "../chain/index.js";
 import { MAX_SECURE_PARTICIPANTS, scaleBits, SecureConfigError } from "../secure/ring.js";
+import { asStored, checkDpPlan, ringBound } from "../dp/privacy.js";
 export { loraConfigHash } from "../model/lora.js";
 
 /**
@@ -37,10 +38,13 @@ export function defaultThreshold(minUpdates: number): number {
 /**
  * What a task's settings must satisfy before anything is sent: in secure mode a strategy that needs only the
  * weighted sum (SECURE_STRATEGIES), a threshold 2 ≤ t ≤ minUpdates ≤ 255, and bounds that quantize without overflow
- * (scaleBits). Throws SecureConfigError naming the setting.
+ * (scaleBits); with DP (node/dp/privacy.ts), a strategy its analysis covers and a plan within the budget. Returns
+ * a DP task's planned ε after each round (empty without DP). Throws SecureConfigError or DpConfigError naming the
+ * setting.
  */
-export function checkTaskParams(p: TaskParams): void {
-  if ((p.privacy ?? "open") !== "secure") return;
+export function checkTaskParams(p: TaskParams): number[] {
+  const planned = checkDpPlan(p);
+  if ((p.privacy ?? "open") !== "secure") return planned;
   if (!SECURE_STRATEGIES.includes(p.strategy)) {
     throw new SecureConfigError(
       `strategy ${p.strategy} needs each update on its own, which secure mode never reveals; ` +
@@ -54,5 +58,7 @@ export function checkTaskParams(p: TaskParams): void {
         `${MAX_SECURE_PARTICIPANTS}`,
     );
   }
-  scaleBits(p.maxExamples, p.maxUpdateNorm);
+  const dp = p.dp ? asStored(p.dp, "distributed") : null;
+  scaleBits(dp ? 1 : p.maxExamples, ringBound(p.maxUpdateNorm, dp, p.minUpdates));
+  return planned;
 }

@@ -44,7 +44,7 @@ export async function verifySecureRound(v: SecureVerification, round: RoundHisto
     v.add(r, null, "secure aggregate", false, "cannot unmask without the round's start adapter");
     return;
   }
-  const spec = secureSpec(v.history, v.history.task, r, v.history.threshold, start.weights);
+  const spec = secureSpec(v.history, v.history.task, r, v.history.threshold, start.weights, v.history.dpConfig);
   const fetch: VerifiedFetch = (what, identity, cid, digest) =>
     v.fetchVerified(r, identity, what, cid, digest, secureBlobLimit(spec));
   const { pub, problems } = await gatherSecureRound(spec, round, fetch);

@@ -12,6 +12,10 @@
  */
 import { sha256Hex } from "../digest.js";
 import { verifySecureRound } from "./verify-secure.js";
+import { checkNoise } from "../dp/noise.js";
+import { epsilonAfter, fmtEpsilon } from "../dp/privacy.js";
+import { B_ONLY_STRATEGIES } from "../secure/round.js";
+import { uniformly } from "../aggregate/index.js";
 import { SecureConfigError } from "../secure/ring.js";
 import { weightShare } from "../weights.js";
 import {
@@ -106,6 +110,7 @@ export async function verifyTask(
   const h = v.history;
   await v.fetchVerified(null, null, "base model", h.baseModelCid, h.baseModelSha256, Number.POSITIVE_INFINITY);
   v.loraConfig();
+  v.privacySpent();
   let previous: Head | null = null;
   for (const round of v.history.rounds) {
     if (o.round === undefined || round.round === o.round) await v.round(round, previous);
@@ -212,8 +217,8 @@ class Verification {
       );
       return;
     }
-    const strategy = this.replayAggregate(round.round, fin, listed, picked);
     const global = safeParse(globalBytes, this.o);
+    const strategy = this.replayAggregate(round.round, fin, listed, picked, global);
     if (strategy && start && global) await this.contributionFigures(round.round, fin, start, global, listed, strategy);
   }
 
@@ -463,7 +468,7 @@ class Verification {
     const ids = valid.map((u) => u.identity).sort((a, b) => a - b);
     let result: AggregateResult;
     try {
-      result = strategy.aggregate(valid, this.context());
+      result = strategy.aggregate(this.weighed(valid), this.context());
     } catch (e) {
       const why = `${this.history.strategy} cannot run on the valid updates [${ids.join(", ")}]`;
       this.add(round, null, "contributor set", false, `${why}: ${(e as Error).message}`);
@@ -491,6 +496,7 @@ class Verification {
     fin: FinalizedRound,
     listed: ClientUpdate[],
     picked: AggregateResult | null,
+    global: ParsedAdapter | null,
   ): Strategy | null {
     const name = this.history.strategy;
     const strategy = this.strategy;
@@ -498,7 +504,7 @@ class Verification {
       this.add(round, null, "aggregate", false, `cannot re-run the aggregation: ${strategy.message}`);
       return null;
     }
-    const result = picked ?? strategy.replay(listed, this.context());
+    const result = picked ?? strategy.replay(this.weighed(listed), this.context());
     const expected = unitsToWeights(result.units);
     const weightsOk = expected.length === fin.weights.length && expected.every((w, i) => w === fin.weights[i]);
     this.add(
@@ -510,6 +516,10 @@ class Verification {
         ? `recorded weights are ${name}'s`
         : `recorded weights ${fin.weights.join(",")} differ from ${name}'s ${expected.join(",")}`,
     );
+    if (this.history.dpConfig) {
+      this.centralNoise(round, fin, result, global);
+      return strategy;
+    }
     const meta = {
       kind: "global" as const,
       task: this.history.task,
@@ -529,6 +539,51 @@ class Verification {
         : `${who} gives ${got}, published ${fin.globalSha256}`,
     );
     return strategy;
+  }
+
+  /**
+   * A central-DP round: the published adapter is the uniform average of the listed updates plus noise that looks
+   * like N(0, (σC/n)²) on every value (checkNoise) — the bytes cannot match, the noise being secret.
+   */
+  private centralNoise(round: number, fin: FinalizedRound, plain: AggregateResult, global: ParsedAdapter | null) {
+    const dp = this.history.dpConfig!;
+    if (!global) {
+      this.add(round, null, "dp noise", false, "the global adapter does not parse as the task's LoRA layout");
+      return;
+    }
+    const expected = (dp.noiseMultiplier * this.history.maxUpdateNorm) / fin.contributors.length;
+    const c = checkNoise(global.weights, plain.weights, expected, B_ONLY_STRATEGIES.has(this.history.strategy));
+    const stats = `rms ${c.rms.toExponential(4)} over ${c.count} values, σC/n = ${expected.toExponential(4)}`;
+    const detail = c.problem ?? `global − uniform average of [${fin.contributors.join(", ")}] is noise: ${stats}`;
+    this.add(round, null, "dp noise", c.problem === null, detail);
+  }
+
+  /** The updates as the task's weighting sees them: uniform in a DP task (numExamples 1), else as claimed. */
+  private weighed(updates: ClientUpdate[]): ClientUpdate[] {
+    return this.history.dpConfig ? uniformly(updates) : updates;
+  }
+
+  /**
+   * A DP task: each finalized round recorded the ε the accountant gives for the finalized rounds so far (at most
+   * 1e-6 below it: the chain's unit), within the budget; a closed round spends nothing.
+   */
+  privacySpent(): void {
+    const dp = this.history.dpConfig;
+    if (!dp) return;
+    let k = 0;
+    for (const r of this.history.rounds) {
+      const fin = r.finalized;
+      if (!fin) continue;
+      const expected = epsilonAfter(dp, ++k);
+      const got = fin.epsilon;
+      const ok = got !== undefined && got >= expected - 1e-6 && got <= dp.epsilonMax;
+      const what = `${k} finalized rounds at σ ${dp.noiseMultiplier}, δ ${dp.delta} spend ε ${fmtEpsilon(expected)}`;
+      const detail =
+        got === undefined
+          ? `no PrivacySpent event; ${what}`
+          : `recorded ε ${fmtEpsilon(got)} of the budget ${dp.epsilonMax}; ${what}`;
+      this.add(r.round, null, "privacy spent", ok, detail);
+    }
   }
 
   /** Per contributor: weight share, update norm, cosine to the aggregate and (with held-out data) leave-one-out. */

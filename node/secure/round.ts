@@ -4,7 +4,8 @@
  * on-chain digests; then the unmasked sum and the global adapter. The aggregator publishes with this code and
  * `fok verify` re-runs it, so both get the same bytes from the same public data.
  */
-import type { RoundHistory, TaskHistory, TaskInfo } from "../chain/index.js";
+import type { DpParams, RoundHistory, TaskHistory, TaskInfo } from "../chain/index.js";
+import { noiseStd as noiseStdOf, ringBound } from "../dp/privacy.js";
 import type { LoraWeights } from "../model/adapter.js";
 import { parseMasked, scaleBits, SecureDataError, type RingVector } from "./ring.js";
 import { checkDealing, type Dealing, type Reveal, type RoundKeys, type SecureContext } from "./shares.js";
@@ -22,6 +23,11 @@ export interface SecureProblem {
 
 export interface SecureRoundSpec extends SecureContext {
   scaleBits: number;
+  /** The largest value any coordinate of a client's (noised) update may take: C, or C plus room for DP noise. */
+  bound: number;
+  /** DP tasks: every survivor weighs the same (quantized with weight 1), and each client adds noise of this std. */
+  uniform: boolean;
+  noiseStd: number;
   /** Values per masked vector (updateVector's length for the task's layout). */
   elements: number;
 }
@@ -37,20 +43,30 @@ export function secureBlobLimit(spec: SecureRoundSpec): number {
 /** Strategies whose update is B only (A frozen at the task's initialisation): FFA-LoRA. */
 export const B_ONLY_STRATEGIES: ReadonlySet<string> = new Set(["ffa-lora"]);
 
-/** The secure round's layout: its context, quantization scale and vector length. */
+/**
+ * The secure round's layout: its context, quantization bound and scale, weighting and vector length. A DP task
+ * (`dp`) weighs survivors uniformly and leaves room for each client's noise share (ringBound).
+ */
 export function secureSpec(
   info: TaskInfo | TaskHistory,
   task: number,
   round: number,
   threshold: number,
   start: LoraWeights,
+  dp: DpParams | null = null,
 ): SecureRoundSpec {
   const onlyB = B_ONLY_STRATEGIES.has(info.strategy);
+  const C = info.maxUpdateNorm;
+  const noiseStd = dp ? noiseStdOf(dp, C, "distributed", info.minUpdates) : 0;
+  const bound = ringBound(C, dp, info.minUpdates);
   return {
     task,
     round,
     threshold,
-    scaleBits: scaleBits(info.maxExamples, info.maxUpdateNorm),
+    scaleBits: scaleBits(dp ? 1 : info.maxExamples, bound),
+    bound,
+    uniform: dp !== null,
+    noiseStd,
     elements: updateVector(start, start, onlyB).length,
   };
 }
@@ -121,7 +137,7 @@ async function fetchJson(
 /** The global adapter of a secure round and what the chain must record of it. */
 export interface SecureAggregate {
   weights: LoraWeights;
-  /** The survivors, in increasing order, and their example counts (the FedAvg units). */
+  /** The survivors, in increasing order, and their example counts (the FedAvg units; 1 each in a DP task). */
   contributors: number[];
   units: number[];
   revealProblems: RevealProblem[];
@@ -140,7 +156,9 @@ export async function secureAggregate(
 ): Promise<SecureAggregate> {
   const { sum, problems } = await unmaskSum(pub);
   const survivors = [...pub.survivors].sort((a, b) => a - b);
-  const units = survivors.map((id) => round.submissions.find((s) => s.identity === id)!.numExamples);
+  const units = survivors.map((id) =>
+    spec.uniform ? 1 : round.submissions.find((s) => s.identity === id)!.numExamples,
+  );
   const total = units.reduce((a, b) => a + b, 0);
   return {
     weights: meanAdapter(start, sum, spec.scaleBits, total, onlyB),
