@@ -98,7 +98,7 @@ export async function verifySecureRound(v: SecureVerification, round: RoundHisto
   }
 }
 
-/** The contributors are exactly the survivors, with weights in proportion to their claimed examples. */
+/** The contributors are exactly the survivors, weighted by their claimed examples (uniformly in a DP task). */
 function survivorsAndWeights(v: SecureVerification, round: RoundHistory, fin: FinalizedRound) {
   const survivors = [...round.submissions].sort((a, b) => a.identity - b.identity);
   const ids = survivors.map((s) => s.identity);
@@ -112,7 +112,8 @@ function survivorsAndWeights(v: SecureVerification, round: RoundHistory, fin: Fi
       ? `the contributors are the round's survivors [${ids.join(", ")}]`
       : `the round lists [${fin.contributors.join(", ")}], its survivors are [${ids.join(", ")}]`,
   );
-  const expected = unitsToWeights(survivors.map((s) => s.numExamples));
+  const uniform = v.history.dpConfig !== null;
+  const expected = unitsToWeights(survivors.map((s) => (uniform ? 1 : s.numExamples)));
   const ok = expected.length === fin.weights.length && expected.every((w, i) => w === fin.weights[i]);
   v.add(
     round.round,
@@ -120,7 +121,7 @@ function survivorsAndWeights(v: SecureVerification, round: RoundHistory, fin: Fi
     "weights",
     ok,
     ok
-      ? "recorded weights are the survivors' example shares"
+      ? `recorded weights are the survivors' ${uniform ? "equal shares (DP)" : "example shares"}`
       : `recorded weights ${fin.weights.join(",")} differ from ${expected.join(",")}`,
   );
 }
