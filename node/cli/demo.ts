@@ -1,7 +1,7 @@
 /** `fok demo`: a whole federation in one process, then a per-hospital table and the final adapter's provenance. */
 import { formatWeight } from "../weights.js";
 import { runDemo, type DemoReport } from "../federation/demo.js";
-import { int, loraFrom, privacyFrom, toJson, type CliIO, type Values } from "./options.js";
+import { dpFrom, int, loraFrom, positive, privacyFrom, toJson, type CliIO, type Values } from "./options.js";
 
 export async function demoCommand(v: Values, io: CliIO): Promise<void> {
   const report = await runDemo({
@@ -12,6 +12,8 @@ export async function demoCommand(v: Values, io: CliIO): Promise<void> {
     lr: Number(v.lr),
     strategy: v.strategy as string,
     privacy: privacyFrom(v, 2).privacy,
+    dp: dpFrom(v, int(v, "rounds")),
+    maxUpdateNorm: positive(v, "max-update-norm"),
     workers: !v["no-workers"],
     storeDir: v["store-dir"] === ".fok/store" ? undefined : (v["store-dir"] as string),
     baseDir: v.base as string,

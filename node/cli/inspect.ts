@@ -11,6 +11,7 @@ import {
   type TaskHistory,
 } from "../chain/index.js";
 import { id, readerFrom, parse, toJson, type CliIO, type Values } from "./options.js";
+import { describeDp, fmtEpsilon, identityEpsilons } from "../dp/privacy.js";
 
 export async function inspectCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
   const { values: v } = parse(args);
@@ -47,6 +48,7 @@ export function printTask(t: TaskHistory, io: Pick<CliIO, "out">): void {
       ? `  privacy: secure aggregation, threshold ${t.threshold} (only masked updates are published)`
       : "  privacy: open (updates published in the clear)",
   );
+  if (t.dpConfig) printDp(t, t.dpConfig, io);
   for (const c of t.aggregatorChanges) io.out(`  aggregator ${c.previous} → ${c.current} (block ${c.blockNumber})`);
   for (const r of t.rounds) {
     io.out(`  round ${r.round} from ${r.startCid}`);
@@ -59,9 +61,19 @@ export function printTask(t: TaskHistory, io: Pick<CliIO, "out">): void {
     const f = r.finalized;
     if (f) {
       const shares = f.contributors.map((c, i) => `${c}: ${formatWeight(f.weights[i]!)}`).join(", ");
-      io.out(`    → global ${f.globalCid} by ${decodeStrategy(f.strategyId)} from [${shares}]`);
+      const eps = f.epsilon === undefined ? "" : `; ε spent ${fmtEpsilon(f.epsilon)}`;
+      io.out(`    → global ${f.globalCid} by ${decodeStrategy(f.strategyId)} from [${shares}]${eps}`);
     } else if (r.closed) io.out(`    → closed without a global adapter by ${r.closed.closedBy}`);
   }
+}
+
+/** A DP task's settings, the ε recorded so far and each identity's own (the rounds it contributed to). */
+function printDp(t: TaskHistory, dp: NonNullable<TaskHistory["dpConfig"]>, io: Pick<CliIO, "out">): void {
+  const finalized = t.rounds.filter((r) => r.finalized);
+  const spent = finalized.at(-1)?.finalized?.epsilon ?? 0;
+  io.out(`  ${describeDp(dp, t.maxUpdateNorm, spent, finalized.length)}`);
+  const each = [...identityEpsilons(dp, t.rounds)].map(([id, e]) => `${id}: ${fmtEpsilon(e.epsilon)} (${e.rounds})`);
+  if (each.length) io.out(`  ε per identity (rounds contributed): ${each.join(", ")}`);
 }
 
 /** A secure round's phases: who advertised keys, dealt shares (the participants), survived and revealed, with txs. */

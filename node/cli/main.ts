@@ -22,7 +22,7 @@ import { verifyCommand } from "./verify.js";
 export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
 
   fok demo [--clients 4] [--rounds 3] [--steps 40] [--strategy fedavg] [--privacy open|secure] [--local-only]
-           [--no-workers] [--json]
+           [--dp-epsilon E [--dp-delta 1e-5] [--dp-noise SIGMA] [--max-update-norm C]] [--no-workers] [--json]
       a whole federation in one process: in-process chain, embedded IPFS, aggregator and clients
 
   fok chain deploy [--out .fok/deployment.json] [--registrar ADDR] [--task-admin ADDR] [--admin ADDR]
@@ -35,6 +35,7 @@ export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
   fok task create --aggregator ADDR [--base models/base] [--strategy fedavg] [--rounds 3] [--min-updates 2]
                   [--duration 3600] [--max-examples 100000] [--max-update-norm ${DEFAULT_MAX_UPDATE_NORM}]
                   [--privacy open|secure] [--threshold T]   (secure: fedavg, fedprox or ffa-lora only)
+                  [--dp-epsilon E [--dp-delta 1e-5] [--dp-noise SIGMA]]   client-level DP, budget E
   fok task propose-aggregator --task T --aggregator ADDR   |   fok task accept --task T   (two-step handover)
   fok task close --task T      end a round past its deadline without a global adapter
   fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40]

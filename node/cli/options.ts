@@ -6,7 +6,9 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFile } from "node:fs/promises";
 import { JsonRpcProvider, Network, NonceManager, Wallet, isAddress, type Signer } from "ethers";
 import { FokError, InvalidArgumentError } from "../errors.js";
-import { FederationLedger, PRIVACY_MODES, type Deployment, type PrivacyMode } from "../chain/index.js";
+import { FederationLedger, PRIVACY_MODES, type Deployment, type DpParams, type PrivacyMode } from "../chain/index.js";
+import { noiseMultiplierFor } from "../dp/accountant.js";
+import { DEFAULT_DP_DELTA } from "../dp/privacy.js";
 import { createStore, type AdapterStore } from "../store/index.js";
 import { DEFAULT_LORA_CONFIG, validateLoraConfig, type LoraConfig } from "../model/lora.js";
 import { loadBaseModel, parseBaseModel, type BaseModel } from "../model/checkpoint.js";
@@ -64,6 +66,9 @@ export const OPTIONS: ParseArgsConfig["options"] = {
   strategy: { type: "string", default: "fedavg" },
   privacy: { type: "string", default: "open" },
   threshold: { type: "string" },
+  "dp-epsilon": { type: "string" },
+  "dp-noise": { type: "string" },
+  "dp-delta": { type: "string" },
   rounds: { type: "string", default: "3" },
   round: { type: "string" },
   "held-out": { type: "string" },
@@ -277,6 +282,26 @@ export async function taskModel(v: Values, ledger: FederationLedger, store: Adap
     throw new InvalidArgumentError(`base model ${base.sha256} is not task ${task}'s ${history.baseModelSha256}`);
   }
   return { task, history, base };
+}
+
+/**
+ * --dp-epsilon ε_max (turns client-level DP on), --dp-delta δ (default 1e-5) and --dp-noise σ (default: the
+ * smallest σ, to 1e-6 above, whose `rounds` rounds stay within ε_max). Undefined without --dp-epsilon.
+ */
+export function dpFrom(v: Values, rounds: number): DpParams | undefined {
+  if (v["dp-epsilon"] === undefined) {
+    for (const k of ["dp-noise", "dp-delta"])
+      if (v[k] !== undefined) throw new InvalidArgumentError(`--${k} needs --dp-epsilon (the task's privacy budget)`);
+    return undefined;
+  }
+  const epsilonMax = positive(v, "dp-epsilon");
+  const delta = v["dp-delta"] === undefined ? DEFAULT_DP_DELTA : positive(v, "dp-delta");
+  if (!(delta < 1)) throw new InvalidArgumentError(`--dp-delta must be below 1, got ${v["dp-delta"]}`);
+  if (v["dp-noise"] !== undefined) return { noiseMultiplier: positive(v, "dp-noise"), delta, epsilonMax };
+  const sigma = noiseMultiplierFor(epsilonMax, { sampleRate: 1, steps: rounds, delta });
+  if (!Number.isFinite(sigma))
+    throw new InvalidArgumentError(`no noise multiplier up to 10^4 keeps ${rounds} rounds within ε ${epsilonMax}`);
+  return { noiseMultiplier: Math.ceil(sigma * 1e6) / 1e6, delta, epsilonMax };
 }
 
 /** --privacy open|secure and, in secure mode, --threshold (default: a majority of --min-updates, at least 2). */

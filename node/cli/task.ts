@@ -15,11 +15,25 @@ import {
   parse,
   positive,
   privacyFrom,
+  dpFrom,
   withStore,
   type CliIO,
 } from "./options.js";
 import { parseBaseModel, readBaseBytes } from "../model/checkpoint.js";
 import { initBackend } from "../model/backend.js";
+import type { DpParams, PrivacyMode } from "../chain/index.js";
+import { fmtEpsilon } from "../dp/privacy.js";
+
+/** What a DP task will spend, round by round, as `fok task create` prints it. */
+export function dpPlanLine(dp: DpParams, privacy: PrivacyMode, clip: number, planned: number[]): string {
+  const placement =
+    privacy === "secure" ? "distributed noise, added by the clients" : "central noise, added by the aggregator";
+  const eps = planned.map(fmtEpsilon).join(", ");
+  return (
+    `  client-level DP (${placement}): σ ${dp.noiseMultiplier} × clip ${clip}, δ ${dp.delta}; ` +
+    `ε after each round: ${eps} (budget ${dp.epsilonMax})`
+  );
+}
 
 export async function taskCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   const { values: v } = parse(rest);
@@ -57,8 +71,9 @@ export async function taskCommand(sub: string | undefined, rest: string[], io: C
     maxExamples: int(v, "max-examples"),
     maxUpdateNorm: positive(v, "max-update-norm"),
     ...privacyFrom(v, int(v, "min-updates")),
+    dp: dpFrom(v, int(v, "rounds")),
   };
-  checkTaskParams({ ...params, baseModelCid: "", baseModelSha256: "" });
+  const planned = checkTaskParams({ ...params, baseModelCid: "", baseModelSha256: "" });
   const bytes = await readBaseBytes(v.base as string);
   await initBackend(undefined, true);
   parseBaseModel(bytes).model.dispose(); // a task must not commit to a base model nobody can load
@@ -68,5 +83,6 @@ export async function taskCommand(sub: string | undefined, rest: string[], io: C
     const task = await ledger.createTask({ ...params, baseModelCid: cid, baseModelSha256: sha256Hex(bytes) });
     const mode = params.privacy === "secure" ? `, secure aggregation with threshold ${params.threshold}` : "";
     io.out(`task ${task} created (base model ${cid}${mode})`);
+    if (params.dp) io.out(dpPlanLine(params.dp, params.privacy, params.maxUpdateNorm, planned));
   });
 }

@@ -80,9 +80,11 @@ function taskHeading(t) {
   const summary = "task " + t.task + " — " + t.strategy + ", " + t.rounds.length + "/" + t.maxRounds + " rounds" +
     (t.privacy === "secure" ? ", secure aggregation (threshold " + t.threshold + ")" : "") +
     (t.completed ? ", completed" : "");
+  const dp = t.dp ? [el("div", { class: "muted" }, t.dp.summary + "; ε per identity: " +
+    (t.dp.identities.map((x) => x.identity + ": " + x.epsilon.toFixed(3)).join(", ") || "none yet"))] : [];
   return el("div", { class: "task" },
     el("h3", {}, summary + " (created ", txLink(t.createdTx), ", base ", cidLink(t.baseModelCid), ")"),
-    verdictLine(t));
+    ...dp, verdictLine(t));
 }
 function roundVerdict(t, r) {
   const v = t.verdict;
@@ -96,7 +98,8 @@ function roundRow(t, r) {
   const subs = r.submissions.map((x) => el("span", {}, "identity " + x.identity + ": ", cidLink(x.cid), " ",
     txLink(x.transactionHash), " (" + x.numExamples + " ex." + (x.metricsVerified ? ", metrics ✓" : "") + ")"));
   const f = r.finalized;
-  const global = f ? [cidLink(f.globalCid), " ", txLink(f.transactionHash), el("br"), f.strategy]
+  const global = f ? [cidLink(f.globalCid), " ", txLink(f.transactionHash), el("br"), f.strategy +
+      (f.epsilon === null ? "" : ", ε spent " + f.epsilon.toFixed(3))]
     : r.closed ? [el("span", { class: "muted" }, "closed without one by " + short(r.closed.closedBy) + " "),
       txLink(r.closed.transactionHash)]
     : [el("span", { class: "muted" }, "open")];

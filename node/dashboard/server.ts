@@ -13,7 +13,15 @@ import { createRequire } from "node:module";
 import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
-import { FederationLedger, IdentityStatus, SecurePhase, decodeStrategy, type RoundHistory } from "../chain/index.js";
+import {
+  FederationLedger,
+  IdentityStatus,
+  SecurePhase,
+  decodeStrategy,
+  type RoundHistory,
+  type TaskHistory,
+} from "../chain/index.js";
+import { describeDp, identityEpsilons } from "../dp/privacy.js";
 import type { AdapterStore } from "../store/index.js";
 import { readSafetensorsHeader } from "../model/safetensors.js";
 import { PAGE, SCRIPT, STYLE } from "./page.js";
@@ -73,6 +81,19 @@ function secureView(r: RoundHistory) {
   };
 }
 
+/** A DP task's settings, spending and per-identity ε, as the page shows them. */
+function dpView(h: TaskHistory, dp: NonNullable<TaskHistory["dpConfig"]>) {
+  const finalized = h.rounds.filter((r) => r.finalized);
+  const spent = finalized.at(-1)?.finalized?.epsilon ?? 0;
+  return {
+    ...dp,
+    clip: h.maxUpdateNorm,
+    spent,
+    summary: describeDp(dp, h.maxUpdateNorm, spent, finalized.length),
+    identities: [...identityEpsilons(dp, h.rounds)].map(([identity, e]) => ({ identity, ...e })),
+  };
+}
+
 export async function dashboardState(ledger: FederationLedger, store: AdapterStore, verdicts: Verdicts) {
   const [identities, total, block] = await Promise.all([
     ledger.readIdentities(),
@@ -115,6 +136,7 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
           strategy: decodeStrategy(f.strategyId),
           contributors: f.contributors,
           shares: f.weights.map((w) => weightShare(w)),
+          epsilon: f.epsilon ?? null,
           transactionHash: f.transactionHash,
           blockNumber: f.blockNumber,
         },
@@ -125,6 +147,7 @@ export async function dashboardState(ledger: FederationLedger, store: AdapterSto
       strategy: h.strategy,
       privacy: h.privacy,
       threshold: h.threshold,
+      dp: h.dpConfig && dpView(h, h.dpConfig),
       baseModelCid: h.baseModelCid,
       maxRounds: h.maxRounds,
       minUpdates: h.minUpdates,

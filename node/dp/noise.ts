@@ -99,7 +99,9 @@ export function checkNoise(global: LoraWeights, plain: LoraWeights, expected: nu
   let problem: string | null = null;
   if (frozen) problem = `${frozen} values of the frozen A differ from the average`;
   else if (!(Math.abs(rms / expected - 1) <= tolerance))
-    problem = `the noise has rms ${rms.toExponential(4)} where σC/n is ${expected.toExponential(4)} (±${(tolerance * 100).toFixed(2)}%)`;
+    problem =
+      `the noise has rms ${rms.toExponential(4)} where σC/n is ${expected.toExponential(4)} ` +
+      `(±${(tolerance * 100).toFixed(2)}%)`;
   else if (!(Math.abs(mean) <= meanBound))
     problem = `the noise has mean ${mean.toExponential(4)}, beyond ±${meanBound.toExponential(4)}`;
   return { count, rms, expected, tolerance, mean, problem };

@@ -38,6 +38,9 @@ export class PrivacyBudgetError extends FokError {
 /** The strategies DP-FedAvg's sensitivity analysis covers: a plain average of clipped updates (FFA-LoRA: of B). */
 export const DP_STRATEGIES: readonly string[] = ["fedavg", "fedprox", "ffa-lora"];
 
+/** δ when a task names none: below 1/N for any consortium's number of hospitals (and far below for patients). */
+export const DEFAULT_DP_DELTA = 1e-5;
+
 /** How many standard deviations of a client's noise share the secure ring leaves room for per value. */
 export const NOISE_TAIL = 8;
 
@@ -117,4 +120,33 @@ export function checkDpPlan(p: TaskParams): number[] {
     );
   }
   return planned;
+}
+
+/**
+ * Per-identity accounting: each identity's ε is that of the finalized rounds it contributed to (under zero-out
+ * adjacency a round it was not in does not depend on its data). The task's recorded ε covers the one in most.
+ */
+export function identityEpsilons(
+  dp: DpParams,
+  rounds: readonly { finalized: { contributors: number[] } | null }[],
+): Map<number, { rounds: number; epsilon: number }> {
+  const counts = new Map<number, number>();
+  for (const r of rounds) for (const id of r.finalized?.contributors ?? []) counts.set(id, (counts.get(id) ?? 0) + 1);
+  const ids = [...counts.keys()].sort((a, b) => a - b);
+  return new Map(ids.map((id) => [id, { rounds: counts.get(id)!, epsilon: epsilonAfter(dp, counts.get(id)!) }]));
+}
+
+/** A DP task's settings and spending in one line (inspect, dashboard). */
+export function describeDp(
+  dp: DpParams & { placement: NoisePlacement },
+  clip: number,
+  spent: number,
+  finalized: number,
+): string {
+  const where =
+    dp.placement === "central" ? "central noise, added by the aggregator" : "distributed noise, added by the clients";
+  return (
+    `client-level DP (${where}): σ ${dp.noiseMultiplier} × clip ${clip}, δ ${dp.delta}; ` +
+    `ε spent ${fmtEpsilon(spent)} of ${dp.epsilonMax} after ${finalized} finalized rounds`
+  );
 }

@@ -20,12 +20,33 @@ import type { Document } from "../data/types.js";
 import { summarizePartition, type PartitionSummary } from "../data/summary.js";
 import { concatTokens, concatWindowed, fitQaPrompt, qaWindows, tokenizeDocuments } from "../data/tokens.js";
 import type { Signer } from "ethers";
-import { startLocalFederation } from "../federation/local.js";
+import { startLocalFederation, type LocalFederation } from "../federation/local.js";
+import { noiseMultiplierFor } from "../dp/accountant.js";
+import type { DpParams } from "../chain/index.js";
+import { sha256 } from "@noble/hashes/sha2.js";
 import { startTrainers } from "../federation/trainer-pool.js";
 import { InvalidArgumentError } from "../errors.js";
 
 export type Method = "base" | "local" | "fedavg" | "exact-svd" | "fedprox" | "centralized";
 export const METHODS: Method[] = ["base", "local", "fedavg", "exact-svd", "fedprox", "centralized"];
+/** A DP-FedAvg row of the experiment, by its budget: `dp-fedavg ε=8`, `dp-fedavg ε=∞`. */
+export type DpMethod = `dp-fedavg ε=${string}`;
+
+/** DP-FedAvg rows: client-level DP with central noise (node/dp), one run per budget at the same rounds and steps. */
+export interface ExperimentDp {
+  /** Budgets ε at `delta` over the experiment's rounds; Infinity: clipping and uniform weights without noise. */
+  epsilons: number[];
+  delta: number;
+  /** The clipping norm C (the task's max update norm) of the DP rows. */
+  clip: number;
+}
+
+/** The noise multiplier that ε = ∞ stands for: the chain needs σ > 0; 1e-6 × C is far below any LoRA value. */
+export const NO_NOISE = 1e-6;
+
+export function dpMethodName(epsilon: number): DpMethod {
+  return `dp-fedavg ε=${epsilon === Infinity ? "∞" : epsilon}`;
+}
 
 export interface ExperimentConfig {
   data: string;
@@ -56,6 +77,8 @@ export interface ExperimentConfig {
   probeItems: number;
   workers: boolean;
   lora: LoraConfig;
+  /** DP-FedAvg rows after the methods (none by default; `--dp` runs DP_EXPERIMENT). */
+  dp?: ExperimentDp | null;
 }
 
 export const DEFAULT_EXPERIMENT: ExperimentConfig = {
@@ -81,6 +104,18 @@ export const DEFAULT_EXPERIMENT: ExperimentConfig = {
   lora: { ...DEFAULT_LORA_CONFIG, targetModules: ["c_attn", "o", "c_fc", "mlp.c_proj", "lm_head"] },
 };
 
+/**
+ * The utility cost of client-level DP (`npm run experiment -- --dp`): on the specialty partition, FedAvg and
+ * DP-FedAvg at ε = ∞, 8 and 1 (δ 1e-5) with the default experiment's rounds, steps and data per hospital. C = 3:
+ * just below the median norm of a hospital's round update there (3.37 over a first run's rounds; the report lists
+ * them), the usual choice for DP-FedAvg.
+ */
+export const DP_EXPERIMENT: Partial<ExperimentConfig> = {
+  partitions: [{ kind: "label" }],
+  methods: ["base", "fedavg"],
+  dp: { epsilons: [Infinity, 8, 1], delta: 1e-5, clip: 3 },
+};
+
 export const QUICK: Partial<ExperimentConfig> = {
   partitions: [{ kind: "label" }],
   methods: METHODS,
@@ -104,7 +139,7 @@ export interface ClientResult {
 }
 
 export interface MethodResult {
-  method: Method;
+  method: Method | DpMethod;
   clients: ClientResult[];
   worstPerplexity: number;
   meanPerplexity: number;
@@ -123,6 +158,10 @@ export interface MethodResult {
   /** FedAvg: Min-Acc (the worst hospital's QA accuracy) with the global adapter after each round. */
   minAccuracyCurve?: number[];
   roundsToConvergence?: number;
+  /** Federated methods: each hospital's update norm ‖Δ‖₂ per round, before clipping (from its adapter's metrics). */
+  updateNorms?: number[][];
+  /** DP rows: the settings, the ε the chain recorded after the last round, and d (LoRA values noised). */
+  dp?: { epsilon: number; noiseMultiplier: number; delta: number; clip: number; spent: number; values: number };
 }
 
 export interface RunResult {
@@ -182,6 +221,9 @@ export function validateExperimentConfig(cfg: ExperimentConfig): void {
     throw new InvalidArgumentError(
       `unknown experiment methods ${JSON.stringify(unknown)}; choose from ${METHODS.join(", ")}`,
     );
+  const dp = cfg.dp;
+  if (dp && (!dp.epsilons.every((e) => e > 0) || !(dp.delta > 0 && dp.delta < 1) || !(dp.clip > 0)))
+    throw new InvalidArgumentError(`experiment dp needs epsilons > 0, 0 < delta < 1 and clip > 0`);
   if (cfg.trainOn !== "qa" && cfg.trainOn !== "text")
     throw new InvalidArgumentError(`experiment trainOn must be "qa" or "text", got ${JSON.stringify(cfg.trainOn)}`);
   if (!(cfg.answerWeight >= 0) || !Number.isFinite(cfg.answerWeight))
@@ -252,21 +294,29 @@ async function runPartition(x: Context, spec: PartitionSpec, seed: number): Prom
     } else {
       baseScore ??=
         run.methods.find((m) => m.method === "base") ?? (await score("base", base, cfg, null, hospitals, false));
-      const { baseBytes, signers } = x;
-      run.methods.push(await federate(method, cfg, base, baseBytes, initBytes, hospitals, signers, seed, baseScore));
+      run.methods.push(await federate(x, method, initBytes, hospitals, seed, baseScore, null));
     }
-    const m = run.methods[run.methods.length - 1]!;
-    log(
-      `[experiment]   ${method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, ` +
-        `mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, ` +
-        `mean acc ${(m.meanAccuracy * 100).toFixed(1)}%` +
-        (m.probe
-          ? `, probe Min-Acc own ${(m.probe.own.min * 100).toFixed(1)}% cross ${(m.probe.cross.min * 100).toFixed(1)}%`
-          : "") +
-        ` (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
-    );
+    logMethod(log, run.methods[run.methods.length - 1]!, t0);
+  }
+  for (const epsilon of cfg.dp?.epsilons ?? []) {
+    const t0 = performance.now();
+    baseScore ??=
+      run.methods.find((m) => m.method === "base") ?? (await score("base", base, cfg, null, hospitals, false));
+    run.methods.push(await federate(x, "fedavg", initBytes, hospitals, seed, baseScore, epsilon));
+    logMethod(log, run.methods[run.methods.length - 1]!, t0);
   }
   return run;
+}
+
+function logMethod(log: (l: string) => void, m: MethodResult, t0: number) {
+  const probe = m.probe
+    ? `, probe Min-Acc own ${(m.probe.own.min * 100).toFixed(1)}% cross ${(m.probe.cross.min * 100).toFixed(1)}%`
+    : "";
+  log(
+    `[experiment]   ${m.method.padEnd(11)} worst ppl ${m.worstPerplexity.toFixed(1)}, ` +
+      `mean ppl ${m.meanPerplexity.toFixed(1)}, Min-Acc ${(m.minAccuracy * 100).toFixed(1)}%, ` +
+      `mean acc ${(m.meanAccuracy * 100).toFixed(1)}%${probe} (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+  );
 }
 
 /** Each hospital's training data (text windows, or supervised QA windows), held-out tokens and QA items. */
@@ -351,23 +401,32 @@ async function trainAlone(
   return summarize(method, per, probeMatrix);
 }
 
+/** DP settings of a DP-FedAvg row at budget `epsilon` over the experiment's rounds. */
+function dpParams(cfg: ExperimentConfig, epsilon: number): DpParams {
+  const delta = cfg.dp!.delta;
+  if (epsilon === Infinity) return { noiseMultiplier: NO_NOISE, delta, epsilonMax: 1e13 };
+  const sigma = noiseMultiplierFor(epsilon, { sampleRate: 1, steps: cfg.rounds, delta });
+  return { noiseMultiplier: Math.ceil(sigma * 1e6) / 1e6, delta, epsilonMax: epsilon };
+}
+
+/** A federated method through the federation code; with `epsilon`, DP-FedAvg at that budget (central noise). */
 async function federate(
+  x: Context,
   method: Method,
-  cfg: ExperimentConfig,
-  base: BaseModel,
-  baseBytes: Uint8Array,
   initBytes: Uint8Array,
   hospitals: Hospital[],
-  signers: Signer[],
   seed: number,
   baseScore: MethodResult,
+  epsilon: number | null,
 ): Promise<MethodResult> {
+  const { cfg, base } = x;
   const clientCurves: number[][] = hospitals.map(() => []);
   const minAccuracyCurve: number[] = [];
   let lastGlobal: LoraWeights | null = null;
+  const dp = epsilon === null ? undefined : dpParams(cfg, epsilon);
   const fed = await startLocalFederation({
-    signers,
-    baseBytes,
+    signers: x.signers,
+    baseBytes: x.baseBytes,
     baseModelSha256: base.sha256,
     model: base.model.config,
     lora: cfg.lora,
@@ -375,6 +434,11 @@ async function federate(
     strategy: method,
     rounds: cfg.rounds,
     roundDuration: 86_400,
+    dp,
+    ...(dp && {
+      maxUpdateNorm: cfg.dp!.clip,
+      noiseSeed: sha256(new TextEncoder().encode(`fok experiment noise ${seed} ${epsilon}`)),
+    }),
     train: {
       steps: cfg.stepsPerRound,
       batchSize: cfg.batchSize,
@@ -387,29 +451,73 @@ async function federate(
     pollMs: 50,
     onGlobal: async (_round, bytes) => {
       lastGlobal = parseAdapter(bytes, base.model.config, cfg.lora).weights;
-      const a = load(base, cfg.lora, lastGlobal);
-      const accuracies: number[] = [];
-      for (const [i, h] of hospitals.entries()) {
-        clientCurves[i]!.push((await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
-        // Min-Acc per round for FedAvg only: scoring every hospital's questions each round costs as much as training
-        if (method === "fedavg") accuracies.push((await qaAccuracy(base.model, a, base.tokenizer, h.qa)).accuracy);
-      }
-      if (accuracies.length) minAccuracyCurve.push(Math.min(...accuracies));
-      a.dispose();
+      // Min-Acc per round for FedAvg only: scoring every hospital's questions each round costs as much as training
+      const min = await evaluateRound(x, lastGlobal, hospitals, clientCurves, method === "fedavg" && !dp);
+      if (min !== null) minAccuracyCurve.push(min);
     },
   });
+  let updateNorms: number[][];
+  let spent: number;
   try {
     // the initial adapter is the same for every method: round 1 opens from it
     await fed.openFirstRound({ initialAdapter: initBytes });
     await fed.run();
+    updateNorms = await roundUpdateNorms(fed, base, cfg);
+    spent = (await fed.ledger.dp(fed.task))?.spent ?? 0;
   } finally {
     await fed.close();
   }
   const curve = clientCurves[0]!.map((_, r) => clientCurves.reduce((s, c) => s + c[r]!, 0) / clientCurves.length);
-  const result = await score(method, base, cfg, lastGlobal!, hospitals);
+  const name = epsilon === null ? method : dpMethodName(epsilon);
+  const result = await score(name, base, cfg, lastGlobal!, hospitals);
   const convergence = roundsToConvergence(curve, baseScore, cfg.rounds);
   const perRound = minAccuracyCurve.length ? { minAccuracyCurve } : {};
-  return { ...result, curve, clientCurves, ...perRound, roundsToConvergence: convergence };
+  const values = [...lastGlobal!.values()].reduce((n, w) => n + w.A.length + w.B.length, 0);
+  const dpResult = dp && { epsilon: epsilon!, ...dp, clip: cfg.dp!.clip, spent, values };
+  return {
+    ...result,
+    curve,
+    clientCurves,
+    ...perRound,
+    roundsToConvergence: convergence,
+    updateNorms,
+    ...(dpResult && { dp: dpResult }),
+  };
+}
+
+/** A round's global adapter on every hospital's held-out loss (appended to its curve); Min-Acc when asked. */
+async function evaluateRound(
+  x: Context,
+  global: LoraWeights,
+  hospitals: Hospital[],
+  clientCurves: number[][],
+  withAccuracy: boolean,
+): Promise<number | null> {
+  const { base, cfg } = x;
+  const a = load(base, cfg.lora, global);
+  const accuracies: number[] = [];
+  for (const [i, h] of hospitals.entries()) {
+    clientCurves[i]!.push((await evaluateLoss(base.model, a, h.heldOut, evalOpts(base, cfg))).meanLoss);
+    if (withAccuracy) accuracies.push((await qaAccuracy(base.model, a, base.tokenizer, h.qa)).accuracy);
+  }
+  a.dispose();
+  return accuracies.length ? Math.min(...accuracies) : null;
+}
+
+/** Each round's update norms before clipping, per hospital, from the metrics each client put in its adapter. */
+async function roundUpdateNorms(fed: LocalFederation, base: BaseModel, cfg: ExperimentConfig): Promise<number[][]> {
+  const h = await fed.ledger.readTaskHistory(fed.task);
+  const norms: number[][] = [];
+  for (const r of h.rounds) {
+    const row: number[] = [];
+    for (const s of r.submissions) {
+      const meta = parseAdapter(await fed.store.get(s.cid), base.model.config, cfg.lora).metadata;
+      const m = JSON.parse(meta.metrics ?? "{}") as { updateNorm?: number; clippedFrom?: number | null };
+      row.push(m.clippedFrom ?? m.updateNorm ?? NaN);
+    }
+    norms.push(row);
+  }
+  return norms;
 }
 
 /** First round that gets 90% of the way from the base's mean log-perplexity to the final loss (else all rounds). */
@@ -421,7 +529,7 @@ function roundsToConvergence(curve: number[], baseScore: MethodResult, rounds: n
 }
 
 async function score(
-  method: Method,
+  method: Method | DpMethod,
   base: BaseModel,
   cfg: ExperimentConfig,
   weights: LoraWeights | null,
@@ -464,7 +572,7 @@ async function probeRow(base: BaseModel, a: LoraAdapter | null, hospitals: Hospi
   });
 }
 
-function summarize(method: Method, per: ClientResult[], probeMatrix?: number[][]): MethodResult {
+function summarize(method: Method | DpMethod, per: ClientResult[], probeMatrix?: number[][]): MethodResult {
   const ppl = per.map((c) => c.perplexity);
   const acc = fairness(per.map((c) => c.accuracy));
   const result: MethodResult = {

@@ -16,7 +16,7 @@ import type { TrainConfig } from "../train/train.js";
 import { loadWordnetMedical } from "../data/corpora.js";
 import { partition, splitClients } from "../data/partition.js";
 import { tokenizeDocuments } from "../data/tokens.js";
-import type { PrivacyMode, TaskHistory } from "../chain/index.js";
+import type { DpParams, PrivacyMode, TaskHistory } from "../chain/index.js";
 import { createStore } from "../store/index.js";
 import type { RoundReport } from "./aggregator.js";
 import type { ClientDataset } from "./local-trainer.js";
@@ -33,6 +33,10 @@ export interface DemoOptions {
   strategy: string;
   /** Secure aggregation (masked updates, node/secure) or updates in the clear (default). */
   privacy: PrivacyMode;
+  /** Client-level differential privacy (central noise in open mode, distributed in secure); none by default. */
+  dp?: DpParams;
+  /** The task's clipping bound (default DEFAULT_MAX_UPDATE_NORM). */
+  maxUpdateNorm?: number;
   /** Train clients in worker threads (uses every core). */
   workers: boolean;
   baseDir: string;
@@ -120,7 +124,7 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
         data: h.data,
       })),
       strategy: o.strategy,
-      privacy: o.privacy,
+      ...{ privacy: o.privacy, dp: o.dp, maxUpdateNorm: o.maxUpdateNorm },
       rounds: o.rounds,
       // secure mode needs at least 2 (a sum of one is that one's update)
       minUpdates: Math.max(o.privacy === "secure" ? 2 : 1, Math.ceil(hospitals.length / 2)),
@@ -138,6 +142,7 @@ export async function runDemo(partial: Partial<DemoOptions> = {}): Promise<DemoR
     o.log(
       `[demo] chain: identities ${fed.identities.join(", ")} registered; task ${fed.task} (${o.strategy}, ` +
         (o.privacy === "secure" ? "secure aggregation, " : "") +
+        (o.dp ? `client-level DP with budget ε ${o.dp.epsilonMax} (σ ${o.dp.noiseMultiplier}), ` : "") +
         `${o.rounds} rounds) created; base model pinned as ${fed.baseModelCid}`,
     );
     await evaluation.baseline();

@@ -4,8 +4,9 @@
  * round's time is up (a quarter for keys, a quarter for shares, the rest until the deadline for masked updates);
  * then it unmasks the survivors' sum from public data (node/secure/round.ts, the code `fok verify` re-runs),
  * publishes the global adapter and finalizes over exactly the survivors with weights in proportion to their
- * claimed examples (uniform in a DP task, whose clients added their shares of the noise before masking). A round that cannot go on (too few keys, shares or updates by the deadline; a secret that
- * cannot be reconstructed once every survivor revealed) is closed on-chain.
+ * claimed examples (uniform in a DP task, whose clients added their shares of the noise before masking). A round
+ * that cannot go on (too few keys, shares or updates by the deadline; a secret that cannot be reconstructed once
+ * every survivor revealed) is closed on-chain.
  */
 import {
   isRevert,

@@ -338,6 +338,18 @@ describe("node/cli (every fok command against a hardhat node)", function () {
         ["task", "create", ...agg, "--privacy", "secure", "--threshold", "5", ...chain(0)],
         "SecureConfigError: secure threshold 5 must be an integer with 2 <= threshold <= min updates (2) <= 255",
       ],
+      [["task", "create", ...agg, "--dp-noise", "1", ...chain(0)], "--dp-noise needs --dp-epsilon"],
+      [["task", "create", ...agg, "--dp-epsilon", "0", ...chain(0)], "--dp-epsilon must be a positive number, got 0"],
+      [["task", "create", ...agg, "--dp-epsilon", "8", "--dp-delta", "2", ...chain(0)], "--dp-delta must be below 1"],
+      [
+        ["task", "create", ...agg, "--dp-epsilon", "1", "--dp-noise", "0.5", ...chain(0)],
+        "DpConfigError: 3 rounds at noise multiplier 0.5 spend ε 21.44 at δ 0.00001, over the budget of 1: 0 rounds " +
+          "fit, or a noise multiplier of at least 7.0068 keeps 3 rounds within it",
+      ],
+      [
+        ["task", "create", ...agg, "--dp-epsilon", "8", "--strategy", "median", ...chain(0)],
+        "DpConfigError: strategy median is not an average of clipped updates",
+      ],
     ];
     const wrong: string[] = [];
     for (const [args, expected] of cases) {
@@ -416,6 +428,25 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     const onLlama = ["task", "create", "--aggregator", ADDRESSES[1]!, "--base", llama, "--lora-targets", "q,k,v,o"];
     const created = await ok([...onLlama, ...flags(1)]);
     expect(created[0]).to.match(/^task 2 created \(base model baf[a-z2-7]+\)$/);
+    // a DP task: σ chosen for the budget over its rounds, the plan printed, the settings on-chain and in inspect
+    const dpTask = await ok([...create, "--rounds", "4", "--dp-epsilon", "8", "--max-update-norm", "0.5", ...flags(1)]);
+    expect(dpTask[1]).to.equal(
+      "  client-level DP (central noise, added by the aggregator): σ 1.275391 × clip 0.5, δ 0.00001; " +
+        "ε after each round: 3.583, 5.327, 6.747, 8.000 (budget 8)",
+    );
+    expect(await reader.dp(3)).to.deep.equal({
+      noiseMultiplier: 1.275391,
+      delta: 1e-5,
+      epsilonMax: 8,
+      placement: "central",
+      spent: 0,
+    });
+    const inspected = await ok(["inspect", "--task", "3", ...flags(0)]);
+    expect(inspected.slice(4, 6)).to.deep.equal([
+      "  privacy: open (updates published in the clear)",
+      "  client-level DP (central noise, added by the aggregator): σ 1.275391 × clip 0.5, δ 0.00001; " +
+        "ε spent 0.000 of 8 after 0 finalized rounds",
+    ]);
     expect((await reader.taskInfo(2)).baseModelSha256).to.equal(sha256Hex(await readBaseBytes(llama)));
     // another model_type is named, in one line
     await writeFile(join(llama, "config.json"), JSON.stringify({ ...llamaConfig, model_type: "gemma" }));

@@ -11,7 +11,10 @@ import { averageWeights, unitsToWeights, updateNorm, type ClientUpdate } from ".
 import { parseAdapter, type LoraWeights } from "../../node/model/adapter.js";
 import { checkTaskParams, loraConfigHash } from "../../node/federation/task-config.js";
 import { checkNoise } from "../../node/dp/noise.js";
-import { DpConfigError, epsilonAfter, PrivacyBudgetError } from "../../node/dp/privacy.js";
+import { DpConfigError, epsilonAfter, fmtEpsilon, PrivacyBudgetError } from "../../node/dp/privacy.js";
+import { printTask } from "../../node/cli/inspect.js";
+import { dashboardState } from "../../node/dashboard/server.js";
+import { Verdicts } from "../../node/dashboard/verdicts.js";
 import { verifyTask } from "../../node/provenance/verify.js";
 import { LORA, TINY, runAllRounds, tinyFederation, type TinyFederation } from "../fixtures/tiny-federation.js";
 
@@ -42,7 +45,7 @@ const failures = (checks: { ok: boolean; round: number | null; identity: number 
 describe("differentially private rounds end to end", function () {
   this.timeout(300_000);
 
-  it("central noise: clipped updates, uniform weights, noise of σC/n, ε recorded per round; verify passes", async function () {
+  it("central noise: clipped updates, uniform weights, noise of σC/n, ε recorded per round", async function () {
     const s = await tinyFederation(await ethers.getSigners(), { maxUpdateNorm: C, dp: DP });
     await runAllRounds(s, 2);
     const h = await s.ledger.readTaskHistory(s.task);
@@ -63,6 +66,33 @@ describe("differentially private rounds end to end", function () {
     expect((await s.ledger.dp(s.task))!.spent).to.equal(h.rounds[1]!.finalized!.epsilon);
     const v = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
     expect(failures(v.checks)).to.deep.equal([]);
+    // fok inspect and the dashboard show the settings, the ε recorded per round and each identity's own
+    const eps = (k: number) => fmtEpsilon(h.rounds[k - 1]!.finalized!.epsilon!);
+    const printed: string[] = [];
+    printTask(h, { out: (l) => printed.push(l) });
+    expect(printed.slice(2, 5)).to.deep.equal([
+      "  privacy: open (updates published in the clear)",
+      `  client-level DP (central noise, added by the aggregator): σ 1 × clip ${C}, δ 0.00001; ` +
+        `ε spent ${eps(2)} of 10 after 2 finalized rounds`,
+      `  ε per identity (rounds contributed): 1: ${eps(2)} (2), 2: ${eps(2)} (2), 3: ${eps(2)} (2)`,
+    ]);
+    expect(printed.filter((l) => l.startsWith("    → global")).map((l) => l.split("; ")[1])).to.deep.equal([
+      `ε spent ${eps(1)}`,
+      `ε spent ${eps(2)}`,
+    ]);
+    const state = await dashboardState(s.ledger, s.store, new Verdicts(s.ledger, s.store));
+    const t = state.tasks[0]!;
+    expect([t.dp!.placement, t.dp!.spent, t.verdict.ok]).to.deep.equal([
+      "central",
+      h.rounds[1]!.finalized!.epsilon,
+      true,
+    ]);
+    expect(t.rounds.map((r) => r.finalized!.epsilon)).to.deep.equal(h.rounds.map((r) => r.finalized!.epsilon));
+    expect(t.dp!.identities.map((x) => [x.identity, x.rounds])).to.deep.equal([
+      [1, 2],
+      [2, 2],
+      [3, 2],
+    ]);
     const named = (check: string) => v.checks.filter((c) => c.check === check).map((c) => c.round);
     expect([named("privacy spent"), named("dp noise")]).to.deep.equal([
       [1, 2],
@@ -71,7 +101,7 @@ describe("differentially private rounds end to end", function () {
     await s.close();
   });
 
-  it("verify fails a round without its noise or with ε under-reported, and names a hospital that did not clip", async function () {
+  it("verify fails a round without noise or with ε under-reported, and names who did not clip", async function () {
     const s = await tinyFederation(await ethers.getSigners(), { maxUpdateNorm: C / 10, dp: DP, maxRounds: 1 });
     // hospital 2 trains without clipping; the aggregator adds no noise
     const train = s.trainers[1]!.trainRound.bind(s.trainers[1]);
@@ -143,7 +173,7 @@ describe("differentially private rounds end to end", function () {
     await s.close();
   });
 
-  it("distributed noise in secure mode: uniform weights, the sum carries σC; verify re-derives the bytes", async function () {
+  it("distributed noise in secure mode: uniform weights, the sum carries σC, bytes re-derived", async function () {
     const s = await tinyFederation(await ethers.getSigners(), {
       maxUpdateNorm: C,
       dp: DP,
