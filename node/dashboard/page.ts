@@ -80,7 +80,7 @@ function taskHeading(t) {
   const summary = "task " + t.task + " — " + t.strategy + ", " + t.rounds.length + "/" + t.maxRounds + " rounds" +
     (t.privacy === "secure" ? ", secure aggregation (threshold " + t.threshold + ")" : "") +
     (t.completed ? ", completed" : "");
-  const dp = t.dp ? [el("div", { class: "muted" }, t.dp.summary + "; ε per identity: " +
+  const dp = t.dp ? [el("div", { class: "muted dp" }, t.dp.summary + "; ε per identity: " +
     (t.dp.identities.map((x) => x.identity + ": " + x.epsilon.toFixed(3)).join(", ") || "none yet"))] : [];
   return el("div", { class: "task" },
     el("h3", {}, summary + " (created ", txLink(t.createdTx), ", base ", cidLink(t.baseModelCid), ")"),

@@ -96,6 +96,33 @@ describe("node/dashboard (fok dashboard)", function () {
     }
   });
 
+  it("shows a DP task's settings, the ε each round spent and each identity's", async function () {
+    if (!existsSync(CHROMIUM)) this.skip(); // .ci/run installs Debian's chromium
+    const dp = { noiseMultiplier: 1, delta: 1e-5, epsilonMax: 10 };
+    const s = await tinyFederation(await ethers.getSigners(), { maxUpdateNorm: 0.05, dp });
+    await runAllRounds(s);
+    const h = await s.ledger.readTaskHistory(s.task);
+    const eps = h.rounds.map((r) => r.finalized!.epsilon!.toFixed(3));
+    const dash = await serveDashboard({ ledger: s.ledger, store: s.store });
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      await page.goto(dash.url);
+      await page.waitForSelector("tr.round");
+      expect(await page.locator(".task .dp").innerText()).to.equal(
+        "client-level DP (central noise, added by the aggregator): σ 1 × clip 0.05, δ 0.00001; " +
+          `ε spent ${eps[1]} of 10 after 2 finalized rounds; ε per identity: 1: ${eps[1]}, 2: ${eps[1]}, 3: ${eps[1]}`,
+      );
+      const cells = await page.locator("tr.round td:nth-child(4)").allInnerTexts();
+      expect(cells.map((c) => c.split("\n").at(-1))).to.deep.equal(eps.map((e) => `fedavg, ε spent ${e}`));
+      expect(await page.locator("td.verdict").allInnerTexts()).to.deep.equal(["✓ verified", "✓ verified"]);
+    } finally {
+      await browser.close();
+      await dash.close();
+      await s.store.close();
+    }
+  });
+
   it("renders HTML and script payloads in CIDs and strategy names as text, and runs none", async function () {
     if (!existsSync(CHROMIUM)) this.skip(); // .ci/run installs Debian's chromium
     const [admin, aggregator, hospital] = await ethers.getSigners();
