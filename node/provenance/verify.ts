@@ -609,10 +609,7 @@ class Verification {
         cosineToAggregate: dot(d, g) / (Math.sqrt(dot(d, d) * dot(g, g)) || 1),
       };
       if (heldOut && fullLoss !== undefined && listed.length > 1) {
-        const without = strategy.replay(
-          listed.filter((x) => x.identity !== u.identity),
-          this.context(),
-        );
+        const without = strategy.replay(this.weighed(listed.filter((x) => x.identity !== u.identity)), this.context());
         figure.leaveOneOutDelta = fullLoss - (await heldOut.loss(without.weights));
       }
       this.contributions.push(figure);

@@ -16,7 +16,14 @@ import { printTask } from "../../node/cli/inspect.js";
 import { dashboardState } from "../../node/dashboard/server.js";
 import { Verdicts } from "../../node/dashboard/verdicts.js";
 import { verifyTask } from "../../node/provenance/verify.js";
-import { LORA, TINY, runAllRounds, tinyFederation, type TinyFederation } from "../fixtures/tiny-federation.js";
+import {
+  LORA,
+  TINY,
+  capturePlaintext,
+  runAllRounds,
+  tinyFederation,
+  type TinyFederation,
+} from "../fixtures/tiny-federation.js";
 
 const { ethers } = await network.create();
 
@@ -182,15 +189,7 @@ describe("differentially private rounds end to end", function () {
       minUpdates: 3,
       maxRounds: 1,
     });
-    const plain = new Map<number, Uint8Array>();
-    for (const t of s.trainers) {
-      const train = t.trainRound.bind(t);
-      t.trainRound = async (job) => {
-        const out = await train(job);
-        plain.set(job.identity, out.adapter);
-        return out;
-      };
-    }
+    const plain = capturePlaintext(s);
     await s.aggregator.openFirstRound();
     const [report, ...outcomes] = await Promise.all([
       s.aggregator.finalize(1),

@@ -21,7 +21,14 @@ import { printTask } from "../../node/cli/inspect.js";
 import { parseMasked, scaleBits } from "../../node/secure/ring.js";
 import { updateVector, weightedUpdate } from "../../node/secure/unmask.js";
 import type { Reveal } from "../../node/secure/shares.js";
-import { LORA, TINY, TRAIN, tinyFederation, type TinyFederation } from "../fixtures/tiny-federation.js";
+import {
+  LORA,
+  TINY,
+  TRAIN,
+  capturePlaintext,
+  tinyFederation,
+  type TinyFederation,
+} from "../fixtures/tiny-federation.js";
 
 const { ethers, networkHelpers } = await network.create();
 
@@ -48,17 +55,7 @@ async function fiveWithDropout(o: { maxRounds?: number; onLedger?: (l: Federatio
       },
     },
   });
-  // every plaintext update as its trainer made it (in secure mode it never leaves the hospital otherwise)
-  const plain = new Map<number, Uint8Array>();
-  for (const t of s.trainers) {
-    const train = t.trainRound.bind(t);
-    t.trainRound = async (job) => {
-      const out = await train(job);
-      plain.set(job.identity, out.adapter);
-      return out;
-    };
-  }
-  return { s, plain };
+  return { s, plain: capturePlaintext(s) };
 }
 
 /** Runs round `round` with the 5th client dropping; the deadline passes once the 4 survivors submitted. */
