@@ -9,9 +9,11 @@
  * - history.ts: history rebuilt from events, per task, per round, per identity
  * - reverts.ts: revert names, decoding, sending
  * - metadata.ts: the identity metadata document (an institution's name)
+ * - evm.ts: the EVM the contracts need, checked on every endpoint before use
  */
 export * from "./types.js";
 export * from "./metadata.js";
+export { ChainCompatibilityError, EVM_PROBE, EVM_REQUIREMENT, checkEvm } from "./evm.js";
 export { FederationLedger, KEY_ROTATION_TYPES, UPDATE_TYPES, deployContracts, normUnits } from "./ledger.js";
 export { Revert, isRevert, send, toChainError, type RevertName } from "./reverts.js";
 export { WEIGHT_SCALE } from "../weights.js";

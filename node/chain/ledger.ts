@@ -29,6 +29,7 @@ import {
   readTaskHistory,
 } from "./history.js";
 import { send } from "./reverts.js";
+import { checkEvm } from "./evm.js";
 import {
   bytes32Id,
   decodeStrategy,
@@ -87,6 +88,8 @@ export const KEY_ROTATION_TYPES = {
  * {@link FederationLedger.separateRoles}).
  */
 export async function deployContracts(admin: Signer): Promise<FederationLedger> {
+  // an endpoint that cannot run the contracts is refused before anything is deployed
+  if (admin.provider) await checkEvm(admin.provider, "the chain");
   const adminAddress = await admin.getAddress();
   const identity = await new LLMIdentity__factory(admin).deploy(adminAddress);
   await identity.waitForDeployment();

@@ -6,7 +6,14 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFile } from "node:fs/promises";
 import { JsonRpcProvider, Network, NonceManager, Wallet, isAddress, type Signer } from "ethers";
 import { FokError, InvalidArgumentError } from "../errors.js";
-import { FederationLedger, PRIVACY_MODES, type Deployment, type DpParams, type PrivacyMode } from "../chain/index.js";
+import {
+  FederationLedger,
+  PRIVACY_MODES,
+  checkEvm,
+  type Deployment,
+  type DpParams,
+  type PrivacyMode,
+} from "../chain/index.js";
 import { noiseMultiplierFor } from "../dp/accountant.js";
 import { DEFAULT_DP_DELTA } from "../dp/privacy.js";
 import { createStore, type AdapterStore } from "../store/index.js";
@@ -154,8 +161,9 @@ export class RpcUnavailableError extends FokError {
 const RPC_PROBE_TIMEOUT_MS = 10_000;
 
 /**
- * A provider for --rpc ($FOK_RPC_URL, default http://127.0.0.1:8545), after one `eth_chainId` answered: ethers
- * would otherwise retry an unreachable endpoint forever, printing to stdout. Closed when the command ends.
+ * A provider for --rpc ($FOK_RPC_URL, default http://127.0.0.1:8545), after one `eth_chainId` answered (ethers
+ * would otherwise retry an unreachable endpoint forever, printing to stdout) and its EVM passed checkEvm. Closed
+ * when the command ends.
  */
 export async function providerFrom(v: Values, io: CliIO): Promise<JsonRpcProvider> {
   const url = (v.rpc as string) ?? process.env.FOK_RPC_URL ?? "http://127.0.0.1:8545";
@@ -176,6 +184,7 @@ export async function providerFrom(v: Values, io: CliIO): Promise<JsonRpcProvide
   }
   const provider = new JsonRpcProvider(url, Network.from(chainId), { staticNetwork: true });
   io.cleanup.push(() => provider.destroy());
+  await checkEvm(provider, `the chain at ${url} (chain id ${chainId})`);
   return provider;
 }
 

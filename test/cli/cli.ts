@@ -463,6 +463,40 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     ]);
   });
 
+  it("refuses a chain whose EVM cannot run the contracts (Ganache, Shanghai) in one line, deploying nothing", async function () {
+    const { default: ganache } = await import("ganache");
+    const server = ganache.server({
+      logging: { quiet: true },
+      wallet: { deterministic: true },
+      chain: { chainId: 1337 },
+    });
+    const port = await freePort();
+    await server.listen(port, "127.0.0.1");
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      // ganache's deterministic first account
+      const key = "0x4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d";
+      const flags = ["--rpc", url, "--private-key", key, "--deployment", join(dir, "ganache.json")];
+      const line =
+        `fok: ChainCompatibilityError: the chain at ${url} (chain id 1337) cannot run the contracts, which need ` +
+        "an EVM of Cancun or later (MCOPY, EIP-5656; PUSH0, EIP-3855): a probe of MCOPY and PUSH0 failed (VM " +
+        "Exception while processing transaction: invalid opcode); use a node on the Cancun fork or later";
+      const deploy = await fok(["chain", "deploy", ...flags]);
+      expect([deploy.code, deploy.out, deploy.err]).to.deep.equal([1, [], [line]]);
+      expect(await new JsonRpcProvider(url).getTransactionCount(new Wallet(key).address)).to.equal(0);
+      expect(existsSync(join(dir, "ganache.json"))).to.equal(false);
+      // every command that attaches checks it too
+      await writeFile(
+        join(dir, "ganache.json"),
+        JSON.stringify({ chainId: 1337, identity: ADDRESSES[0], federation: ADDRESSES[1], deployBlock: 0 }),
+      );
+      const inspect = await fok(["inspect", ...flags]);
+      expect([inspect.code, inspect.err]).to.deep.equal([1, [line]]);
+    } finally {
+      await server.close();
+    }
+  });
+
   it("read-only commands need no key: inspect, identity list and verify never read one", async function () {
     const noKey = chain(0).map((x, i, all) => (all[i - 1] === "--private-key" ? "not-a-key" : x));
     expect((await fok(["inspect", ...noKey])).code).to.equal(0);
