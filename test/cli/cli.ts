@@ -463,7 +463,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     ]);
   });
 
-  it("refuses a chain whose EVM cannot run the contracts (Ganache, Shanghai) in one line, deploying nothing", async function () {
+  it("refuses a chain whose EVM cannot run the contracts (Ganache) in one line, deploying nothing", async function () {
     const { default: ganache } = await import("ganache");
     const server = ganache.server({
       logging: { quiet: true },
