@@ -18,7 +18,7 @@ import {
   runExperiment,
   type ExperimentConfig,
 } from "../node/experiment/run.js";
-import { writeResults } from "../node/experiment/report.js";
+import { readResults, writeResults } from "../node/experiment/report.js";
 
 const { values } = parseArgs({
   options: {
@@ -33,11 +33,7 @@ const { values } = parseArgs({
   },
 });
 if (values.from) {
-  const saved = JSON.parse(await readFile(values.from, "utf8")) as {
-    config: ExperimentConfig;
-    runs: Awaited<ReturnType<typeof runExperiment>>;
-    seconds: number;
-  };
+  const saved = readResults(await readFile(values.from, "utf8"));
   const files = await writeResults(values.out!, saved.config, saved.runs, saved.seconds);
   console.log(`wrote ${files.join(", ")} from ${values.from}`);
   process.exit(0);

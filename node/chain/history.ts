@@ -5,6 +5,7 @@
 import { ZeroAddress } from "ethers";
 import type { Federation, LLMIdentity } from "../../types/ethers-contracts/index.js";
 import { ChainDataError } from "../errors.js";
+import type { LogReader } from "./logs.js";
 import {
   IdentityStatus,
   NORM_SCALE,
@@ -47,18 +48,18 @@ type FinalizedArgs = {
 };
 
 /** Rebuilds a task's whole history from events alone. */
-export async function readTaskHistory(f: Federation, from: number, task: number): Promise<TaskHistory> {
+export async function readTaskHistory(f: Federation, logs: LogReader, task: number): Promise<TaskHistory> {
   const [created, opened, submitted, finalized, closed, completed, handovers, privacy, dp, spent] = await Promise.all([
-    f.queryFilter(f.filters.TaskCreated(task), from),
-    f.queryFilter(f.filters.RoundOpened(task), from),
-    f.queryFilter(f.filters.UpdateSubmitted(task), from),
-    f.queryFilter(f.filters.RoundFinalized(task), from),
-    f.queryFilter(f.filters.RoundClosed(task), from),
-    f.queryFilter(f.filters.TaskCompleted(task), from),
-    f.queryFilter(f.filters.AggregatorChanged(task), from),
-    f.queryFilter(f.filters.TaskPrivacy(task), from),
-    f.queryFilter(f.filters.TaskDp(task), from),
-    f.queryFilter(f.filters.PrivacySpent(task), from),
+    logs.read(`TaskCreated(${task})`, (a, b) => f.queryFilter(f.filters.TaskCreated(task), a, b)),
+    logs.read(`RoundOpened(${task})`, (a, b) => f.queryFilter(f.filters.RoundOpened(task), a, b)),
+    logs.read(`UpdateSubmitted(${task})`, (a, b) => f.queryFilter(f.filters.UpdateSubmitted(task), a, b)),
+    logs.read(`RoundFinalized(${task})`, (a, b) => f.queryFilter(f.filters.RoundFinalized(task), a, b)),
+    logs.read(`RoundClosed(${task})`, (a, b) => f.queryFilter(f.filters.RoundClosed(task), a, b)),
+    logs.read(`TaskCompleted(${task})`, (a, b) => f.queryFilter(f.filters.TaskCompleted(task), a, b)),
+    logs.read(`AggregatorChanged(${task})`, (a, b) => f.queryFilter(f.filters.AggregatorChanged(task), a, b)),
+    logs.read(`TaskPrivacy(${task})`, (a, b) => f.queryFilter(f.filters.TaskPrivacy(task), a, b)),
+    logs.read(`TaskDp(${task})`, (a, b) => f.queryFilter(f.filters.TaskDp(task), a, b)),
+    logs.read(`PrivacySpent(${task})`, (a, b) => f.queryFilter(f.filters.PrivacySpent(task), a, b)),
   ]);
   if (created.length !== 1) {
     throw new ChainDataError(`task ${task}: expected one TaskCreated event, found ${created.length}`);
@@ -79,7 +80,7 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
   }
   const secure = privacy.length > 0 && Number(privacy[0]!.args.mode) === 1;
   if (secure) {
-    const events = await secureEvents(f, from, task);
+    const events = await secureEvents(f, logs, task);
     for (const r of rounds.values()) r.secure = secureRoundOf(events, r.round);
   }
   const c = created[0]!.args;
@@ -115,15 +116,17 @@ export async function readTaskHistory(f: Federation, from: number, task: number)
 /** One round from its own indexed events; null while it has not opened. */
 export async function readRound(
   f: Federation,
-  from: number,
+  logs: LogReader,
   task: number,
   round: number,
 ): Promise<RoundHistory | null> {
   const [opened, submitted, finalized, closed] = await Promise.all([
-    f.queryFilter(f.filters.RoundOpened(task, round), from),
-    f.queryFilter(f.filters.UpdateSubmitted(task, round), from),
-    f.queryFilter(f.filters.RoundFinalized(task, round), from),
-    f.queryFilter(f.filters.RoundClosed(task, round), from),
+    logs.read(`RoundOpened(${task},${round})`, (a, b) => f.queryFilter(f.filters.RoundOpened(task, round), a, b)),
+    logs.read(`UpdateSubmitted(${task},${round})`, (a, b) =>
+      f.queryFilter(f.filters.UpdateSubmitted(task, round), a, b),
+    ),
+    logs.read(`RoundFinalized(${task},${round})`, (a, b) => f.queryFilter(f.filters.RoundFinalized(task, round), a, b)),
+    logs.read(`RoundClosed(${task},${round})`, (a, b) => f.queryFilter(f.filters.RoundClosed(task, round), a, b)),
   ]);
   if (opened.length === 0) return null;
   if (opened.length > 1 || finalized.length > 1) {
@@ -139,12 +142,14 @@ export async function readRound(
 }
 
 /** The secure events of a task (one round's with `round`), each kind in the order mined. */
-async function secureEvents(f: Federation, from: number, task: number, round?: number) {
+async function secureEvents(f: Federation, logs: LogReader, task: number, round?: number) {
   const [keys, dealt, phases, revealed] = await Promise.all([
-    f.queryFilter(f.filters.KeysAdvertised(task, round), from),
-    f.queryFilter(f.filters.SharesDealt(task, round), from),
-    f.queryFilter(f.filters.SecurePhaseAdvanced(task, round), from),
-    f.queryFilter(f.filters.SharesRevealed(task, round), from),
+    logs.read(`KeysAdvertised(${task},${round})`, (a, b) => f.queryFilter(f.filters.KeysAdvertised(task, round), a, b)),
+    logs.read(`SharesDealt(${task},${round})`, (a, b) => f.queryFilter(f.filters.SharesDealt(task, round), a, b)),
+    logs.read(`SecurePhaseAdvanced(${task},${round})`, (a, b) =>
+      f.queryFilter(f.filters.SecurePhaseAdvanced(task, round), a, b),
+    ),
+    logs.read(`SharesRevealed(${task},${round})`, (a, b) => f.queryFilter(f.filters.SharesRevealed(task, round), a, b)),
   ]);
   return {
     keys: sortBySource(keys),
@@ -182,28 +187,36 @@ function secureRoundOf(e: Awaited<ReturnType<typeof secureEvents>>, round: numbe
 }
 
 /** One secure round's keys, dealings, phase changes and reveals, from its own indexed events. */
-export async function readSecureRound(f: Federation, from: number, task: number, round: number) {
-  return secureRoundOf(await secureEvents(f, from, task, round), round);
+export async function readSecureRound(f: Federation, logs: LogReader, task: number, round: number) {
+  return secureRoundOf(await secureEvents(f, logs, task, round), round);
 }
 
 /** Every RoundFinalized event of one round (the contract allows one; this shows whether more were ever emitted). */
-export async function readFinalizations(f: Federation, from: number, task: number, round: number) {
-  return (await f.queryFilter(f.filters.RoundFinalized(task, round), from)).map(finalizedRound);
+export async function readFinalizations(f: Federation, logs: LogReader, task: number, round: number) {
+  return (
+    await logs.read(`RoundFinalized(${task},${round})`, (a, b) =>
+      f.queryFilter(f.filters.RoundFinalized(task, round), a, b),
+    )
+  ).map(finalizedRound);
 }
 
 /** Every UpdateSubmitted event of one identity in one round. */
-export async function readSubmissions(f: Federation, from: number, task: number, round: number, identity: number) {
-  return sortBySource(await f.queryFilter(f.filters.UpdateSubmitted(task, round, identity), from)).map(submittedUpdate);
+export async function readSubmissions(f: Federation, logs: LogReader, task: number, round: number, identity: number) {
+  return sortBySource(
+    await logs.read(`UpdateSubmitted(${task},${round},${identity})`, (a, b) =>
+      f.queryFilter(f.filters.UpdateSubmitted(task, round, identity), a, b),
+    ),
+  ).map(submittedUpdate);
 }
 
 /** Every identity with its key history, rebuilt from events alone. */
-export async function readIdentities(id: LLMIdentity, from: number): Promise<IdentityHistory[]> {
+export async function readIdentities(id: LLMIdentity, logs: LogReader): Promise<IdentityHistory[]> {
   const [registered, suspended, reinstated, revoked, rotated] = await Promise.all([
-    id.queryFilter(id.filters.IdentityRegistered(), from),
-    id.queryFilter(id.filters.IdentitySuspended(), from),
-    id.queryFilter(id.filters.IdentityReinstated(), from),
-    id.queryFilter(id.filters.IdentityRevoked(), from),
-    id.queryFilter(id.filters.IdentityKeyRotated(), from),
+    logs.read(`IdentityRegistered()`, (a, b) => id.queryFilter(id.filters.IdentityRegistered(), a, b)),
+    logs.read(`IdentitySuspended()`, (a, b) => id.queryFilter(id.filters.IdentitySuspended(), a, b)),
+    logs.read(`IdentityReinstated()`, (a, b) => id.queryFilter(id.filters.IdentityReinstated(), a, b)),
+    logs.read(`IdentityRevoked()`, (a, b) => id.queryFilter(id.filters.IdentityRevoked(), a, b)),
+    logs.read(`IdentityKeyRotated()`, (a, b) => id.queryFilter(id.filters.IdentityKeyRotated(), a, b)),
   ]);
   const byId = new Map<number, IdentityHistory>();
   for (const e of registered) {
@@ -238,6 +251,38 @@ export async function readIdentities(id: LLMIdentity, from: number): Promise<Ide
     h.events.push({ kind: ch.kind, signer: h.signer, ...ch.src });
   }
   return [...byId.values()].sort((a, b) => a.tokenId - b.tokenId);
+}
+
+/**
+ * Identities as they stood at the end of any block, from their events alone: what `identityOfSigner` and
+ * `identity(...).status` returned then, without reading state at a past block (which needs an archive node).
+ * LLMIdentity unbinds a revoked identity's signer and moves the binding on a key rotation; this replays that.
+ */
+export class IdentityTimeline {
+  constructor(private readonly identities: readonly IdentityHistory[]) {}
+
+  /** Signer and status of identity `id` after the events of blocks up to `block` (status None before it existed). */
+  at(id: number, block: number): { signer: string | null; status: IdentityStatus } {
+    const h = this.identities.find((i) => i.tokenId === id);
+    let signer: string | null = null;
+    let status = IdentityStatus.None;
+    for (const e of h?.events ?? []) {
+      if (e.blockNumber > block) break;
+      signer = e.signer;
+      if (e.kind !== "keyRotated") status = STATUS_AFTER[e.kind]; // a rotation moves the key, not the status
+    }
+    return { signer, status };
+  }
+
+  /** The identity `signer` was bound to at the end of `block`, and its status (0 and None when none). */
+  ofSigner(signer: string, block: number): { tokenId: number; status: IdentityStatus } {
+    for (const h of this.identities) {
+      const s = this.at(h.tokenId, block);
+      if (s.signer?.toLowerCase() === signer.toLowerCase() && s.status !== IdentityStatus.Revoked && s.status !== 0)
+        return { tokenId: h.tokenId, status: s.status };
+    }
+    return { tokenId: 0, status: IdentityStatus.None };
+  }
 }
 
 const STATUS_AFTER: Record<IdentityEvent["kind"], IdentityStatus> = {

@@ -15,5 +15,7 @@ export * from "./types.js";
 export * from "./metadata.js";
 export { ChainCompatibilityError, EVM_PROBE, EVM_REQUIREMENT, checkEvm } from "./evm.js";
 export { FederationLedger, KEY_ROTATION_TYPES, UPDATE_TYPES, deployContracts, normUnits } from "./ledger.js";
+export { IdentityTimeline } from "./history.js";
+export { LogReader, DEFAULT_LOG_SPAN, type LogReaderOptions } from "./logs.js";
 export { Revert, isRevert, send, toChainError, type RevertName } from "./reverts.js";
 export { WEIGHT_SCALE } from "../weights.js";

@@ -30,6 +30,7 @@ import {
 } from "./history.js";
 import { send } from "./reverts.js";
 import { checkEvm } from "./evm.js";
+import { LogReader } from "./logs.js";
 import {
   bytes32Id,
   decodeStrategy,
@@ -109,17 +110,23 @@ export class FederationLedger {
   readonly #identity: LLMIdentity;
   readonly #federation: Federation;
 
+  /** Event history, read in bounded windows and kept (node/chain/logs.ts); shared by connected ledgers. */
+  readonly logs: LogReader;
+
   constructor(
     readonly deployment: Deployment,
     readonly runner: ContractRunner,
+    logs?: LogReader,
   ) {
     this.#identity = LLMIdentity__factory.connect(deployment.identity, runner);
     this.#federation = Federation__factory.connect(deployment.federation, runner);
+    const provider = runner.provider ?? (runner as Provider);
+    this.logs = logs ?? new LogReader(provider, deployment.deployBlock);
   }
 
-  /** The same deployment through another account. */
+  /** The same deployment through another account (sharing what was read of the history). */
   connect(runner: ContractRunner): FederationLedger {
-    return new FederationLedger(this.deployment, runner);
+    return new FederationLedger(this.deployment, runner, this.logs);
   }
 
   // ---- identities: writes ----------------------------------------------------------------------------------
@@ -206,7 +213,7 @@ export class FederationLedger {
 
   /** Every identity with its key history, rebuilt from events alone. */
   async readIdentities() {
-    return readIdentities(this.#identity, this.deployment.deployBlock);
+    return readIdentities(this.#identity, this.logs);
   }
 
   /** The roles `account` holds in the two contracts. */
@@ -319,9 +326,9 @@ export class FederationLedger {
 
   /** The ε each finalized round of a DP task recorded (`PrivacySpent`), in round order. */
   async privacySpent(task: number): Promise<{ round: number; epsilon: number }[]> {
-    const events = await this.#federation.queryFilter(
-      this.#federation.filters.PrivacySpent(task),
-      this.deployment.deployBlock,
+    const f = this.#federation;
+    const events = await this.logs.read(`PrivacySpent(${task})`, (a, b) =>
+      f.queryFilter(f.filters.PrivacySpent(task), a, b),
     );
     return events
       .map((e) => ({ round: Number(e.args.round), epsilon: Number(e.args.epsilon) / DP_SCALE }))
@@ -343,7 +350,7 @@ export class FederationLedger {
 
   /** One secure round's keys, dealings, phase changes and reveals, from its events. */
   async readSecureRound(task: number, round: number) {
-    return readSecureRound(this.#federation, this.deployment.deployBlock, task, round);
+    return readSecureRound(this.#federation, this.logs, task, round);
   }
 
   async openFirstRound(task: number, startCid: string, startSha256: string): Promise<TransactionReceipt> {
@@ -483,22 +490,22 @@ export class FederationLedger {
 
   /** Rebuilds a task's whole history from events alone. */
   async readTaskHistory(task: number) {
-    return readTaskHistory(this.#federation, this.deployment.deployBlock, task);
+    return readTaskHistory(this.#federation, this.logs, task);
   }
 
   /** One round from its own indexed events (three log queries); null while it has not opened. */
   async readRound(task: number, round: number) {
-    return readRound(this.#federation, this.deployment.deployBlock, task, round);
+    return readRound(this.#federation, this.logs, task, round);
   }
 
   /** Every RoundFinalized event of one round. */
   async finalizations(task: number, round: number) {
-    return readFinalizations(this.#federation, this.deployment.deployBlock, task, round);
+    return readFinalizations(this.#federation, this.logs, task, round);
   }
 
   /** Every UpdateSubmitted event of `identity` in one round. */
   async submissionEvents(task: number, round: number, identity: number) {
-    return readSubmissions(this.#federation, this.deployment.deployBlock, task, round, identity);
+    return readSubmissions(this.#federation, this.logs, task, round, identity);
   }
 
   /** The commitment and signature a relayed submission's transaction carried; null when it is no such call. */

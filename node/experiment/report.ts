@@ -10,13 +10,16 @@ interface Stat {
   mean: number;
   std: number;
   n: number;
+  /** Runs whose value overflowed to +∞ (a perplexity past float64), left out of mean and std. */
+  infinite?: number;
 }
 
 const stat = (xs: number[]): Stat => {
   const v = xs.filter((x) => Number.isFinite(x));
   const mean = v.reduce((a, b) => a + b, 0) / (v.length || 1);
   const std = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1)) : 0;
-  return { mean, std, n: v.length };
+  const infinite = xs.filter((x) => x === Infinity).length;
+  return { mean, std, n: v.length, ...(infinite && { infinite }) };
 };
 
 export interface SummaryRow {
@@ -64,8 +67,16 @@ export function summarizeRuns(runs: RunResult[]): SummaryRow[] {
   return rows;
 }
 
-const pm = (s: Stat, digits: number, scale = 1) =>
-  `${(s.mean * scale).toFixed(digits)}${s.n > 1 ? ` ± ${(s.std * scale).toFixed(digits)}` : ""}`;
+const pm = (s: Stat, digits: number, scale = 1) => {
+  const inf = s.infinite ? `∞ in ${s.infinite} of ${s.infinite + s.n} runs` : "";
+  if (s.n === 0) return s.infinite ? "∞" : "-";
+  const value = Math.abs(s.mean * scale) >= 1e6 ? (s.mean * scale).toExponential(2) : (s.mean * scale).toFixed(digits);
+  const spread =
+    s.n > 1
+      ? ` ± ${Math.abs(s.std * scale) >= 1e6 ? (s.std * scale).toExponential(2) : (s.std * scale).toFixed(digits)}`
+      : "";
+  return `${value}${spread}${inf ? ` (${inf})` : ""}`;
+};
 
 export function markdownReport(cfg: ExperimentConfig, runs: RunResult[], rows: SummaryRow[], seconds: number): string {
   const lines = [
@@ -241,7 +252,7 @@ export async function writeResults(
     await writeFile(join(out, name), text);
     files.push(join(out, name));
   };
-  await write("results.json", JSON.stringify({ config: cfg, seconds, summary: rows, runs }, null, 2) + "\n");
+  await write("results.json", JSON.stringify({ config: cfg, seconds, summary: rows, runs }, nonFinite, 2) + "\n");
   await write("report.md", markdownReport(cfg, runs, rows, seconds));
   const first = runs.filter((r) => r.seed === cfg.seeds[0]);
   await write("convergence.svg", await toSvg(convergencePlot(first)));
@@ -386,4 +397,16 @@ export function dpSection(cfg: ExperimentConfig, runs: RunResult[], rows: Summar
   }
   lines.push("");
   return lines;
+}
+
+/** JSON has no ∞ or NaN: results.json writes them as the strings "Infinity", "-Infinity", "NaN" (readResults reads). */
+function nonFinite(_key: string, value: unknown): unknown {
+  return typeof value === "number" && !Number.isFinite(value) ? String(value) : value;
+}
+
+/** results.json as written by writeResults, with its non-finite numbers restored. */
+export function readResults(text: string): { config: ExperimentConfig; runs: RunResult[]; seconds: number } {
+  return JSON.parse(text, (_key, value) =>
+    value === "Infinity" || value === "-Infinity" || value === "NaN" ? Number(value) : value,
+  );
 }

@@ -21,6 +21,7 @@ import { weightShare } from "../weights.js";
 import {
   FederationLedger,
   IdentityStatus,
+  IdentityTimeline,
   decodeStrategy,
   type FinalizedRound,
   type RoundHistory,
@@ -105,7 +106,9 @@ export async function verifyTask(
       `task ${task} is secure: per-client contribution figures need single updates, which it never reveals`,
     );
   }
-  const v = new Verification(ledger, store, history, o);
+  // identity status at past blocks from the registry's events: verify needs no archive node
+  const timeline = new IdentityTimeline(await ledger.readIdentities());
+  const v = new Verification(ledger, store, history, o, timeline);
   // the base model may be as large as the store allows; every other blob verify reads is an adapter
   const h = v.history;
   await v.fetchVerified(null, null, "base model", h.baseModelCid, h.baseModelSha256, Number.POSITIVE_INFINITY);
@@ -136,6 +139,7 @@ class Verification {
     private readonly store: ByteSource,
     readonly history: TaskHistory,
     private readonly o: VerifyOptions,
+    private readonly identities: IdentityTimeline,
   ) {
     try {
       this.strategy = strategyFor(history.strategy);
@@ -341,8 +345,7 @@ class Verification {
     const valid: ClientUpdate[] = [];
     for (const u of updates.values()) {
       if (u.base !== this.history.baseModelSha256 || !u.withinBound) continue;
-      const { status } = await this.ledger.identityRecord(u.identity, blockNumber - 1);
-      if (status === IdentityStatus.Active) valid.push(u);
+      if (this.identities.at(u.identity, blockNumber - 1).status === IdentityStatus.Active) valid.push(u);
     }
     return valid;
   }
@@ -373,7 +376,7 @@ class Verification {
   }
 
   private async submitterWasActive(s: SubmittedUpdate): Promise<void> {
-    const { tokenId, status } = await this.ledger.identityOfSigner(s.signer, s.blockNumber - 1);
+    const { tokenId, status } = this.identities.ofSigner(s.signer, s.blockNumber - 1);
     const ok = tokenId === s.identity && status === IdentityStatus.Active;
     this.add(
       s.round,

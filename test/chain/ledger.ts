@@ -1,9 +1,12 @@
 import { expect } from "chai";
 import { network } from "hardhat";
+import { BrowserProvider, type Eip1193Provider } from "ethers";
 import { ChainRevertError } from "../../node/errors.js";
 import {
   FederationLedger,
   IdentityStatus,
+  IdentityTimeline,
+  LogReader,
   WEIGHT_SCALE,
   deployContracts,
   Revert,
@@ -15,7 +18,8 @@ import {
 import { Federation__factory, LLMIdentity__factory } from "../../types/ethers-contracts/index.js";
 import { rejection } from "../../node/testing/rejection.js";
 
-const { ethers, networkHelpers } = await network.create();
+const connection = await network.create();
+const { ethers, networkHelpers } = connection;
 
 const sha = (s: string) => ethers.sha256(ethers.toUtf8Bytes(s));
 
@@ -261,5 +265,60 @@ describe("node/chain FederationLedger", function () {
     ]);
     expect(ids[1]!.events.map((e) => e.kind)).to.deep.equal(["registered", "revoked"]);
     expect(await ledger.identityOfSigner(relayer.address)).to.deep.equal({ tokenId: 1, status: IdentityStatus.Active });
+    // what the registry's state said at every past block, rebuilt from the events alone (no archive reads)
+    const timeline = new IdentityTimeline(ids);
+    const mismatches: string[] = [];
+    for (let block = ledger.deployment.deployBlock; block <= (await ledger.blockNumber()); block++) {
+      for (const signer of [a!.address, b!.address, relayer.address]) {
+        const state = await ledger.identityOfSigner(signer, block);
+        const rebuilt = timeline.ofSigner(signer, block);
+        if (JSON.stringify(state) !== JSON.stringify(rebuilt)) mismatches.push(`${block} ${signer}`);
+      }
+      for (const id of [1, 2]) {
+        // before its registration the token does not exist: the view reverts, the timeline says None
+        const state = await ledger.identityRecord(id, block).then(
+          (r) => r.status,
+          () => IdentityStatus.None,
+        );
+        if (state !== timeline.at(id, block).status) mismatches.push(`${block} identity ${id}`);
+      }
+    }
+    expect(mismatches).to.deep.equal([]);
+    expect(timeline.at(2, await ledger.blockNumber())).to.deep.equal({ signer: b!.address, status: 3 });
+    expect(timeline.ofSigner(b!.address, await ledger.blockNumber())).to.deep.equal({ tokenId: 0, status: 0 });
+  });
+
+  it("reads history in bounded windows, learns a smaller cap, and reads only new blocks on a poll", async function () {
+    const { ledger, clients } = await networkHelpers.loadFixture(deployed);
+    for (const [i, c] of clients.entries()) await ledger.registerIdentity(c.address, `h${i}`, sha("fp"), `bafkrei${i}`);
+    await networkHelpers.mine(20);
+    const windows: [number, number][] = [];
+    // an endpoint that refuses more than 8 blocks per query, as hosted ones cap eth_getLogs
+    const endpoint: Eip1193Provider = {
+      request: async (a) => {
+        if (a.method === "eth_getLogs") {
+          const [{ fromBlock, toBlock }] = a.params as [{ fromBlock: string; toBlock: string }];
+          windows.push([Number(fromBlock), Number(toBlock)]);
+          if (Number(toBlock) - Number(fromBlock) + 1 > 8) throw new Error("query exceeds max block range 8");
+        }
+        return connection.provider.request(a);
+      },
+    };
+    const provider = new BrowserProvider(endpoint);
+    const logs = new LogReader(provider, ledger.deployment.deployBlock, { span: 32 });
+    const reader = new FederationLedger(ledger.deployment, provider, logs);
+    const head = await ledger.blockNumber();
+    const ids = await reader.readIdentities();
+    expect(ids.map((i) => i.tokenId)).to.deep.equal([1, 2, 3]);
+    const served = windows.filter(([f, t]) => t - f + 1 <= 8);
+    expect(served.every(([f, t]) => t - f + 1 <= 8)).to.equal(true);
+    // each of the five identity event kinds covers deployBlock..head exactly once in the windows it was served
+    const covered = served.reduce((n, [f, t]) => n + (t - f + 1), 0);
+    expect(covered).to.equal(5 * (head - ledger.deployment.deployBlock + 1));
+    // a poll after 3 new blocks reads only those
+    await networkHelpers.mine(3);
+    windows.length = 0;
+    await reader.readIdentities();
+    expect(windows).to.deep.equal(Array.from({ length: 5 }, () => [head + 1, head + 3]));
   });
 });
