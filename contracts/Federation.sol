@@ -28,6 +28,9 @@ contract Federation is AccessControl, EIP712, IFederation {
     /// @notice The most identities one secure round takes: Shamir shares over GF(2^8) number at most 255.
     uint32 public constant MAX_SECURE_PARTICIPANTS = 255;
 
+    /// @notice The longest peer announcement: a few multiaddrs with their peer id.
+    uint256 public constant MAX_PEER_ANNOUNCEMENT = 1024;
+
     /// @notice Aggregation weights are fixed-point numbers that add up to this.
     uint256 public constant WEIGHT_SCALE = 1e18;
 
@@ -190,6 +193,13 @@ contract Federation is AccessControl, EIP712, IFederation {
         if (count < required) revert FederationPhaseShort(taskId, round, phase, count, required);
         r.phase = SecurePhase(uint8(phase) + 1);
         emit SecurePhaseAdvanced(taskId, round, r.phase, uint32(count));
+    }
+
+    /// @inheritdoc IFederation
+    function announcePeer(string calldata multiaddrs) external {
+        uint256 length = bytes(multiaddrs).length;
+        if (length == 0 || length > MAX_PEER_ANNOUNCEMENT) revert FederationInvalidAnnouncement(length);
+        emit PeerAnnounced(msg.sender, multiaddrs);
     }
 
     /// @inheritdoc IFederation

@@ -171,6 +171,8 @@ interface IFederation {
     error FederationNotSurvivors(uint256 task, uint256 round, uint256 given, uint256 survivors);
     /// @notice A zero public key.
     error FederationZeroKey();
+    /// @notice A peer announcement that is empty or longer than MAX_PEER_ANNOUNCEMENT bytes.
+    error FederationInvalidAnnouncement(uint256 length);
     /// @notice A DP configuration out of range, or a placement that does not match the privacy mode.
     error FederationInvalidDpConfig(uint64 noiseMultiplier, uint64 delta, uint64 epsilonMax, NoisePlacement placement);
     /// @notice A DP task's rounds are finalized with finalizeDpRound (and only a DP task's).
@@ -246,6 +248,9 @@ interface IFederation {
     event SharesRevealed(
         uint256 indexed task, uint256 indexed round, uint256 indexed identity, string cid, bytes32 digest
     );
+    /// @notice `account` can be reached for blocks at `multiaddrs` (libp2p multiaddrs ending in /p2p/<peer id>,
+    /// separated by spaces). Readers take each account's latest announcement and check it before dialing.
+    event PeerAnnounced(address indexed account, string multiaddrs);
     /// @notice Task `task` is differentially private with these settings (see {DpConfig}).
     event TaskDp(
         uint256 indexed task, uint64 noiseMultiplier, uint64 delta, uint64 epsilonMax, NoisePlacement placement
@@ -306,6 +311,12 @@ interface IFederation {
     /// @notice The task's differential privacy settings (placement None: not a DP task) and the epsilon its
     /// finalized rounds have spent so far (1e-6 units).
     function dpConfig(uint256 taskId) external view returns (DpConfig memory config, uint64 epsilonSpent);
+
+    /// @notice Announces where the caller's IPFS node can be reached (hospitals, aggregators, anyone serving blocks),
+    /// so that every party finds the others from the chain alone.
+    /// Requirements: `multiaddrs` non-empty and at most MAX_PEER_ANNOUNCEMENT bytes.
+    /// Emits {PeerAnnounced}.
+    function announcePeer(string calldata multiaddrs) external;
 
     /// @notice The task's privacy mode and secure threshold (0 for open tasks).
     function privacy(uint256 taskId) external view returns (Privacy mode, uint32 threshold);

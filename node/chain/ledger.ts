@@ -316,6 +316,24 @@ export class FederationLedger {
     return { mode: PRIVACY_MODES[Number(mode)] ?? "open", threshold: Number(threshold) };
   }
 
+  /** Announces where the connected account's IPFS node can be reached (multiaddrs, space-separated on-chain). */
+  async announcePeer(multiaddrs: readonly string[]): Promise<TransactionReceipt> {
+    return send("announcePeer", () => this.#federation.announcePeer(multiaddrs.join(" ")));
+  }
+
+  /** Each account's latest peer announcement (`PeerAnnounced`), as the raw text the chain holds: check it first. */
+  async peerAnnouncements(): Promise<Map<string, { text: string; blockNumber: number }>> {
+    const f = this.#federation;
+    const events = await this.logs.read("PeerAnnounced()", (a, b) => f.queryFilter(f.filters.PeerAnnounced(), a, b));
+    const latest = new Map<string, { text: string; blockNumber: number; index: number }>();
+    for (const e of events) {
+      const prev = latest.get(e.args.account);
+      if (!prev || e.blockNumber > prev.blockNumber || (e.blockNumber === prev.blockNumber && e.index > prev.index))
+        latest.set(e.args.account, { text: e.args.multiaddrs, blockNumber: e.blockNumber, index: e.index });
+    }
+    return new Map([...latest].map(([k, v]) => [k, { text: v.text, blockNumber: v.blockNumber }]));
+  }
+
   /** A DP task's settings and the ε spent so far; null for a task without DP. */
   async dp(task: number): Promise<DpState | null> {
     const [config, spent] = await this.#federation.dpConfig(task);

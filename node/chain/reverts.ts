@@ -46,6 +46,7 @@ export const Revert = {
   DpMismatch: "FederationDpMismatch",
   BudgetExceeded: "FederationBudgetExceeded",
   WeightsNotUniform: "FederationWeightsNotUniform",
+  InvalidAnnouncement: "FederationInvalidAnnouncement",
   IdentitySoulbound: "LLMIdentitySoulbound",
   IdentityZeroAddress: "LLMIdentityZeroAddress",
   IdentityEmptyMetadata: "LLMIdentityEmptyMetadata",

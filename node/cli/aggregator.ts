@@ -2,7 +2,7 @@
 import { InvalidArgumentError } from "../errors.js";
 import { initBackend } from "../model/backend.js";
 import { Aggregator } from "../federation/aggregator.js";
-import { ledgerFrom, loraFrom, parse, taskModel, withStore, type CliIO } from "./options.js";
+import { ledgerFrom, loraFrom, parse, taskModel, withPeers, withStore, type CliIO } from "./options.js";
 
 export async function aggregatorCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   if (sub !== "run") throw new InvalidArgumentError(`unknown: fok aggregator ${sub ?? ""}`);
@@ -22,8 +22,10 @@ export async function aggregatorCommand(sub: string | undefined, rest: string[],
       expectedUpdates: v.expected ? Number(v.expected) : undefined,
       log: io.log,
     });
-    if (history.rounds.length === 0) await aggregator.openFirstRound();
-    const reports = await aggregator.run();
-    io.log(`aggregator: task ${task} done, ${reports.length} rounds finalized by this run`);
+    await withPeers(v, ledger, store, task, io, { announce: true }, async () => {
+      if (history.rounds.length === 0) await aggregator.openFirstRound();
+      const reports = await aggregator.run();
+      io.log(`aggregator: task ${task} done, ${reports.length} rounds finalized by this run`);
+    });
   });
 }

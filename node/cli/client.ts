@@ -11,7 +11,17 @@ import { tokenizeDocuments } from "../data/tokens.js";
 import type { Document } from "../data/types.js";
 import { FederationClient } from "../federation/client.js";
 import { InlineTrainer } from "../federation/trainer-pool.js";
-import { ledgerFrom, loraFrom, parse, signerFrom, taskModel, withStore, type CliIO, type Values } from "./options.js";
+import {
+  ledgerFrom,
+  loraFrom,
+  parse,
+  signerFrom,
+  taskModel,
+  withPeers,
+  withStore,
+  type CliIO,
+  type Values,
+} from "./options.js";
 
 export async function clientCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   if (sub !== "run") throw new InvalidArgumentError(`unknown: fok client ${sub ?? ""}`);
@@ -55,7 +65,9 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
       log: io.log,
     });
     io.log(`client: identity ${await client.identity()}, task ${task}`);
-    await client.run();
+    // the node is announced from the identity's own key (a relayer only carries its submissions)
+    const announcer = relayer ? ledger.connect(signer) : ledger;
+    await withPeers(v, announcer, store, task, io, { announce: true }, () => client.run());
   });
 }
 

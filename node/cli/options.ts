@@ -26,6 +26,7 @@ import {
   loraConfigHash,
 } from "../federation/task-config.js";
 import { DEFAULT_DEMO } from "../federation/demo.js";
+import { PeerBook } from "../federation/peers.js";
 
 /** Where a command writes, and what stops a command that serves until told to stop. */
 export interface CliIO {
@@ -52,6 +53,7 @@ export const OPTIONS: ParseArgsConfig["options"] = {
   peer: { type: "string", multiple: true },
   gateway: { type: "string", multiple: true },
   listen: { type: "string", multiple: true },
+  announce: { type: "string", multiple: true },
   base: { type: "string", default: "models/base" },
   "lora-r": { type: "string", default: String(DEFAULT_LORA_CONFIG.r) },
   "lora-alpha": { type: "string", default: String(DEFAULT_LORA_CONFIG.alpha) },
@@ -263,6 +265,36 @@ export async function withStore<T>(v: Values, fn: (store: AdapterStore) => Promi
     return await fn(store);
   } finally {
     await store.close();
+  }
+}
+
+/** How often a running command re-reads the announcements and dials the task's peers it is not connected to, ms. */
+const PEER_REFRESH_MS = 5_000;
+
+/**
+ * Runs `fn` with the task's peers found from the chain: when the store has libp2p (--listen or --peer), a command
+ * that holds a key first announces its node (--announce addresses, default every listen address), then every
+ * announced node of the task's identities and aggregators is dialed, now and every few seconds until `fn` ends.
+ */
+export async function withPeers<T>(
+  v: Values,
+  ledger: FederationLedger,
+  store: AdapterStore,
+  task: number,
+  io: CliIO,
+  o: { announce: boolean },
+  fn: () => Promise<T>,
+): Promise<T> {
+  if (store.multiaddrs().length === 0 && ((v.peer as string[] | undefined) ?? []).length === 0) return fn();
+  const book = new PeerBook(ledger, store, task, io.log);
+  if (o.announce) await book.announce((v.announce as string[] | undefined) ?? store.multiaddrs());
+  const refresh = () => book.refresh().catch((e: Error) => io.log(`peer discovery: ${e.message.split("\n")[0]}`));
+  await refresh();
+  const timer = setInterval(() => void refresh(), PEER_REFRESH_MS);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
   }
 }
 

@@ -9,7 +9,7 @@ import { loadJsonl } from "../data/loaders.js";
 import { tokenizeDocuments } from "../data/tokens.js";
 import { evaluateLoss } from "../train/evaluate.js";
 import { formatVerifyReport, verifyTask, type VerifyOptions } from "../provenance/verify.js";
-import { id, loraFrom, parse, readerFrom, withStore, type CliIO } from "./options.js";
+import { id, loraFrom, parse, readerFrom, withPeers, withStore, type CliIO } from "./options.js";
 
 export async function verifyCommand(args: (string | undefined)[], io: CliIO): Promise<void> {
   const { values: v } = parse(args);
@@ -18,7 +18,9 @@ export async function verifyCommand(args: (string | undefined)[], io: CliIO): Pr
   const round = v.round === undefined ? undefined : id(v, "round");
   const ledger = await readerFrom(v, io);
   if (task > (await ledger.totalTasks())) throw new InvalidArgumentError(`no task ${task}`);
-  await withStore(v, async (store) => {
+  await withStore(v, (store) => withPeers(v, ledger, store, task, io, { announce: false }, () => verifyWith(store)));
+
+  async function verifyWith(store: AdapterStore) {
     await initBackend(undefined, true);
     const history = await ledger.readTaskHistory(task);
     const base = await taskBase(store, history.baseModelCid, history.baseModelSha256, v.base as string);
@@ -26,7 +28,7 @@ export async function verifyCommand(args: (string | undefined)[], io: CliIO): Pr
     const report = await verifyTask(ledger, store, history.task, { model: base.model.config, lora, round, heldOut });
     io.out(v.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
     if (!report.ok) io.exitCode = 1;
-  });
+  }
 }
 
 /** The model layout comes from the task's own base model, fetched and checked against the chain (else --base). */

@@ -91,6 +91,8 @@ export interface AdapterStore {
   multiaddrs(): string[];
   /** Dials a peer's multiaddr (with /p2p/<peer id>). */
   dial(addr: string, options?: AbortOptions): Promise<void>;
+  /** Peer ids this node has an open connection to (empty without libp2p). */
+  connectedPeers(): string[];
   /** Verified raw bytes of one block held locally (for a gateway serving `?format=raw`); null if absent. */
   localBlock(cid: string): Promise<Uint8Array | null>;
   close(): Promise<void>;
@@ -121,6 +123,38 @@ const DEFAULTS: StoreOptions = {
   peers: [],
   gateways: [],
 };
+
+/** The most multiaddrs one peer announcement may carry. */
+export const MAX_ANNOUNCED_ADDRS = 8;
+
+/**
+ * The multiaddrs of a peer announcement read from the chain (hostile text: anyone can announce): space-separated,
+ * at most MAX_ANNOUNCED_ADDRS, each ip4/ip6/dns4/dns6 + tcp + p2p/<peer id>, all with the same peer id. Throws
+ * StoreError naming what is wrong.
+ */
+export function parseAnnouncement(text: string): string[] {
+  const parts = text.split(" ").filter((x) => x.length > 0);
+  if (parts.length === 0 || parts.length > MAX_ANNOUNCED_ADDRS)
+    throw new StoreError(`a peer announcement holds 1 to ${MAX_ANNOUNCED_ADDRS} multiaddrs, this one ${parts.length}`);
+  const peers = new Set<string>();
+  for (const p of parts) {
+    let names: string[];
+    let peer: string | undefined;
+    try {
+      const ma = multiaddr(p);
+      names = ma.getComponents().map((c) => c.name);
+      peer = ma.getComponents().find((c) => c.name === "p2p")?.value;
+    } catch (e) {
+      throw new StoreError(`not a multiaddr: ${JSON.stringify(p.slice(0, 80))} (${(e as Error).message})`);
+    }
+    const shape = names.join("/");
+    if (!/^(ip4|ip6|dns4|dns6)\/tcp\/p2p$/.test(shape) || !peer)
+      throw new StoreError(`a peer address must be ip4|ip6|dns4|dns6/tcp/p2p, got /${shape}`);
+    peers.add(peer);
+  }
+  if (peers.size !== 1) throw new StoreError(`one announcement names one peer, this one ${peers.size}`);
+  return parts;
+}
 
 /** Opens (creating if needed) a store; start-up dials `peers`. */
 export async function createStore(options: Partial<StoreOptions> = {}): Promise<AdapterStore> {
@@ -309,6 +343,10 @@ class HeliaStore implements AdapterStore {
 
   multiaddrs(): string[] {
     return this.libp2p?.getMultiaddrs().map(String) ?? [];
+  }
+
+  connectedPeers(): string[] {
+    return this.libp2p?.getConnections().map((c) => c.remotePeer.toString()) ?? [];
   }
 
   async dial(addr: string, options: AbortOptions = {}): Promise<void> {
