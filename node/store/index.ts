@@ -17,6 +17,7 @@ import { noise } from "@libp2p/noise";
 import { yamux } from "@libp2p/yamux";
 import { identify } from "@libp2p/identify";
 import { multiaddr } from "@multiformats/multiaddr";
+import { peerIdFromString } from "@libp2p/peer-id";
 import { FsBlockstore } from "blockstore-fs";
 import { MemoryBlockstore } from "blockstore-core";
 import { FsDatastore } from "datastore-fs";
@@ -150,6 +151,11 @@ export function parseAnnouncement(text: string): string[] {
     const shape = names.join("/");
     if (!/^(ip4|ip6|dns4|dns6)\/tcp\/p2p$/.test(shape) || !peer)
       throw new StoreError(`a peer address must be ip4|ip6|dns4|dns6/tcp/p2p, got /${shape}`);
+    try {
+      peerIdFromString(peer);
+    } catch {
+      throw new StoreError(`not a peer id: ${JSON.stringify(peer.slice(0, 80))}`);
+    }
     peers.add(peer);
   }
   if (peers.size !== 1) throw new StoreError(`one announcement names one peer, this one ${peers.size}`);
