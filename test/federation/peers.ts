@@ -18,7 +18,7 @@ describe("peers found through the chain", function () {
   const stores: AdapterStore[] = [];
   after(async () => Promise.all(stores.map((s) => s.close())));
 
-  it("a node announced on-chain is dialed by a verifier with an empty store, which fetches its blocks", async function () {
+  it("a verifier with an empty store dials the node announced on-chain and fetches its blocks", async function () {
     const [admin, aggregator, hospital, stranger] = await ethers.getSigners();
     const ledger = await deployContracts(admin!);
     await ledger.registerIdentity(hospital!.address, "h", sha256Hex(new Uint8Array([1])), "bafkreimeta");
