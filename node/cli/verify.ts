@@ -23,24 +23,39 @@ export async function verifyCommand(args: (string | undefined)[], io: CliIO): Pr
   async function verifyWith(store: AdapterStore) {
     await initBackend(undefined, true);
     const history = await ledger.readTaskHistory(task);
-    const base = await taskBase(store, history.baseModelCid, history.baseModelSha256, v.base as string);
+    const { base, local } = await taskBase(store, history.baseModelCid, history.baseModelSha256, v.base as string);
     const heldOut = v["held-out"] ? await heldOutLoss(v["held-out"] as string, base, lora) : undefined;
-    const report = await verifyTask(ledger, store, history.task, { model: base.model.config, lora, round, heldOut });
+    const localBase = local ? { sha256: base.sha256, where: v.base as string } : undefined;
+    const report = await verifyTask(ledger, store, history.task, {
+      model: base.model.config,
+      lora,
+      round,
+      heldOut,
+      localBase,
+    });
     io.out(v.json ? JSON.stringify(report, null, 2) : formatVerifyReport(report));
     if (!report.ok) io.exitCode = 1;
   }
 }
 
-/** The model layout comes from the task's own base model, fetched and checked against the chain (else --base). */
-async function taskBase(store: AdapterStore, cid: string, sha256: string, baseDir: string): Promise<BaseModel> {
+/**
+ * The task's base model: the verifier's own copy in --base when it is the task's (checked by digest, no network),
+ * else fetched by CID from the store and its peers and checked against the chain.
+ */
+async function taskBase(
+  store: AdapterStore,
+  cid: string,
+  sha256: string,
+  baseDir: string,
+): Promise<{ base: BaseModel; local: boolean }> {
+  const onDisk = await loadBaseModel(baseDir).catch(() => null);
+  if (onDisk?.sha256 === sha256) return { base: onDisk, local: true };
+  onDisk?.model.dispose();
   const bytes = await store.get(cid, { expectedSha256: sha256 }).catch(() => null);
-  if (bytes) return parseBaseModel(bytes);
-  const base = await loadBaseModel(baseDir);
-  if (base.sha256 !== sha256) {
-    base.model.dispose();
-    throw new InvalidArgumentError(`base model in ${baseDir} is ${base.sha256}, not the task's ${sha256}`);
-  }
-  return base;
+  if (bytes) return { base: parseBaseModel(bytes), local: false };
+  throw new InvalidArgumentError(
+    `the task's base model ${cid} (sha256 ${sha256}) is neither in ${baseDir} nor to be had from the store or peers`,
+  );
 }
 
 /** Leave-one-out effects on this held-out text (JSONL), scored with the task's base model. */

@@ -84,6 +84,11 @@ export interface VerifyOptions {
   lora: LoraConfig;
   /** Only this round (lineage still checks its start). */
   round?: number;
+  /**
+   * The base model as the verifier holds it on disk (its sha256, computed as it was loaded): checked against the
+   * task's digest instead of fetching the base's bytes by CID, which nobody may be serving.
+   */
+  localBase?: { sha256: string; where: string };
   /** Held-out tokens and a loss function over adapter weights: adds each contributor's leave-one-out effect. */
   heldOut?: { loss: (weights: LoraWeights) => Promise<number> };
 }
@@ -111,7 +116,8 @@ export async function verifyTask(
   const v = new Verification(ledger, store, history, o, timeline);
   // the base model may be as large as the store allows; every other blob verify reads is an adapter
   const h = v.history;
-  await v.fetchVerified(null, null, "base model", h.baseModelCid, h.baseModelSha256, Number.POSITIVE_INFINITY);
+  if (o.localBase) v.localBase(o.localBase);
+  else await v.fetchVerified(null, null, "base model", h.baseModelCid, h.baseModelSha256, Number.POSITIVE_INFINITY);
   v.loraConfig();
   v.privacySpent();
   let previous: Head | null = null;
@@ -182,6 +188,19 @@ class Verification {
       this.add(round, identity, `${what} digest`, false, `${cid} could not be read: ${(e as Error).message}`);
       return null;
     }
+  }
+
+  /** The verifier's own copy of the base model hashes to the task's digest. */
+  localBase(b: { sha256: string; where: string }): void {
+    const ok = b.sha256 === this.history.baseModelSha256;
+    const want = this.history.baseModelSha256;
+    this.add(
+      null,
+      null,
+      "base model digest",
+      ok,
+      `the base model at ${b.where} has sha256 ${b.sha256}, the task's is ${want}`,
+    );
   }
 
   /** The LoRA config verify parses adapters with is the one the task committed to (its hash on-chain). */
