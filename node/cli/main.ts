@@ -49,6 +49,7 @@ export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
 
   chain:  --rpc URL  --private-key HEX | --keystore FILE  --deployment FILE (default .fok/deployment.json)
   store:  --store-dir DIR (default .fok/store)  --peer MULTIADDR  --gateway URL  --listen MULTIADDR
+          --announce MULTIADDR   (with --listen or --peer: peers of the task found through the chain)
   model:  --base DIR  --lora-r 8  --lora-alpha 16  --lora-targets q,v
   strategies: ${STRATEGIES.join(", ")}`;
 
