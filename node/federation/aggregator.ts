@@ -5,7 +5,9 @@
  * the round's start larger than the task's bound), aggregates the rest with the task's strategy, pins the global
  * adapter and finalizes the round on-chain. A round that has too few usable updates at its deadline is closed on
  * chain and the next one opens from the same adapter. Aggregation is deterministic, so a restart after a crash
- * recomputes the same bytes and finalizes exactly once.
+ * recomputes the same bytes and finalizes exactly once — but for a DP task's central noise, which a restart draws
+ * anew (node/dp/privacy.ts: such a task averages uniformly, adds the noise, records the ε spent, and refuses a round
+ * beyond its budget).
  */
 import { FederationLedger, IdentityStatus, Revert, TaskStatus, isRevert, type RoundHistory } from "../chain/index.js";
 import { FokError } from "../errors.js";
