@@ -19,7 +19,7 @@ import {
   type UpdateCommitment,
 } from "../chain/index.js";
 import { FokError } from "../errors.js";
-import type { AdapterStore } from "../store/index.js";
+import { FetchTimeoutError, NotFoundError, type AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import type { RoundTrainer } from "./trainer-pool.js";
 import { canonicalJson } from "./local-trainer.js";
@@ -219,7 +219,12 @@ export class FederationClient {
       }
       const round = info.currentRound;
       if (info.status === TaskStatus.Open && round !== lastRound) {
-        const outcome = await this.participate(round);
+        const outcome = await this.participate(round).catch((e: unknown) => {
+          // a blob no peer served in time (a WAN, a peer offline): try the round again at the next poll
+          if (!(e instanceof FetchTimeoutError || e instanceof NotFoundError)) throw e;
+          this.log(`round ${round}: ${e.message}; trying again`);
+          return "not-open" as const;
+        });
         if (outcome !== "not-open") lastRound = round;
         if (outcome === "deadline-passed") this.log(`round ${round}: deadline passed, skipped`);
         if (outcome === "round-closed") this.log(`round ${round}: finalized before this update was in, skipped`);

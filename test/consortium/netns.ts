@@ -7,7 +7,9 @@
  */
 import { expect } from "chai";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { JsonRpcProvider } from "ethers";
+import { FederationLedger } from "../../node/chain/index.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -108,6 +110,16 @@ async function fokOk(party: Party, args: string[]): Promise<string[]> {
   return r.out;
 }
 
+async function untilAsync(ok: () => Promise<boolean>, ms = 90_000): Promise<void> {
+  for (const t0 = Date.now(); !(await ok().catch(() => false)); await new Promise((r) => setTimeout(r, 100)))
+    if (Date.now() - t0 > ms) throw new Error("timed out waiting");
+}
+
+/** Takes `party`'s link to the bridge down or up (its namespace keeps running, cut off). */
+function linkOf(party: Party, state: "up" | "down"): void {
+  ip("link", "set", `fk${tag}${PARTIES.indexOf(party)}`, state);
+}
+
 async function until(ok: () => boolean, ms = 60_000): Promise<void> {
   for (const t0 = Date.now(); !ok(); await new Promise((r) => setTimeout(r, 100)))
     if (Date.now() - t0 > ms) throw new Error("timed out waiting");
@@ -153,18 +165,39 @@ describe("a consortium across network namespaces", function () {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
+  const rpc = () => `http://${ipOf("chain")}:8545`;
+  // every party keeps its own folder: its store and its copy of the deployment file
+  const flags = (folder: string, key?: number) => [
+    "--rpc",
+    rpc(),
+    ...(key === undefined ? [] : ["--private-key", KEYS[key]!]),
+    "--deployment",
+    join(dir, folder, "deployment.json"),
+    "--store-dir",
+    join(dir, folder, "store"),
+  ];
+  const listen = (p: Party) => ["--listen", `/ip4/${ipOf(p)}/tcp/4001`];
+  const train = (task: number) => ["--task", String(task), "--steps", "2", "--batch-size", "2"];
+  const DATA = { h1: [2, "disease"], h2: [3, "drug"], h3: [4, "symptom"] } as const;
+  const hospital = (p: "h1" | "h2" | "h3", task: number) =>
+    fok(p, ["client", "run", ...train(task), "--wordnet-category", DATA[p][1], ...listen(p), ...flags(p, DATA[p][0])]);
+
+  let serving: Run[] = [];
+  /** The participants keep serving their blocks after a task (the same store: the same peer id and address). */
+  const serveAll = async () => {
+    serving = (["agg", "h1", "h2", "h3"] as const).map((p) =>
+      fok(p, ["store", "serve", ...listen(p), "--store-dir", join(dir, p, "store")]),
+    );
+    running.push(...serving);
+    for (const node of serving) await until(() => node.out.some((l) => l.startsWith("libp2p /ip4/")));
+  };
+  const stopServing = async () => {
+    for (const node of serving) process.kill(-node.proc.pid!, "SIGKILL");
+    await Promise.all(serving.map((node) => node.done));
+    serving = [];
+  };
+
   it("runs 3 rounds, every party on its own node, peers from the chain; a fresh verifier passes", async function () {
-    const rpc = `http://${ipOf("chain")}:8545`;
-    // every party keeps its own folder: its store and its copy of the deployment file
-    const flags = (folder: string, key?: number) => [
-      "--rpc",
-      rpc,
-      ...(key === undefined ? [] : ["--private-key", KEYS[key]!]),
-      "--deployment",
-      join(dir, folder, "deployment.json"),
-      "--store-dir",
-      join(dir, folder, "store"),
-    ];
     await fokOk("agg", ["chain", "deploy", ...flags("admin", 0)]);
     for (const folder of ["agg", "h1", "h2", "h3", "ver"]) {
       await mkdir(join(dir, folder), { recursive: true });
@@ -182,7 +215,6 @@ describe("a consortium across network namespaces", function () {
       ]);
     const create = ["task", "create", "--aggregator", ADDRESSES[1]!, "--rounds", "3", "--min-updates", "3"];
     await fokOk("agg", [...create, ...flags("admin", 0)]);
-    const listen = (p: Party) => ["--listen", `/ip4/${ipOf(p)}/tcp/4001`];
     const aggregator = fok("agg", [
       "aggregator",
       "run",
@@ -193,16 +225,7 @@ describe("a consortium across network namespaces", function () {
       ...listen("agg"),
       ...flags("agg", 1),
     ]);
-    const train = ["--task", "1", "--steps", "2", "--batch-size", "2"];
-    const hospitals = (
-      [
-        ["h1", 2, "disease"],
-        ["h2", 3, "drug"],
-        ["h3", 4, "symptom"],
-      ] as const
-    ).map(([p, key, data]) =>
-      fok(p, ["client", "run", ...train, "--wordnet-category", data, ...listen(p), ...flags(p, key)]),
-    );
+    const hospitals = (["h1", "h2", "h3"] as const).map((p) => hospital(p, 1));
     running.push(aggregator, ...hospitals);
     const codes = await Promise.all(running.map((r) => r.done));
     const logs = running.map((r) => r.err.join("\n"));
@@ -218,11 +241,7 @@ describe("a consortium across network namespaces", function () {
     );
     expect(found).to.deep.equal([true, true, true]);
     // the participants keep serving their blocks (the same store, so the same peer id and the announced address)
-    const serving = (["agg", "h1", "h2", "h3"] as const).map((p) =>
-      fok(p, ["store", "serve", ...listen(p), "--store-dir", join(dir, p, "store")]),
-    );
-    running.push(...serving);
-    for (const node of serving) await until(() => node.out.some((l) => l.startsWith("libp2p /ip4/")));
+    await serveAll();
     // a verifier in a fresh namespace, with an empty store and no key, fetches every block from the participants
     const verified = fok("ver", ["verify", "--task", "1", ...listen("ver"), ...flags("ver")]);
     running.push(verified);
@@ -235,5 +254,73 @@ describe("a consortium across network namespaces", function () {
     expect(
       verified.out.filter((l) => l.startsWith("PASS  round 3 identity") && l.includes("update digest")),
     ).to.have.length(3);
+  });
+
+  it("survives the chain going away, the aggregator killed mid-round, a hospital cut for a round", async function () {
+    const reader = new FederationLedger(
+      JSON.parse(await readFile(join(dir, "admin", "deployment.json"), "utf8")),
+      new JsonRpcProvider(rpc(), undefined, { staticNetwork: true, cacheTimeout: -1 }),
+    );
+    await stopServing(); // their stores are the ones the task's processes open now
+    // task 2: 4 rounds of 45 s, at least 2 of the 3 hospitals; hospital 3 trains longer (its cut must come first)
+    const create = ["task", "create", "--aggregator", ADDRESSES[1]!, "--rounds", "4", "--min-updates", "2"];
+    await fokOk("agg", [...create, "--duration", "45", ...flags("admin", 0)]);
+    const startAggregator = () =>
+      fok("agg", ["aggregator", "run", "--task", "2", "--expected", "3", ...listen("agg"), ...flags("agg", 1)]);
+    let aggregator = startAggregator();
+    const hospitals = (["h1", "h2"] as const).map((p) => hospital(p, 2));
+    const h3 = fok(
+      "h3",
+      ["client", "run", ...train(2), "--steps", "12", "--wordnet-category", "symptom"].concat(
+        listen("h3"),
+        flags("h3", 4),
+      ),
+    );
+    running.push(aggregator, ...hospitals, h3);
+    const round = async (r: number) => reader.readRound(2, r);
+    // 1. once every process is up, the chain's endpoint goes away for 8 s during round 1 and comes back: nothing
+    // exits (a command that cannot reach the chain when it starts says so in one line and exits, by design)
+    await untilAsync(async () => (await round(1)) !== null);
+    await until(() => [...hospitals, h3].every((h) => h.err.some((l) => l.startsWith("client: identity"))), 120_000);
+    linkOf("chain", "down");
+    await new Promise((r) => setTimeout(r, 8_000));
+    linkOf("chain", "up");
+    // 2. the aggregator is killed once round 2 has a submission, and restarted on the same store
+    await untilAsync(async () => ((await round(2))?.submissions.length ?? 0) >= 1);
+    process.kill(-aggregator.proc.pid!, "SIGKILL");
+    await aggregator.done;
+    aggregator = startAggregator();
+    running.push(aggregator);
+    // 3. hospital 3 is cut off for all of round 3 (from the moment it opens); it rejoins for round 4
+    await untilAsync(async () => (await round(3)) !== null);
+    linkOf("h3", "down");
+    await untilAsync(async () => Boolean((await round(3))?.finalized), 120_000).catch((e: Error) => {
+      const tail = (r: Run) =>
+        r.err
+          .filter((l) => !l.startsWith("  step"))
+          .slice(-12)
+          .join("\n");
+      throw new Error(`${e.message}\n${[aggregator, ...hospitals, h3].map(tail).join("\n----\n")}`);
+    });
+    linkOf("h3", "up");
+    const codes = await Promise.all([aggregator, ...hospitals, h3].map((r) => r.done));
+    expect(codes, [aggregator, ...hospitals, h3].map((r) => r.err.join("\n")).join("\n----\n")).to.deep.equal([
+      0, 0, 0, 0,
+    ]);
+    const history = await reader.readTaskHistory(2);
+    const finalizations = await Promise.all([1, 2, 3, 4].map((r) => reader.finalizations(2, r)));
+    expect(finalizations.map((f) => f.length)).to.deep.equal([1, 1, 1, 1]); // each round finalized exactly once
+    expect(history.rounds.map((r) => r.finalized?.contributors)).to.deep.equal([
+      [1, 2, 3],
+      [1, 2, 3],
+      [1, 2],
+      [1, 2, 3],
+    ]);
+    const all = [aggregator, ...hospitals, h3].flatMap((r) => r.err);
+    expect(all.some((l) => l.startsWith("chain unreachable"))).to.equal(true);
+    await serveAll();
+    const verified = fok("ver", ["verify", "--task", "2", ...listen("ver"), ...flags("ver")]);
+    running.push(verified);
+    expect(await verified.done, verified.out.filter((l) => l.startsWith("FAIL")).join("\n")).to.equal(0);
   });
 });
