@@ -7,4 +7,21 @@ if (!existsSync(new URL("../../types/ethers-contracts/index.ts", import.meta.url
   process.exit(1);
 }
 const { processIO, runCli } = await import("./main.js");
+const { isTransientChainError } = await import("../federation/rounds.js");
+
+// A failure outside every awaited call — ethers' own polling of a chain endpoint that went away (a request timeout
+// while it waits for a receipt) — is one line: a transient one is retried by the command's own loop and the command
+// goes on; any other ends the process as every failure does, in one line with exit 1 (FOK_DEBUG=1: the stack).
+const stray = (e: unknown) => {
+  const err = e instanceof Error ? e : new Error(String(e));
+  const line = `${err.name}: ${err.message.split("\n")[0]}`;
+  if (isTransientChainError(err)) {
+    process.stderr.write(`chain unreachable (${line}); the command retries\n`);
+    return;
+  }
+  process.stderr.write(`fok: ${line}\n${process.env.FOK_DEBUG ? `${err.stack}\n` : ""}`);
+  process.exit(1);
+};
+process.on("unhandledRejection", stray);
+process.on("uncaughtException", stray);
 process.exit(await runCli(process.argv.slice(2), processIO()));

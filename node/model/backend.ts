@@ -80,9 +80,28 @@ export function initBackend(
   backend: string | undefined = process.env.FOK_BACKEND,
   quiet = false,
 ): Promise<BackendName> {
-  const run = initializing.then(() => initBackendNow(backend, quiet));
+  const run = initializing.then(() => withoutStrayHandlers(() => initBackendNow(backend, quiet)));
   initializing = run.catch(() => undefined);
   return run;
+}
+
+/**
+ * Runs `fn` and removes the process-wide 'uncaughtException' / 'unhandledRejection' listeners it added:
+ * tfjs-backend-wasm's emscripten glue installs ones that rethrow every stray error, which would crash a long-running
+ * client on any failure outside an awaited call (a chain endpoint going away while ethers polls it). What happens
+ * to such errors is the process's decision (node/cli/fok.ts), not the backend's.
+ */
+async function withoutStrayHandlers<T>(fn: () => Promise<T>): Promise<T> {
+  const uncaught = process.listeners("uncaughtException");
+  const unhandled = process.listeners("unhandledRejection");
+  try {
+    return await fn();
+  } finally {
+    for (const l of process.listeners("uncaughtException"))
+      if (!uncaught.includes(l)) process.removeListener("uncaughtException", l);
+    for (const l of process.listeners("unhandledRejection"))
+      if (!unhandled.includes(l)) process.removeListener("unhandledRejection", l);
+  }
 }
 
 async function initBackendNow(backend: string | undefined, quiet: boolean): Promise<BackendName> {

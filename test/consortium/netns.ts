@@ -262,9 +262,10 @@ describe("a consortium across network namespaces", function () {
       new JsonRpcProvider(rpc(), undefined, { staticNetwork: true, cacheTimeout: -1 }),
     );
     await stopServing(); // their stores are the ones the task's processes open now
-    // task 2: 4 rounds of 45 s, at least 2 of the 3 hospitals; hospital 3 trains longer (its cut must come first)
+    // task 2: 4 rounds of 90 s (room for a client back from a cut: its retries back off to 30 s), at least 2 of the 3
+    // hospitals; hospital 3 trains longer (its cut must come first)
     const create = ["task", "create", "--aggregator", ADDRESSES[1]!, "--rounds", "4", "--min-updates", "2"];
-    await fokOk("agg", [...create, "--duration", "45", ...flags("admin", 0)]);
+    await fokOk("agg", [...create, "--duration", "90", ...flags("admin", 0)]);
     const startAggregator = () =>
       fok("agg", ["aggregator", "run", "--task", "2", "--expected", "3", ...listen("agg"), ...flags("agg", 1)]);
     let aggregator = startAggregator();
