@@ -403,6 +403,20 @@ contract Federation is AccessControl, EIP712, IFederation {
     }
 
     /// @inheritdoc IFederation
+    function declareUnavailable(uint256 taskId, uint256 round, uint256[] calldata identitiesList) external {
+        Task storage t = _requireAggregator(taskId);
+        if (t.privacy != Privacy.Open) revert FederationWrongPrivacy(taskId, t.privacy);
+        Schedule memory s = t.schedule;
+        if (s.status != TaskStatus.Open || s.currentRound != round) revert FederationRoundNotOpen(taskId, round);
+        mapping(uint256 => Submission) storage subs = _submissions[taskId][round];
+        for (uint256 i; i < identitiesList.length; ++i) {
+            uint256 id = identitiesList[i];
+            if (subs[id].numExamples == 0) revert FederationNotSubmitter(taskId, round, id);
+        }
+        emit UpdatesUnavailable(taskId, round, identitiesList);
+    }
+
+    /// @inheritdoc IFederation
     function closeRound(uint256 taskId, uint256 round, string calldata startCid) external {
         Task storage t = _requireTask(taskId);
         Schedule memory s = t.schedule;

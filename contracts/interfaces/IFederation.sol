@@ -231,6 +231,10 @@ interface IFederation {
         uint256[] contributors,
         uint96[] weights
     );
+    /// @notice The aggregator of an open task could not fetch the updates of `identities` in round `round` (no peer
+    /// served their bytes in time): a claim about the past that nobody can check later, recorded so that each one
+    /// is public, counted per identity, and excused from the round's contributor set.
+    event UpdatesUnavailable(uint256 indexed task, uint256 indexed round, uint256[] identities);
     /// @notice Task `task` runs in privacy mode `mode`; secure tasks need `threshold` survivors' shares to unmask.
     event TaskPrivacy(uint256 indexed task, Privacy mode, uint32 threshold);
     /// @notice Identity `identity` takes part in secure round `round` with these X25519 public keys: one to which its
@@ -406,6 +410,13 @@ interface IFederation {
         bytes32 strategyId,
         uint64 epsilonSpent
     ) external;
+
+    /// @notice Declares that the aggregator could not fetch the submitted updates of `identitiesList` in round
+    /// `round` of an open-mode task, before finalizing it without them (a secure round has its own dropouts).
+    /// Requirements: the caller is the task's aggregator; `round` is the open round; every listed identity submitted
+    /// in it.
+    /// Emits {UpdatesUnavailable}.
+    function declareUnavailable(uint256 taskId, uint256 round, uint256[] calldata identitiesList) external;
 
     /// @notice Ends round `round` without a global adapter and opens the next one from the same adapter (or
     /// completes the task after its last round): for a round that cannot reach its minimum, or whose aggregator

@@ -24,6 +24,7 @@ import {
   type RoundHistory,
   type SubmittedUpdate,
   type TaskHistory,
+  type UnavailableDeclaration,
 } from "./types.js";
 
 type Log<A> = { args: A; blockNumber: number; transactionHash: string; index: number };
@@ -49,18 +50,20 @@ type FinalizedArgs = {
 
 /** Rebuilds a task's whole history from events alone. */
 export async function readTaskHistory(f: Federation, logs: LogReader, task: number): Promise<TaskHistory> {
-  const [created, opened, submitted, finalized, closed, completed, handovers, privacy, dp, spent] = await Promise.all([
-    logs.read(`TaskCreated(${task})`, (a, b) => f.queryFilter(f.filters.TaskCreated(task), a, b)),
-    logs.read(`RoundOpened(${task})`, (a, b) => f.queryFilter(f.filters.RoundOpened(task), a, b)),
-    logs.read(`UpdateSubmitted(${task})`, (a, b) => f.queryFilter(f.filters.UpdateSubmitted(task), a, b)),
-    logs.read(`RoundFinalized(${task})`, (a, b) => f.queryFilter(f.filters.RoundFinalized(task), a, b)),
-    logs.read(`RoundClosed(${task})`, (a, b) => f.queryFilter(f.filters.RoundClosed(task), a, b)),
-    logs.read(`TaskCompleted(${task})`, (a, b) => f.queryFilter(f.filters.TaskCompleted(task), a, b)),
-    logs.read(`AggregatorChanged(${task})`, (a, b) => f.queryFilter(f.filters.AggregatorChanged(task), a, b)),
-    logs.read(`TaskPrivacy(${task})`, (a, b) => f.queryFilter(f.filters.TaskPrivacy(task), a, b)),
-    logs.read(`TaskDp(${task})`, (a, b) => f.queryFilter(f.filters.TaskDp(task), a, b)),
-    logs.read(`PrivacySpent(${task})`, (a, b) => f.queryFilter(f.filters.PrivacySpent(task), a, b)),
-  ]);
+  const [created, opened, submitted, finalized, closed, completed, handovers, privacy, dp, spent, unavailable] =
+    await Promise.all([
+      logs.read(`TaskCreated(${task})`, (a, b) => f.queryFilter(f.filters.TaskCreated(task), a, b)),
+      logs.read(`RoundOpened(${task})`, (a, b) => f.queryFilter(f.filters.RoundOpened(task), a, b)),
+      logs.read(`UpdateSubmitted(${task})`, (a, b) => f.queryFilter(f.filters.UpdateSubmitted(task), a, b)),
+      logs.read(`RoundFinalized(${task})`, (a, b) => f.queryFilter(f.filters.RoundFinalized(task), a, b)),
+      logs.read(`RoundClosed(${task})`, (a, b) => f.queryFilter(f.filters.RoundClosed(task), a, b)),
+      logs.read(`TaskCompleted(${task})`, (a, b) => f.queryFilter(f.filters.TaskCompleted(task), a, b)),
+      logs.read(`AggregatorChanged(${task})`, (a, b) => f.queryFilter(f.filters.AggregatorChanged(task), a, b)),
+      logs.read(`TaskPrivacy(${task})`, (a, b) => f.queryFilter(f.filters.TaskPrivacy(task), a, b)),
+      logs.read(`TaskDp(${task})`, (a, b) => f.queryFilter(f.filters.TaskDp(task), a, b)),
+      logs.read(`PrivacySpent(${task})`, (a, b) => f.queryFilter(f.filters.PrivacySpent(task), a, b)),
+      logs.read(`UpdatesUnavailable(${task})`, (a, b) => f.queryFilter(f.filters.UpdatesUnavailable(task), a, b)),
+    ]);
   if (created.length !== 1) {
     throw new ChainDataError(`task ${task}: expected one TaskCreated event, found ${created.length}`);
   }
@@ -74,6 +77,7 @@ export async function readTaskHistory(f: Federation, logs: LogReader, task: numb
   for (const e of sortBySource(submitted)) roundOf(Number(e.args.round)).submissions.push(submittedUpdate(e));
   for (const e of finalized) roundOf(Number(e.args.round)).finalized = finalizedRound(e);
   for (const e of closed) roundOf(Number(e.args.round)).closed = closedRound(e);
+  for (const e of sortBySource(unavailable)) roundOf(Number(e.args.round)).unavailable.push(declaration(e));
   for (const e of spent) {
     const f = roundOf(Number(e.args.round)).finalized;
     if (f) f.epsilon = Number(e.args.epsilon) / DP_SCALE;
@@ -120,13 +124,16 @@ export async function readRound(
   task: number,
   round: number,
 ): Promise<RoundHistory | null> {
-  const [opened, submitted, finalized, closed] = await Promise.all([
+  const [opened, submitted, finalized, closed, unavailable] = await Promise.all([
     logs.read(`RoundOpened(${task},${round})`, (a, b) => f.queryFilter(f.filters.RoundOpened(task, round), a, b)),
     logs.read(`UpdateSubmitted(${task},${round})`, (a, b) =>
       f.queryFilter(f.filters.UpdateSubmitted(task, round), a, b),
     ),
     logs.read(`RoundFinalized(${task},${round})`, (a, b) => f.queryFilter(f.filters.RoundFinalized(task, round), a, b)),
     logs.read(`RoundClosed(${task},${round})`, (a, b) => f.queryFilter(f.filters.RoundClosed(task, round), a, b)),
+    logs.read(`UpdatesUnavailable(${task},${round})`, (a, b) =>
+      f.queryFilter(f.filters.UpdatesUnavailable(task, round), a, b),
+    ),
   ]);
   if (opened.length === 0) return null;
   if (opened.length > 1 || finalized.length > 1) {
@@ -138,6 +145,7 @@ export async function readRound(
   r.submissions = sortBySource(submitted).map(submittedUpdate);
   r.finalized = finalized.length ? finalizedRound(finalized[0]!) : null;
   r.closed = closed.length ? closedRound(closed[0]!) : null;
+  r.unavailable = sortBySource(unavailable).map(declaration);
   return r;
 }
 
@@ -303,7 +311,12 @@ function openedRound(e: Log<OpenedArgs>): RoundHistory {
     submissions: [],
     finalized: null,
     closed: null,
+    unavailable: [],
   };
+}
+
+function declaration(e: Log<{ identities: bigint[] }>): UnavailableDeclaration {
+  return { identities: e.args.identities.map(Number), ...source(e) };
 }
 
 function closedRound(e: Log<{ closedBy: string }>): ClosedRound {

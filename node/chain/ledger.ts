@@ -393,6 +393,14 @@ export class FederationLedger {
     return send("closeRound", () => this.#federation.closeRound(task, round, startCid));
   }
 
+  /**
+   * The aggregator declares that it could not fetch these identities' updates of the open round (an open task): the
+   * claim is public and verify excuses them from the contributor set, counting each such claim.
+   */
+  async declareUnavailable(task: number, round: number, identities: readonly number[]): Promise<TransactionReceipt> {
+    return send("declareUnavailable", () => this.#federation.declareUnavailable(task, round, [...identities]));
+  }
+
   /** Submits `c` from the connected account, which must hold an Active identity. */
   async submitUpdate(c: UpdateCommitment): Promise<TransactionReceipt> {
     return send("submitUpdate", () =>

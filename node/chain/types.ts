@@ -275,6 +275,11 @@ export interface AggregatorChange extends EventSource {
   current: string;
 }
 
+/** An aggregator's claim that it could not fetch `identities`' updates of the round: public, not checkable later. */
+export interface UnavailableDeclaration extends EventSource {
+  identities: number[];
+}
+
 export interface RoundHistory {
   round: number;
   startCid: string;
@@ -286,6 +291,8 @@ export interface RoundHistory {
   finalized: FinalizedRound | null;
   /** Set when the round ended without a global adapter; the next round starts where this one did. */
   closed: ClosedRound | null;
+  /** Open tasks: the aggregator's declarations that it could not fetch identities' updates (`UpdatesUnavailable`). */
+  unavailable: UnavailableDeclaration[];
   /** Secure tasks (readTaskHistory, readSecureRound): the round's keys, dealings, phases and reveals. */
   secure?: SecureRoundHistory;
 }

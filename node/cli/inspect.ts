@@ -58,6 +58,10 @@ export function printTask(t: TaskHistory, io: Pick<CliIO, "out">): void {
       const relayed = s.relayer ? `, relayed by ${s.relayer}` : "";
       io.out(`    identity ${s.identity} submitted ${what}${s.cid} (${s.numExamples} examples${relayed})`);
     }
+    for (const d of r.unavailable)
+      io.out(
+        `    aggregator declared the updates of [${d.identities.join(", ")}] unavailable (tx ${d.transactionHash})`,
+      );
     const f = r.finalized;
     if (f) {
       const shares = f.contributors.map((c, i) => `${c}: ${formatWeight(f.weights[i]!)}`).join(", ");
@@ -110,6 +114,7 @@ function contributionsOf(id: number, tasks: TaskHistory[]) {
             numExamples: s.numExamples,
             transactionHash: s.transactionHash,
             aggregated: k >= 0,
+            declaredUnavailable: r.unavailable.some((d) => d.identities.includes(id)),
             weight: k >= 0 ? r.finalized!.weights[k]! : 0n,
             globalCid: r.finalized?.globalCid ?? null,
           };
@@ -127,7 +132,8 @@ function inspectIdentity(id: number, identities: IdentityHistory[], tasks: TaskH
   for (const e of who.events)
     io.out(`  ${e.kind} (key ${e.signer}) in block ${e.blockNumber}, tx ${e.transactionHash}`);
   for (const c of history) {
-    const share = c.aggregated ? `${formatWeight(c.weight)} of ${c.globalCid}` : "not aggregated";
+    const left = c.declaredUnavailable ? "not aggregated: declared unavailable by the aggregator" : "not aggregated";
+    const share = c.aggregated ? `${formatWeight(c.weight)} of ${c.globalCid}` : left;
     io.out(`  task ${c.task} round ${c.round}: ${c.cid} (${c.numExamples} examples) → ${share}`);
   }
 }

@@ -9,6 +9,7 @@ import { FokError, InvalidArgumentError } from "../errors.js";
 import {
   FederationLedger,
   PRIVACY_MODES,
+  chainRequest,
   checkEvm,
   type Deployment,
   type DpParams,
@@ -184,7 +185,7 @@ export async function providerFrom(v: Values, io: CliIO): Promise<JsonRpcProvide
     const err = e as Error & { cause?: { code?: string; message?: string } };
     throw new RpcUnavailableError(url, err.cause?.code ?? err.cause?.message ?? err.message.split("\n")[0]!);
   }
-  const provider = new JsonRpcProvider(url, Network.from(chainId), { staticNetwork: true });
+  const provider = new JsonRpcProvider(chainRequest(url), Network.from(chainId), { staticNetwork: true });
   io.cleanup.push(() => provider.destroy());
   await checkEvm(provider, `the chain at ${url} (chain id ${chainId})`);
   return provider;

@@ -22,7 +22,7 @@ import {
   type ClientUpdate,
   type Strategy,
 } from "../aggregate/index.js";
-import type { AdapterStore } from "../store/index.js";
+import { FetchTimeoutError, NotFoundError, type AdapterStore } from "../store/index.js";
 import { sha256Hex } from "../digest.js";
 import { AggregationError, roundBudget, sleep, untilDone, waitForRound } from "./rounds.js";
 import { addNoise, normalSource, type NormalSource } from "../dp/noise.js";
@@ -60,6 +60,8 @@ export interface RoundReport {
   contributors: number[];
   weights: bigint[];
   excluded: { identity: number; reason: string }[];
+  /** Identities whose updates no peer served in time: declared on-chain (`UpdatesUnavailable`) and left out. */
+  unavailable: number[];
   diagnostics: Record<string, number>;
   timings: { fetchVerifyMs: number; aggregateMs: number; pinMs: number; finalizeMs: number };
 }
@@ -124,9 +126,10 @@ export class Aggregator {
   async collect(
     round: RoundHistory,
     maxUpdateNorm: number,
-  ): Promise<{ updates: ClientUpdate[]; excluded: RoundReport["excluded"] }> {
+  ): Promise<{ updates: ClientUpdate[]; excluded: RoundReport["excluded"]; unavailable: number[] }> {
     const updates: ClientUpdate[] = [];
     const excluded: RoundReport["excluded"] = [];
+    const unavailable: number[] = [];
     const maxBytes = this.maxAdapterBytes;
     const start = await this.startWeights(round);
     for (const s of round.submissions) {
@@ -145,10 +148,12 @@ export class Aggregator {
         updates.push({ identity: s.identity, numExamples: s.numExamples, weights: parsed.weights });
       } catch (e) {
         excluded.push({ identity: s.identity, reason: `${(e as Error).name}: ${(e as Error).message}` });
+        // no peer served the bytes (the hospital offline, a partition): declared on-chain before finalizing
+        if (e instanceof FetchTimeoutError || e instanceof NotFoundError) unavailable.push(s.identity);
         this.log(`round ${round.round}: left out identity ${s.identity}: ${(e as Error).message}`);
       }
     }
-    return { updates, excluded };
+    return { updates, excluded, unavailable };
   }
 
   /**
@@ -178,6 +183,7 @@ export class Aggregator {
         });
       }
       if ((await ledger.chainTime()) > round.deadline) {
+        if (collected.unavailable.length) await this.declareUnavailable(roundNumber, collected.unavailable);
         await this.close(round, usable);
         return null;
       }
@@ -185,7 +191,8 @@ export class Aggregator {
       this.log(`round ${roundNumber}: ${usable}; waiting for more submissions until the deadline`);
       awaited = round.submissions.length + 1;
     }
-    const { updates, excluded } = collected;
+    const { updates, excluded, unavailable } = collected;
+    if (unavailable.length) await this.declareUnavailable(roundNumber, unavailable);
     const strategy = await this.strategy();
     const ctx = { scale: this.o.lora.alpha / this.o.lora.r, r: this.o.lora.r };
     // DP: the uniform average of the clipped updates, plus N(0, (σC)²) on their sum, i.e. (σC/n)² on the average
@@ -230,9 +237,24 @@ export class Aggregator {
       contributors: result.contributors,
       weights,
       excluded,
+      unavailable,
       diagnostics: result.diagnostics,
       timings: { fetchVerifyMs: t1 - t0, aggregateMs: t2 - t1, pinMs: t3 - t2, finalizeMs: t4 - t3 },
     };
+  }
+
+  /**
+   * Records on-chain that these identities' updates could not be fetched, before the round is finalized without
+   * them: the one exclusion verify cannot re-derive from bytes, so it is public and counted (README, threat model).
+   */
+  private async declareUnavailable(round: number, identities: number[]): Promise<void> {
+    try {
+      await this.o.ledger.declareUnavailable(this.o.task, round, identities);
+    } catch (e) {
+      if (isRevert(e, Revert.RoundNotOpen)) return; // finalized meanwhile: finalizeRound says so next
+      throw e;
+    }
+    this.log(`round ${round}: declared on-chain that the updates of [${identities.join(", ")}] were unavailable`);
   }
 
   /** A secure round: phases, unmasking and finalization (secure-aggregator.ts). */
@@ -266,6 +288,7 @@ export class Aggregator {
       contributors: r.contributors,
       weights: r.weights,
       excluded: [],
+      unavailable: [],
       diagnostics: {},
       // not split by step: the whole secure round, its phases' waiting included (npm run bench:secure splits it)
       timings: { fetchVerifyMs: 0, aggregateMs: ms, pinMs: 0, finalizeMs: 0 },

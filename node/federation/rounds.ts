@@ -49,10 +49,13 @@ export function isTransientChainError(e: unknown): boolean {
   return (code !== undefined && TRANSIENT.has(code)) || /fetch failed|socket hang up/i.test(e.message);
 }
 
+/** The longest wait between retries of a chain that cannot be reached: a round of minutes loses at most this. */
+const MAX_RETRY_DELAY_MS = 10_000;
+
 /**
  * Runs `step` until it returns a value other than undefined; a transient chain error is logged and retried after
- * 1, 2, 4 … 30 s (reset after a step that succeeds), any other error ends the loop. The retry loop of clients and
- * the aggregator: a chain endpoint that goes away for a while ends neither.
+ * 1, 2, 4, 8, 10, 10 … s (reset after a step that succeeds), any other error ends the loop. The retry loop of clients
+ * and the aggregator: a chain endpoint that goes away for a while ends neither.
  */
 export async function untilDone<T>(
   step: () => Promise<T | undefined>,
@@ -66,7 +69,7 @@ export async function untilDone<T>(
       failures = 0;
     } catch (e) {
       if (!isTransientChainError(e)) throw e;
-      const delay = Math.min(30_000, 1000 * 2 ** failures++);
+      const delay = Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** failures++);
       o.log(`chain unreachable (${(e as Error).message.split("\n")[0]}); retrying in ${delay / 1000} s`);
       await sleep(delay, o.signal);
     }

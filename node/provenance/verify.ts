@@ -52,6 +52,8 @@ export interface Check {
   check: string;
   ok: boolean;
   detail: string;
+  /** A fact verify cannot check (an aggregator's claim that an update was unavailable): printed NOTE, not failing. */
+  note?: true;
 }
 
 export interface ContributionFigure {
@@ -158,6 +160,10 @@ class Verification {
     this.checks.push({ round, identity, check, ok, detail });
   }
 
+  private note(round: number, identity: number, check: string, detail: string) {
+    this.checks.push({ round, identity, check, ok: true, detail, note: true });
+  }
+
   /**
    * The bytes of `cid` if they hash to `sha` (a check either way); null when they do not or cannot be read. At most
    * `maxBytes` are read: by default the adapter size limit of the task's model and LoRA config.
@@ -169,6 +175,7 @@ class Verification {
     cid: string,
     sha: string,
     maxBytes?: number,
+    unreadable?: (why: string) => void,
   ) {
     try {
       // computed once, inside the try: a LoRA config the model cannot take fails this check, as parsing would
@@ -185,7 +192,8 @@ class Verification {
       );
       return ok ? bytes : null;
     } catch (e) {
-      this.add(round, identity, `${what} digest`, false, `${cid} could not be read: ${(e as Error).message}`);
+      if (unreadable) unreadable((e as Error).message);
+      else this.add(round, identity, `${what} digest`, false, `${cid} could not be read: ${(e as Error).message}`);
       return null;
     }
   }
@@ -221,13 +229,14 @@ class Verification {
   async round(round: RoundHistory, previous: Head | null): Promise<void> {
     const start = await this.lineage(round, previous);
     if (this.history.privacy === "secure") return this.secureRound(round, start);
-    const updates = await this.submissions(round, start);
-    if (round.closed) await this.closedRound(round, updates);
+    const excused = excusedUpdates(round);
+    const updates = await this.submissions(round, start, excused);
+    if (round.closed) await this.closedRound(round, updates, excused);
     const fin = round.finalized;
     if (!fin) return;
     this.strategyOfRound(round.round, fin);
     this.contributorsSubmitted(round, fin);
-    const picked = await this.contributorSet(round.round, fin, updates);
+    const picked = await this.contributorSet(round.round, fin, updates, excused);
     const globalBytes = await this.fetchVerified(round.round, null, "global adapter", fin.globalCid, fin.globalSha256);
     const listed = fin.contributors.map((id) => updates.get(id)).filter((u): u is ParsedUpdate => Boolean(u));
     if (listed.length !== fin.contributors.length || !globalBytes) {
@@ -304,11 +313,37 @@ class Verification {
    * Each submitter's identity, relayed signature, bytes, format, metrics and update norm; the parsed updates by
    * identity (`withinBound` false for one whose change from the start exceeds the task's bound).
    */
-  private async submissions(round: RoundHistory, start: ParsedAdapter | null): Promise<Map<number, ParsedUpdate>> {
+  private async submissions(
+    round: RoundHistory,
+    start: ParsedAdapter | null,
+    excused: Map<number, number>,
+  ): Promise<Map<number, ParsedUpdate>> {
     const updates = new Map<number, ParsedUpdate>();
     for (const s of round.submissions) {
       await this.submitter(s);
-      const bytes = await this.fetchVerified(round.round, s.identity, "update", s.cid, s.adapterSha256);
+      const declared = excused.get(s.identity);
+      // an update the aggregator declared unavailable and left out may be gone for good: not a failure to find it
+      const gone =
+        declared === undefined
+          ? undefined
+          : (why: string) =>
+              this.note(
+                round.round,
+                s.identity,
+                "availability",
+                unavailableNote(declared, `not readable now (${why})`),
+              );
+      const bytes = await this.fetchVerified(
+        round.round,
+        s.identity,
+        "update",
+        s.cid,
+        s.adapterSha256,
+        undefined,
+        gone,
+      );
+      if (declared !== undefined && bytes)
+        this.note(round.round, s.identity, "availability", unavailableNote(declared, "readable now"));
       if (!bytes) continue;
       const parsed = safeParse(bytes, this.o);
       if (!parsed) {
@@ -359,20 +394,31 @@ class Verification {
     return refused === null;
   }
 
-  /** The valid updates (see contributorSet) as of `blockNumber`: the ones an honest aggregator must use. */
-  private async validUpdates(updates: Map<number, ParsedUpdate>, blockNumber: number): Promise<ClientUpdate[]> {
+  /**
+   * The valid updates (see contributorSet) as of `blockNumber`: the ones an honest aggregator must use, less those
+   * it declared unavailable and left out (`excused`).
+   */
+  private async validUpdates(
+    updates: Map<number, ParsedUpdate>,
+    blockNumber: number,
+    excused: Map<number, number>,
+  ): Promise<ClientUpdate[]> {
     const valid: ClientUpdate[] = [];
     for (const u of updates.values()) {
-      if (u.base !== this.history.baseModelSha256 || !u.withinBound) continue;
+      if (u.base !== this.history.baseModelSha256 || !u.withinBound || excused.has(u.identity)) continue;
       if (this.identities.at(u.identity, blockNumber - 1).status === IdentityStatus.Active) valid.push(u);
     }
     return valid;
   }
 
   /** A round closed without a global adapter had fewer valid updates than the task's minimum. */
-  private async closedRound(round: RoundHistory, updates: Map<number, ParsedUpdate>): Promise<void> {
+  private async closedRound(
+    round: RoundHistory,
+    updates: Map<number, ParsedUpdate>,
+    excused: Map<number, number>,
+  ): Promise<void> {
     const closed = round.closed!;
-    const valid = await this.validUpdates(updates, closed.blockNumber);
+    const valid = await this.validUpdates(updates, closed.blockNumber, excused);
     const min = this.history.minUpdates;
     const ok = valid.length < min;
     const ids = `[${valid.map((u) => u.identity).join(", ")}]`;
@@ -483,10 +529,11 @@ class Verification {
     round: number,
     fin: FinalizedRound,
     updates: Map<number, ParsedUpdate>,
+    excused: Map<number, number>,
   ): Promise<AggregateResult | null> {
     const strategy = this.strategy;
     if (strategy instanceof Error) return null; // the aggregate check names the unknown strategy
-    const valid = await this.validUpdates(updates, fin.blockNumber);
+    const valid = await this.validUpdates(updates, fin.blockNumber, excused);
     const ids = valid.map((u) => u.identity).sort((a, b) => a - b);
     let result: AggregateResult;
     try {
@@ -643,6 +690,25 @@ class Verification {
   }
 }
 
+/**
+ * The identities the aggregator declared unavailable (`UpdatesUnavailable`) and did not list: excused from the
+ * contributor set, each with the block of its first declaration. One it declared and listed anyway is not excused.
+ */
+function excusedUpdates(round: RoundHistory): Map<number, number> {
+  const listed = new Set(round.finalized?.contributors ?? []);
+  const excused = new Map<number, number>();
+  for (const d of round.unavailable)
+    for (const id of d.identities) if (!listed.has(id) && !excused.has(id)) excused.set(id, d.blockNumber);
+  return excused;
+}
+
+function unavailableNote(block: number, now: string): string {
+  return (
+    `the aggregator declared this update unavailable (block ${block}) and left it out; ` +
+    `whether it was, verify cannot check (${now})`
+  );
+}
+
 function safeParse(bytes: Uint8Array, o: VerifyOptions): ParsedAdapter | null {
   try {
     return parseAdapter(bytes, o.model, o.lora);
@@ -659,7 +725,7 @@ export function formatVerifyReport(r: VerifyReport): string {
   const lines = r.checks.map((c) => {
     const round = c.round === null ? "task" : `round ${c.round}`;
     const where = c.identity === null ? round : `${round} identity ${c.identity}`;
-    return `${c.ok ? "PASS" : "FAIL"}  ${where}  ${c.check}: ${c.detail}`;
+    return `${c.note ? "NOTE" : c.ok ? "PASS" : "FAIL"}  ${where}  ${c.check}: ${c.detail}`;
   });
   if (r.contributions.length) {
     const loo = r.contributions.some((c) => c.leaveOneOutDelta !== undefined);
@@ -675,10 +741,12 @@ export function formatVerifyReport(r: VerifyReport): string {
     }
   }
   const failed = r.checks.filter((c) => !c.ok).length;
+  const notes = r.checks.filter((c) => c.note).length;
+  const noted = notes ? `, ${notes} ${notes === 1 ? "note" : "notes"} (claims verify cannot check)` : "";
   lines.push(
     "",
     failed === 0
-      ? `VERIFIED: task ${r.task}, ${r.checks.length} checks passed`
+      ? `VERIFIED: task ${r.task}, ${r.checks.length - notes} checks passed${noted}`
       : `NOT VERIFIED: task ${r.task}, ${failed} of ${r.checks.length} checks failed`,
   );
   return lines.join("\n");

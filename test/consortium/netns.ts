@@ -7,6 +7,7 @@
  */
 import { expect } from "chai";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { appendFileSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { JsonRpcProvider } from "ethers";
 import { FederationLedger } from "../../node/chain/index.js";
@@ -85,16 +86,23 @@ function inNs(party: Party, cmd: string[]): Run {
     detached: true,
   });
   const run: Run = { proc, out: [], err: [], done: Promise.resolve(0) };
-  const lines = (into: string[]) => {
+  // FOK_NETNS_LOGS=<folder>: every process's lines, time-stamped, in a file per process (for a failure's story)
+  const logs = process.env.FOK_NETNS_LOGS;
+  const lines = (into: string[], stream: string) => {
     let partial = "";
     return (d: Buffer) => {
       const parts = (partial + d.toString()).split("\n");
       partial = parts.pop()!; // a line the next chunk ends
       into.push(...parts.filter(Boolean));
+      if (logs) {
+        const stamp = new Date().toISOString().slice(11, 23);
+        const text = parts.map((l) => `${stamp} ${l}\n`).join("");
+        appendFileSync(join(logs, `${party}-${proc.pid}.${stream}`), text);
+      }
     };
   };
-  proc.stdout!.on("data", lines(run.out));
-  proc.stderr!.on("data", lines(run.err));
+  proc.stdout!.on("data", lines(run.out, "out"));
+  proc.stderr!.on("data", lines(run.err, "err"));
   run.done = new Promise((resolve) => proc.once("exit", (code) => resolve(code ?? -1)));
   return run;
 }

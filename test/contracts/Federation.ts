@@ -425,6 +425,41 @@ describe("Federation", function () {
     });
   });
 
+  describe("declareUnavailable", function () {
+    it("records the aggregator's claim for submitters; the round finalizes without them", async function () {
+      const { federation, aggregator, carol } = await networkHelpers.loadFixture(withTwoSubmissions);
+      await submit(federation.connect(carol), commitment("carol"));
+      await expect(federation.connect(aggregator).declareUnavailable(1n, 1n, [2n]))
+        .to.emit(federation, "UpdatesUnavailable")
+        .withArgs(1n, 1n, [2n]);
+      const fin = federation
+        .connect(aggregator)
+        .finalizeRound(1n, 1n, "bafkrei-g", ethers.id("g"), [1n, 3n], [E18 / 2n, E18 / 2n], STRATEGY);
+      await expect(fin).to.emit(federation, "RoundFinalized");
+      const left = await federation.submission(1n, 1n, 2n);
+      expect([left.aggregated, left.weight]).to.deep.equal([false, 0n]);
+      await expect(federation.connect(aggregator).declareUnavailable(1n, 1n, [2n]))
+        .to.be.revertedWithCustomError(federation, "FederationRoundNotOpen")
+        .withArgs(1n, 1n);
+    });
+
+    it("reverts for another caller, an identity that did not submit, an unknown task", async function () {
+      const { federation, aggregator, alice } = await networkHelpers.loadFixture(withTwoSubmissions);
+      await expect(federation.connect(alice).declareUnavailable(1n, 1n, [2n]))
+        .to.be.revertedWithCustomError(federation, "FederationNotAggregator")
+        .withArgs(1n, alice.address);
+      await expect(federation.connect(aggregator).declareUnavailable(1n, 1n, [1n, 3n]))
+        .to.be.revertedWithCustomError(federation, "FederationNotSubmitter")
+        .withArgs(1n, 1n, 3n);
+      await expect(federation.connect(aggregator).declareUnavailable(1n, 2n, [1n]))
+        .to.be.revertedWithCustomError(federation, "FederationRoundNotOpen")
+        .withArgs(1n, 2n);
+      await expect(federation.connect(aggregator).declareUnavailable(9n, 1n, [1n]))
+        .to.be.revertedWithCustomError(federation, "FederationUnknownTask")
+        .withArgs(9n);
+    });
+  });
+
   describe("finalizeRound", function () {
     const W = [E18 / 4n, (3n * E18) / 4n];
 

@@ -193,7 +193,7 @@ describe("Federation secure mode", function () {
       .withArgs(1n, 1n);
   });
 
-  it("refuses secure steps on an open task, and reveals from an identity that submitted nothing", async function () {
+  it("refuses secure steps on an open task, reveals from non-submitters, unavailability claims", async function () {
     const f = await networkHelpers.loadFixture(deploy);
     const { federation, aggregator, alice, carol } = f;
     await federation.connect(aggregator).openFirstRound(2n, "bafkreiinit", SHA("init"));
@@ -207,5 +207,9 @@ describe("Federation secure mode", function () {
     await expect(federation.connect(carol).revealShares(1n, 1n, "bafkreir", SHA("r")))
       .to.be.revertedWithCustomError(federation, "FederationNotParticipant")
       .withArgs(1n, 1n, 3n, Phase.Masked);
+    // a secure round has its own dropouts: an open task's declaration of unavailable updates is refused on it
+    await expect(federation.connect(aggregator).declareUnavailable(1n, 1n, [1n]))
+      .to.be.revertedWithCustomError(federation, "FederationWrongPrivacy")
+      .withArgs(1n, 1n);
   });
 });

@@ -8,7 +8,8 @@ import { Aggregator } from "../../node/federation/aggregator.js";
 import type { RoundTrainer } from "../../node/federation/trainer-pool.js";
 import { FedAvg, unitsToWeights } from "../../node/aggregate/index.js";
 import { LORA, TINY, TRAIN, tinyFederation } from "../fixtures/tiny-federation.js";
-import { verifyTask } from "../../node/provenance/verify.js";
+import { formatVerifyReport, verifyTask, type VerifyReport } from "../../node/provenance/verify.js";
+import { createStore } from "../../node/store/index.js";
 import type { FederationLedger } from "../../node/chain/index.js";
 
 const { ethers, networkHelpers } = await network.create();
@@ -34,17 +35,18 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     ledger?: FederationLedger,
   ) => new Aggregator({ ...aggregatorOptions(s, ledger), expectedUpdates });
 
-  /** Hospital 3's client (identity 3, account 4) with another trainer: one that cheats. */
+  /** Hospital 3's client options (identity 3, account 4). */
+  const hospital3Options = (s: Awaited<ReturnType<typeof setup>>) => ({
+    ledger: s.ledger.connect(s.signers[4]!),
+    signer: s.signers[4]!,
+    store: s.store,
+    task: s.task,
+    train: TRAIN,
+    pollMs: 50,
+  });
+  /** Hospital 3's client with another trainer: one that cheats. */
   const hospital3With = (s: Awaited<ReturnType<typeof setup>>, trainer: RoundTrainer) =>
-    new FederationClient({
-      ledger: s.ledger.connect(s.signers[4]!),
-      signer: s.signers[4]!,
-      store: s.store,
-      task: s.task,
-      trainer,
-      train: TRAIN,
-      pollMs: 50,
-    });
+    new FederationClient({ ...hospital3Options(s), trainer });
 
   it("3 clients × 2 rounds: every commitment on-chain, every CID verified, global = FedAvg", async function () {
     const s = await setup();
@@ -236,6 +238,51 @@ describe("federation end to end (tiny model, in-process chain, embedded store)",
     expect(verified.checks.filter((c) => !c.ok).map((c) => [c.round, c.identity, c.check])).to.deep.equal([
       [1, 3, "update norm"],
     ]);
+    await s.store.close();
+  });
+
+  it("an update nobody serves is declared unavailable, left out; verify notes it, readable or not", async function () {
+    const s = await setup({ maxRounds: 1 });
+    await s.aggregator.openFirstRound();
+    // hospital 3 pins its update in a store nobody can reach (offline after submitting, a partition)
+    const offline = await createStore();
+    const opened = (await s.ledger.readRound(s.task, 1))!;
+    await offline.add(await s.store.get(opened.startCid));
+    const h3 = new FederationClient({ ...hospital3Options(s), store: offline, trainer: s.trainers[2]! });
+    expect(
+      await Promise.all([s.clients[0]!.participate(1), s.clients[1]!.participate(1), h3.participate(1)]),
+    ).to.deep.equal(["submitted", "submitted", "submitted"]);
+    const report = (await aggregatorExpecting(s, 3).finalize(1))!;
+    expect([report.contributors, report.unavailable]).to.deep.equal([[1, 2], [3]]);
+    expect(report.excluded.map((x) => [x.identity, x.reason.split(":")[0]])).to.deep.equal([[3, "NotFoundError"]]);
+    const round = (await s.ledger.readRound(s.task, 1))!;
+    expect(round.unavailable.map((d) => d.identities)).to.deep.equal([[3]]);
+    const declaredIn = round.unavailable[0]!.blockNumber;
+    // the verifier cannot read it either: a note, not a failure; the contributor set excuses it
+    const notes = (r: VerifyReport) =>
+      r.checks.filter((c) => c.note).map((c) => [c.round, c.identity, c.check, c.detail]);
+    const unread = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect(unread.checks.filter((c) => !c.ok)).to.deep.equal([]);
+    const declared = `the aggregator declared this update unavailable (block ${declaredIn})`;
+    const claim = `${declared} and left it out; whether it was,`;
+    expect(notes(unread)).to.have.length(1);
+    expect(notes(unread)[0]!.slice(0, 3)).to.deep.equal([1, 3, "availability"]);
+    expect(notes(unread)[0]![3]).to.have.string(`${claim} verify cannot check (not readable now (`);
+    const passed = unread.checks.length - 1;
+    expect(formatVerifyReport(unread).split("\n").at(-1)).to.equal(
+      `VERIFIED: task ${s.task}, ${passed} checks passed, 1 note (claims verify cannot check)`,
+    );
+    // once its bytes can be read, the update is checked like any other and the claim stays a note
+    await s.store.add(await offline.get(round.submissions[2]!.cid));
+    const read = await verifyTask(s.ledger, s.store, s.task, { model: TINY, lora: LORA });
+    expect([read.ok, notes(read)]).to.deep.equal([
+      true,
+      [[1, 3, "availability", `${claim} verify cannot check (readable now)`]],
+    ]);
+    expect(read.checks.filter((c) => c.identity === 3 && c.check === "update digest").map((c) => c.ok)).to.deep.equal([
+      true,
+    ]);
+    await offline.close();
     await s.store.close();
   });
 
