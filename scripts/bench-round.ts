@@ -1,8 +1,7 @@
 /**
  * One federation round's wall time, split into train / pin / commit (clients) and fetch+verify / aggregate / pin /
  * finalize (aggregator), for 4 and 16 clients on the in-process chain and an in-memory store with the committed
- * base model; then FedAvg and exact-aggregation throughput for 16 clients × 8 MB adapters beside a plain
- * Float32Array copy of the same bytes (the ceiling).
+ * base model. Aggregation throughput against its ceilings: scripts/bench-aggregate.ts.
  *
  *   npx hardhat run scripts/bench-round.ts        (or: npm run bench:round)
  */
@@ -14,7 +13,6 @@ import { DEFAULT_LORA_CONFIG } from "../node/model/lora.js";
 import type { AdapterStore } from "../node/store/index.js";
 import { startLocalFederation } from "../node/federation/local.js";
 import { InlineTrainer, type RoundTrainer } from "../node/federation/trainer-pool.js";
-import { FedAvg, type ClientUpdate } from "../node/aggregate/index.js";
 
 const STEPS = Number(process.env.BENCH_ROUND_STEPS ?? 4);
 await initBackend("wasm", true);
@@ -77,32 +75,10 @@ for (const n of [4, 16]) {
   await fed.close();
 }
 
-// aggregation throughput: 16 × 8 MB adapters
-const N = 16;
-const floats = 2 * 1024 * 1024; // 8 MB of float32 per client
-const updates: ClientUpdate[] = Array.from({ length: N }, (_, c) => {
-  const A = new Float32Array(floats / 2).map((_, i) => Math.sin(i + c));
-  const B = new Float32Array(floats / 2).map((_, i) => Math.cos(i * 3 + c));
-  return { identity: c + 1, numExamples: 100 + c, weights: new Map([["h.0.attn.c_attn", { A, B }]]) };
-});
-const bytes = N * floats * 4;
-const copyStart = performance.now();
-for (const u of updates) {
-  const w = u.weights.get("h.0.attn.c_attn")!;
-  new Float32Array(w.A);
-  new Float32Array(w.B);
-}
-const copyS = (performance.now() - copyStart) / 1000;
-const avgStart = performance.now();
-const out = new FedAvg().aggregate(updates);
-const avgS = (performance.now() - avgStart) / 1000;
-void out;
-
 if (process.argv.includes("--json") || process.env.FOK_BENCH_JSON) {
   console.log(
     JSON.stringify({
       rounds: rows,
-      aggregation: { clients: N, bytes, copyGBps: bytes / 1e9 / copyS, fedavgGBps: bytes / 1e9 / avgS },
     }),
   );
   process.exit(0);
@@ -124,11 +100,5 @@ for (const r of rows)
 console.log(
   `(LoRA r 8 on q,v of the committed base model; ${STEPS} local steps of 8 × 64 tokens per client; ` +
     "clients trained one after another on one core)",
-);
-console.log("");
-console.log(`aggregation of ${N} × 8 MB adapters (${(bytes / 1e9).toFixed(3)} GB in):`);
-console.log(`  plain Float32Array copy: ${(bytes / 1e9 / copyS).toFixed(2)} GB/s (${(copyS * 1000).toFixed(0)} ms)`);
-console.log(
-  `  FedAvg (float64 accumulate, validate): ${(bytes / 1e9 / avgS).toFixed(2)} GB/s (${(avgS * 1000).toFixed(0)} ms)`,
 );
 process.exit(0);

@@ -1,6 +1,6 @@
 /**
- * `npm run bench`: runs every benchmark (gas, store, train, round) and writes one JSON and one markdown file with the
- * machine they ran on (CPU model, cores, memory, Node version, tfjs backend).
+ * `npm run bench`: runs every benchmark (gas, store, train, round, aggregate) and writes one JSON and one markdown
+ * file with the machine they ran on (CPU model, cores, memory, Node version, tfjs backend).
  *
  *   npm run bench -- [--out results/bench]
  *   npm run bench -- --from results/bench/bench.json     # rewrite bench.md from a saved bench.json, running nothing
@@ -41,6 +41,7 @@ const runs: [string, string[]][] = [
   ["store", ["tsx", "scripts/bench-store.ts", "--json"]],
   ["train", ["tsx", "scripts/bench-train.ts", "--json"]],
   ["round", ["hardhat", "run", "scripts/bench-round.ts"]],
+  ["aggregate", ["tsx", "scripts/bench-aggregate.ts", "--json"]],
 ];
 interface BenchResult {
   exitCode: number | null;

@@ -1,7 +1,7 @@
 /** `fok demo`: a whole federation in one process, then a per-hospital table and the final adapter's provenance. */
 import { formatWeight } from "../weights.js";
 import { runDemo, type DemoReport } from "../federation/demo.js";
-import { dpFrom, int, loraFrom, positive, privacyFrom, toJson, type CliIO, type Values } from "./options.js";
+import { OPTIONS, dpFrom, int, loraFrom, positive, privacyFrom, toJson, type CliIO, type Values } from "./options.js";
 
 export async function demoCommand(v: Values, io: CliIO): Promise<void> {
   const report = await runDemo({
@@ -15,7 +15,7 @@ export async function demoCommand(v: Values, io: CliIO): Promise<void> {
     dp: dpFrom(v, int(v, "rounds")),
     maxUpdateNorm: positive(v, "max-update-norm"),
     workers: !v["no-workers"],
-    storeDir: v["store-dir"] === ".fok/store" ? undefined : (v["store-dir"] as string),
+    storeDir: v["store-dir"] === OPTIONS!["store-dir"]!.default ? undefined : (v["store-dir"] as string),
     baseDir: v.base as string,
     lora: loraFrom(v),
     localOnly: Boolean(v["local-only"]),

@@ -25,7 +25,7 @@ export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
            [--dp-epsilon E [--dp-delta 1e-5] [--dp-noise SIGMA] [--max-update-norm C]] [--no-workers] [--json]
       a whole federation in one process: in-process chain, embedded IPFS, aggregator and clients
 
-  fok chain deploy [--out .fok/deployment.json] [--registrar ADDR] [--task-admin ADDR] [--admin ADDR]
+  fok chain deploy [--out $FOK_HOME/deployment.json] [--registrar ADDR] [--task-admin ADDR] [--admin ADDR]
   fok identity register --address ADDR --institution NAME [--metadata-cid CID] [--base models/base]
   fok identity list [--json]
   fok identity suspend|reinstate|revoke --id N
@@ -47,9 +47,10 @@ export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
       re-check a task from the chain and the bytes alone; exit 1 on failure
   fok store add FILE | get CID [--out FILE] | export CID [--out x.car] | import x.car | serve [--gateway-port 8080]
 
-  chain:  --rpc URL  --private-key HEX | --keystore FILE  --deployment FILE (default .fok/deployment.json)
-  store:  --store-dir DIR (default .fok/store)  --peer MULTIADDR  --gateway URL  --listen MULTIADDR
+  chain:  --rpc URL  --private-key HEX | --keystore FILE  --deployment FILE (default $FOK_HOME/deployment.json)
+  store:  --store-dir DIR (default $FOK_HOME/store)  --peer MULTIADDR  --gateway URL  --listen MULTIADDR
           --announce MULTIADDR   (with --listen or --peer: peers of the task found through the chain)
+  home:   $FOK_HOME (default .fok): the folder of a party's deployment.json and store
   model:  --base DIR  --lora-r 8  --lora-alpha 16  --lora-targets q,v
   strategies: ${STRATEGIES.join(", ")}`;
 
@@ -101,8 +102,8 @@ export function printable(text: string): string {
 
 /**
  * One line for any error, never a stack trace: ours and flag errors by name, an operating-system error by its code
- * and path, an ethers error by its short message (ethers errors carry whole transactions), anything else by its
- * name and first line ($FOK_DEBUG=1 adds the stack).
+ * and path or address, an ethers error by its short message (ethers errors carry whole transactions), anything else
+ * by its name and first line ($FOK_DEBUG=1 adds the stack).
  */
 export function errorLine(e: unknown): string {
   const err = (e instanceof Error ? e : new Error(String(e))) as Error & {
@@ -110,12 +111,17 @@ export function errorLine(e: unknown): string {
     code?: string;
     syscall?: string;
     path?: string;
+    address?: string;
+    port?: number;
   };
   // one line, and no terminal escape sequences from strings that came from a node or a file
   const firstLine = (s: string) => printable(s.split("\n")[0]!);
   if (process.env.FOK_DEBUG) return err.stack ?? err.message;
   if (err instanceof FokError || err.name === "TypeError") return `${err.name}: ${firstLine(err.message)}`;
-  if (err.syscall) return `${err.code}: cannot ${err.syscall} ${err.path ?? ""}`.trimEnd();
+  if (err.syscall) {
+    const where = err.path ?? (err.address ? `${err.address}${err.port ? `:${err.port}` : ""}` : "");
+    return `${err.code}: cannot ${err.syscall} ${printable(where)}`.trimEnd();
+  }
   if (err.shortMessage) return `${err.code}: ${firstLine(err.shortMessage)}`;
   return `${err.name}: ${firstLine(err.message)}`;
 }

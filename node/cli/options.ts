@@ -4,6 +4,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { JsonRpcProvider, Network, NonceManager, Wallet, isAddress, type Signer } from "ethers";
 import { FokError, InvalidArgumentError } from "../errors.js";
 import {
@@ -45,12 +46,18 @@ export interface CliIO {
   cleanup: (() => void)[];
 }
 
+/**
+ * The folder a party keeps its state in — the deployment file and its store — unless --deployment / --store-dir
+ * say otherwise: $FOK_HOME, default `.fok` in the folder fok runs in.
+ */
+export const FOK_HOME = process.env.FOK_HOME || ".fok";
+
 export const OPTIONS: ParseArgsConfig["options"] = {
   rpc: { type: "string" },
   "private-key": { type: "string" },
   keystore: { type: "string" },
-  deployment: { type: "string", default: ".fok/deployment.json" },
-  "store-dir": { type: "string", default: ".fok/store" },
+  deployment: { type: "string", default: join(FOK_HOME, "deployment.json") },
+  "store-dir": { type: "string", default: join(FOK_HOME, "store") },
   peer: { type: "string", multiple: true },
   gateway: { type: "string", multiple: true },
   listen: { type: "string", multiple: true },

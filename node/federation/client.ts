@@ -19,6 +19,7 @@ import {
   type UpdateCommitment,
 } from "../chain/index.js";
 import { FokError } from "../errors.js";
+import { formatWeight } from "../weights.js";
 import { FetchTimeoutError, NotFoundError, type AdapterStore } from "../store/index.js";
 import type { TrainConfig } from "../train/train.js";
 import type { RoundTrainer } from "./trainer-pool.js";
@@ -211,8 +212,14 @@ export class FederationClient {
     const { ledger, task } = this.o;
     let lastRound = 0;
     const pollMs = this.o.pollMs ?? 500;
+    let reported = 0;
     const step = async (): Promise<true | undefined> => {
       const info = await ledger.taskInfo(task);
+      // what became of this identity's update in the round it last took part in, once that round has ended
+      if (lastRound > reported && (info.status === TaskStatus.Completed || info.currentRound > lastRound)) {
+        await this.reportOutcome(lastRound);
+        reported = lastRound;
+      }
       if (info.status === TaskStatus.Completed) {
         this.log(`task ${task} completed`);
         return true;
@@ -234,6 +241,22 @@ export class FederationClient {
       return undefined;
     };
     await untilDone(step, { signal, log: (l) => this.log(l) });
+  }
+
+  /** One line on what the ended round did with this identity's update: its weight, or why it was left out. */
+  private async reportOutcome(round: number): Promise<void> {
+    const id = this.identityId;
+    const r = await this.o.ledger.readRound(this.o.task, round);
+    if (!r || !id || !r.submissions.some((s) => s.identity === id)) return;
+    const k = r.finalized?.contributors.indexOf(id) ?? -1;
+    const declared = r.unavailable.find((d) => d.identities.includes(id));
+    if (k >= 0) this.log(`round ${round}: aggregated with weight ${formatWeight(r.finalized!.weights[k]!)}`);
+    else if (declared)
+      this.log(
+        `round ${round}: the aggregator declared this update unavailable and left it out (tx ` +
+          `${declared.transactionHash}); it is pinned here, for anyone who disputes that`,
+      );
+    else this.log(`round ${round}: this update is not in the round's global adapter`);
   }
 
   private statePath(round: number) {

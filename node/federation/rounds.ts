@@ -39,14 +39,32 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** ethers codes and socket errors of a connection that failed, as opposed to an answer from the chain. */
-const TRANSIENT = new Set(["NETWORK_ERROR", "SERVER_ERROR", "TIMEOUT", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT"]);
+/**
+ * ethers codes and socket errors of a connection that failed, as opposed to an answer from the chain: a host or
+ * network unreachable is what a cut link gives a new connection (EHOSTUNREACH), a DNS lookup that could not be
+ * answered now is EAI_AGAIN (a name that does not exist, ENOTFOUND, is not retried).
+ */
+export const TRANSIENT_CODES: ReadonlySet<string> = new Set([
+  "NETWORK_ERROR",
+  "SERVER_ERROR",
+  "TIMEOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "EHOSTDOWN",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "EPIPE",
+  "EAI_AGAIN",
+]);
 
 /** Whether `e` is a failure to reach the chain (worth retrying), not a revert or a typed error of ours. */
 export function isTransientChainError(e: unknown): boolean {
   if (e instanceof FokError || !(e instanceof Error)) return false;
   const code = (e as { code?: string }).code ?? (e.cause as { code?: string } | undefined)?.code;
-  return (code !== undefined && TRANSIENT.has(code)) || /fetch failed|socket hang up/i.test(e.message);
+  return (code !== undefined && TRANSIENT_CODES.has(code)) || /fetch failed|socket hang up/i.test(e.message);
 }
 
 /** The longest wait between retries of a chain that cannot be reached: a round of minutes loses at most this. */

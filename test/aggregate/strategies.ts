@@ -202,6 +202,38 @@ describe("node/aggregate strategies", function () {
     }
   });
 
+  it("FedAvg's mean is bit-identical to one float64 pass per client, and finds ±∞ and NaN in any update", function () {
+    const rand = mulberry32(11);
+    const values = (n: number) => Array.from({ length: n }, () => (rand() - 0.5) * 10 ** Math.floor(rand() * 8));
+    // 7 clients: a block of four, then three one by one
+    const ups = [1, 2, 3, 4, 5, 6, 7].map((id) => update(id, 3 * id + 1, values(64), values(16)));
+    const total = ups.reduce((n, u) => n + u.numExamples, 0);
+    const reference = (pick: (w: { A: Float32Array; B: Float32Array }) => Float32Array) => {
+      const acc = new Float64Array(pick(ups[0]!.weights.get("h.0.attn.c_attn")!).length);
+      for (const u of ups) {
+        const x = pick(u.weights.get("h.0.attn.c_attn")!);
+        for (let k = 0; k < acc.length; k++) acc[k] += (u.numExamples / total) * x[k]!;
+      }
+      return [...new Float32Array(acc)];
+    };
+    const mean = new FedAvg().aggregate(ups, ctx).weights.get("h.0.attn.c_attn")!;
+    expect([[...mean.A], [...mean.B]]).to.deep.equal([reference((w) => w.A), reference((w) => w.B)]);
+    for (const bad of [Infinity, -Infinity, NaN]) {
+      const poisoned = update(6, 19, values(64), [...values(15), bad]);
+      const thrown = (() => {
+        try {
+          new FedAvg().aggregate([...ups.slice(0, 5), poisoned, ups[6]!], ctx);
+        } catch (e) {
+          return e as Error;
+        }
+      })();
+      expect([thrown instanceof UpdateMismatchError, thrown?.message]).to.deep.equal([
+        true,
+        "update from identity 6: h.0.attn.c_attn.lora_B holds a non-finite value at 15",
+      ]);
+    }
+  });
+
   it("is deterministic whatever order updates arrive in", function () {
     const rand = mulberry32(3);
     const ups = [3, 1, 2].map((id) =>

@@ -3,7 +3,7 @@ import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { FetchRequest, JsonRpcProvider, Network } from "ethers";
 import { chainRequest } from "../../node/chain/index.js";
-import { isTransientChainError } from "../../node/federation/rounds.js";
+import { TRANSIENT_CODES, isTransientChainError } from "../../node/federation/rounds.js";
 import { rejection } from "../../node/testing/rejection.js";
 
 describe("node/chain chainRequest", function () {
@@ -65,5 +65,16 @@ describe("node/chain chainRequest", function () {
     } finally {
       mute = false;
     }
+  });
+
+  it("counts a failed connection as transient (the commands retry it), an answer from the chain as not", function () {
+    const failed = (code: string) => Object.assign(new Error(`connect ${code} 10.0.0.2:8545`), { code });
+    const codes = ["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EPIPE", "EAI_AGAIN"];
+    expect(codes.filter((c) => !TRANSIENT_CODES.has(c) || !isTransientChainError(failed(c)))).to.deep.equal([]);
+    const wrapped = new Error("request failed", { cause: failed("EHOSTUNREACH") });
+    expect(isTransientChainError(wrapped)).to.equal(true);
+    expect(
+      [failed("ENOTFOUND"), failed("CALL_EXCEPTION"), new Error("execution reverted")].map(isTransientChainError),
+    ).to.deep.equal([false, false, false]);
   });
 });

@@ -578,6 +578,24 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect(existsSync("bin/fok.mjs")).to.equal(true);
   });
 
+  it("keeps a party's store and deployment file under $FOK_HOME when the flags do not name them", async function () {
+    const run = promisify(execFile);
+    const home = join(dir, "home");
+    await writeFile(join(dir, "note.txt"), "a blob kept in $FOK_HOME/store");
+    const env = { ...process.env, FOK_HOME: home };
+    const added = await run("npx", ["tsx", "node/cli/fok.ts", "store", "add", join(dir, "note.txt")], { env });
+    const cid = added.stdout.trim();
+    // the same store, named by its folder: the blob is there
+    const got = await fok(["store", "get", cid, "--store-dir", join(home, "store")]);
+    expect([got.code, Buffer.concat(got.bytes).toString()]).to.deep.equal([0, "a blob kept in $FOK_HOME/store"]);
+    const inspected = await run("npx", ["tsx", "node/cli/fok.ts", "inspect", "--rpc", rpc], { env }).catch((e) => e);
+    const where = join(home, "deployment.json");
+    expect([inspected.code, inspected.stderr]).to.deep.equal([
+      1,
+      `fok: InvalidArgumentError: no deployment at ${where}; run \`fok chain deploy\` first or pass --deployment\n`,
+    ]);
+  });
+
   it("shows strings from the chain with their terminal control characters replaced", async function () {
     const created = await fok(["task", "create", "--aggregator", ADDRESSES[1]!, ...chain(0)]);
     expect(created.out[0]).to.match(/^task 2 created/);

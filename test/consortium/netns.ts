@@ -32,7 +32,7 @@ const ADDRESSES = [
 
 const tag = (process.pid % 46656).toString(36);
 const net = `10.213.${process.pid % 250}`;
-const PARTIES = ["chain", "agg", "h1", "h2", "h3", "ver"] as const;
+const PARTIES = ["chain", "agg", "h1", "h2", "h3", "ver", "admin"] as const;
 type Party = (typeof PARTIES)[number];
 const ns = (p: Party) => `fok${tag}-${p}`;
 const ipOf = (p: Party) => `${net}.${PARTIES.indexOf(p) + 2}`;
@@ -78,10 +78,10 @@ interface Run {
 }
 
 /** A command inside `party`'s namespace, from the repository root, in its own process group. */
-function inNs(party: Party, cmd: string[]): Run {
+function inNs(party: Party, cmd: string[], env: Record<string, string> = {}): Run {
   const proc = spawn("ip", ["netns", "exec", ns(party), ...cmd], {
     cwd: process.cwd(),
-    env: { ...process.env, CI: "true", HARDHAT_DISABLE_TELEMETRY: "true" },
+    env: { ...process.env, CI: "true", HARDHAT_DISABLE_TELEMETRY: "true", ...env },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
@@ -123,10 +123,42 @@ async function untilAsync(ok: () => Promise<boolean>, ms = 90_000): Promise<void
     if (Date.now() - t0 > ms) throw new Error("timed out waiting");
 }
 
+/** Drops every packet between `a` and `b` (both directions), or lets them through again: a partition. */
+function partition(a: Party, b: Party, state: "on" | "off"): void {
+  for (const [from, to] of [
+    [a, b],
+    [b, a],
+  ] as const)
+    ip("-n", ns(from), "route", state === "on" ? "add" : "del", "blackhole", `${ipOf(to)}/32`);
+}
+
 /** Takes `party`'s link to the bridge down or up (its namespace keeps running, cut off). */
 function linkOf(party: Party, state: "up" | "down"): void {
   ip("link", "set", `fk${tag}${PARTIES.indexOf(party)}`, state);
 }
+
+/**
+ * The README's consortium walkthrough across machines: the shell block after its `walkthrough` marker, one section
+ * per machine (a comment naming the address, `on 10.0.0.N`, then its commands), each as the party of that address
+ * in this network, with its addresses moved into the test's subnet.
+ */
+async function walkthrough(): Promise<{ party: Party; title: string; script: string }[]> {
+  const readme = await readFile("README.md", "utf8");
+  const marker = readme.indexOf("<!-- walkthrough:");
+  const start = readme.indexOf("```sh\n", marker) + 6;
+  const block = readme.slice(start, readme.indexOf("\n```", start));
+  return block.split("\n\n").map((section) => {
+    const title = section.split("\n")[0]!;
+    const octet = Number(/ on 10\.0\.0\.(\d+)\b/.exec(title)?.[1]);
+    const party = PARTIES.find((p) => ipOf(p) === `${net}.${octet}`);
+    if (!party) throw new Error(`README walkthrough: no party at 10.0.0.${octet} in "${title}"`);
+    return { party, title, script: section.replaceAll("10.0.0.", `${net}.`) };
+  });
+}
+
+/** Runs a walkthrough section with bash in its party's namespace, with `home` as its HOME. */
+const runSection = (s: { party: Party; script: string }, home: string) =>
+  inNs(s.party, ["bash", "-euo", "pipefail", "-c", s.script], { HOME: home });
 
 async function until(ok: () => boolean, ms = 60_000): Promise<void> {
   for (const t0 = Date.now(); !ok(); await new Promise((r) => setTimeout(r, 100)))
@@ -137,6 +169,7 @@ describe("a consortium across network namespaces", function () {
   this.timeout(600_000);
   let dir: string;
   let chain: Run | undefined;
+  let sections: Awaited<ReturnType<typeof walkthrough>> = [];
   const running: Run[] = [];
 
   before(async function () {
@@ -149,7 +182,10 @@ describe("a consortium across network namespaces", function () {
       this.skip();
     }
     dir = await mkdtemp(join(tmpdir(), "fok-netns-"));
-    chain = inNs("chain", ["npx", "hardhat", "node", "--hostname", ipOf("chain"), "--port", "8545"]);
+    sections = await walkthrough();
+    expect(sections.map((x) => x.party)).to.deep.equal(["chain", "admin", "agg", "h1", "h2", "h3", "ver"]);
+    // the chain's node keeps this machine's home (Hardhat's caches); every other party gets one of its own
+    chain = runSection(sections[0]!, process.env.HOME ?? dir);
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`hardhat node did not start: ${chain!.err.join("\n")}`)), 120_000);
       chain!.proc.stdout!.on("data", (d: Buffer) => {
@@ -174,15 +210,16 @@ describe("a consortium across network namespaces", function () {
   });
 
   const rpc = () => `http://${ipOf("chain")}:8545`;
-  // every party keeps its own folder: its store and its copy of the deployment file
+  // every party keeps its own folder, $HOME/fok as the walkthrough's $FOK_HOME: its store and its deployment file
+  const home = (folder: string) => join(dir, folder, "fok");
   const flags = (folder: string, key?: number) => [
     "--rpc",
     rpc(),
     ...(key === undefined ? [] : ["--private-key", KEYS[key]!]),
     "--deployment",
-    join(dir, folder, "deployment.json"),
+    join(home(folder), "deployment.json"),
     "--store-dir",
-    join(dir, folder, "store"),
+    join(home(folder), "store"),
   ];
   const listen = (p: Party) => ["--listen", `/ip4/${ipOf(p)}/tcp/4001`];
   const train = (task: number) => ["--task", String(task), "--steps", "2", "--batch-size", "2"];
@@ -194,7 +231,7 @@ describe("a consortium across network namespaces", function () {
   /** The participants keep serving their blocks after a task (the same store: the same peer id and address). */
   const serveAll = async () => {
     serving = (["agg", "h1", "h2", "h3"] as const).map((p) =>
-      fok(p, ["store", "serve", ...listen(p), "--store-dir", join(dir, p, "store")]),
+      fok(p, ["store", "serve", ...listen(p), "--store-dir", join(home(p), "store")]),
     );
     running.push(...serving);
     for (const node of serving) await until(() => node.out.some((l) => l.startsWith("libp2p /ip4/")));
@@ -205,40 +242,29 @@ describe("a consortium across network namespaces", function () {
     serving = [];
   };
 
-  it("runs 3 rounds, every party on its own node, peers from the chain; a fresh verifier passes", async function () {
-    await fokOk("agg", ["chain", "deploy", ...flags("admin", 0)]);
-    for (const folder of ["agg", "h1", "h2", "h3", "ver"]) {
-      await mkdir(join(dir, folder), { recursive: true });
-      await copyFile(join(dir, "admin", "deployment.json"), join(dir, folder, "deployment.json"));
+  it("runs the README walkthrough across machines: 3 rounds, peers from the chain, verify passes", async function () {
+    const [, admin, ...rest] = sections;
+    const verifier = rest.pop()!;
+    const adminRun = runSection(admin!, join(dir, "admin"));
+    running.push(adminRun);
+    expect(await adminRun.done, adminRun.err.join("\n")).to.equal(0);
+    // the admin hands every party its deployment file
+    for (const p of ["agg", "h1", "h2", "h3", "ver"]) {
+      await mkdir(home(p), { recursive: true });
+      await copyFile(join(home("admin"), "deployment.json"), join(home(p), "deployment.json"));
     }
-    for (const k of [2, 3, 4])
-      await fokOk("agg", [
-        "identity",
-        "register",
-        "--address",
-        ADDRESSES[k]!,
-        "--institution",
-        `h${k}`,
-        ...flags("admin", 0),
-      ]);
-    const create = ["task", "create", "--aggregator", ADDRESSES[1]!, "--rounds", "3", "--min-updates", "3"];
-    await fokOk("agg", [...create, ...flags("admin", 0)]);
-    const aggregator = fok("agg", [
-      "aggregator",
-      "run",
-      "--task",
-      "1",
-      "--expected",
-      "3",
-      ...listen("agg"),
-      ...flags("agg", 1),
-    ]);
-    const hospitals = (["h1", "h2", "h3"] as const).map((p) => hospital(p, 1));
-    running.push(aggregator, ...hospitals);
-    const codes = await Promise.all(running.map((r) => r.done));
-    const logs = running.map((r) => r.err.join("\n"));
-    expect(codes, logs.join("\n----\n")).to.deep.equal([0, 0, 0, 0]);
-    expect(aggregator.err).to.include("aggregator: task 1 done, 3 rounds finalized by this run");
+    // the aggregator and the hospitals: the task, then serving what each holds
+    const parties = rest.map((x) => runSection(x, join(dir, x.party)));
+    running.push(...parties);
+    const [aggregator, ...hospitals] = parties as [Run, Run, Run, Run];
+    const finished = () =>
+      aggregator.err.includes("aggregator: task 1 done, 3 rounds finalized by this run") &&
+      hospitals.every((h) => h.err.includes("task 1 completed"));
+    const failed = () => parties.some((r) => r.err.some((l) => l.startsWith("fok: ")) || r.proc.exitCode !== null);
+    await until(() => finished() || failed(), 480_000);
+    expect(failed(), parties.map((r) => r.err.join("\n")).join("\n----\n")).to.equal(false);
+    await until(() => parties.every((r) => r.out.some((l) => l.startsWith("libp2p /ip4/"))));
+    serving = parties;
     // each hospital and the aggregator found each other's node through the chain (nobody passed --peer): one of
     // the two dialed, whichever refreshed first
     const aggregatorNode = `connected to ${ADDRESSES[1]}'s node at /ip4/${ipOf("agg")}/tcp/4001/p2p/`;
@@ -248,14 +274,12 @@ describe("a consortium across network namespaces", function () {
         aggregator.err.some((l) => l.startsWith(`connected to ${ADDRESSES[i + 2]}'s node at /ip4/${net}.`)),
     );
     expect(found).to.deep.equal([true, true, true]);
-    // the participants keep serving their blocks (the same store, so the same peer id and the announced address)
-    await serveAll();
-    // a verifier in a fresh namespace, with an empty store and no key, fetches every block from the participants
-    const verified = fok("ver", ["verify", "--task", "1", ...listen("ver"), ...flags("ver")]);
+    // the verifier, in a fresh namespace with an empty store and no key, fetches every block from the participants
+    const verified = runSection(verifier, join(dir, "ver"));
     running.push(verified);
     const code = await verified.done;
-    const failed = verified.out.filter((l) => l.startsWith("FAIL"));
-    expect([code, failed], [...verified.err, ...verified.out.slice(-5)].join("\n")).to.deep.equal([0, []]);
+    const failures = verified.out.filter((l) => l.startsWith("FAIL"));
+    expect([code, failures], [...verified.err, ...verified.out.slice(-5)].join("\n")).to.deep.equal([0, []]);
     expect(verified.out.at(-1)).to.match(/^VERIFIED: task 1, \d+ checks passed$/);
     const reached = verified.err.filter((l) => l.startsWith("connected to ")).map((l) => l.split("'s node")[0]);
     expect(reached.sort()).to.deep.equal([1, 2, 3, 4].map((k) => `connected to ${ADDRESSES[k]}`).sort());
@@ -264,15 +288,15 @@ describe("a consortium across network namespaces", function () {
     ).to.have.length(3);
   });
 
-  it("survives the chain going away, the aggregator killed mid-round, a hospital cut for a round", async function () {
+  it("survives the chain cut, the aggregator killed, a hospital cut for a round, a partition", async function () {
     const reader = new FederationLedger(
-      JSON.parse(await readFile(join(dir, "admin", "deployment.json"), "utf8")),
+      JSON.parse(await readFile(join(home("admin"), "deployment.json"), "utf8")),
       new JsonRpcProvider(rpc(), undefined, { staticNetwork: true, cacheTimeout: -1 }),
     );
     await stopServing(); // their stores are the ones the task's processes open now
-    // task 2: 4 rounds of 90 s (room for a client back from a cut: its retries back off to 30 s), at least 2 of the 3
-    // hospitals; hospital 3 trains longer (its cut must come first)
-    const create = ["task", "create", "--aggregator", ADDRESSES[1]!, "--rounds", "4", "--min-updates", "2"];
+    // task 2: 5 rounds of 90 s (room for a client back from a cut: its retries back off to 10 s, a fetch that times
+    // out after 30 s), at least 2 of the 3 hospitals; hospital 3 trains longer (its cut must come first)
+    const create = ["task", "create", "--aggregator", ADDRESSES[1]!, "--rounds", "5", "--min-updates", "2"];
     await fokOk("agg", [...create, "--duration", "90", ...flags("admin", 0)]);
     const startAggregator = () =>
       fok("agg", ["aggregator", "run", "--task", "2", "--expected", "3", ...listen("agg"), ...flags("agg", 1)]);
@@ -312,24 +336,59 @@ describe("a consortium across network namespaces", function () {
       throw new Error(`${e.message}\n${[aggregator, ...hospitals, h3].map(tail).join("\n----\n")}`);
     });
     linkOf("h3", "up");
+    // 4. once hospital 3 trains round 5, it and the aggregator cannot reach each other (both still reach the chain):
+    // it submits, the aggregator cannot fetch the update, declares it unavailable on-chain and finalizes without it;
+    // the partition heals after the round
+    const training5 = (l: string) => l.startsWith("round 5: training from");
+    await until(() => h3.err.some(training5), 240_000);
+    partition("h3", "agg", "on");
+    await untilAsync(async () => Boolean((await round(5))?.finalized), 240_000);
+    partition("h3", "agg", "off");
     const codes = await Promise.all([aggregator, ...hospitals, h3].map((r) => r.done));
     expect(codes, [aggregator, ...hospitals, h3].map((r) => r.err.join("\n")).join("\n----\n")).to.deep.equal([
       0, 0, 0, 0,
     ]);
     const history = await reader.readTaskHistory(2);
-    const finalizations = await Promise.all([1, 2, 3, 4].map((r) => reader.finalizations(2, r)));
-    expect(finalizations.map((f) => f.length)).to.deep.equal([1, 1, 1, 1]); // each round finalized exactly once
+    const finalizations = await Promise.all([1, 2, 3, 4, 5].map((r) => reader.finalizations(2, r)));
+    expect(finalizations.map((f) => f.length)).to.deep.equal([1, 1, 1, 1, 1]); // each round finalized exactly once
     expect(history.rounds.map((r) => r.finalized?.contributors)).to.deep.equal([
       [1, 2, 3],
       [1, 2, 3],
       [1, 2],
       [1, 2, 3],
+      [1, 2],
     ]);
+    // nothing submitted twice, nothing lost: each identity once per round (hospital 3 not in its cut round 3)
+    const submitters = history.rounds.map((r) => r.submissions.map((x) => x.identity).sort());
+    expect(submitters).to.deep.equal([
+      [1, 2, 3],
+      [1, 2, 3],
+      [1, 2],
+      [1, 2, 3],
+      [1, 2, 3],
+    ]);
+    expect(history.rounds.map((r) => r.unavailable.map((d) => d.identities))).to.deep.equal([[], [], [], [], [[3]]]);
+    expect(aggregator.err).to.include("round 5: declared on-chain that the updates of [3] were unavailable");
+    // hospital 3's client says what became of its updates: in round 4's global adapter, declared unavailable in 5
+    const outcome = (r: number) => h3.err.find((l) => l.startsWith(`round ${r}: aggregated with weight `)) ?? "";
+    expect(outcome(4)).to.match(/^round 4: aggregated with weight \d+\.\d\d%$/);
+    const tx = history.rounds[4]!.unavailable[0]!.transactionHash;
+    expect(h3.err).to.include(
+      `round 5: the aggregator declared this update unavailable and left it out (tx ${tx}); it is pinned here, ` +
+        "for anyone who disputes that",
+    );
     const all = [aggregator, ...hospitals, h3].flatMap((r) => r.err);
     expect(all.some((l) => l.startsWith("chain unreachable"))).to.equal(true);
     await serveAll();
     const verified = fok("ver", ["verify", "--task", "2", ...listen("ver"), ...flags("ver")]);
     running.push(verified);
     expect(await verified.done, verified.out.filter((l) => l.startsWith("FAIL")).join("\n")).to.equal(0);
+    // the partitioned update reaches the verifier now: checked like any other, the aggregator's claim a note
+    expect(verified.out.filter((l) => l.startsWith("NOTE"))).to.deep.equal([
+      `NOTE  round 5 identity 3  availability: the aggregator declared this update unavailable (block ${
+        history.rounds[4]!.unavailable[0]!.blockNumber
+      }) and left it out; whether it was, verify cannot check (readable now)`,
+    ]);
+    expect(verified.out.some((l) => l.startsWith("PASS  round 5 identity 3  update digest"))).to.equal(true);
   });
 });
