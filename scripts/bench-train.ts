@@ -1,8 +1,9 @@
 /**
  * Training throughput on the reference config — 4 layers, d_model 128, 4 heads, context 64, batch 8, vocab 4096,
  * LoRA r 8 on q and v — for each tfjs backend present, with peak RSS; then two clients training at once (one worker
- * thread each) to show both cores in use; then, when Debian's python3-torch is installed, the same model and step in
- * PyTorch (scripts/bench_train_torch.py) on the same thread count, and the ratio.
+ * thread each) to show both cores in use; one client training one adapter data-parallel on 1 and 2 threads; then,
+ * when Debian's python3-torch is installed, the same model and step in PyTorch (scripts/bench_train_torch.py) on the
+ * same thread count, and the ratio.
  *
  *   npx tsx scripts/bench-train.ts [--steps 12] [--json]
  */
@@ -14,6 +15,8 @@ import { initBackend, tf, type BackendName } from "../node/model/backend.js";
 import { GPT, DEFAULT_GPT_CONFIG } from "../node/model/gpt.js";
 import { LoraAdapter, DEFAULT_LORA_CONFIG } from "../node/model/lora.js";
 import { train } from "../node/train/train.js";
+import { GradientPool } from "../node/train/parallel.js";
+import { parseBaseModel, readBaseBytes } from "../node/model/checkpoint.js";
 
 const steps = Number(process.argv[process.argv.indexOf("--steps") + 1]) || 12;
 const B = 8;
@@ -70,6 +73,26 @@ async function twoClients(): Promise<number> {
   return tokens / seconds;
 }
 
+/**
+ * One client, one adapter, data-parallel over `threads` (parallel.ts) on the committed base model (the reference
+ * config with a context of 256, trained at 64): tokens/s of the client, and this process's peak RSS.
+ */
+async function dataParallel(threads: number): Promise<{ tokensPerSec: number; msPerStep: number }> {
+  await initBackend("wasm", true);
+  const baseBytes = await readBaseBytes("models/base");
+  const { model } = parseBaseModel(baseBytes);
+  const pool = threads > 1 ? await GradientPool.start({ baseBytes, lora: DEFAULT_LORA_CONFIG }, threads) : undefined;
+  const lora = LoraAdapter.init(model.config, DEFAULT_LORA_CONFIG, 2);
+  const tokens = Int32Array.from({ length: 50_000 }, (_, i) => (i * 2654435761) % model.config.vocabSize);
+  const config = { batchSize: B, seqLen: T };
+  await train({ gpt: model, lora, tokens, pool, config: { ...config, steps: 2 } }); // warm-up, in every thread
+  const r = await train({ gpt: model, lora, tokens, pool, config: { ...config, steps } });
+  await pool?.close();
+  model.dispose();
+  lora.dispose();
+  return { tokensPerSec: r.tokensPerSec, msPerStep: (r.seconds * 1000) / r.steps };
+}
+
 const rows: Record<string, unknown>[] = [];
 for (const backend of ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"] as BackendName[]) {
   try {
@@ -85,6 +108,17 @@ for (const backend of ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"] 
     rows.push({ runtime: `tfjs-${backend}`, skipped: (e as Error).message.split("\n")[0] });
   }
 }
+for (const threads of [1, 2]) {
+  const r = await dataParallel(threads);
+  rows.push({
+    runtime: `tfjs-wasm, one client data-parallel (committed base)`,
+    threads,
+    tokensPerSec: Math.round(r.tokensPerSec),
+    msPerStep: Math.round(r.msPerStep),
+    peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+  });
+}
+const parallel = rows.filter((r) => String(r.runtime).includes("data-parallel")).map((r) => r.tokensPerSec as number);
 rows.push({
   runtime: "tfjs-wasm, 2 clients in worker threads",
   threads: 2,
@@ -116,7 +150,13 @@ const wasm = rows.find((r) => r.runtime === "tfjs-wasm")?.tokensPerSec as number
 const torch1 = rows.find((r) => r.runtime === "pytorch" && r.threads === 1)?.tokensPerSec as number | undefined;
 
 if (process.argv.includes("--json"))
-  console.log(JSON.stringify({ rows, wasmOverTorch: wasm && torch1 ? wasm / torch1 : null }, null, 2));
+  console.log(
+    JSON.stringify(
+      { rows, wasmOverTorch: wasm && torch1 ? wasm / torch1 : null, dataParallelScaling: parallel[1]! / parallel[0]! },
+      null,
+      2,
+    ),
+  );
 else {
   console.log(
     `reference config: ${cfg.nLayer} layers, d ${cfg.nEmbd}, ${cfg.nHead} heads, context ${T}, batch ${B}, ` +
@@ -131,6 +171,7 @@ else {
       );
   }
   if (wasm && torch1) console.log(`tfjs-wasm / PyTorch (1 thread): ${(wasm / torch1).toFixed(2)}`);
+  console.log(`one client on 2 threads / on 1 (data-parallel): ${(parallel[1]! / parallel[0]!).toFixed(2)}x`);
 }
 tf.disposeVariables();
 process.exit(0);

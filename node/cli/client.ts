@@ -11,7 +11,10 @@ import { tokenizeDocuments } from "../data/tokens.js";
 import type { Document } from "../data/types.js";
 import { FederationClient } from "../federation/client.js";
 import { InlineTrainer } from "../federation/trainer-pool.js";
+import { GradientPool } from "../train/parallel.js";
+import { readBaseBytes } from "../model/checkpoint.js";
 import {
+  int,
   ledgerFrom,
   loraFrom,
   parse,
@@ -26,6 +29,8 @@ import {
 export async function clientCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   if (sub !== "run") throw new InvalidArgumentError(`unknown: fok client ${sub ?? ""}`);
   const { values: v } = parse(rest);
+  const threads = int(v, "threads");
+  if (threads < 1) throw new InvalidArgumentError(`--threads must be at least 1, got ${threads}`);
   const signer = await signerFrom(v, io);
   // --relayer-key: the identity only signs; this other account sends (and pays for) the transactions
   const relayer = (v["relayer-key"] as string | undefined) ?? process.env.FOK_RELAYER_KEY;
@@ -45,11 +50,21 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
     const maxAdapterBytes = adapterByteLimit(base.model.config, lora);
     const held = split!.heldOut.length;
     io.log(`client: ${split!.train.length} training documents (${data.trainTokens.length} tokens), ${held} held out`);
-    const trainer = await InlineTrainer.fromBase(base, lora, data, (s) => {
+    // --threads N: one adapter trained data-parallel over N threads, N − 1 of them workers with their own base copy
+    let pool: GradientPool | undefined;
+    if (threads > 1) {
+      const baseBytes = base.bytes ?? (await readBaseBytes(v.base as string));
+      pool = await GradientPool.start({ baseBytes, lora }, threads);
+      io.cleanup.push(() => void pool!.close());
+      const workers = `${threads - 1} worker${threads > 2 ? "s" : ""}`;
+      io.log(`client: training on ${threads} threads (data-parallel: this one and ${workers})`);
+    }
+    const onStep = (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => {
       if (s.step % 10 === 0 || s.step === s.steps) {
         io.log(`  step ${s.step}/${s.steps} loss ${s.loss.toFixed(3)} ${Math.round(s.tokensPerSec)} tok/s`);
       }
-    });
+    };
+    const trainer = await InlineTrainer.fromBase(base, lora, data, onStep, pool);
     const client = new FederationClient({
       ledger,
       signer,

@@ -9,6 +9,7 @@ import { LoraAdapter, type LoraConfig } from "../model/lora.js";
 import { parseAdapter, serializeAdapter } from "../model/adapter.js";
 import { train, type TrainConfig } from "../train/train.js";
 import { evaluateLoss } from "../train/evaluate.js";
+import type { GradientPool } from "../train/parallel.js";
 import { InvalidArgumentError } from "../errors.js";
 import { clipUpdate } from "../aggregate/index.js";
 
@@ -65,6 +66,7 @@ export class LocalTrainer {
     private readonly lora: LoraConfig,
     private readonly data: ClientDataset,
     private readonly onStep?: (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => void,
+    private readonly pool?: GradientPool,
   ) {}
 
   static async create(
@@ -77,14 +79,18 @@ export class LocalTrainer {
     return new LocalTrainer(parseBaseModel(baseBytes), lora, data, onStep);
   }
 
-  /** A trainer on a base model already loaded in this thread; takes ownership of it. */
+  /**
+   * A trainer on a base model already loaded in this thread; takes ownership of it. With `pool`, each micro-batch
+   * is split over its threads (data parallelism; its workers hold the same base).
+   */
   static fromBase(
     base: BaseModel,
     lora: LoraConfig,
     data: ClientDataset,
     onStep?: LocalTrainer["onStep"],
+    pool?: GradientPool,
   ): LocalTrainer {
-    return new LocalTrainer(base, lora, data, onStep);
+    return new LocalTrainer(base, lora, data, onStep, pool);
   }
 
   get baseSha256(): string {
@@ -117,6 +123,7 @@ export class LocalTrainer {
         lossWeights: this.data.trainLossWeights,
         config: cfg,
         onStep: this.onStep,
+        pool: this.pool,
       });
       const clip = clipUpdate(await adapter.exportWeights(), parsed.weights, job.maxUpdateNorm ?? Infinity);
       if (clip.clippedFrom !== null) adapter.assign(clip.weights);

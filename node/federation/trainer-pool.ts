@@ -102,9 +102,10 @@ export class InlineTrainer implements RoundTrainer {
     lora: LoraConfig,
     data: ClientDataset,
     onStep?: (s: { step: number; steps: number; loss: number; tokensPerSec: number }) => void,
+    pool?: import("../train/parallel.js").GradientPool,
   ): Promise<InlineTrainer> {
     const { LocalTrainer } = await import("./local-trainer.js");
-    return new InlineTrainer(LocalTrainer.fromBase(base, lora, data, onStep));
+    return new InlineTrainer(LocalTrainer.fromBase(base, lora, data, onStep, pool));
   }
 
   trainRound(job: RoundJob): Promise<RoundOutput> {

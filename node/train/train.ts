@@ -10,6 +10,7 @@ import type { LoraAdapter } from "../model/lora.js";
 import { InvalidArgumentError } from "../errors.js";
 import { evaluateLoss, type EvalResult } from "./evaluate.js";
 import { mulberry32 } from "../random.js";
+import type { BatchRows, GradientPool, SliceGradients } from "./parallel.js";
 
 export interface TrainConfig {
   /** Optimizer steps (each over gradAccum micro-batches). */
@@ -123,11 +124,18 @@ export interface TrainOptions {
   config?: Partial<TrainConfig>;
   onStep?: (info: StepInfo) => void;
   signal?: AbortSignal;
+  /**
+   * Data parallelism: each micro-batch's rows split over this pool's threads (this one included), the gradients
+   * combined (parallel.ts). Workers hold their own copy of the base, which must be `gpt`'s.
+   */
+  pool?: GradientPool;
 }
 
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const c: TrainConfig = { ...DEFAULT_TRAIN_CONFIG, ...options.config };
   validate(options, c);
+  if (options.pool && !options.lora)
+    throw new InvalidArgumentError("data-parallel training trains a LoRA adapter: give lora with pool");
   const { gpt, lora } = options;
   const trainable = trainOnly(gpt, lora, c.freezeA);
   const vars = trainable.vars;
@@ -223,10 +231,8 @@ function trainOnly(gpt: CausalLM, lora: LoraAdapter | null, freezeA: boolean) {
   return { vars, restore: () => touched.forEach((v, i) => (v.trainable = wasTrainable[i]!)) };
 }
 
-type Batch = [x: tf.Tensor2D, y: tf.Tensor2D, weights: tf.Tensor2D | null];
-
 /** Draws a batch of training windows (seeded): inputs, targets and, with loss weights, the targets' weights. */
-function windowSampler(options: TrainOptions, c: TrainConfig): () => Batch {
+function windowSampler(options: TrainOptions, c: TrainConfig): () => BatchRows {
   const { tokens, windowStarts: starts, lossWeights: weights } = options;
   const rand = mulberry32(c.seed);
   return () => {
@@ -243,8 +249,58 @@ function windowSampler(options: TrainOptions, c: TrainConfig): () => Batch {
     }
     // an all-zero-weight batch would divide by zero: weigh it uniformly instead
     if (w && !w.some((v) => v > 0)) w.fill(1);
-    return [tf.tensor2d(x, [B, T], "int32"), tf.tensor2d(y, [B, T], "int32"), w ? tf.tensor2d(w, [B, T]) : null];
+    return { x, y, w, rows: B, T };
   };
+}
+
+/** The rows as the model's input tensors. */
+function batchTensors(b: BatchRows): [x: tf.Tensor2D, y: tf.Tensor2D, weights: tf.Tensor2D | null] {
+  const shape: [number, number] = [b.rows, b.T];
+  return [tf.tensor2d(b.x, shape, "int32"), tf.tensor2d(b.y, shape, "int32"), b.w ? tf.tensor2d(b.w, shape) : null];
+}
+
+/**
+ * The mean loss of `rows` (training mode) and its gradient for each of `vars`: one slice of a data-parallel
+ * micro-batch, here or in a gradient worker. `weight` is the slice's; the caller combines slices by it.
+ */
+export async function sliceLossAndGradients(
+  model: CausalLM,
+  lora: LoraAdapter | null,
+  vars: tf.Variable[],
+  rows: BatchRows,
+): Promise<SliceGradients> {
+  const [x, y, w] = batchTensors(rows);
+  const { value, grads } = tf.variableGrads(() => model.loss(x, y, lora, true, w), vars);
+  const loss = (await value.data())[0]!;
+  const out = await Promise.all(vars.map(async (v) => (await grads[v.name]!.data()) as Float32Array));
+  tf.dispose([value, x, y, ...(w ? [w] : []), ...Object.values(grads)]);
+  return { loss, weight: 0, grads: out };
+}
+
+/** One micro-batch through the pool: its mean loss and gradients as tensors, FedProx's term added here once. */
+async function pooledGradients(
+  options: TrainOptions,
+  c: TrainConfig,
+  vars: tf.Variable[],
+  anchor: tf.Tensor[] | null,
+  batch: BatchRows,
+): Promise<{ loss: number; grads: tf.Tensor[] }> {
+  // every LoRA value travels, A included when only B trains (the workers' A must be this adapter's too)
+  const values = await Promise.all(options.lora!.variables().map(async (v) => (await v.data()) as Float32Array));
+  const local = (rows: BatchRows) => sliceLossAndGradients(options.gpt, options.lora, vars, rows);
+  const r = await options.pool!.gradients(batch, values, c.freezeA, local);
+  let grads = r.grads.map((g, i) => tf.tensor(g, vars[i]!.shape));
+  let loss = r.loss;
+  if (anchor) {
+    // d/dw μ/2·‖w − w₀‖² = μ·(w − w₀)
+    const prox = tf.tidy(() => tf.addN(vars.map((w, i) => tf.sum(tf.square(tf.sub(w, anchor[i]!))))));
+    loss += (c.proxMu / 2) * (await prox.data())[0]!;
+    prox.dispose();
+    const plain = grads;
+    grads = tf.tidy(() => plain.map((g, i) => tf.add(g, tf.mul(c.proxMu, tf.sub(vars[i]!, anchor[i]!)))));
+    tf.dispose(plain);
+  }
+  return { loss, grads };
 }
 
 /** `gradAccum` micro-batches: their mean loss and summed gradients (FedProx's proximal term added when set). */
@@ -253,23 +309,30 @@ async function accumulateGradients(
   c: TrainConfig,
   vars: tf.Variable[],
   anchor: tf.Tensor[] | null,
-  sample: () => Batch,
+  sample: () => BatchRows,
 ): Promise<{ loss: number; grads: tf.Tensor[] }> {
   const { gpt, lora } = options;
   let lossSum = 0;
   let grads: tf.Tensor[] | null = null;
   for (let a = 0; a < c.gradAccum; a++) {
-    const [x, y, w] = sample();
-    const { value, grads: g } = tf.variableGrads(() => {
-      const loss = gpt.loss(x, y, lora, true, w);
-      if (!anchor) return loss;
-      const prox = tf.addN(vars.map((w, i) => tf.sum(tf.square(tf.sub(w, anchor[i]!)))));
-      return tf.add(loss, tf.mul(c.proxMu / 2, prox)) as tf.Scalar;
-    }, vars);
-    lossSum += (await value.data())[0]!;
-    value.dispose();
-    tf.dispose([x, y, ...(w ? [w] : [])]);
-    const list = vars.map((w) => g[w.name]!);
+    let list: tf.Tensor[];
+    if (options.pool) {
+      const r = await pooledGradients(options, c, vars, anchor, sample());
+      lossSum += r.loss;
+      list = r.grads;
+    } else {
+      const [x, y, w] = batchTensors(sample());
+      const { value, grads: g } = tf.variableGrads(() => {
+        const loss = gpt.loss(x, y, lora, true, w);
+        if (!anchor) return loss;
+        const prox = tf.addN(vars.map((w, i) => tf.sum(tf.square(tf.sub(w, anchor[i]!)))));
+        return tf.add(loss, tf.mul(c.proxMu / 2, prox)) as tf.Scalar;
+      }, vars);
+      lossSum += (await value.data())[0]!;
+      value.dispose();
+      tf.dispose([x, y, ...(w ? [w] : [])]);
+      list = vars.map((w) => g[w.name]!);
+    }
     if (!grads) grads = list;
     else {
       const prev: tf.Tensor[] = grads;

@@ -169,10 +169,11 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     const common = ["--task", "1", "--steps", "2", "--batch-size", "2"];
     const [agg, a, b] = await Promise.all([
       fok(["aggregator", "run", "--task", "1", "--expected", "2", ...chain(1)]),
-      fok(["client", "run", ...common, "--wordnet-category", "disease", ...chain(2)]),
+      fok(["client", "run", ...common, "--threads", "2", "--wordnet-category", "disease", ...chain(2)]),
       fok(["client", "run", ...common, "--wordnet-category", "drug", "--relayer-key", KEYS[4]!, ...chain(3)]),
     ]);
     expect([agg.code, a.code, b.code]).to.deep.equal([0, 0, 0]);
+    expect(a.err).to.include("client: training on 2 threads (data-parallel: this one and 1 worker)");
     expect(agg.err.at(-1)).to.equal("aggregator: task 1 done, 1 rounds finalized by this run");
     expect(a.err).to.include("task 1 completed");
     expect(b.err.some((l) => /^round 1: submitted bafk/.test(l))).to.equal(true);
@@ -294,6 +295,10 @@ describe("node/cli (every fok command against a hardhat node)", function () {
         "ChainDataError: task 7: expected one TaskCreated event, found 0",
       ],
       [["client", "walk", ...chain(2)], "InvalidArgumentError: unknown: fok client walk"],
+      [
+        ["client", "run", "--task", "1", "--threads", "0", "--wordnet-category", "drug", ...chain(2)],
+        "InvalidArgumentError: --threads must be at least 1, got 0",
+      ],
       [["aggregator", "run", ...chain(1)], "InvalidArgumentError: --task is required"],
       [["aggregator", "go", ...chain(1)], "InvalidArgumentError: unknown: fok aggregator go"],
       [["inspect", "--task", "abc", ...chain(0)], "--task must be a non-negative integer, got abc"],

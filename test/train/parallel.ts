@@ -1,0 +1,102 @@
+import { expect } from "chai";
+import { initBackend } from "../../node/model/backend.js";
+import { parseBaseModel } from "../../node/model/checkpoint.js";
+import { LoraAdapter } from "../../node/model/lora.js";
+import { train, type TrainConfig } from "../../node/train/train.js";
+import { GradientPool, combineSlices, splitRows } from "../../node/train/parallel.js";
+import { LORA, tinyBase } from "../fixtures/tiny-federation.js";
+
+/**
+ * The tolerance of data-parallel training against one thread, after 3 AdamW steps at lr 1e-2: the loss within
+ * 1e-6 relative, every LoRA weight within 1e-6 absolute (1e-4 of a step). The two differ only in float32
+ * summation order (measured: 1.3e-7 and 3.5e-8).
+ */
+const LOSS_RTOL = 1e-6;
+const WEIGHT_ATOL = 1e-6;
+
+describe("node/train data parallelism", function () {
+  this.timeout(120_000);
+  let baseBytes: Uint8Array;
+  let tokens: Int32Array;
+  let pool: GradientPool;
+  before(async function () {
+    await initBackend("wasm", true);
+    const base = await tinyBase();
+    baseBytes = base.baseBytes;
+    const text = "the heart pumps blood through the arteries and veins. the tumour was removed in surgery. ";
+    tokens = Int32Array.from(await base.tokenizer.encode(text.repeat(10)));
+    pool = await GradientPool.start({ baseBytes, lora: LORA }, 2);
+  });
+  after(async () => pool?.close());
+
+  /** The loss and the adapter after `config`'s steps from the same start, on one thread or over the pool. */
+  async function trained(config: Partial<TrainConfig>, over?: GradientPool, lossWeights?: Float32Array) {
+    const { model } = parseBaseModel(baseBytes);
+    const lora = LoraAdapter.init(model.config, LORA, 5);
+    const r = await train({ gpt: model, lora, tokens, lossWeights, pool: over, config });
+    const weights = await lora.exportWeights();
+    lora.dispose();
+    model.dispose();
+    return { loss: r.finalLoss, weights };
+  }
+
+  const largestDifference = (a: Awaited<ReturnType<typeof trained>>, b: Awaited<ReturnType<typeof trained>>) => {
+    let most = 0;
+    for (const [m, w] of a.weights)
+      for (const k of ["A", "B"] as const) {
+        const other = b.weights.get(m)![k];
+        w[k].forEach((v, i) => (most = Math.max(most, Math.abs(v - other[i]!))));
+      }
+    return most;
+  };
+
+  it("steps on 2 threads as on one: the same loss and adapter within float32 summation order", async function () {
+    const config = { steps: 3, batchSize: 4, seqLen: 16, lr: 1e-2, warmupSteps: 0 };
+    const one = await trained(config);
+    const two = await trained(config, pool);
+    expect(Math.abs(two.loss - one.loss) / one.loss).to.be.below(LOSS_RTOL);
+    expect(largestDifference(one, two)).to.be.below(WEIGHT_ATOL);
+    // the adapter did move: the comparison is not between two untouched adapters
+    const moved = [...two.weights.values()].some((w) => w.B.some((v) => Math.abs(v) > 1e-3));
+    expect(moved).to.equal(true);
+  });
+
+  it("weighs slices by loss weight: an odd batch, weighted targets, FedProx, accumulation, B only", async function () {
+    const config = { steps: 3, batchSize: 3, seqLen: 16, lr: 1e-2, warmupSteps: 0, gradAccum: 2, proxMu: 0.5 };
+    // and FFA-LoRA's B only: the workers train the variables the step names
+    const ffa = { ...config, freezeA: true };
+    const [oneB, twoB] = [await trained(ffa), await trained(ffa, pool)];
+    expect([
+      Math.abs(twoB.loss - oneB.loss) / oneB.loss < LOSS_RTOL,
+      largestDifference(oneB, twoB) < WEIGHT_ATOL,
+    ]).to.deep.equal([true, true]);
+    // every third target counts for nothing, the others 1 or 3: slices of one and two rows weigh differently
+    const weights = Float32Array.from(tokens, (_, i) => (i % 3 === 0 ? 0 : 1 + 2 * (i % 2)));
+    const one = await trained(config, undefined, weights);
+    const two = await trained(config, pool, weights);
+    expect(Math.abs(two.loss - one.loss) / one.loss).to.be.below(LOSS_RTOL);
+    expect(largestDifference(one, two)).to.be.below(WEIGHT_ATOL);
+  });
+
+  it("splits rows as evenly as they go and combines slices by weight, leaving out a weightless one", function () {
+    const T = 2;
+    const batch = {
+      x: Int32Array.from([1, 2, 3, 4, 5, 6]),
+      y: Int32Array.from([2, 3, 4, 5, 6, 7]),
+      w: null,
+      rows: 3,
+      T,
+    };
+    expect(splitRows(batch, 2).map((s) => [...s.x])).to.deep.equal([
+      [1, 2, 3, 4],
+      [5, 6],
+    ]);
+    expect(splitRows(batch, 4).map((s) => s.rows)).to.deep.equal([1, 1, 1, 0]);
+    const combined = combineSlices([
+      { loss: 2, weight: 3, grads: [Float32Array.from([1, 0])] },
+      { loss: NaN, weight: 0, grads: [] },
+      { loss: 4, weight: 1, grads: [Float32Array.from([5, 4])] },
+    ]);
+    expect([combined.loss, combined.weight, [...combined.grads[0]!]]).to.deep.equal([2.5, 4, [2, 1]]);
+  });
+});
