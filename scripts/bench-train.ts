@@ -93,6 +93,35 @@ async function dataParallel(threads: number): Promise<{ tokensPerSec: number; ms
   return { tokensPerSec: r.tokensPerSec, msPerStep: (r.seconds * 1000) / r.steps };
 }
 
+/**
+ * Where one training step's time goes on wasm: the forward and backward pass of one batch (the loss and the LoRA
+ * gradients; AdamW is a few small ops), each kernel's time summed by op, largest first.
+ */
+async function profileStep(): Promise<{ op: string; calls: number; ms: number }[]> {
+  await initBackend("wasm", true);
+  const gpt = GPT.init(cfg, 1);
+  const lora = LoraAdapter.init(cfg, DEFAULT_LORA_CONFIG, 2);
+  const ids = Int32Array.from({ length: B * (T + 1) }, (_, i) => (i * 2654435761) % cfg.vocabSize);
+  const x = tf.tensor2d(ids.slice(0, B * T), [B, T], "int32");
+  const y = tf.tensor2d(ids.slice(B), [B, T], "int32");
+  const step = () => {
+    const { value, grads } = tf.variableGrads(() => gpt.loss(x, y, lora, true), lora.variables());
+    tf.dispose([value, ...Object.values(grads)]);
+  };
+  step(); // kernels set up
+  const info = await tf.profile(step);
+  const byOp = new Map<string, { calls: number; ms: number }>();
+  for (const k of info.kernels) {
+    const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
+    const e = byOp.get(k.name) ?? { calls: 0, ms: 0 };
+    byOp.set(k.name, { calls: e.calls + 1, ms: e.ms + ms });
+  }
+  tf.dispose([x, y]);
+  gpt.dispose();
+  lora.dispose();
+  return [...byOp].map(([op, e]) => ({ op, ...e })).sort((a, b) => b.ms - a.ms);
+}
+
 const rows: Record<string, unknown>[] = [];
 for (const backend of ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"] as BackendName[]) {
   try {
@@ -118,6 +147,7 @@ for (const threads of [1, 2]) {
     peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
   });
 }
+const profile = await profileStep();
 const parallel = rows.filter((r) => String(r.runtime).includes("data-parallel")).map((r) => r.tokensPerSec as number);
 rows.push({
   runtime: "tfjs-wasm, 2 clients in worker threads",
@@ -152,7 +182,12 @@ const torch1 = rows.find((r) => r.runtime === "pytorch" && r.threads === 1)?.tok
 if (process.argv.includes("--json"))
   console.log(
     JSON.stringify(
-      { rows, wasmOverTorch: wasm && torch1 ? wasm / torch1 : null, dataParallelScaling: parallel[1]! / parallel[0]! },
+      {
+        rows,
+        wasmOverTorch: wasm && torch1 ? wasm / torch1 : null,
+        dataParallelScaling: parallel[1]! / parallel[0]!,
+        stepProfile: profile,
+      },
       null,
       2,
     ),
@@ -172,6 +207,11 @@ else {
   }
   if (wasm && torch1) console.log(`tfjs-wasm / PyTorch (1 thread): ${(wasm / torch1).toFixed(2)}`);
   console.log(`one client on 2 threads / on 1 (data-parallel): ${(parallel[1]! / parallel[0]!).toFixed(2)}x`);
+  const total = profile.reduce((a, p) => a + p.ms, 0);
+  console.log(`\none step's forward and backward on wasm, by op (${total.toFixed(1)} ms in kernels):`);
+  console.log("| op | calls | ms | share |\n| --- | ---: | ---: | ---: |");
+  for (const p of profile.slice(0, 12))
+    console.log(`| ${p.op} | ${p.calls} | ${p.ms.toFixed(1)} | ${((100 * p.ms) / total).toFixed(1)}% |`);
 }
 tf.disposeVariables();
 process.exit(0);
