@@ -8,7 +8,7 @@ import "@tensorflow/tfjs-backend-wasm";
 import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
 import { FokError } from "../errors.js";
-import { registerFastGradients } from "./kernels.js";
+import { registerFastGradients, registerNativeMatMul } from "./kernels.js";
 
 export type BackendName = "tensorflow-gpu" | "tensorflow" | "webgpu" | "wasm" | "cpu";
 export const BACKEND_PREFERENCE: BackendName[] = ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"];
@@ -116,7 +116,10 @@ async function initBackendNow(backend: string | undefined, quiet: boolean): Prom
     if (why === null) {
       chosen = name;
       registerFastGradients();
-      if (!quiet && !process.env.FOK_QUIET_BACKEND) process.stderr.write(`[fok] tfjs backend: ${name}\n`);
+      // wasm's products on the machine's BLAS when the optional addon is built (native.ts)
+      const blas = name === "wasm" ? registerNativeMatMul() : null;
+      const products = blas ? `, products on ${blas}` : "";
+      if (!quiet && !process.env.FOK_QUIET_BACKEND) process.stderr.write(`[fok] tfjs backend: ${name}${products}\n`);
       return name;
     }
     reasons.push(`${name}: ${why}`);

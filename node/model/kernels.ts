@@ -4,6 +4,7 @@
  * explicitly first, so every product in the backward pass is a plain one.
  */
 import * as tf from "@tensorflow/tfjs";
+import { nativeBlas, type NativeBlas } from "./native.js";
 
 let registered = false;
 
@@ -26,11 +27,13 @@ export function registerFastGradients(): void {
         const [a, b] = saved as [tf.Tensor, tf.Tensor];
         const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
         const g = dy as tf.Tensor;
-        const mm = (x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y);
-        if (!transposeA && !transposeB) return { a: () => mm(g, swapLast(b)), b: () => mm(swapLast(a), g) };
-        if (!transposeA && transposeB) return { a: () => mm(g, b), b: () => mm(swapLast(g), a) };
-        if (transposeA && !transposeB) return { a: () => mm(b, swapLast(g)), b: () => mm(a, g) };
-        return { a: () => mm(swapLast(b), swapLast(g)), b: () => mm(swapLast(g), swapLast(a)) };
+        // x·y with either transposed: by the product's own flags on the native BLAS (free there), else explicitly
+        const mm = (x: tf.Tensor, tx: boolean, y: tf.Tensor, ty: boolean) =>
+          native ? tf.matMul(x, y, tx, ty) : tf.matMul(tx ? swapLast(x) : x, ty ? swapLast(y) : y);
+        if (!transposeA && !transposeB) return { a: () => mm(g, false, b, true), b: () => mm(a, true, g, false) };
+        if (!transposeA && transposeB) return { a: () => mm(g, false, b, false), b: () => mm(g, true, a, false) };
+        if (transposeA && !transposeB) return { a: () => mm(b, false, g, true), b: () => mm(a, false, g, false) };
+        return { a: () => mm(b, true, g, true), b: () => mm(g, true, a, true) };
       },
     });
     // wasm has no UnsortedSegmentSum, which the stock Gather gradient needs (only pre-training reaches it: LoRA
@@ -93,7 +96,86 @@ interface WasmBackendInternals {
   wasm: {
     tfjs: { registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void };
     cwrap(name: string, ret: null, args: string[]): (...args: unknown[]) => void;
+    HEAPU8: Uint8Array;
   };
+}
+
+let native: { blas: NativeBlas; backend: WasmBackendInternals } | null = null;
+
+/**
+ * Routes wasm's float32 products — BatchMatMul, and the sliced product below — to the machine's BLAS through the
+ * optional native addon (native.ts), on the operands where they lie in the wasm heap: no copies. Returns the BLAS
+ * library in use, or null when the addon is absent, disabled or finds no BLAS (then nothing changes). Products the
+ * addon does not take (other dtypes, batch shapes that broadcast both ways) go to wasm's own kernel.
+ */
+export function registerNativeMatMul(): string | null {
+  if (native) return native.blas.library();
+  const { blas } = nativeBlas();
+  const backend = tf.findBackend("wasm") as unknown as WasmBackendInternals | null;
+  if (!blas || !backend || !(backend.wasm?.HEAPU8 instanceof Uint8Array) || backend.dataIdMap == null) return null;
+  const wasmKernel = tf.getKernel(tf.BatchMatMul, "wasm");
+  if (!wasmKernel) return null;
+  native = { blas, backend };
+  tf.unregisterKernel(tf.BatchMatMul, "wasm");
+  tf.registerKernel({
+    kernelName: tf.BatchMatMul,
+    backendName: "wasm",
+    setupFunc: wasmKernel.setupFunc,
+    kernelFunc: (args) => {
+      const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+      const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+      const [ra, rb] = [a.shape.length, b.shape.length];
+      const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+      const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+      const K2 = transposeB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
+      const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+      const outer = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+      const [batchA, batchB] = [
+        tf.util.sizeFromShape(a.shape.slice(0, -2)),
+        tf.util.sizeFromShape(b.shape.slice(0, -2)),
+      ];
+      const batch = tf.util.sizeFromShape(outer);
+      const simple = (batchA === batch || batchA === 1) && (batchB === batch || batchB === 1);
+      if (a.dtype !== "float32" || b.dtype !== "float32" || K !== K2 || !simple)
+        return (wasmKernel.kernelFunc as (x: typeof args) => tf.TensorInfo)(args); // its own checks and errors
+      const be = args.backend as unknown as WasmBackendInternals;
+      const out = be.makeOutput([...outer, M, N], "float32");
+      if (batch * M * N > 0) {
+        const off = (t: tf.TensorInfo) => be.dataIdMap.get(t.dataId).memoryOffset;
+        const [sa, sb] = [batchA === 1 ? 0 : M * K, batchB === 1 ? 0 : K * N];
+        // the heap after makeOutput, which may have grown it
+        blas.sgemmBatched(
+          be.wasm.HEAPU8.buffer as ArrayBuffer,
+          batch,
+          +transposeA,
+          +transposeB,
+          M,
+          N,
+          K,
+          off(a),
+          sa,
+          off(b),
+          sb,
+          off(out),
+        );
+      }
+      return out;
+    },
+  });
+  return blas.library();
+}
+
+/** n products [M, K]·[K, N] at these heap offsets on the native BLAS, when it is in use; false when it is not. */
+function nativeBatch(be: WasmBackendInternals, n: number, [M, N, K]: number[], [oA, oB, oO]: number[]): boolean {
+  if (!native) return false;
+  const heap = be.wasm.HEAPU8.buffer as ArrayBuffer;
+  if (n * M! * N! > 0) native.blas.sgemmBatched(heap, n, 0, 0, M!, N!, K!, oA!, M! * K!, oB!, K! * N!, oO!);
+  return true;
+}
+
+/** Whether wasm's products run on the native BLAS (registerNativeMatMul succeeded). */
+export function nativeProducts(): string | null {
+  return native?.blas.library() ?? null;
 }
 
 export const SLICED_MATMUL = "FokSlicedMatMul";
@@ -154,6 +236,7 @@ export function registerSlicedMatMul(): boolean {
       const offA = be.dataIdMap.get(a.dataId).memoryOffset;
       const offB = be.dataIdMap.get(y.dataId).memoryOffset;
       const offO = be.dataIdMap.get(out.dataId).memoryOffset;
+      if (nativeBatch(be, n, [M, N, K], [offA, offB, offO])) return out;
       const shape = (r: number, c: number) => new Uint8Array(new Int32Array([1, r, c]).buffer);
       const [sa, sb] = [shape(M, K), shape(K, N)];
       for (let i = 0; i < n; i++) {
