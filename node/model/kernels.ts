@@ -112,7 +112,9 @@ export function registerNativeMatMul(): string | null {
   if (native) return native.blas.library();
   const { blas } = nativeBlas();
   const backend = tf.findBackend("wasm") as unknown as WasmBackendInternals | null;
-  if (!blas || !backend || !(backend.wasm?.HEAPU8 instanceof Uint8Array) || backend.dataIdMap == null) return null;
+  // the heap must be a plain ArrayBuffer (N-API reads no SharedArrayBuffer: wasm's threaded build keeps its own)
+  const heapOk = backend?.wasm?.HEAPU8 instanceof Uint8Array && backend.wasm.HEAPU8.buffer instanceof ArrayBuffer;
+  if (!blas || !backend || !heapOk || backend.dataIdMap == null) return null;
   const wasmKernel = tf.getKernel(tf.BatchMatMul, "wasm");
   if (!wasmKernel) return null;
   native = { blas, backend };
