@@ -100,7 +100,7 @@ interface WasmBackendInternals {
   };
 }
 
-let native: { blas: NativeBlas; backend: WasmBackendInternals } | null = null;
+let native: NativeBlas | null = null;
 
 /**
  * Routes wasm's float32 products — BatchMatMul, and the sliced product below — to the machine's BLAS through the
@@ -109,7 +109,7 @@ let native: { blas: NativeBlas; backend: WasmBackendInternals } | null = null;
  * addon does not take (other dtypes, batch shapes that broadcast both ways) go to wasm's own kernel.
  */
 export function registerNativeMatMul(): string | null {
-  if (native) return native.blas.library();
+  if (native) return native.library();
   const { blas } = nativeBlas();
   const backend = tf.findBackend("wasm") as unknown as WasmBackendInternals | null;
   // the heap must be a plain ArrayBuffer (N-API reads no SharedArrayBuffer: wasm's threaded build keeps its own)
@@ -117,7 +117,7 @@ export function registerNativeMatMul(): string | null {
   if (!blas || !backend || !heapOk || backend.dataIdMap == null) return null;
   const wasmKernel = tf.getKernel(tf.BatchMatMul, "wasm");
   if (!wasmKernel) return null;
-  native = { blas, backend };
+  native = blas;
   tf.unregisterKernel(tf.BatchMatMul, "wasm");
   tf.registerKernel({
     kernelName: tf.BatchMatMul,
@@ -142,42 +142,38 @@ export function registerNativeMatMul(): string | null {
         return (wasmKernel.kernelFunc as (x: typeof args) => tf.TensorInfo)(args); // its own checks and errors
       const be = args.backend as unknown as WasmBackendInternals;
       const out = be.makeOutput([...outer, M, N], "float32");
-      if (batch * M * N > 0) {
-        const off = (t: tf.TensorInfo) => be.dataIdMap.get(t.dataId).memoryOffset;
-        const [sa, sb] = [batchA === 1 ? 0 : M * K, batchB === 1 ? 0 : K * N];
-        // the heap after makeOutput, which may have grown it
-        blas.sgemmBatched(
-          be.wasm.HEAPU8.buffer as ArrayBuffer,
-          batch,
-          +transposeA,
-          +transposeB,
-          M,
-          N,
-          K,
-          off(a),
-          sa,
-          off(b),
-          sb,
-          off(out),
-        );
-      }
+      const strides: [number, number] = [batchA === 1 ? 0 : M * K, batchB === 1 ? 0 : K * N];
+      nativeBatch(be, batch, [M, N, K], [a, b, out], strides, [transposeA, transposeB]);
       return out;
     },
   });
   return blas.library();
 }
 
-/** n products [M, K]·[K, N] at these heap offsets on the native BLAS, when it is in use; false when it is not. */
-function nativeBatch(be: WasmBackendInternals, n: number, [M, N, K]: number[], [oA, oB, oO]: number[]): boolean {
+/**
+ * n products op(A_i)·op(B_i) → [M, N] on the native BLAS, the tensors where they lie in the wasm heap (read after
+ * `makeOutput`, which may have grown it); `strides` in floats between A's and B's matrices (0: one, repeated,
+ * default: packed). False, doing nothing, when the native products are not in use.
+ */
+function nativeBatch(
+  be: WasmBackendInternals,
+  n: number,
+  [M, N, K]: [number, number, number],
+  [a, b, out]: tf.TensorInfo[],
+  [sa, sb] = [M * K, K * N],
+  [ta, tb] = [false, false],
+): boolean {
   if (!native) return false;
+  if (n * M * N === 0) return true;
+  const off = (t: tf.TensorInfo) => be.dataIdMap.get(t.dataId).memoryOffset;
   const heap = be.wasm.HEAPU8.buffer as ArrayBuffer;
-  if (n * M! * N! > 0) native.blas.sgemmBatched(heap, n, 0, 0, M!, N!, K!, oA!, M! * K!, oB!, K! * N!, oO!);
+  native.sgemmBatched(heap, n, +ta, +tb, M, N, K, off(a!), sa, off(b!), sb, off(out!));
   return true;
 }
 
 /** Whether wasm's products run on the native BLAS (registerNativeMatMul succeeded). */
 export function nativeProducts(): string | null {
-  return native?.blas.library() ?? null;
+  return native?.library() ?? null;
 }
 
 export const SLICED_MATMUL = "FokSlicedMatMul";
@@ -235,10 +231,10 @@ export function registerSlicedMatMul(): boolean {
         throw new Error(`${SLICED_MATMUL}: need float32 [n, M, K] and [n, K, N], got [${a.shape}] and [${y.shape}]`);
       }
       const out = be.makeOutput([n, M, N], "float32");
+      if (nativeBatch(be, n, [M, N, K], [a, y, out])) return out;
       const offA = be.dataIdMap.get(a.dataId).memoryOffset;
       const offB = be.dataIdMap.get(y.dataId).memoryOffset;
       const offO = be.dataIdMap.get(out.dataId).memoryOffset;
-      if (nativeBatch(be, n, [M, N, K], [offA, offB, offO])) return out;
       const shape = (r: number, c: number) => new Uint8Array(new Int32Array([1, r, c]).buffer);
       const [sa, sb] = [shape(M, K), shape(K, N)];
       for (let i = 0; i < n; i++) {

@@ -277,16 +277,18 @@ export async function sliceLossAndGradients(
   return { loss, weight: 0, grads: out };
 }
 
-/** One micro-batch through the pool: its mean loss and gradients as tensors, FedProx's term added here once. */
+/**
+ * One micro-batch through the pool: its mean loss and gradients as tensors, FedProx's term added here once.
+ * `values`: the adapter's values for the workers (every A and B, in `LoraAdapter.variables()` order).
+ */
 async function pooledGradients(
   options: TrainOptions,
   c: TrainConfig,
   vars: tf.Variable[],
   anchor: tf.Tensor[] | null,
   batch: BatchRows,
+  values: Float32Array[],
 ): Promise<{ loss: number; grads: tf.Tensor[] }> {
-  // every LoRA value travels, A included when only B trains (the workers' A must be this adapter's too)
-  const values = await Promise.all(options.lora!.variables().map(async (v) => (await v.data()) as Float32Array));
   const local = (rows: BatchRows) => sliceLossAndGradients(options.gpt, options.lora, vars, rows);
   const r = await options.pool!.gradients(batch, values, c.freezeA, local);
   let grads = r.grads.map((g, i) => tf.tensor(g, vars[i]!.shape));
@@ -314,10 +316,15 @@ async function accumulateGradients(
   const { gpt, lora } = options;
   let lossSum = 0;
   let grads: tf.Tensor[] | null = null;
+  // the adapter does not change within a step: read once for every micro-batch the workers take. Every LoRA value
+  // travels, A included when only B trains (the workers' A must be this adapter's too)
+  const values = options.pool
+    ? await Promise.all(lora!.variables().map(async (v) => (await v.data()) as Float32Array))
+    : [];
   for (let a = 0; a < c.gradAccum; a++) {
     let list: tf.Tensor[];
     if (options.pool) {
-      const r = await pooledGradients(options, c, vars, anchor, sample());
+      const r = await pooledGradients(options, c, vars, anchor, sample(), values);
       lossSum += r.loss;
       list = r.grads;
     } else {
