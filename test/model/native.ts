@@ -79,6 +79,19 @@ describe("node/model native products (the machine's BLAS on the wasm heap)", fun
     }
   });
 
+  it("refuses a product outside the heap or with bad arguments, with a typed error", function () {
+    const blas = nativeBlas().blas!;
+    const heap = new ArrayBuffer(64); // 16 floats
+    const product = (M: number, N: number, K: number, aOff: number, bOff: number, cOff: number) => () =>
+      blas.sgemmBatched(heap, 1, 0, 0, M, N, K, aOff, 0, bOff, 0, cOff);
+    expect(product(2, 2, 2, 0, 16, 52)).to.throw(RangeError, "fok_blas: a matrix lies outside the heap");
+    expect(product(2, 2, 2, 0, 16, 2)).to.throw(RangeError, "fok_blas: sizes or offsets out of range");
+    expect(product(-1, 2, 2, 0, 16, 32)).to.throw(RangeError, "fok_blas: sizes or offsets out of range");
+    const notAHeap = () => blas.sgemmBatched("heap" as unknown as ArrayBuffer, 1, 0, 0, 1, 1, 1, 0, 0, 4, 0, 8);
+    expect(notAHeap).to.throw(Error, "fok_blas: bad arguments");
+    product(2, 2, 2, 0, 16, 32)(); // inside: fine
+  });
+
   it("trains as wasm alone does: a step's loss and gradient norm agree with FOK_NATIVE=0's", async function () {
     const script = `
       const { initBackend, tf } = await import("./node/model/backend.ts");
