@@ -3,12 +3,17 @@
  * LoRA r 8 on q and v — for each tfjs backend present, with peak RSS; then two clients training at once (one worker
  * thread each) to show both cores in use; one client training one adapter data-parallel on 1 and 2 threads; then,
  * when Debian's python3-torch is installed, the same model and step in PyTorch (scripts/bench_train_torch.py) on the
- * same thread count, and the ratio.
+ * same thread count, and the ratio; the cost of one slice's forward and backward at 1, 4 and 8 rows (what limits
+ * data parallelism at this size); then the SmolLM2-135M shape (random BF16 weights in the Hub layout, LoRA r 8 on
+ * q, k, v, o, batch 2, sequence 128) data-parallel on 1 and 2 threads, with the process's RSS, beside PyTorch on
+ * the same checkpoint and thread counts (scripts/bench_llm_torch.py).
  *
- *   npx tsx scripts/bench-train.ts [--steps 12] [--json]
+ *   npx tsx scripts/bench-train.ts [--steps 12] [--llm-steps 3] [--no-llm] [--json]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { initBackend, tf, type BackendName } from "../node/model/backend.js";
@@ -16,9 +21,14 @@ import { GPT, DEFAULT_GPT_CONFIG } from "../node/model/gpt.js";
 import { LoraAdapter, DEFAULT_LORA_CONFIG } from "../node/model/lora.js";
 import { train } from "../node/train/train.js";
 import { GradientPool } from "../node/train/parallel.js";
-import { parseBaseModel, readBaseBytes } from "../node/model/checkpoint.js";
+import { loadBaseModel, parseBaseModel, readBaseBytes } from "../node/model/checkpoint.js";
+import { sliceLossAndGradients } from "../node/train/train.js";
+import { MODELS, writeRandomCheckpoint } from "./llm-checkpoint.js";
 
-const steps = Number(process.argv[process.argv.indexOf("--steps") + 1]) || 12;
+const arg = (k: string, d: number) =>
+  process.argv.includes(k) ? Number(process.argv[process.argv.indexOf(k) + 1]) : d;
+const steps = arg("--steps", 12);
+const llmSteps = arg("--llm-steps", 3);
 const B = 8;
 const T = 64;
 const cfg = DEFAULT_GPT_CONFIG;
@@ -75,7 +85,7 @@ async function twoClients(): Promise<number> {
 
 /**
  * One client, one adapter, data-parallel over `threads` (parallel.ts) on the committed base model (the reference
- * config with a context of 256, trained at 64): tokens/s of the client, and this process's peak RSS.
+ * config with a context of 256, trained at 64): tokens/s of the client over 2 × `steps` steps after 30 of warm-up.
  */
 async function dataParallel(threads: number): Promise<{ tokensPerSec: number; msPerStep: number }> {
   await initBackend("wasm", true);
@@ -85,8 +95,10 @@ async function dataParallel(threads: number): Promise<{ tokensPerSec: number; ms
   const lora = LoraAdapter.init(model.config, DEFAULT_LORA_CONFIG, 2);
   const tokens = Int32Array.from({ length: 50_000 }, (_, i) => (i * 2654435761) % model.config.vocabSize);
   const config = { batchSize: B, seqLen: T };
-  await train({ gpt: model, lora, tokens, pool, config: { ...config, steps: 2 } }); // warm-up, in every thread
-  const r = await train({ gpt: model, lora, tokens, pool, config: { ...config, steps } });
+  // a worker starts cold: its JIT and wasm tier-up compete with the training for the cores, and its speed settles
+  // only after some 20 to 40 steps (measured); a client trains hundreds of steps, so the steady state is timed
+  await train({ gpt: model, lora, tokens, pool, config: { ...config, steps: 30 } });
+  const r = await train({ gpt: model, lora, tokens, pool, config: { ...config, steps: 2 * steps } });
   await pool?.close();
   model.dispose();
   lora.dispose();
@@ -122,6 +134,77 @@ async function profileStep(): Promise<{ op: string; calls: number; ms: number }[
   return [...byOp].map(([op, e]) => ({ op, ...e })).sort((a, b) => b.ms - a.ms);
 }
 
+/**
+ * What one slice of a micro-batch costs on this thread (forward and backward, the committed base, mean of 10 after
+ * 3 warm-ups) at 1, 4 and 8 rows: the part that does not shrink with the rows is paid by every thread.
+ */
+async function sliceCosts(): Promise<{ rows: number; ms: number }[]> {
+  await initBackend("wasm", true);
+  const { model } = parseBaseModel(await readBaseBytes("models/base"));
+  model.params.forEach((v) => (v.trainable = false));
+  const lora = LoraAdapter.init(model.config, DEFAULT_LORA_CONFIG, 2);
+  const V = model.config.vocabSize;
+  const out = [];
+  for (const rows of [1, 4, 8]) {
+    const ids = (k: number) => Int32Array.from({ length: rows * T }, (_, i) => ((i + k) * 2654435761) % V);
+    const batch = { x: ids(0), y: ids(1), w: null, rows, T };
+    for (let i = 0; i < 3; i++) await sliceLossAndGradients(model, lora, lora.variables(), batch);
+    const t0 = performance.now();
+    for (let i = 0; i < 10; i++) await sliceLossAndGradients(model, lora, lora.variables(), batch);
+    out.push({ rows, ms: (performance.now() - t0) / 10 });
+  }
+  model.dispose();
+  lora.dispose();
+  return out;
+}
+
+const LLM_B = 2;
+const LLM_T = 128;
+
+/**
+ * SmolLM2-135M's shape data-parallel on 1 and 2 threads (LoRA r 8 on q, k, v, o; batch 2, sequence 128), each
+ * after one warm-up step, with the process's RSS once trained (the second worker's base copy is the difference);
+ * then PyTorch on the same checkpoint at the same thread counts.
+ */
+async function smolLm2(): Promise<Record<string, unknown>[]> {
+  const dir = await mkdtemp(join(tmpdir(), "fok-bench-train-"));
+  const out: Record<string, unknown>[] = [];
+  try {
+    await writeRandomCheckpoint(dir, MODELS["smollm2-135m"]!);
+    await initBackend("wasm", true);
+    const base = await loadBaseModel(dir);
+    const baseBytes = await readBaseBytes(dir);
+    const lora = { r: 8, alpha: 16, dropout: 0, targetModules: ["q", "k", "v", "o"] };
+    const tokens = Int32Array.from({ length: 8 * LLM_T }, (_, i) => (i * 104729) % 257);
+    const config = { batchSize: LLM_B, seqLen: LLM_T, warmupSteps: 0 };
+    for (const threads of [1, 2]) {
+      const pool = threads > 1 ? await GradientPool.start({ baseBytes, lora }, threads) : undefined;
+      const adapter = LoraAdapter.init(base.model.config, lora, 2);
+      await train({ gpt: base.model, lora: adapter, tokens, pool, config: { ...config, steps: 1 } });
+      const r = await train({ gpt: base.model, lora: adapter, tokens, pool, config: { ...config, steps: llmSteps } });
+      const rssMb = Math.round(process.memoryUsage().rss / 2 ** 20);
+      await pool?.close();
+      adapter.dispose();
+      out.push({ runtime: "SmolLM2-135M, tfjs-wasm data-parallel", threads, tokensPerSec: r.tokensPerSec, rssMb });
+    }
+    base.model.dispose();
+    for (const threads of [1, 2]) {
+      const args = [dir, LLM_T, llmSteps, threads, LLM_B].map(String);
+      const py = spawnSync(python, [join(import.meta.dirname, "bench_llm_torch.py"), ...args], { encoding: "utf8" });
+      const runtime = "SmolLM2-135M, PyTorch";
+      if (py.status === 0) out.push({ runtime, threads, tokensPerSec: JSON.parse(py.stdout).trainTokensPerSec });
+      else
+        out.push({ runtime, threads, skipped: (py.stderr || "python3-torch not installed").trim().split("\n").pop() });
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+// Debian's python3-torch lives under /usr/bin/python3 (a pyenv python3 earlier on PATH would not see it)
+const python = process.env.FOK_PYTHON ?? (existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
+
 const rows: Record<string, unknown>[] = [];
 for (const backend of ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"] as BackendName[]) {
   try {
@@ -156,8 +239,6 @@ rows.push({
   peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
 });
 
-// Debian's python3-torch lives under /usr/bin/python3 (a pyenv python3 earlier on PATH would not see it)
-const python = process.env.FOK_PYTHON ?? (existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
 for (const threads of [1, 2]) {
   const py = spawnSync(
     python,
@@ -176,6 +257,10 @@ for (const threads of [1, 2]) {
       skipped: (py.stderr || py.error?.message || "python3-torch not installed").trim().split("\n").pop(),
     });
 }
+const slices = await sliceCosts();
+const llm = process.argv.includes("--no-llm") ? [] : await smolLm2();
+const llmRate = (runtime: string, threads: number) =>
+  llm.find((r) => String(r.runtime).includes(runtime) && r.threads === threads)?.tokensPerSec as number | undefined;
 const wasm = rows.find((r) => r.runtime === "tfjs-wasm")?.tokensPerSec as number | undefined;
 const torch1 = rows.find((r) => r.runtime === "pytorch" && r.threads === 1)?.tokensPerSec as number | undefined;
 
@@ -187,6 +272,8 @@ if (process.argv.includes("--json"))
         wasmOverTorch: wasm && torch1 ? wasm / torch1 : null,
         dataParallelScaling: parallel[1]! / parallel[0]!,
         stepProfile: profile,
+        sliceCosts: slices,
+        smolLm2: llm,
       },
       null,
       2,
@@ -207,6 +294,28 @@ else {
   }
   if (wasm && torch1) console.log(`tfjs-wasm / PyTorch (1 thread): ${(wasm / torch1).toFixed(2)}`);
   console.log(`one client on 2 threads / on 1 (data-parallel): ${(parallel[1]! / parallel[0]!).toFixed(2)}x`);
+  const cost = (n: number) => slices.find((c) => c.rows === n)!.ms;
+  console.log(
+    `one slice's forward and backward on this thread: 1 row ${cost(1).toFixed(1)} ms, 4 rows ${cost(4).toFixed(1)}, ` +
+      `8 rows ${cost(8).toFixed(1)} (a 2-thread step can be at most ${(cost(8) / cost(4)).toFixed(2)}x one thread's)`,
+  );
+  if (llm.length) {
+    console.log(
+      `\nSmolLM2-135M shape, LoRA r 8 on q,k,v,o, batch ${LLM_B}, sequence ${LLM_T}, ${llmSteps} timed steps`,
+    );
+    console.log("| runtime | threads | tokens/s | RSS MB |\n| --- | ---: | ---: | ---: |");
+    for (const r of llm) {
+      const rate = r.skipped ? `skipped: ${r.skipped}` : (r.tokensPerSec as number).toFixed(1);
+      console.log(`| ${r.runtime} | ${r.threads} | ${rate} | ${r.rssMb ?? "-"} |`);
+    }
+    for (const t of [1, 2]) {
+      const [ours, torch] = [llmRate("tfjs", t), llmRate("PyTorch", t)];
+      if (ours && torch)
+        console.log(`SmolLM2-135M, ${t} thread${t > 1 ? "s" : ""}: tfjs / PyTorch ${(ours / torch).toFixed(2)}`);
+    }
+    const [one, two] = [llmRate("tfjs", 1), llmRate("tfjs", 2)];
+    if (one && two) console.log(`SmolLM2-135M on 2 threads / on 1 (data-parallel): ${(two / one).toFixed(2)}x`);
+  }
   const total = profile.reduce((a, p) => a + p.ms, 0);
   console.log(`\none step's forward and backward on wasm, by op (${total.toFixed(1)} ms in kernels):`);
   console.log("| op | calls | ms | share |\n| --- | ---: | ---: | ---: |");

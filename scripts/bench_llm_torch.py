@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch timing for scripts/bench-llm.ts: the reference model of scripts/reference_llama.py on one thread, on the
-same checkpoint: forward tokens/s (batch 1, sequence T, no grad) and LoRA training tokens/s (r 8 on q, k, v, o,
-forward + backward + Adam on A and B), each the best of `steps` runs after one warm-up.
+same checkpoint: forward tokens/s (batch B, sequence T, no grad) and LoRA training tokens/s (r 8 on q, k, v, o,
+forward + backward + Adam on A and B), each the best of `steps` runs after one warm-up, on THREADS threads.
 
-    /usr/bin/python3 scripts/bench_llm_torch.py CHECKPOINT_DIR T STEPS
+    /usr/bin/python3 scripts/bench_llm_torch.py CHECKPOINT_DIR T STEPS [THREADS=1] [B=1]
 """
 import json
 import os
@@ -17,10 +17,11 @@ import reference_llama as ref  # noqa: E402
 
 
 def main():
-    torch.set_num_threads(1)
-    config, tensors = ref.read_checkpoint(sys.argv[1])
     T, steps = int(sys.argv[2]), int(sys.argv[3])
-    ids = torch.arange(T, dtype=torch.int64).reshape(1, T) * 7919 % 257
+    threads, B = (int(a) for a in (sys.argv[4:6] + ["1", "1"][len(sys.argv[4:6]) :]))
+    torch.set_num_threads(threads)
+    config, tensors = ref.read_checkpoint(sys.argv[1])
+    ids = torch.arange(B * T, dtype=torch.int64).reshape(B, T) * 7919 % 257
     with torch.no_grad():
         ref.forward(config, tensors, ids)
         best = float("inf")
@@ -28,7 +29,7 @@ def main():
             t0 = time.perf_counter()
             ref.forward(config, tensors, ids)
             best = min(best, time.perf_counter() - t0)
-    fwd = T / best
+    fwd = B * T / best
     H = config["hidden_size"]
     nh = config["num_attention_heads"]
     nkv = config.get("num_key_value_heads", nh)
@@ -52,7 +53,7 @@ def main():
         opt.step()
         if k > 0:
             best = min(best, time.perf_counter() - t0)
-    print(json.dumps({"forwardTokensPerSec": fwd, "trainTokensPerSec": (T - 1) / best}))
+    print(json.dumps({"forwardTokensPerSec": fwd, "trainTokensPerSec": B * (T - 1) / best}))
 
 
 if __name__ == "__main__":

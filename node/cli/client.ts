@@ -1,4 +1,5 @@
 /** `fok client run`: one hospital's client against any chain, on its own data. */
+import { availableParallelism, freemem } from "node:os";
 import { join } from "node:path";
 import type { Signer } from "ethers";
 import { InvalidArgumentError } from "../errors.js";
@@ -11,7 +12,7 @@ import { tokenizeDocuments } from "../data/tokens.js";
 import type { Document } from "../data/types.js";
 import { FederationClient } from "../federation/client.js";
 import { InlineTrainer } from "../federation/trainer-pool.js";
-import { GradientPool } from "../train/parallel.js";
+import { autoThreads, GradientPool, workerBytesEstimate } from "../train/parallel.js";
 import { readBaseBytes } from "../model/checkpoint.js";
 import {
   int,
@@ -29,8 +30,11 @@ import {
 export async function clientCommand(sub: string | undefined, rest: string[], io: CliIO): Promise<void> {
   if (sub !== "run") throw new InvalidArgumentError(`unknown: fok client ${sub ?? ""}`);
   const { values: v } = parse(rest);
-  const threads = int(v, "threads");
-  if (threads < 1) throw new InvalidArgumentError(`--threads must be at least 1, got ${threads}`);
+  const threadsFlag = (v.threads as string | undefined) ?? process.env.FOK_THREADS ?? "auto";
+  const fixedThreads = threadsFlag === "auto" ? null : Number(threadsFlag);
+  if (fixedThreads !== null && !(Number.isInteger(fixedThreads) && fixedThreads >= 1))
+    throw new InvalidArgumentError(`--threads must be a positive integer or auto, got ${threadsFlag}`);
+  const reserve = int(v, "reserve-cores");
   const signer = await signerFrom(v, io);
   // --relayer-key: the identity only signs; this other account sends (and pays for) the transactions
   const relayer = (v["relayer-key"] as string | undefined) ?? process.env.FOK_RELAYER_KEY;
@@ -51,6 +55,18 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
     const held = split!.heldOut.length;
     io.log(`client: ${split!.train.length} training documents (${data.trainTokens.length} tokens), ${held} held out`);
     // --threads N: one adapter trained data-parallel over N threads, N − 1 of them workers with their own base copy
+    let threads = fixedThreads;
+    if (threads === null) {
+      const baseF32Bytes = 4 * [...base.model.params.values()].reduce((a, p) => a + p.size, 0);
+      const auto = autoThreads({
+        cores: availableParallelism(),
+        reserve,
+        freeBytes: freemem(),
+        workerBytes: workerBytesEstimate(baseF32Bytes),
+      });
+      threads = auto.threads;
+      io.log(`client: --threads auto: ${threads} thread${threads > 1 ? "s" : ""} (${auto.why})`);
+    }
     let pool: GradientPool | undefined;
     if (threads > 1) {
       const baseBytes = base.bytes ?? (await readBaseBytes(v.base as string));

@@ -91,6 +91,49 @@ export function combineSlices(slices: SliceGradients[]): SliceGradients {
   return { loss, weight: total, grads: grads.map((g) => new Float32Array(g)) };
 }
 
+/** `bytes` in a SharedArrayBuffer (itself when it already is one): workers given it read the same memory. */
+export function sharedBytes(bytes: Uint8Array): Uint8Array {
+  if (bytes.buffer instanceof SharedArrayBuffer) return bytes;
+  const shared = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
+  shared.set(bytes);
+  return shared;
+}
+
+/**
+ * What one gradient worker adds to the process, by estimate from the base's float32 size: ~256 MB for the thread
+ * itself (its V8 heap, tfjs and a wasm instance) and 2.5× the base (the engine keeps each frozen weight in both
+ * layouts, plus the slice's activations). Measured with `npm run bench:train`: +252 MB for the reference config's
+ * 5 MB base, +1,533 MB for SmolLM2-135M's 540 MB.
+ */
+export function workerBytesEstimate(baseF32Bytes: number): number {
+  return 256 * 2 ** 20 + 2.5 * baseF32Bytes;
+}
+
+/** The thread count `--threads auto` picks, and why in words. */
+export interface AutoThreads {
+  threads: number;
+  why: string;
+}
+
+/**
+ * `--threads auto`: the machine's cores less those reserved, at least one, and no more workers than 80% of the free
+ * memory holds at `workerBytes` each (this thread already holds its base).
+ */
+export function autoThreads(o: {
+  cores: number;
+  reserve: number;
+  freeBytes: number;
+  workerBytes: number;
+}): AutoThreads {
+  const cores = Math.max(1, o.cores - o.reserve);
+  const fit = 1 + Math.floor((0.8 * o.freeBytes) / o.workerBytes);
+  const threads = Math.max(1, Math.min(cores, fit));
+  const gb = (b: number) => (b / 2 ** 30).toFixed(1);
+  const workers = `${fit - 1} worker${fit === 2 ? "" : "s"}`;
+  const memory = fit < cores ? `, memory for ${workers} of ~${gb(o.workerBytes)} GB in ${gb(o.freeBytes)} GB free` : "";
+  return { threads, why: `${o.cores} cores, ${o.reserve} reserved${memory}` };
+}
+
 interface Pending {
   resolve: (r: SliceGradients) => void;
   reject: (e: Error) => void;
@@ -119,11 +162,13 @@ export class GradientPool {
   static async start(init: GradientWorkerInit, threads: number): Promise<GradientPool> {
     if (!Number.isInteger(threads) || threads < 1)
       throw new GradientWorkerError(`threads must be a positive integer, got ${threads}`);
+    // one copy of the base's bytes shared by every worker (a plain buffer would be cloned into each)
+    const workerData = { ...init, baseBytes: sharedBytes(init.baseBytes) };
     const workers = Array.from(
       { length: threads - 1 },
       () =>
         new Worker(new URL("./gradient-worker.ts", import.meta.url), {
-          workerData: init,
+          workerData,
           execArgv: ["--import", "tsx"],
           env: { ...process.env, FOK_QUIET_BACKEND: "1" },
         }),

@@ -8,7 +8,7 @@ import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { HELP, runCli } from "../../node/cli/main.js";
@@ -79,7 +79,10 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     return { code, ...io.run };
   }
 
+  const threadsWas = process.env.FOK_THREADS;
   before(async function () {
+    // clients train on one thread unless a test says otherwise (auto would start a worker per core in each)
+    process.env.FOK_THREADS = "1";
     dir = await mkdtemp(join(tmpdir(), "fok-cli-"));
     const port = await freePort();
     rpc = `http://127.0.0.1:${port}`;
@@ -102,6 +105,8 @@ describe("node/cli (every fok command against a hardhat node)", function () {
   });
 
   after(async function () {
+    if (threadsWas === undefined) delete process.env.FOK_THREADS;
+    else process.env.FOK_THREADS = threadsWas;
     if (node?.pid) process.kill(-node.pid);
     await rm(dir, { recursive: true, force: true });
   });
@@ -167,13 +172,27 @@ describe("node/cli (every fok command against a hardhat node)", function () {
 
   it("aggregator run and two client runs (one relayed) complete the task", async function () {
     const common = ["--task", "1", "--steps", "2", "--batch-size", "2"];
+    const drug = ["--wordnet-category", "drug", "--relayer-key", KEYS[4]!];
+    const cores = availableParallelism();
     const [agg, a, b] = await Promise.all([
       fok(["aggregator", "run", "--task", "1", "--expected", "2", ...chain(1)]),
       fok(["client", "run", ...common, "--threads", "2", "--wordnet-category", "disease", ...chain(2)]),
-      fok(["client", "run", ...common, "--wordnet-category", "drug", "--relayer-key", KEYS[4]!, ...chain(3)]),
+      fok([
+        "client",
+        "run",
+        ...common,
+        "--threads",
+        "auto",
+        "--reserve-cores",
+        String(cores - 1),
+        ...drug,
+        ...chain(3),
+      ]),
     ]);
     expect([agg.code, a.code, b.code]).to.deep.equal([0, 0, 0]);
     expect(a.err).to.include("client: training on 2 threads (data-parallel: this one and 1 worker)");
+    // --threads auto (the default): this machine's cores less those reserved
+    expect(b.err).to.include(`client: --threads auto: 1 thread (${cores} cores, ${cores - 1} reserved)`);
     expect(agg.err.at(-1)).to.equal("aggregator: task 1 done, 1 rounds finalized by this run");
     expect(a.err).to.include("task 1 completed");
     expect(b.err.some((l) => /^round 1: submitted bafk/.test(l))).to.equal(true);
@@ -297,7 +316,15 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       [["client", "walk", ...chain(2)], "InvalidArgumentError: unknown: fok client walk"],
       [
         ["client", "run", "--task", "1", "--threads", "0", "--wordnet-category", "drug", ...chain(2)],
-        "InvalidArgumentError: --threads must be at least 1, got 0",
+        "InvalidArgumentError: --threads must be a positive integer or auto, got 0",
+      ],
+      [
+        ["client", "run", "--task", "1", "--threads", "two", "--wordnet-category", "drug", ...chain(2)],
+        "InvalidArgumentError: --threads must be a positive integer or auto, got two",
+      ],
+      [
+        ["client", "run", "--task", "1", "--reserve-cores", "1.5", "--wordnet-category", "drug", ...chain(2)],
+        "InvalidArgumentError: --reserve-cores must be a non-negative integer, got 1.5",
       ],
       [["aggregator", "run", ...chain(1)], "InvalidArgumentError: --task is required"],
       [["aggregator", "go", ...chain(1)], "InvalidArgumentError: unknown: fok aggregator go"],
@@ -629,7 +656,8 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     const common = ["--task", task, "--steps", "2", "--batch-size", "2", ...lora];
     const [agg, a, b] = await Promise.all([
       fok(["aggregator", "run", "--task", task, "--expected", "2", ...lora, ...chain(1)]),
-      fok(["client", "run", ...common, "--wordnet-category", "disease", ...chain(2)]),
+      // one client data-parallel: its worker parses the Hub folder's bundle from memory shared with this thread
+      fok(["client", "run", ...common, "--threads", "2", "--wordnet-category", "disease", ...chain(2)]),
       fok(["client", "run", ...common, "--wordnet-category", "drug", ...chain(3)]),
     ]);
     expect([agg.code, a.code, b.code, agg.err.at(-1)]).to.deep.equal([
@@ -638,6 +666,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       0,
       `aggregator: task ${task} done, 1 rounds finalized by this run`,
     ]);
+    expect(a.err).to.include("client: training on 2 threads (data-parallel: this one and 1 worker)");
     const verified = await fok(["verify", "--task", task, "--json", ...lora, ...chain(0)]);
     const report = JSON.parse(verified.out.join("\n")) as { ok: boolean; checks: { ok: boolean }[] };
     expect([verified.code, report.ok, report.checks.filter((c) => !c.ok)]).to.deep.equal([0, true, []]);

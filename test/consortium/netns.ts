@@ -81,7 +81,8 @@ interface Run {
 function inNs(party: Party, cmd: string[], env: Record<string, string> = {}): Run {
   const proc = spawn("ip", ["netns", "exec", ns(party), ...cmd], {
     cwd: process.cwd(),
-    env: { ...process.env, CI: "true", HARDHAT_DISABLE_TELEMETRY: "true", ...env },
+    // FOK_THREADS=1: the parties share this machine's cores (each hospital of the walkthrough would take them all)
+    env: { ...process.env, CI: "true", HARDHAT_DISABLE_TELEMETRY: "true", FOK_THREADS: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });

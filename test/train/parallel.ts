@@ -3,7 +3,14 @@ import { initBackend } from "../../node/model/backend.js";
 import { parseBaseModel } from "../../node/model/checkpoint.js";
 import { LoraAdapter } from "../../node/model/lora.js";
 import { train, type TrainConfig } from "../../node/train/train.js";
-import { GradientPool, combineSlices, splitRows } from "../../node/train/parallel.js";
+import {
+  GradientPool,
+  autoThreads,
+  combineSlices,
+  sharedBytes,
+  splitRows,
+  workerBytesEstimate,
+} from "../../node/train/parallel.js";
 import { LORA, tinyBase } from "../fixtures/tiny-federation.js";
 
 /**
@@ -98,5 +105,27 @@ describe("node/train data parallelism", function () {
       { loss: 4, weight: 1, grads: [Float32Array.from([5, 4])] },
     ]);
     expect([combined.loss, combined.weight, [...combined.grads[0]!]]).to.deep.equal([2.5, 4, [2, 1]]);
+  });
+
+  it("--threads auto: the cores less those reserved, at least 1, workers as 80% of free memory fits", function () {
+    const GiB = 2 ** 30;
+    const plenty = { freeBytes: 64 * GiB, workerBytes: GiB };
+    expect(autoThreads({ cores: 8, reserve: 2, ...plenty })).to.deep.equal({ threads: 6, why: "8 cores, 2 reserved" });
+    expect(autoThreads({ cores: 2, reserve: 5, ...plenty })).to.deep.equal({ threads: 1, why: "2 cores, 5 reserved" });
+    // 80% of 4 GiB holds 3 workers of 1 GiB: this thread and 3
+    expect(autoThreads({ cores: 16, reserve: 0, freeBytes: 4 * GiB, workerBytes: GiB })).to.deep.equal({
+      threads: 4,
+      why: "16 cores, 0 reserved, memory for 3 workers of ~1.0 GB in 4.0 GB free",
+    });
+    expect(autoThreads({ cores: 4, reserve: 0, freeBytes: GiB, workerBytes: 2 * GiB }).threads).to.equal(1);
+    // the estimate: 256 MiB a thread and 2.5 times the base in float32 (SmolLM2-135M: 540 MiB → 1,606 MiB)
+    expect(workerBytesEstimate(540 * 2 ** 20) / 2 ** 20).to.equal(1606);
+  });
+
+  it("hands the workers one shared copy of the base's bytes", function () {
+    const plain = Uint8Array.from([1, 2, 3, 250]);
+    const shared = sharedBytes(plain);
+    expect([shared.buffer instanceof SharedArrayBuffer, [...shared]]).to.deep.equal([true, [1, 2, 3, 250]]);
+    expect(sharedBytes(shared)).to.equal(shared);
   });
 });
