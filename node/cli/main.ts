@@ -40,7 +40,9 @@ export const HELP = `fok — federated LoRA fine-tuning with on-chain provenance
   fok task close --task T      end a round past its deadline without a global adapter
   fok client run --task T (--data notes.jsonl | --text-dir DIR | --wordnet-category NAME) [--steps 40]
                  [--relay | --relayer-key HEX]   (relay: the identity signs, another account sends)
-                 [--threads 1]   train one adapter data-parallel on N threads (N − 1 workers, each a base copy)
+                 [--threads auto] [--reserve-cores 0]   train one adapter data-parallel on N threads (N − 1
+                   workers, each a base copy); auto ($FOK_THREADS sets the default): the cores less those reserved,
+                   no more workers than free memory holds
   fok aggregator run --task T [--expected N]
   fok inspect [--task T] [--id IDENTITY] [--json]
   fok dashboard [--port 8090] [--host 127.0.0.1]    a local page over the chain and the store
