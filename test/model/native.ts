@@ -92,22 +92,35 @@ describe("node/model native products (the machine's BLAS on the wasm heap)", fun
     product(2, 2, 2, 0, 16, 32)(); // inside: fine
   });
 
-  it("trains as wasm alone does: a step's loss and gradient norm agree with FOK_NATIVE=0's", async function () {
+  it("trains as wasm alone: loss and gradient norm of a step as with FOK_NATIVE=0, GPT-2 and Llama", async function () {
+    // the Llama family multiplies by weights stored [out, in]: on the BLAS through the transpose flag, with no copy
     const script = `
       const { initBackend, tf } = await import("./node/model/backend.ts");
       const { GPT, DEFAULT_GPT_CONFIG } = await import("./node/model/gpt.ts");
+      const { Llama, parseLlamaConfig } = await import("./node/model/llama.ts");
       const { LoraAdapter, DEFAULT_LORA_CONFIG } = await import("./node/model/lora.ts");
       const { nativeProducts } = await import("./node/model/kernels.ts");
+      const { tinyLlamaConfig, randomWeights } = await import("./test/fixtures/tiny-llama.ts");
       await initBackend("wasm", true);
+      const step = (model, lora, V) => {
+        for (const m of lora.modules.values()) m.B.assign(tf.fill(m.B.shape, 0.01));
+        const ids = Int32Array.from({ length: 4 * 33 }, (_, i) => (i * 2654435761) % V);
+        const x = tf.tensor2d(ids.slice(0, 128), [4, 32], "int32");
+        const y = tf.tensor2d(ids.slice(4), [4, 32], "int32");
+        const { value, grads } = tf.variableGrads(() => model.loss(x, y, lora, true), lora.variables());
+        const norm = Math.sqrt(Object.values(grads).reduce((s, g) => s + tf.sum(tf.square(g)).dataSync()[0], 0));
+        return { loss: value.dataSync()[0], norm };
+      };
       const gpt = GPT.init(DEFAULT_GPT_CONFIG, 1);
       const lora = LoraAdapter.init(DEFAULT_GPT_CONFIG, DEFAULT_LORA_CONFIG, 2);
-      for (const m of lora.modules.values()) m.B.assign(tf.fill(m.B.shape, 0.01));
-      const ids = Int32Array.from({ length: 4 * 33 }, (_, i) => (i * 2654435761) % DEFAULT_GPT_CONFIG.vocabSize);
-      const x = tf.tensor2d(ids.slice(0, 128), [4, 32], "int32");
-      const y = tf.tensor2d(ids.slice(4), [4, 32], "int32");
-      const { value, grads } = tf.variableGrads(() => gpt.loss(x, y, lora, true), lora.variables());
-      const norm = Math.sqrt(Object.values(grads).reduce((s, g) => s + tf.sum(tf.square(g)).dataSync()[0], 0));
-      console.log(JSON.stringify({ products: nativeProducts(), loss: value.dataSync()[0], norm }));
+      const raw = tinyLlamaConfig();
+      const config = parseLlamaConfig(raw);
+      const llama = Llama.fromTensors(config, randomWeights(raw));
+      const targets = { ...DEFAULT_LORA_CONFIG, targetModules: ["q", "k", "v", "o", "gate_proj"] };
+      const llamaLora = LoraAdapter.init(config, targets, 2);
+      const out = { gpt: step(gpt, lora, DEFAULT_GPT_CONFIG.vocabSize) };
+      out.llama = step(llama, llamaLora, config.vocabSize);
+      console.log(JSON.stringify({ products: nativeProducts(), ...out }));
     `;
     const run = async (env: Record<string, string>) => {
       const { stdout } = await promisify(execFile)(
@@ -117,11 +130,16 @@ describe("node/model native products (the machine's BLAS on the wasm heap)", fun
           env: { ...process.env, FOK_QUIET_BACKEND: "1", ...env },
         },
       );
-      return JSON.parse(stdout.trim().split("\n").pop()!) as { products: string | null; loss: number; norm: number };
+      type Step = { loss: number; norm: number };
+      return JSON.parse(stdout.trim().split("\n").pop()!) as { products: string | null; gpt: Step; llama: Step };
     };
     const [blas, wasm] = [await run({}), await run({ FOK_NATIVE: "0" })];
     expect([blas.products, wasm.products]).to.deep.equal(["libopenblas.so.0", null]);
-    expect(Math.abs(blas.loss - wasm.loss) / wasm.loss).to.be.below(1e-4);
-    expect(Math.abs(blas.norm - wasm.norm) / wasm.norm).to.be.below(1e-4);
+    for (const family of ["gpt", "llama"] as const) {
+      const [b, w] = [blas[family], wasm[family]];
+      expect(Math.abs(b.loss - w.loss) / w.loss, family).to.be.below(1e-4);
+      expect(Math.abs(b.norm - w.norm) / w.norm, family).to.be.below(1e-4);
+      expect(w.norm, family).to.be.above(0);
+    }
   });
 });
