@@ -4,11 +4,11 @@
  * thread each) to show both cores in use; one client training one adapter data-parallel on 1 and 2 threads; then,
  * when Debian's python3-torch is installed, the same model and step in PyTorch (scripts/bench_train_torch.py) on the
  * same thread count, and the ratio; the cost of one slice's forward and backward at 1, 4 and 8 rows (what limits
- * data parallelism at this size); then the SmolLM2-135M shape (random BF16 weights in the Hub layout, LoRA r 8 on
- * q, k, v, o, batch 2, sequence 128) data-parallel on 1 and 2 threads, with the process's RSS, beside PyTorch on
- * the same checkpoint and thread counts (scripts/bench_llm_torch.py).
+ * data parallelism at this size); then a real LLM's shape (SmolLM2-135M, or Qwen2.5-0.5B with --llm; random BF16
+ * weights in the Hub layout, LoRA r 8 on q, k, v, o, batch 2, sequence 128) data-parallel on 1 and 2 threads, with
+ * the process's RSS, beside PyTorch on the same checkpoint and thread counts (scripts/bench_llm_torch.py).
  *
- *   npx tsx scripts/bench-train.ts [--steps 12] [--llm-steps 3] [--no-llm] [--json]
+ *   npx tsx scripts/bench-train.ts [--steps 12] [--llm-steps 3] [--llm smollm2-135m|qwen2.5-0.5b] [--no-llm] [--json]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -29,6 +29,9 @@ const arg = (k: string, d: number) =>
   process.argv.includes(k) ? Number(process.argv[process.argv.indexOf(k) + 1]) : d;
 const steps = arg("--steps", 12);
 const llmSteps = arg("--llm-steps", 3);
+const llmName = process.argv.includes("--llm") ? process.argv[process.argv.indexOf("--llm") + 1]! : "smollm2-135m";
+const LLM_LABEL = { "smollm2-135m": "SmolLM2-135M", "qwen2.5-0.5b": "Qwen2.5-0.5B" }[llmName];
+if (!LLM_LABEL || !MODELS[llmName]) throw new Error(`--llm: one of ${Object.keys(MODELS).join(", ")}`);
 const B = 8;
 const T = 64;
 const cfg = DEFAULT_GPT_CONFIG;
@@ -162,15 +165,15 @@ const LLM_B = 2;
 const LLM_T = 128;
 
 /**
- * SmolLM2-135M's shape data-parallel on 1 and 2 threads (LoRA r 8 on q, k, v, o; batch 2, sequence 128), each
- * after one warm-up step, with the process's RSS once trained (the second worker's base copy is the difference);
- * then PyTorch on the same checkpoint at the same thread counts.
+ * The `--llm` model's shape (SmolLM2-135M by default) data-parallel on 1 and 2 threads (LoRA r 8 on q, k, v, o;
+ * batch 2, sequence 128), each after one warm-up step, with the process's RSS once trained (the second worker's
+ * base copy is the difference); then PyTorch on the same checkpoint at the same thread counts.
  */
-async function smolLm2(): Promise<Record<string, unknown>[]> {
+async function llmDataParallel(): Promise<Record<string, unknown>[]> {
   const dir = await mkdtemp(join(tmpdir(), "fok-bench-train-"));
   const out: Record<string, unknown>[] = [];
   try {
-    await writeRandomCheckpoint(dir, MODELS["smollm2-135m"]!);
+    await writeRandomCheckpoint(dir, MODELS[llmName]!);
     await initBackend("wasm", true);
     const base = await loadBaseModel(dir);
     const baseBytes = await readBaseBytes(dir);
@@ -185,13 +188,13 @@ async function smolLm2(): Promise<Record<string, unknown>[]> {
       const rssMb = Math.round(process.memoryUsage().rss / 2 ** 20);
       await pool?.close();
       adapter.dispose();
-      out.push({ runtime: "SmolLM2-135M, tfjs-wasm data-parallel", threads, tokensPerSec: r.tokensPerSec, rssMb });
+      out.push({ runtime: `${LLM_LABEL}, tfjs-wasm data-parallel`, threads, tokensPerSec: r.tokensPerSec, rssMb });
     }
     base.model.dispose();
     for (const threads of [1, 2]) {
       const args = [dir, LLM_T, llmSteps, threads, LLM_B].map(String);
       const py = spawnSync(python, [join(import.meta.dirname, "bench_llm_torch.py"), ...args], { encoding: "utf8" });
-      const runtime = "SmolLM2-135M, PyTorch";
+      const runtime = `${LLM_LABEL}, PyTorch`;
       if (py.status === 0) out.push({ runtime, threads, tokensPerSec: JSON.parse(py.stdout).trainTokensPerSec });
       else
         out.push({ runtime, threads, skipped: (py.stderr || "python3-torch not installed").trim().split("\n").pop() });
@@ -258,7 +261,7 @@ for (const threads of [1, 2]) {
     });
 }
 const slices = await sliceCosts();
-const llm = process.argv.includes("--no-llm") ? [] : await smolLm2();
+const llm = process.argv.includes("--no-llm") ? [] : await llmDataParallel();
 const llmRate = (runtime: string, threads: number) =>
   llm.find((r) => String(r.runtime).includes(runtime) && r.threads === threads)?.tokensPerSec as number | undefined;
 const wasm = rows.find((r) => r.runtime === "tfjs-wasm")?.tokensPerSec as number | undefined;
@@ -273,7 +276,7 @@ if (process.argv.includes("--json"))
         dataParallelScaling: parallel[1]! / parallel[0]!,
         stepProfile: profile,
         sliceCosts: slices,
-        smolLm2: llm,
+        llm: { model: llmName, rows: llm },
       },
       null,
       2,
@@ -301,7 +304,7 @@ else {
   );
   if (llm.length) {
     console.log(
-      `\nSmolLM2-135M shape, LoRA r 8 on q,k,v,o, batch ${LLM_B}, sequence ${LLM_T}, ${llmSteps} timed steps`,
+      `\n${LLM_LABEL} shape, LoRA r 8 on q,k,v,o, batch ${LLM_B}, sequence ${LLM_T}, ${llmSteps} timed steps`,
     );
     console.log("| runtime | threads | tokens/s | RSS MB |\n| --- | ---: | ---: | ---: |");
     for (const r of llm) {
@@ -311,10 +314,10 @@ else {
     for (const t of [1, 2]) {
       const [ours, torch] = [llmRate("tfjs", t), llmRate("PyTorch", t)];
       if (ours && torch)
-        console.log(`SmolLM2-135M, ${t} thread${t > 1 ? "s" : ""}: tfjs / PyTorch ${(ours / torch).toFixed(2)}`);
+        console.log(`${LLM_LABEL}, ${t} thread${t > 1 ? "s" : ""}: tfjs / PyTorch ${(ours / torch).toFixed(2)}`);
     }
     const [one, two] = [llmRate("tfjs", 1), llmRate("tfjs", 2)];
-    if (one && two) console.log(`SmolLM2-135M on 2 threads / on 1 (data-parallel): ${(two / one).toFixed(2)}x`);
+    if (one && two) console.log(`${LLM_LABEL} on 2 threads / on 1 (data-parallel): ${(two / one).toFixed(2)}x`);
   }
   const total = profile.reduce((a, p) => a + p.ms, 0);
   console.log(`\none step's forward and backward on wasm, by op (${total.toFixed(1)} ms in kernels):`);

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { Signer } from "ethers";
 import { InvalidArgumentError } from "../errors.js";
 import { initBackend } from "../model/backend.js";
+import { nativeProducts } from "../model/kernels.js";
 import { adapterByteLimit } from "../model/adapter.js";
 import { loadJsonl, loadTextFolder } from "../data/loaders.js";
 import { loadWordnetMedical } from "../data/corpora.js";
@@ -62,7 +63,7 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
         cores: availableParallelism(),
         reserve,
         freeBytes: freemem(),
-        workerBytes: workerBytesEstimate(baseF32Bytes),
+        workerBytes: workerBytesEstimate(baseF32Bytes, nativeProducts() !== null),
       });
       threads = auto.threads;
       io.log(`client: --threads auto: ${threads} thread${threads > 1 ? "s" : ""} (${auto.why})`);

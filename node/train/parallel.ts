@@ -101,12 +101,13 @@ export function sharedBytes(bytes: Uint8Array): Uint8Array {
 
 /**
  * What one gradient worker adds to the process, by estimate from the base's float32 size: ~256 MB for the thread
- * itself (its V8 heap, tfjs and a wasm instance) and 2.5× the base (the engine keeps each frozen weight in both
- * layouts, plus the slice's activations). Measured with `npm run bench:train`: +252 MB for the reference config's
- * 5 MB base, +1,533 MB for SmolLM2-135M's 540 MB.
+ * itself (its V8 heap, tfjs and a wasm instance), the base once, and half as much again for the slice's activations
+ * — once more on wasm's own products, which keep each frozen weight in both layouts (products.ts). Measured with
+ * `npm run bench:train`: +252 MB for the reference config's 5 MB base; +1,028 MB for SmolLM2-135M's 513 MB on the
+ * native products, +1,533 MB on wasm's.
  */
-export function workerBytesEstimate(baseF32Bytes: number): number {
-  return 256 * 2 ** 20 + 2.5 * baseF32Bytes;
+export function workerBytesEstimate(baseF32Bytes: number, nativeProducts: boolean): number {
+  return 256 * 2 ** 20 + (nativeProducts ? 1.5 : 2.5) * baseF32Bytes;
 }
 
 /** The thread count `--threads auto` picks, and why in words. */
