@@ -70,7 +70,7 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
     }
     let pool: GradientPool | undefined;
     if (threads > 1) {
-      const baseBytes = base.bytes ?? (await readBaseBytes(v.base as string));
+      const baseBytes = base.bytes ?? (await readBaseBytes(v.base as string, { shared: true }));
       pool = await GradientPool.start({ baseBytes, lora }, threads);
       io.cleanup.push(() => void pool!.close());
       const workers = `${threads - 1} worker${threads > 2 ? "s" : ""}`;

@@ -247,10 +247,11 @@ function endOfSequence(md: Record<string, string>): string | number {
 
 /**
  * The one blob a base-model folder is on-chain and in IPFS: a Llama-family Hub folder's canonical bundle, or the
- * folder's model.safetensors (ours carries config and tokenizer in its metadata).
+ * folder's model.safetensors (ours carries config and tokenizer in its metadata). `shared`: a bundle is built in a
+ * SharedArrayBuffer, for worker threads to read without a copy each.
  */
-export async function readBaseBytes(dir: string): Promise<Uint8Array> {
-  if (await isHubFamilyFolder(dir)) return bundleHubCheckpoint(dir);
+export async function readBaseBytes(dir: string, options: { shared?: boolean } = {}): Promise<Uint8Array> {
+  if (await isHubFamilyFolder(dir)) return bundleHubCheckpoint(dir, options);
   return readFile(join(dir, "model.safetensors"));
 }
 

@@ -141,9 +141,9 @@ export async function* readHubWeights(
 }
 
 /** The canonical bundle of a Hub folder (see planHubBundle) as one buffer. */
-export async function bundleHubCheckpoint(dir: string): Promise<Uint8Array> {
+export async function bundleHubCheckpoint(dir: string, options: { shared?: boolean } = {}): Promise<Uint8Array> {
   const plan = await planHubBundle(dir);
-  const out = Buffer.allocUnsafe(plan.size);
+  const out = options.shared ? new Uint8Array(new SharedArrayBuffer(plan.size)) : Buffer.allocUnsafe(plan.size);
   let pos = 0;
   for await (const { bytes } of readHubBundle(dir, plan)) {
     out.set(bytes, pos);

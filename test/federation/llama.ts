@@ -50,6 +50,9 @@ describe("federation on a Llama-family base (tiny llama, in-process chain, embed
     }
     expect(new Set(digests).size).to.equal(1);
     const bytes = await readBaseBytes(join(dir, "shards-3"));
+    // built in shared memory for data-parallel workers: the same bytes
+    const shared = await readBaseBytes(join(dir, "shards-3"), { shared: true });
+    expect([shared.buffer instanceof SharedArrayBuffer, sha256Hex(shared)]).to.deep.equal([true, digests[0]]);
     const header = readSafetensorsHeader(bytes);
     expect(Object.keys(header.metadata).sort()).to.deep.equal([
       "fok.config",
