@@ -101,13 +101,13 @@ export function sharedBytes(bytes: Uint8Array): Uint8Array {
 
 /**
  * What one gradient worker adds to the process, by estimate from the base's float32 size: ~256 MB for the thread
- * itself (its V8 heap, tfjs and a wasm instance), the base once, and half as much again for the slice's activations
+ * itself (its V8 heap, tfjs and a wasm instance), the base once, and 0.7 of it again for the slice's activations
  * — once more on wasm's own products, which keep each frozen weight in both layouts (products.ts). Measured with
- * `npm run bench:train`: +252 MB for the reference config's 5 MB base; +1,028 MB for SmolLM2-135M's 513 MB on the
- * native products, +1,533 MB on wasm's.
+ * `npm run bench:train`: +252 MB for the reference config's 5 MB base; on the native products +1,028 MB for
+ * SmolLM2-135M's 513 MB and +3,326 MB for Qwen2.5-0.5B's 1,885 MB; on wasm's, +1,533 MB for SmolLM2-135M.
  */
 export function workerBytesEstimate(baseF32Bytes: number, nativeProducts: boolean): number {
-  return 256 * 2 ** 20 + (nativeProducts ? 1.5 : 2.5) * baseF32Bytes;
+  return 256 * 2 ** 20 + (nativeProducts ? 1.7 : 2.5) * baseF32Bytes;
 }
 
 /** The thread count `--threads auto` picks, and why in words. */
