@@ -33,8 +33,10 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
   const { values: v } = parse(rest);
   const threadsFlag = (v.threads as string | undefined) ?? process.env.FOK_THREADS ?? "auto";
   const fixedThreads = threadsFlag === "auto" ? null : Number(threadsFlag);
-  if (fixedThreads !== null && !(Number.isInteger(fixedThreads) && fixedThreads >= 1))
-    throw new InvalidArgumentError(`--threads must be a positive integer or auto, got ${threadsFlag}`);
+  if (fixedThreads !== null && !(Number.isInteger(fixedThreads) && fixedThreads >= 1)) {
+    const name = v.threads === undefined ? "$FOK_THREADS" : "--threads";
+    throw new InvalidArgumentError(`${name} must be a positive integer or auto, got ${threadsFlag}`);
+  }
   const reserve = int(v, "reserve-cores");
   const signer = await signerFrom(v, io);
   // --relayer-key: the identity only signs; this other account sends (and pays for) the transactions

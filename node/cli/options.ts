@@ -98,7 +98,7 @@ export const OPTIONS: ParseArgsConfig["options"] = {
   "wordnet-category": { type: "string" },
   steps: { type: "string", default: "40" },
   "batch-size": { type: "string", default: "4" },
-  threads: { type: "string" }, // default $FOK_THREADS, else auto (clientThreads)
+  threads: { type: "string" }, // default $FOK_THREADS, else auto (client.ts)
   "reserve-cores": { type: "string", default: "0" },
   lr: { type: "string", default: "5e-3" },
   relay: { type: "boolean", default: false },

@@ -220,7 +220,7 @@ describe("node/cli (every fok command against a hardhat node)", function () {
     expect(one.out.at(-1)).to.match(/^ {2}task 1 round 1: bafk\S+ \(\d+ examples\) → \d+\.\d\d% of bafk\S+$/);
   });
 
-  it("refuses 53 wrong invocations, each with one line on stderr naming the problem and exit 1", async function () {
+  it("refuses 61 wrong invocations, each with one line on stderr naming the problem and exit 1", async function () {
     const truncated = join(dir, "truncated-base");
     await mkdir(truncated, { recursive: true });
     const baseFile = await readFile("models/base/model.safetensors");
@@ -390,7 +390,16 @@ describe("node/cli (every fok command against a hardhat node)", function () {
       if (!ok || r.out.length > 0) wrong.push(`${args.slice(0, 3).join(" ")} → ${r.code} ${JSON.stringify(r.err)}`);
     }
     expect(wrong).to.deep.equal([]);
-    expect(cases.length).to.be.at.least(30);
+    expect(cases.length).to.equal(61); // as the title says
+    // the thread count from the environment is named as such
+    process.env.FOK_THREADS = "many";
+    const env = await fok(["client", "run", "--task", "1", "--wordnet-category", "drug", ...chain(2)]).finally(
+      () => (process.env.FOK_THREADS = "1"),
+    );
+    expect([env.code, env.err]).to.deep.equal([
+      1,
+      ["fok: InvalidArgumentError: $FOK_THREADS must be a positive integer or auto, got many"],
+    ]);
   });
 
   it("separates roles, hands the aggregator over, rotates keys with consent, closes a stuck round", async function () {
