@@ -14,7 +14,7 @@ import type { Document } from "../data/types.js";
 import { FederationClient } from "../federation/client.js";
 import { InlineTrainer } from "../federation/trainer-pool.js";
 import { autoThreads, GradientPool, workerBytesEstimate } from "../train/parallel.js";
-import { readBaseBytes } from "../model/checkpoint.js";
+import { workerBaseBytes } from "../model/checkpoint.js";
 import {
   int,
   ledgerFrom,
@@ -72,7 +72,7 @@ export async function clientCommand(sub: string | undefined, rest: string[], io:
     }
     let pool: GradientPool | undefined;
     if (threads > 1) {
-      const baseBytes = base.bytes ?? (await readBaseBytes(v.base as string, { shared: true }));
+      const baseBytes = await workerBaseBytes(base, v.base as string);
       pool = await GradientPool.start({ baseBytes, lora }, threads);
       io.cleanup.push(() => void pool!.close());
       const workers = `${threads - 1} worker${threads > 2 ? "s" : ""}`;

@@ -256,6 +256,20 @@ export async function readBaseBytes(dir: string, options: { shared?: boolean } =
 }
 
 /**
+ * The bytes of `base` for worker threads that parse it themselves (data-parallel training): the bytes it holds, or
+ * for a folder it streamed, `dir` read again into shared memory and held to the digest `base` was loaded with — a
+ * folder changed since is refused rather than giving the workers other weights than this thread's.
+ */
+export async function workerBaseBytes(base: BaseModel, dir: string): Promise<Uint8Array> {
+  if (base.bytes) return base.bytes;
+  const bytes = await readBaseBytes(dir, { shared: true });
+  const digest = sha256Hex(bytes);
+  if (digest !== base.sha256)
+    throw new CheckpointError(`${dir} changed after it was loaded: its bytes hash to ${digest}, not ${base.sha256}`);
+  return bytes;
+}
+
+/**
  * Whether `dir`'s config.json names a Llama-family model; false without a config.json or for GPT-2 (ours carry
  * their config inside model.safetensors). Any other `model_type` is an UnsupportedModelError naming it.
  */

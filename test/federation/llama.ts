@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sha256Hex } from "../../node/digest.js";
 import { initBackend, tf } from "../../node/model/backend.js";
-import { loadBaseModel, parseBaseModel, readBaseBytes } from "../../node/model/checkpoint.js";
+import { loadBaseModel, parseBaseModel, readBaseBytes, workerBaseBytes } from "../../node/model/checkpoint.js";
 import { parseLlamaConfig } from "../../node/model/llama.js";
 import { buildTokenizerJson } from "../../node/model/tokenizer.js";
 import { readSafetensorsHeader } from "../../node/model/safetensors.js";
@@ -133,6 +133,19 @@ describe("federation on a Llama-family base (tiny llama, in-process chain, embed
     const [a, b] = [whole, streamed].map((m) => tf.tidy(() => m.model.forward(ids)).dataSync());
     expect(Math.max(...a!.map((x, i) => Math.abs(x - b![i]!)))).to.equal(0);
     tf.dispose(ids);
+    // data-parallel workers get the folder's bytes again, in shared memory, held to the digest it was loaded with
+    const forWorkers = await workerBaseBytes(streamed, path);
+    expect([forWorkers.buffer instanceof SharedArrayBuffer, sha256Hex(forWorkers)]).to.deep.equal([
+      true,
+      sha256Hex(bytes),
+    ]);
+    expect(await workerBaseBytes(whole, path)).to.equal(whole.bytes); // held whole: those very bytes
+    const moved = { ...streamed, sha256: "0x" + "ab".repeat(32) }; // as if the folder had changed since
+    const err = await rejection(workerBaseBytes(moved, path));
+    expect([err.name, err.message]).to.deep.equal([
+      "CheckpointError",
+      `${path} changed after it was loaded: its bytes hash to ${sha256Hex(bytes)}, not 0x${"ab".repeat(32)}`,
+    ]);
     whole.model.dispose();
     streamed.model.dispose();
   });
