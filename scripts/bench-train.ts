@@ -19,10 +19,9 @@ import { Worker } from "node:worker_threads";
 import { initBackend, tf, type BackendName } from "../node/model/backend.js";
 import { GPT, DEFAULT_GPT_CONFIG } from "../node/model/gpt.js";
 import { LoraAdapter, DEFAULT_LORA_CONFIG } from "../node/model/lora.js";
-import { train } from "../node/train/train.js";
+import { sliceLossAndGradients, train } from "../node/train/train.js";
 import { GradientPool } from "../node/train/parallel.js";
 import { loadBaseModel, parseBaseModel, readBaseBytes } from "../node/model/checkpoint.js";
-import { sliceLossAndGradients } from "../node/train/train.js";
 import { MODELS, writeRandomCheckpoint } from "./llm-checkpoint.js";
 
 const arg = (k: string, d: number) =>
