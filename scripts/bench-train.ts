@@ -8,7 +8,8 @@
  * weights in the Hub layout, LoRA r 8 on q, k, v, o, batch 2, sequence 128) data-parallel on 1 and 2 threads, with
  * the process's RSS, beside PyTorch on the same checkpoint and thread counts (scripts/bench_llm_torch.py).
  *
- *   npx tsx scripts/bench-train.ts [--steps 12] [--llm-steps 3] [--llm smollm2-135m|qwen2.5-0.5b] [--no-llm] [--json]
+ *   npx tsx scripts/bench-train.ts [--steps 12] [--rounds 3] [--llm-steps 3] [--llm smollm2-135m|qwen2.5-0.5b]
+ *     [--no-llm] [--json]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -28,6 +29,7 @@ const arg = (k: string, d: number) =>
   process.argv.includes(k) ? Number(process.argv[process.argv.indexOf(k) + 1]) : d;
 const steps = arg("--steps", 12);
 const llmSteps = arg("--llm-steps", 3);
+const rounds = arg("--rounds", 3);
 const llmName = process.argv.includes("--llm") ? process.argv[process.argv.indexOf("--llm") + 1]! : "smollm2-135m";
 const LLM_LABEL = { "smollm2-135m": "SmolLM2-135M", "qwen2.5-0.5b": "Qwen2.5-0.5B" }[llmName];
 if (!LLM_LABEL || !MODELS[llmName]) throw new Error(`--llm: one of ${Object.keys(MODELS).join(", ")}`);
@@ -86,25 +88,39 @@ async function twoClients(): Promise<number> {
 }
 
 /**
- * One client, one adapter, data-parallel over `threads` (parallel.ts) on the committed base model (the reference
- * config with a context of 256, trained at 64): tokens/s of the client over 2 × `steps` steps after 30 of warm-up.
+ * One client, one adapter, data-parallel (parallel.ts) on the committed base model (the reference config with a
+ * context of 256, trained at 64) on 1 and on 2 threads, in `rounds` alternating rounds of 2 × `steps` steps after 30
+ * of warm-up each (a worker starts cold: its JIT and wasm tier-up compete with the training, and its speed settles
+ * only after some 20 to 40 steps, measured; a client trains hundreds of steps a round, so the steady state is timed):
+ * the median tokens/s of each, so that the machine's drift over a run weighs on both alike.
  */
-async function dataParallel(threads: number): Promise<{ tokensPerSec: number; msPerStep: number }> {
+async function dataParallel(rounds: number): Promise<{ threads: number; tokensPerSec: number; msPerStep: number }[]> {
   await initBackend("wasm", true);
   const baseBytes = await readBaseBytes("models/base");
   const { model } = parseBaseModel(baseBytes);
-  const pool = threads > 1 ? await GradientPool.start({ baseBytes, lora: DEFAULT_LORA_CONFIG }, threads) : undefined;
-  const lora = LoraAdapter.init(model.config, DEFAULT_LORA_CONFIG, 2);
+  const pool = await GradientPool.start({ baseBytes, lora: DEFAULT_LORA_CONFIG }, 2);
   const tokens = Int32Array.from({ length: 50_000 }, (_, i) => (i * 2654435761) % model.config.vocabSize);
   const config = { batchSize: B, seqLen: T };
-  // a worker starts cold: its JIT and wasm tier-up compete with the training for the cores, and its speed settles
-  // only after some 20 to 40 steps (measured); a client trains hundreds of steps, so the steady state is timed
-  await train({ gpt: model, lora, tokens, pool, config: { ...config, steps: 30 } });
-  const r = await train({ gpt: model, lora, tokens, pool, config: { ...config, steps: 2 * steps } });
-  await pool?.close();
+  const clients = [undefined, pool].map((p) => ({
+    pool: p,
+    lora: LoraAdapter.init(model.config, DEFAULT_LORA_CONFIG, 2),
+  }));
+  for (const c of clients) await train({ gpt: model, ...c, tokens, config: { ...config, steps: 30 } });
+  const rates: number[][] = [[], []];
+  for (let round = 0; round < rounds; round++)
+    for (const [i, c] of clients.entries()) {
+      const r = await train({ gpt: model, ...c, tokens, config: { ...config, steps: 2 * steps } });
+      rates[i]!.push(r.tokensPerSec);
+    }
+  await pool.close();
+  clients.forEach((c) => c.lora.dispose());
   model.dispose();
-  lora.dispose();
-  return { tokensPerSec: r.tokensPerSec, msPerStep: (r.seconds * 1000) / r.steps };
+  return rates.map((r, i) => ({ threads: i + 1, tokensPerSec: median(r), msPerStep: (1000 * B * T) / median(r) }));
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 /**
@@ -137,27 +153,88 @@ async function profileStep(): Promise<{ op: string; calls: number; ms: number }[
 }
 
 /**
- * What one slice of a micro-batch costs on this thread (forward and backward, the committed base, mean of 10 after
- * 3 warm-ups) at 1, 4 and 8 rows: the part that does not shrink with the rows is paid by every thread.
+ * What one slice of a micro-batch costs on this thread (forward and backward, the committed base) at 1, 4 and 8
+ * rows alone, and at 4 rows while a worker thread computes 4-row slices of its own beside it — what each thread of a
+ * 2-thread step computes, with no coordination and no optimizer step at all. Alternating rounds (the worker paused,
+ * then running), medians over them. The part of a slice that does not shrink with the rows is paid by every thread,
+ * so 8 rows alone / 4 rows beside a worker bounds what a 2-thread step can gain over one thread.
  */
-async function sliceCosts(): Promise<{ rows: number; ms: number }[]> {
+async function sliceCosts(rounds: number): Promise<{ rows: number; ms: number; beside?: boolean }[]> {
   await initBackend("wasm", true);
   const { model } = parseBaseModel(await readBaseBytes("models/base"));
   model.params.forEach((v) => (v.trainable = false));
   const lora = LoraAdapter.init(model.config, DEFAULT_LORA_CONFIG, 2);
   const V = model.config.vocabSize;
-  const out = [];
-  for (const rows of [1, 4, 8]) {
+  const batch = (rows: number) => {
     const ids = (k: number) => Int32Array.from({ length: rows * T }, (_, i) => ((i + k) * 2654435761) % V);
-    const batch = { x: ids(0), y: ids(1), w: null, rows, T };
-    for (let i = 0; i < 3; i++) await sliceLossAndGradients(model, lora, lora.variables(), batch);
+    return { x: ids(0), y: ids(1), w: null, rows, T };
+  };
+  const time = async (rows: number, n: number) => {
+    const b = batch(rows);
     const t0 = performance.now();
-    for (let i = 0; i < 10; i++) await sliceLossAndGradients(model, lora, lora.variables(), batch);
-    out.push({ rows, ms: (performance.now() - t0) / 10 });
+    for (let i = 0; i < n; i++) await sliceLossAndGradients(model, lora, lora.variables(), b);
+    return (performance.now() - t0) / n;
+  };
+  // control[0]: 0 pause, 1 compute, 2 exit (this thread); control[1]: 1 while a slice runs (the worker)
+  const control = new Int32Array(new SharedArrayBuffer(8));
+  const worker = besideWorker(control);
+  await new Promise((resolve) => worker.once("message", resolve));
+  const set = (command: number, busy: number) => {
+    Atomics.store(control, 0, command);
+    Atomics.notify(control, 0);
+    while (Atomics.load(control, 1) !== busy) Atomics.wait(control, 1, 1 - busy, 5);
+  };
+  await time(8, 30); // warm-up: JIT and wasm tier-up
+  const costs = new Map<string, number[]>();
+  const add = (key: string, ms: number) => costs.set(key, [...(costs.get(key) ?? []), ms]);
+  for (let round = 0; round < rounds; round++) {
+    set(0, 0);
+    for (const rows of [1, 4, 8]) add(`${rows}`, await time(rows, 5));
+    set(1, 1);
+    add("4 beside", await time(4, 5));
   }
+  set(2, 0);
+  await worker.terminate();
   model.dispose();
   lora.dispose();
-  return out;
+  return [...costs].map(([k, ms]) => ({
+    rows: parseInt(k),
+    ms: median(ms),
+    ...(k.includes("beside") && { beside: true }),
+  }));
+}
+
+/** A worker computing 4-row slices of the committed base while control[0] is 1 (see sliceCosts). */
+function besideWorker(control: Int32Array): Worker {
+  const code = `
+    import { parentPort, workerData } from "node:worker_threads";
+    const { initBackend } = await import(${moduleUrl("model/backend.ts")});
+    const { parseBaseModel, readBaseBytes } = await import(${moduleUrl("model/checkpoint.ts")});
+    const { LoraAdapter, DEFAULT_LORA_CONFIG } = await import(${moduleUrl("model/lora.ts")});
+    const { sliceLossAndGradients } = await import(${moduleUrl("train/train.ts")});
+    await initBackend("wasm", true);
+    const { model } = parseBaseModel(await readBaseBytes(${JSON.stringify(join(process.cwd(), "models/base"))}));
+    const lora = LoraAdapter.init(model.config, DEFAULT_LORA_CONFIG, 3);
+    const ids = (k) => Int32Array.from({ length: 4 * ${T} }, (_, i) => ((i + k) * 40503) % model.config.vocabSize);
+    const b = { x: ids(0), y: ids(1), w: null, rows: 4, T: ${T} };
+    const c = workerData;
+    parentPort.postMessage("ready");
+    for (;;) {
+      const command = Atomics.load(c, 0);
+      if (command === 2) break;
+      if (command === 0) { Atomics.store(c, 1, 0); Atomics.notify(c, 1); Atomics.wait(c, 0, 0); continue; }
+      Atomics.store(c, 1, 1);
+      Atomics.notify(c, 1);
+      await sliceLossAndGradients(model, lora, lora.variables(), b);
+    }
+    Atomics.store(c, 1, 0);
+    Atomics.notify(c, 1);
+  `;
+  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), {
+    workerData: control,
+    execArgv: ["--import", "tsx"],
+    env: { ...process.env, FOK_QUIET_BACKEND: "1" },
+  });
 }
 
 const LLM_B = 2;
@@ -222,16 +299,14 @@ for (const backend of ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"] 
     rows.push({ runtime: `tfjs-${backend}`, skipped: (e as Error).message.split("\n")[0] });
   }
 }
-for (const threads of [1, 2]) {
-  const r = await dataParallel(threads);
+for (const r of await dataParallel(rounds))
   rows.push({
-    runtime: `tfjs-wasm, one client data-parallel (committed base)`,
-    threads,
+    runtime: `tfjs-wasm, one client data-parallel (committed base), median of ${rounds}`,
+    threads: r.threads,
     tokensPerSec: Math.round(r.tokensPerSec),
     msPerStep: Math.round(r.msPerStep),
     peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
   });
-}
 const profile = await profileStep();
 const parallel = rows.filter((r) => String(r.runtime).includes("data-parallel")).map((r) => r.tokensPerSec as number);
 rows.push({
@@ -259,7 +334,7 @@ for (const threads of [1, 2]) {
       skipped: (py.stderr || py.error?.message || "python3-torch not installed").trim().split("\n").pop(),
     });
 }
-const slices = await sliceCosts();
+const slices = await sliceCosts(rounds);
 const llm = process.argv.includes("--no-llm") ? [] : await llmDataParallel();
 const llmRate = (runtime: string, threads: number) =>
   llm.find((r) => String(r.runtime).includes(runtime) && r.threads === threads)?.tokensPerSec as number | undefined;
@@ -296,10 +371,12 @@ else {
   }
   if (wasm && torch1) console.log(`tfjs-wasm / PyTorch (1 thread): ${(wasm / torch1).toFixed(2)}`);
   console.log(`one client on 2 threads / on 1 (data-parallel): ${(parallel[1]! / parallel[0]!).toFixed(2)}x`);
-  const cost = (n: number) => slices.find((c) => c.rows === n)!.ms;
+  const cost = (n: number, beside = false) => slices.find((c) => c.rows === n && !!c.beside === beside)!.ms;
   console.log(
-    `one slice's forward and backward on this thread: 1 row ${cost(1).toFixed(1)} ms, 4 rows ${cost(4).toFixed(1)}, ` +
-      `8 rows ${cost(8).toFixed(1)} (a 2-thread step can be at most ${(cost(8) / cost(4)).toFixed(2)}x one thread's)`,
+    `one slice's forward and backward on this thread (median of ${rounds}): 1 row ${cost(1).toFixed(1)} ms, ` +
+      `4 rows ${cost(4).toFixed(1)}, 8 rows ${cost(8).toFixed(1)}; 4 rows beside a worker computing its own ` +
+      `${cost(4, true).toFixed(1)} ms — so a 2-thread step can be at most ${(cost(8) / cost(4, true)).toFixed(2)}x ` +
+      `one thread's (${(cost(8) / cost(4)).toFixed(2)}x were the threads not slowing each other)`,
   );
   if (llm.length) {
     console.log(

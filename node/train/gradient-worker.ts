@@ -20,6 +20,8 @@ try {
   port.on("message", async (m: { rows: BatchRows; values: Float32Array[]; freezeA: boolean }) => {
     try {
       const all = lora.variables();
+      if (m.values.length !== all.length)
+        throw new Error(`${m.values.length} adapter values for an adapter of ${all.length} variables`);
       tf.tidy(() => all.forEach((v, i) => v.assign(tf.tensor(m.values[i]!, v.shape))));
       const vars = m.freezeA ? lora.variables("B") : all;
       const r = await sliceLossAndGradients(model, lora, vars, m.rows);

@@ -143,6 +143,8 @@ interface Pending {
 /** `threads − 1` gradient workers; this thread computes the first slice of every micro-batch itself. */
 export class GradientPool {
   private readonly pending = new Map<Worker, Pending>();
+  /** Why a worker is gone (it failed or exited): every later micro-batch fails with it, none waits forever. */
+  private gone: GradientWorkerError | null = null;
 
   private constructor(private readonly workers: Worker[]) {
     for (const w of workers) {
@@ -152,10 +154,13 @@ export class GradientPool {
         if (m.type === "result") p?.resolve(m.result!);
         else if (m.type === "error") p?.reject(new GradientWorkerError(`gradient worker: ${m.message}`));
       });
-      w.on("error", (e) => {
-        this.pending.get(w)?.reject(new GradientWorkerError(`gradient worker: ${e.message}`));
+      const lost = (why: string) => {
+        this.gone ??= new GradientWorkerError(`gradient worker: ${why}`);
+        this.pending.get(w)?.reject(this.gone);
         this.pending.delete(w);
-      });
+      };
+      w.on("error", (e) => lost(e.message));
+      w.on("exit", (code) => lost(`exited (code ${code})`));
     }
   }
 
@@ -209,6 +214,7 @@ export class GradientPool {
     freezeA: boolean,
     local: (rows: BatchRows) => Promise<SliceGradients>,
   ): Promise<SliceGradients> {
+    if (this.gone) throw this.gone;
     const [own, ...rest] = splitRows(batch, this.threads);
     const none = { loss: 0, weight: 0, grads: [] }; // a slice with nothing to learn from (or no rows)
     // the workers' slices are sent first: this thread's own computation blocks it until it is done
@@ -221,17 +227,18 @@ export class GradientPool {
         w.postMessage({ rows, values, freezeA });
       });
     });
-    const settled = Promise.allSettled(remote); // a worker's failure is reported after this thread's slice
+    const settled = Promise.allSettled(remote);
     const weight = sliceWeight(own!);
-    const mine = weight === 0 ? none : { ...(await local(own!)), weight };
-    const others = (await settled).map((r) => {
-      if (r.status === "rejected") throw r.reason;
-      return r.value;
-    });
-    return combineSlices([mine, ...others]);
+    // the workers are waited for even when this thread's slice fails: none is left with a slice in flight, whose
+    // answer would be taken for the next micro-batch's
+    const [mine] = await Promise.allSettled([weight === 0 ? none : local(own!).then((r) => ({ ...r, weight }))]);
+    const results = [mine!, ...(await settled)];
+    for (const r of results) if (r.status === "rejected") throw r.reason;
+    return combineSlices(results.map((r) => (r as PromiseFulfilledResult<SliceGradients>).value));
   }
 
   async close(): Promise<void> {
+    this.gone ??= new GradientWorkerError("the gradient pool is closed");
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

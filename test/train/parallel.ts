@@ -2,7 +2,8 @@ import { expect } from "chai";
 import { initBackend } from "../../node/model/backend.js";
 import { parseBaseModel } from "../../node/model/checkpoint.js";
 import { LoraAdapter } from "../../node/model/lora.js";
-import { train, type TrainConfig } from "../../node/train/train.js";
+import type { Worker } from "node:worker_threads";
+import { sliceLossAndGradients, train, type TrainConfig } from "../../node/train/train.js";
 import {
   GradientPool,
   autoThreads,
@@ -10,6 +11,7 @@ import {
   sharedBytes,
   splitRows,
   workerBytesEstimate,
+  type BatchRows,
 } from "../../node/train/parallel.js";
 import { LORA, tinyBase } from "../fixtures/tiny-federation.js";
 
@@ -83,6 +85,54 @@ describe("node/train data parallelism", function () {
     const two = await trained(config, pool, weights);
     expect(Math.abs(two.loss - one.loss) / one.loss).to.be.below(LOSS_RTOL);
     expect(largestDifference(one, two)).to.be.below(WEIGHT_ATOL);
+  });
+
+  /** A micro-batch of `rows` rows of 8 tokens from the text, and a local slice computed on this thread. */
+  async function microBatch(rows: number) {
+    const T = 8;
+    const x = tokens.slice(0, rows * T);
+    const y = tokens.slice(1, rows * T + 1);
+    const { model } = parseBaseModel(baseBytes);
+    const lora = LoraAdapter.init(model.config, LORA, 5);
+    const values = await Promise.all(lora.variables().map(async (v) => (await v.data()) as Float32Array));
+    const local = (r: BatchRows) => sliceLossAndGradients(model, lora, lora.variables(), r);
+    const dispose = () => (lora.dispose(), model.dispose());
+    return { batch: { x, y, w: null, rows, T }, values, local, dispose };
+  }
+
+  it("fails a slice a worker cannot compute with GradientWorkerError, and serves the next", async function () {
+    const m = await microBatch(2);
+    try {
+      const err = await pool.gradients(m.batch, m.values.slice(1), false, m.local).catch((e: Error) => e);
+      expect([err.constructor.name, (err as Error).message]).to.deep.equal([
+        "GradientWorkerError",
+        `gradient worker: ${m.values.length - 1} adapter values for an adapter of ${m.values.length} variables`,
+      ]);
+      const next = await pool.gradients(m.batch, m.values, false, m.local);
+      expect([Number.isFinite(next.loss), next.weight, next.grads.length]).to.deep.equal([true, 16, m.values.length]);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  it("fails the micro-batch in flight and every later one when a worker exits, instead of waiting", async function () {
+    const m = await microBatch(2);
+    const lost = await GradientPool.start({ baseBytes, lora: LORA }, 2);
+    try {
+      // the worker is ended behind the pool's back, as the OS or a fatal error would end it
+      // the moment its slice has been handed to it (this thread's own slice starts only then)
+      const [worker] = (lost as unknown as { workers: Worker[] }).workers;
+      const endWorker = async (r: BatchRows) => (await worker!.terminate(), m.local(r));
+      const inFlight = await lost.gradients(m.batch, m.values, false, endWorker).catch((e: Error) => e);
+      const errors = [inFlight, await lost.gradients(m.batch, m.values, false, m.local).catch((e: Error) => e)];
+      expect(errors.map((e) => [e.constructor.name, (e as Error).message])).to.deep.equal([
+        ["GradientWorkerError", "gradient worker: exited (code 1)"],
+        ["GradientWorkerError", "gradient worker: exited (code 1)"],
+      ]);
+    } finally {
+      await lost.close();
+      m.dispose();
+    }
   });
 
   it("splits rows as evenly as they go and combines slices by weight, leaving out a weightless one", function () {
