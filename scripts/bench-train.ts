@@ -1,12 +1,13 @@
 /**
  * Training throughput on the reference config — 4 layers, d_model 128, 4 heads, context 64, batch 8, vocab 4096,
- * LoRA r 8 on q and v — for each tfjs backend present, with peak RSS; then two clients training at once (one worker
- * thread each) to show both cores in use; one client training one adapter data-parallel on 1 and 2 threads; then,
- * when Debian's python3-torch is installed, the same model and step in PyTorch (scripts/bench_train_torch.py) on the
- * same thread count, and the ratio; the cost of one slice's forward and backward at 1, 4 and 8 rows (what limits
- * data parallelism at this size); then a real LLM's shape (SmolLM2-135M, or Qwen2.5-0.5B with --llm; random BF16
- * weights in the Hub layout, LoRA r 8 on q, k, v, o, batch 2, sequence 128) data-parallel on 1 and 2 threads, with
- * the process's RSS, beside PyTorch on the same checkpoint and thread counts (scripts/bench_llm_torch.py).
+ * LoRA r 8 on q and v — for each tfjs backend present, with peak RSS; one client training one adapter data-parallel
+ * on 1 and 2 threads; one client alone and two at once, each in a worker thread of its own (what the second core adds
+ * with no coordination at all); then, when Debian's python3-torch is installed, the same model and step in PyTorch
+ * (scripts/bench_train_torch.py) on the same thread count, and the ratio; the cost of one slice's forward and
+ * backward at 1, 4 and 8 rows alone and at 4 beside a busy worker (what bounds data parallelism at this size); then
+ * a real LLM's shape (SmolLM2-135M, or Qwen2.5-0.5B with --llm; random BF16 weights in the Hub layout, LoRA r 8 on
+ * q, k, v, o, batch 2, sequence 128) data-parallel on 1 and 2 threads, with the process's RSS, beside PyTorch on the
+ * same checkpoint and thread counts (scripts/bench_llm_torch.py).
  *
  *   npx tsx scripts/bench-train.ts [--steps 12] [--rounds 3] [--llm-steps 3] [--llm smollm2-135m|qwen2.5-0.5b]
  *     [--no-llm] [--json]
@@ -52,8 +53,13 @@ async function measure(backend: string): Promise<{ tokensPerSec: number; msPerSt
 /** A module of node/ as a quoted file URL, for code run in a worker from a string. */
 const moduleUrl = (path: string) => JSON.stringify(new URL(`../node/${path}`, import.meta.url).href);
 
-/** Two workers training at once: aggregate tokens/s over both. */
-async function twoClients(): Promise<number> {
+/**
+ * Two clients that share nothing but the machine, each training its own adapter in a worker thread (batch 8, one
+ * thread each, after 30 warm-up steps): in `rounds` alternating rounds, one of them training alone, then both at
+ * once; the medians of the one's tokens/s and of both together. What the second core adds to this workload with no
+ * coordination at all — the machine's own ceiling for two threads of it.
+ */
+async function twoClients(rounds: number): Promise<{ one: number; two: number }> {
   const code = `
     import { parentPort } from "node:worker_threads";
     const { initBackend } = await import(${moduleUrl("model/backend.ts")});
@@ -64,11 +70,13 @@ async function twoClients(): Promise<number> {
     const gpt = GPT.init(DEFAULT_GPT_CONFIG, 1);
     const lora = LoraAdapter.init(DEFAULT_GPT_CONFIG, DEFAULT_LORA_CONFIG, 2);
     const tokens = Int32Array.from({ length: 50000 }, (_, i) => (i * 2654435761) % DEFAULT_GPT_CONFIG.vocabSize);
-    await train({ gpt, lora, tokens, config: { steps: 2, batchSize: 8, seqLen: 64 } });
+    const config = { batchSize: 8, seqLen: 64 };
+    await train({ gpt, lora, tokens, config: { ...config, steps: 30 } });
     parentPort.postMessage("ready");
-    await new Promise((r) => parentPort.once("message", r));
-    const r = await train({ gpt, lora, tokens, config: { steps: ${steps}, batchSize: 8, seqLen: 64 } });
-    parentPort.postMessage(r.tokens);
+    parentPort.on("message", async () => {
+      const r = await train({ gpt, lora, tokens, config: { ...config, steps: ${2 * steps} } });
+      parentPort.postMessage(r.tokens);
+    });
   `;
   const workers = [0, 1].map(
     () =>
@@ -77,14 +85,22 @@ async function twoClients(): Promise<number> {
         env: { ...process.env, FOK_QUIET_BACKEND: "1" },
       }),
   );
-  await Promise.all(workers.map((w) => new Promise((r) => w.once("message", r))));
-  const t0 = performance.now();
-  const done = workers.map((w) => new Promise<number>((r) => w.once("message", r)));
-  workers.forEach((w) => w.postMessage("go"));
-  const tokens = (await Promise.all(done)).reduce((a, b) => a + b, 0);
-  const seconds = (performance.now() - t0) / 1000;
+  await Promise.all(workers.map((w) => new Promise((r) => w.once("message", r)))); // both warmed up
+  /** Aggregate tokens/s of `these` clients training at once. */
+  const together = async (these: Worker[]) => {
+    const t0 = performance.now();
+    const done = these.map((w) => new Promise<number>((r) => w.once("message", r)));
+    these.forEach((w) => w.postMessage("go"));
+    const tokens = (await Promise.all(done)).reduce((a, b) => a + b, 0);
+    return tokens / ((performance.now() - t0) / 1000);
+  };
+  const [one, two]: number[][] = [[], []];
+  for (let round = 0; round < rounds; round++) {
+    one.push(await together([workers[0]!]));
+    two.push(await together(workers));
+  }
   await Promise.all(workers.map((w) => w.terminate()));
-  return tokens / seconds;
+  return { one: median(one), two: median(two) };
 }
 
 /**
@@ -157,7 +173,8 @@ async function profileStep(): Promise<{ op: string; calls: number; ms: number }[
  * rows alone, and at 4 rows while a worker thread computes 4-row slices of its own beside it — what each thread of a
  * 2-thread step computes, with no coordination and no optimizer step at all. Alternating rounds (the worker paused,
  * then running), medians over them. The part of a slice that does not shrink with the rows is paid by every thread,
- * so 8 rows alone / 4 rows beside a worker bounds what a 2-thread step can gain over one thread.
+ * so 8 rows alone / 4 rows beside a worker estimates what a 2-thread step can gain over one thread (an estimate:
+ * the worker here computes without the pauses a real step has).
  */
 async function sliceCosts(rounds: number): Promise<{ rows: number; ms: number; beside?: boolean }[]> {
   await initBackend("wasm", true);
@@ -309,12 +326,17 @@ for (const r of await dataParallel(rounds))
   });
 const profile = await profileStep();
 const parallel = rows.filter((r) => String(r.runtime).includes("data-parallel")).map((r) => r.tokensPerSec as number);
-rows.push({
-  runtime: "tfjs-wasm, 2 clients in worker threads",
-  threads: 2,
-  tokensPerSec: Math.round(await twoClients()),
-  peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
-});
+const clients = await twoClients(rounds);
+for (const [threads, rate] of [
+  [1, clients.one],
+  [2, clients.two],
+] as const)
+  rows.push({
+    runtime: `tfjs-wasm, ${threads === 1 ? "one client" : "two clients at once"} in worker threads (median)`,
+    threads,
+    tokensPerSec: Math.round(rate),
+    peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+  });
 
 for (const threads of [1, 2]) {
   const py = spawnSync(
@@ -348,6 +370,7 @@ if (process.argv.includes("--json"))
         rows,
         wasmOverTorch: wasm && torch1 ? wasm / torch1 : null,
         dataParallelScaling: parallel[1]! / parallel[0]!,
+        twoClientsScaling: clients.two / clients.one,
         stepProfile: profile,
         sliceCosts: slices,
         llm: { model: llmName, rows: llm },
@@ -371,12 +394,16 @@ else {
   }
   if (wasm && torch1) console.log(`tfjs-wasm / PyTorch (1 thread): ${(wasm / torch1).toFixed(2)}`);
   console.log(`one client on 2 threads / on 1 (data-parallel): ${(parallel[1]! / parallel[0]!).toFixed(2)}x`);
+  console.log(
+    `two clients at once / one alone (nothing shared but the machine): ${(clients.two / clients.one).toFixed(2)}x`,
+  );
   const cost = (n: number, beside = false) => slices.find((c) => c.rows === n && !!c.beside === beside)!.ms;
   console.log(
     `one slice's forward and backward on this thread (median of ${rounds}): 1 row ${cost(1).toFixed(1)} ms, ` +
       `4 rows ${cost(4).toFixed(1)}, 8 rows ${cost(8).toFixed(1)}; 4 rows beside a worker computing its own ` +
-      `${cost(4, true).toFixed(1)} ms — so a 2-thread step can be at most ${(cost(8) / cost(4, true)).toFixed(2)}x ` +
-      `one thread's (${(cost(8) / cost(4)).toFixed(2)}x were the threads not slowing each other)`,
+      `${cost(4, true).toFixed(1)} ms: two such slices, with no exchange and no AdamW, would step ` +
+      `${(cost(8) / cost(4, true)).toFixed(2)}x as fast as one thread (${(cost(8) / cost(4)).toFixed(2)}x ` +
+      `were the threads not slowing each other)`,
   );
   if (llm.length) {
     console.log(
