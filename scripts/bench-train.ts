@@ -50,6 +50,15 @@ async function measure(backend: string): Promise<{ tokensPerSec: number; msPerSt
   return { tokensPerSec: r.tokensPerSec, msPerStep: (r.seconds * 1000) / r.steps };
 }
 
+/** A worker thread running `code` (an ES module; node/'s TypeScript through tsx), given `workerData`. */
+function inlineWorker(code: string, workerData?: unknown): Worker {
+  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), {
+    workerData,
+    execArgv: ["--import", "tsx"],
+    env: { ...process.env, FOK_QUIET_BACKEND: "1" },
+  });
+}
+
 /** A module of node/ as a quoted file URL, for code run in a worker from a string. */
 const moduleUrl = (path: string) => JSON.stringify(new URL(`../node/${path}`, import.meta.url).href);
 
@@ -78,13 +87,7 @@ async function twoClients(rounds: number): Promise<{ one: number; two: number }>
       parentPort.postMessage(r.tokens);
     });
   `;
-  const workers = [0, 1].map(
-    () =>
-      new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), {
-        execArgv: ["--import", "tsx"],
-        env: { ...process.env, FOK_QUIET_BACKEND: "1" },
-      }),
-  );
+  const workers = [0, 1].map(() => inlineWorker(code));
   await Promise.all(workers.map((w) => new Promise((r) => w.once("message", r)))); // both warmed up
   /** Aggregate tokens/s of `these` clients training at once. */
   const together = async (these: Worker[]) => {
@@ -247,11 +250,7 @@ function besideWorker(control: Int32Array): Worker {
     Atomics.store(c, 1, 0);
     Atomics.notify(c, 1);
   `;
-  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), {
-    workerData: control,
-    execArgv: ["--import", "tsx"],
-    env: { ...process.env, FOK_QUIET_BACKEND: "1" },
-  });
+  return inlineWorker(code, control);
 }
 
 const LLM_B = 2;
