@@ -115,6 +115,26 @@ describe("node/train data parallelism", function () {
     }
   });
 
+  it("waits for the workers when this thread's slice fails: the next micro-batch gets its own", async function () {
+    const [a, b] = [await microBatch(2), await microBatch(4)];
+    try {
+      const failing = async () => {
+        throw new Error("this thread's slice failed");
+      };
+      const err = await pool.gradients(a.batch, a.values, false, failing).catch((e: Error) => e);
+      expect((err as Error).message).to.equal("this thread's slice failed");
+      // a worker's late answer for `a` taken for `b`'s would make these two differ
+      const [first, again] = [
+        await pool.gradients(b.batch, b.values, false, b.local),
+        await pool.gradients(b.batch, b.values, false, b.local),
+      ];
+      expect([first.loss, first.weight]).to.deep.equal([again.loss, 32]);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+  });
+
   it("fails the micro-batch in flight and every later one when a worker exits, instead of waiting", async function () {
     const m = await microBatch(2);
     const lost = await GradientPool.start({ baseBytes, lora: LORA }, 2);
