@@ -227,12 +227,11 @@ export class GradientPool {
         w.postMessage({ rows, values, freezeA });
       });
     });
-    const settled = Promise.allSettled(remote);
     const weight = sliceWeight(own!);
-    // the workers are waited for even when this thread's slice fails: none is left with a slice in flight, whose
-    // answer would be taken for the next micro-batch's
-    const [mine] = await Promise.allSettled([weight === 0 ? none : local(own!).then((r) => ({ ...r, weight }))]);
-    const results = [mine!, ...(await settled)];
+    const mine = weight === 0 ? none : local(own!).then((r) => ({ ...r, weight }));
+    // every slice is waited for even when one fails: no worker is left with a slice in flight, whose answer would
+    // be taken for the next micro-batch's (a worker's failure is reported after this thread's slice)
+    const results = await Promise.allSettled([mine, ...remote]);
     for (const r of results) if (r.status === "rejected") throw r.reason;
     return combineSlices(results.map((r) => (r as PromiseFulfilledResult<SliceGradients>).value));
   }
