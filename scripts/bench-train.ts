@@ -205,23 +205,25 @@ async function sliceCosts(rounds: number): Promise<{ rows: number; ms: number; b
     while (Atomics.load(control, 1) !== busy) Atomics.wait(control, 1, 1 - busy, 5);
   };
   await time(8, 30); // warm-up: JIT and wasm tier-up
-  const costs = new Map<string, number[]>();
-  const add = (key: string, ms: number) => costs.set(key, [...(costs.get(key) ?? []), ms]);
-  for (let round = 0; round < rounds; round++) {
-    set(0, 0);
-    for (const rows of [1, 4, 8]) add(`${rows}`, await time(rows, 5));
-    set(1, 1);
-    add("4 beside", await time(4, 5));
-  }
+  // each round: the worker paused for the slices alone, then computing for the last, beside it
+  const kinds: { rows: number; beside?: boolean }[] = [
+    { rows: 1 },
+    { rows: 4 },
+    { rows: 8 },
+    { rows: 4, beside: true },
+  ];
+  const series = kinds.map((k) => ({ ...k, ms: [] as number[] }));
+  for (let round = 0; round < rounds; round++)
+    for (const s of series) {
+      if (s.beside) set(1, 1);
+      else set(0, 0);
+      s.ms.push(await time(s.rows, 5));
+    }
   set(2, 0);
   await worker.terminate();
   model.dispose();
   lora.dispose();
-  return [...costs].map(([k, ms]) => ({
-    rows: parseInt(k),
-    ms: median(ms),
-    ...(k.includes("beside") && { beside: true }),
-  }));
+  return series.map((s) => ({ rows: s.rows, ms: median(s.ms), ...(s.beside && { beside: true }) }));
 }
 
 /** A worker computing 4-row slices of the committed base while control[0] is 1 (see sliceCosts). */
@@ -301,6 +303,9 @@ async function llmDataParallel(): Promise<Record<string, unknown>[]> {
 const python = process.env.FOK_PYTHON ?? (existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
 
 const rows: Record<string, unknown>[] = [];
+/** A 1-thread and a 2-thread figure measured in alternating rounds share one peak RSS: given on the 2-thread row. */
+const peakOfPair = (threads: number) =>
+  threads === 2 ? { peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) } : {};
 for (const backend of ["tensorflow-gpu", "tensorflow", "webgpu", "wasm", "cpu"] as BackendName[]) {
   try {
     const r = await measure(backend);
@@ -321,7 +326,7 @@ for (const r of await dataParallel(rounds))
     threads: r.threads,
     tokensPerSec: Math.round(r.tokensPerSec),
     msPerStep: Math.round(r.msPerStep),
-    peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+    ...peakOfPair(r.threads),
   });
 const profile = await profileStep();
 const parallel = rows.filter((r) => String(r.runtime).includes("data-parallel")).map((r) => r.tokensPerSec as number);
@@ -334,7 +339,7 @@ for (const [threads, rate] of [
     runtime: `tfjs-wasm, ${threads === 1 ? "one client" : "two clients at once"} in worker threads (median)`,
     threads,
     tokensPerSec: Math.round(rate),
-    peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+    ...peakOfPair(threads),
   });
 
 for (const threads of [1, 2]) {
